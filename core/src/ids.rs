@@ -1,0 +1,58 @@
+//! Identifiers of DAGs, runs, tasks and task instances.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Identifies one task instance: a task of one DAG run, with its map index (-1 when unmapped,
+/// as in Airflow).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TaskInstanceKey {
+    pub dag_id: String,
+    pub run_id: String,
+    pub task_id: String,
+    pub map_index: i32,
+}
+
+impl TaskInstanceKey {
+    pub fn new(dag_id: &str, run_id: &str, task_id: &str, map_index: i32) -> TaskInstanceKey {
+        TaskInstanceKey {
+            dag_id: dag_id.to_string(),
+            run_id: run_id.to_string(),
+            task_id: task_id.to_string(),
+            map_index,
+        }
+    }
+}
+
+impl fmt::Display for TaskInstanceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.dag_id, self.run_id, self.task_id)?;
+        if self.map_index >= 0 {
+            write!(f, "[{}]", self.map_index)?;
+        }
+        Ok(())
+    }
+}
+
+/// Identifies one DAG run.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RunKey {
+    pub dag_id: String,
+    pub run_id: String,
+}
+
+impl fmt::Display for RunKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.dag_id, self.run_id)
+    }
+}
+
+/// The run id Airflow gives a run of the given type at the given logical date,
+/// e.g. `scheduled__2024-01-01T00:00:00+00:00`.
+pub fn run_id_for(run_type: crate::state::RunType, logical_date: crate::Timestamp) -> String {
+    format!(
+        "{}__{}",
+        run_type.as_str(),
+        logical_date.format("%Y-%m-%dT%H:%M:%S%.f+00:00")
+    )
+}

@@ -1,0 +1,2 @@
+//! Priority weights: absolute, downstream and upstream weight rules.
+//! (interface; implementation in progress)

@@ -1,0 +1,78 @@
+//! weft-storage: the store API every backend implements, and its backends.
+//!
+//! Every task-instance transition is a compare-and-set on (state, try number, fencing token):
+//! [`Store::write`] applies a batch of [`Write`]s atomically and refuses the whole batch when
+//! one guard does not hold. Backends: [`sqlite`] (the embedded default) and [`memory`] (tests and
+//! simulation). [`conformance`] is the one suite every backend passes.
+
+pub mod conformance;
+pub mod memory;
+pub mod sqlite;
+mod types;
+
+pub use types::*;
+
+use async_trait::async_trait;
+use weft_core::dag_run::TaskInstanceRecord;
+use weft_core::ids::{RunKey, TaskInstanceKey};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A compare-and-set guard did not hold; nothing in the batch was written.
+    #[error("conflict on {what}: {detail}")]
+    Conflict { what: String, detail: String },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    /// A value is over its named limit.
+    #[error("{what} is {size} bytes, over the limit of {max} bytes")]
+    TooLarge { what: String, size: usize, max: usize },
+    /// The backend could not be reached or failed; the write may not have happened.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The stored data is not what this build understands.
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The metadata store. Implementations are cheap to clone handles (`Arc` inside) and safe to
+/// use from many tasks at once.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Apply writes atomically, in order; all or nothing. Returns when durable.
+    async fn write(&self, batch: Vec<Write>) -> Result<()>;
+
+    // --- DAGs
+    async fn dag(&self, dag_id: &str) -> Result<Option<DagRow>>;
+    async fn dags(&self) -> Result<Vec<DagRow>>;
+    /// The serialized DAG at a version (JSON text).
+    async fn dag_version(&self, dag_id: &str, version_hash: &str) -> Result<Option<DagVersionRow>>;
+    /// Versions of a DAG, newest first.
+    async fn dag_versions(&self, dag_id: &str) -> Result<Vec<DagVersionRow>>;
+
+    // --- runs
+    async fn run(&self, key: &RunKey) -> Result<Option<RunRow>>;
+    /// Runs of a DAG, newest logical date first, at most `limit`.
+    async fn runs(&self, dag_id: &str, limit: usize) -> Result<Vec<RunRow>>;
+    /// Runs in any of the given states, across DAGs (recovery after a restart).
+    async fn runs_in_states(&self, states: &[weft_core::state::DagRunState]) -> Result<Vec<RunRow>>;
+    /// The scheduled run of a DAG with the latest logical date.
+    async fn latest_scheduled_run(&self, dag_id: &str) -> Result<Option<RunRow>>;
+    /// The run of the DAG just before `logical_date` (depends_on_past).
+    async fn previous_run(&self, dag_id: &str, logical_date: weft_core::Timestamp) -> Result<Option<RunRow>>;
+
+    // --- task instances and attempts
+    async fn task_instance(&self, key: &TaskInstanceKey) -> Result<Option<TaskInstanceRecord>>;
+    async fn task_instances(&self, run: &RunKey) -> Result<Vec<TaskInstanceRecord>>;
+    /// Attempts of one task instance, oldest first.
+    async fn attempts(&self, key: &TaskInstanceKey) -> Result<Vec<AttemptRow>>;
+
+    // --- results, logs, errors, pools, audit
+    async fn xcoms(&self, run: &RunKey) -> Result<Vec<XcomRow>>;
+    async fn log_entry(&self, key: &TaskInstanceKey, try_number: u32) -> Result<Option<LogRow>>;
+    async fn import_errors(&self) -> Result<Vec<ImportErrorRow>>;
+    async fn pools(&self) -> Result<Vec<PoolRow>>;
+    /// Audit entries, newest first, at most `limit`.
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditRow>>;
+}

@@ -1,0 +1,148 @@
+//! Rows and writes of the store API: plain data shared by every backend.
+
+use serde::{Deserialize, Serialize};
+use weft_core::dag_run::{TaskInstanceRecord, TaskVersion};
+use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::state::{DagRunState, RunType};
+use weft_core::timetable::DataInterval;
+use weft_core::Timestamp;
+
+/// Size limit of one task result (XCom value), serialized.
+pub const XCOM_BYTES_MAX: usize = weft_core::limits::XCOM_BYTES_MAX;
+/// Size limit of one import error message.
+pub const IMPORT_ERROR_BYTES_MAX: usize = 64 * 1024;
+/// Size limit of one audit entry's detail.
+pub const AUDIT_DETAIL_BYTES_MAX: usize = 16 * 1024;
+/// Writes in one batch.
+pub const BATCH_WRITES_MAX: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DagRow {
+    pub dag_id: String,
+    /// The version that new runs use.
+    pub latest_version: String,
+    pub fileloc: Option<String>,
+    pub is_paused: bool,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DagVersionRow {
+    pub dag_id: String,
+    pub version_hash: String,
+    /// The serialized DAG (weft_core::spec::DagSpec as JSON).
+    pub spec_json: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRow {
+    pub key: RunKey,
+    pub run_type: RunType,
+    pub state: DagRunState,
+    pub logical_date: Timestamp,
+    pub data_interval: DataInterval,
+    /// The DAG version this run executes.
+    pub version_hash: String,
+    pub conf: serde_json::Value,
+    /// Seed for this run's retry jitter.
+    pub seed: u64,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub ended_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRow {
+    pub key: TaskInstanceKey,
+    pub try_number: u32,
+    pub token: u64,
+    /// Final state of the attempt (`running` while it runs).
+    pub state: weft_core::state::TaskState,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub worker: String,
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct XcomRow {
+    pub key: TaskInstanceKey,
+    /// `return_value` for a task's result.
+    pub name: String,
+    pub value: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
+    pub key: TaskInstanceKey,
+    pub try_number: u32,
+    /// Path of the log file, relative to the data directory.
+    pub path: String,
+    pub bytes: u64,
+    /// The log hit its size limit and was cut.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImportErrorRow {
+    pub fileloc: String,
+    pub line: Option<u32>,
+    pub message: String,
+    pub at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolRow {
+    pub name: String,
+    pub slots: u32,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRow {
+    /// Assigned by the store, increasing.
+    pub id: u64,
+    pub at: Timestamp,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+/// One write of a batch. Guarded writes fail the whole batch with `Error::Conflict` when the
+/// guard does not hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Write {
+    /// Store a DAG version (idempotent on `(dag_id, version_hash)`) and make it the latest.
+    PutDag { version: DagVersionRow, fileloc: Option<String>, paused_if_new: bool },
+    SetPaused { dag_id: String, paused: bool },
+    /// Create a run; conflicts when the run id exists, or when a run of the same DAG has the
+    /// same logical date and type `scheduled` or `backfill` (one run per schedule tick).
+    CreateRun(RunRow),
+    /// Change a run's state; guarded by its current state.
+    UpdateRun {
+        key: RunKey,
+        expected: DagRunState,
+        state: DagRunState,
+        started_at: Option<Timestamp>,
+        ended_at: Option<Timestamp>,
+    },
+    /// Compare-and-set a task instance. `expected: None` creates it (conflicts if it exists);
+    /// otherwise the stored (state, try_number, token) must equal `expected`.
+    PutTaskInstance { expected: Option<TaskVersion>, record: TaskInstanceRecord },
+    /// Record an attempt (insert or replace on `(key, try_number)`).
+    PutAttempt(AttemptRow),
+    /// Store a task result; refused with `Error::TooLarge` over `XCOM_BYTES_MAX`.
+    PutXcom(XcomRow),
+    /// Remove a task instance's results (when it is cleared).
+    DeleteXcoms { key: TaskInstanceKey },
+    PutLog(LogRow),
+    /// Record (or replace) the import error of a file.
+    PutImportError(ImportErrorRow),
+    ClearImportError { fileloc: String },
+    PutPool(PoolRow),
+    DeletePool { name: String },
+    /// Append an audit entry (`id` is ignored and assigned by the store).
+    Audit(AuditRow),
+}
