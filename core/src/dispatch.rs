@@ -1,22 +1,50 @@
 //! The dispatcher: orders ready task instances by priority and hands them to worker slots
 //! within pool slots and each DAG's `max_active_tasks`.
-//! (interface; implementation in progress)
+//!
+//! Order: runs that are not backfills first, then higher effective priority weight, then first
+//! come first served. Requests wait in one queue per (pool, DAG); the head of each non-empty
+//! queue sits in one ordered set, and a decision walks that set from the best head, skipping
+//! heads whose pool or DAG is full. A decision therefore costs O(blocked queues + log n), never
+//! a walk over waiting requests. Inside one queue the order is strict: a head that needs more
+//! pool slots than are free holds back the requests behind it in the same pool and DAG
+//! (Airflow would look past it; head-of-line order keeps big tasks from starving).
+//!
+//! A request naming a pool that does not exist waits until `SetPool` creates it, as Airflow
+//! leaves such task instances scheduled ("will not be scheduled" warning) rather than failing
+//! them; they are counted in [`DispatchStats::waiting_for_unknown_pool`].
 
 use crate::dag_run::DispatchRequest;
 use crate::ids::TaskInstanceKey;
+use crate::spec::DEFAULT_POOL;
+use crate::state::RunType;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Slots of `default_pool` until `SetPool` changes them (Airflow's default).
+pub const DEFAULT_POOL_SLOTS: u32 = 128;
+/// Worker slots until `SetWorkerSlots` says otherwise (Airflow's `core.parallelism` default).
+pub const WORKER_SLOTS_DEFAULT: u32 = 32;
+/// A DAG's `max_active_tasks` until `SetDagLimit` says otherwise (the spec's default).
+pub const DAG_ACTIVE_TASKS_DEFAULT: u32 = 16;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DispatchInput {
     /// A task instance is ready.
     Enqueue(DispatchRequest),
     /// An attempt ended (or was never started) and gives back its pool slots and worker slot.
-    Release { key: TaskInstanceKey, try_number: u32 },
+    Release {
+        key: TaskInstanceKey,
+        try_number: u32,
+    },
     /// A queued request is no longer wanted (cleared, run failed).
     Cancel { key: TaskInstanceKey },
     /// Create or resize a pool.
     SetPool { name: String, slots: u32 },
     /// Set a DAG's `max_active_tasks`.
-    SetDagLimit { dag_id: String, max_active_tasks: u32 },
+    SetDagLimit {
+        dag_id: String,
+        max_active_tasks: u32,
+    },
     /// The number of worker slots that exist.
     SetWorkerSlots { count: u32 },
 }
@@ -27,9 +55,106 @@ pub enum DispatchEffect {
     Start(DispatchRequest),
 }
 
+/// Inputs the dispatcher ignored, by reason; for metrics and the simulator's checkers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// `Enqueue` of an attempt already queued or started with the same (try, token).
+    pub duplicate_enqueues: u64,
+    /// `Enqueue` of an attempt older than the one already queued for the same task instance.
+    pub stale_enqueues: u64,
+    /// `Release` of an attempt the dispatcher does not hold.
+    pub unknown_releases: u64,
+    /// `Cancel` of a task instance with nothing queued.
+    pub unknown_cancels: u64,
+    /// Requests now waiting on a pool that does not exist.
+    pub waiting_for_unknown_pool: u64,
+}
+
+/// Queue order: lower sorts first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Rank {
+    /// Backfill runs go after every other run type.
+    backfill: bool,
+    weight: Reverse<i64>,
+    sequence: u64,
+}
+
+impl Rank {
+    fn of(request: &DispatchRequest, sequence: u64) -> Rank {
+        Rank {
+            backfill: request.run_type == RunType::Backfill,
+            weight: Reverse(request.priority_weight),
+            sequence,
+        }
+    }
+}
+
+/// One queue per pool and DAG.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct QueueId {
+    pool: String,
+    dag_id: String,
+}
+
+#[derive(Debug, Clone)]
+struct Waiting {
+    queue: QueueId,
+    rank: Rank,
+    request: DispatchRequest,
+}
+
+#[derive(Debug, Clone)]
+struct Pool {
+    slots: u32,
+    /// Invariant: the sum of `pool_slots` of started attempts in this pool (may exceed
+    /// `slots` after a pool shrinks; nothing starts until it drops below).
+    used: u32,
+}
+
 #[derive(Debug, Clone, Default)]
+struct DagUsage {
+    limit: Option<u32>,
+    active: u32,
+}
+
+#[derive(Debug, Clone)]
 pub struct Dispatcher {
-    queue: Vec<DispatchRequest>,
+    worker_slots: u32,
+    /// Invariant: `workers_used == started.values().map(Vec::len).sum()`.
+    workers_used: u32,
+    pools: HashMap<String, Pool>,
+    dags: HashMap<String, DagUsage>,
+    queues: HashMap<QueueId, BTreeMap<Rank, TaskInstanceKey>>,
+    /// The best rank of each non-empty queue.
+    heads: BTreeSet<(Rank, QueueId)>,
+    /// At most one waiting request per task instance: the newest attempt.
+    waiting: HashMap<TaskInstanceKey, Waiting>,
+    /// Started attempts per task instance; more than one only while a superseded attempt
+    /// still holds its slot.
+    started: HashMap<TaskInstanceKey, Vec<DispatchRequest>>,
+    next_sequence: u64,
+    stats: DispatchStats,
+}
+
+impl Default for Dispatcher {
+    fn default() -> Dispatcher {
+        let default_pool = Pool {
+            slots: DEFAULT_POOL_SLOTS,
+            used: 0,
+        };
+        Dispatcher {
+            worker_slots: WORKER_SLOTS_DEFAULT,
+            workers_used: 0,
+            pools: HashMap::from([(DEFAULT_POOL.to_string(), default_pool)]),
+            dags: HashMap::new(),
+            queues: HashMap::new(),
+            heads: BTreeSet::new(),
+            waiting: HashMap::new(),
+            started: HashMap::new(),
+            next_sequence: 0,
+            stats: DispatchStats::default(),
+        }
+    }
 }
 
 impl Dispatcher {
@@ -39,11 +164,227 @@ impl Dispatcher {
 
     pub fn handle(&mut self, input: DispatchInput) -> Vec<DispatchEffect> {
         match input {
-            DispatchInput::Enqueue(request) => vec![DispatchEffect::Start(request)],
-            _ => {
-                self.queue.clear();
-                Vec::new()
+            DispatchInput::Enqueue(request) => self.enqueue(request),
+            DispatchInput::Release { key, try_number } => self.release(&key, try_number),
+            DispatchInput::Cancel { key } => {
+                if self.waiting.contains_key(&key) {
+                    self.remove_waiting(&key);
+                } else {
+                    self.stats.unknown_cancels += 1;
+                }
+            }
+            DispatchInput::SetPool { name, slots } => {
+                self.pools
+                    .entry(name)
+                    .or_insert(Pool { slots, used: 0 })
+                    .slots = slots;
+            }
+            DispatchInput::SetDagLimit {
+                dag_id,
+                max_active_tasks,
+            } => {
+                self.dags.entry(dag_id).or_default().limit = Some(max_active_tasks);
+            }
+            DispatchInput::SetWorkerSlots { count } => self.worker_slots = count,
+        }
+        self.start_ready()
+    }
+
+    pub fn stats(&self) -> DispatchStats {
+        let unknown = self
+            .waiting
+            .values()
+            .filter(|w| !self.pools.contains_key(&w.queue.pool));
+        DispatchStats {
+            waiting_for_unknown_pool: unknown.count() as u64,
+            ..self.stats
+        }
+    }
+
+    /// Requests waiting for a slot.
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Attempts started and not yet released.
+    pub fn started_len(&self) -> usize {
+        self.workers_used as usize
+    }
+
+    /// Pool slots in use, or `None` for an unknown pool.
+    pub fn pool_used(&self, pool: &str) -> Option<u32> {
+        self.pools.get(pool).map(|pool| pool.used)
+    }
+
+    fn enqueue(&mut self, request: DispatchRequest) {
+        let attempt = (request.try_number, request.token);
+        let is_started = self
+            .started
+            .get(&request.key)
+            .into_iter()
+            .flatten()
+            .any(|started| (started.try_number, started.token) == attempt);
+        if is_started {
+            self.stats.duplicate_enqueues += 1;
+            return;
+        }
+        if let Some(waiting) = self.waiting.get(&request.key) {
+            let queued = (waiting.request.try_number, waiting.request.token);
+            if queued == attempt {
+                self.stats.duplicate_enqueues += 1;
+                return;
+            }
+            if queued > attempt {
+                self.stats.stale_enqueues += 1;
+                return;
+            }
+            // A newer attempt (a new token after recovery) replaces the queued one.
+            self.remove_waiting(&request.key);
+        }
+        self.push_waiting(request);
+    }
+
+    fn push_waiting(&mut self, request: DispatchRequest) {
+        let rank = Rank::of(&request, self.next_sequence);
+        self.next_sequence += 1;
+        let queue = QueueId {
+            pool: request.pool.clone(),
+            dag_id: request.key.dag_id.clone(),
+        };
+        let key = request.key.clone();
+        self.update_queue(&queue, |entries| {
+            entries.insert(rank, key.clone());
+        });
+        self.waiting.insert(
+            key,
+            Waiting {
+                queue,
+                rank,
+                request,
+            },
+        );
+    }
+
+    fn remove_waiting(&mut self, key: &TaskInstanceKey) -> Option<DispatchRequest> {
+        let waiting = self.waiting.remove(key)?;
+        self.update_queue(&waiting.queue, |entries| {
+            entries.remove(&waiting.rank);
+        });
+        Some(waiting.request)
+    }
+
+    /// Changes one queue and keeps `heads` and `queues` in step with it.
+    fn update_queue(
+        &mut self,
+        queue: &QueueId,
+        change: impl FnOnce(&mut BTreeMap<Rank, TaskInstanceKey>),
+    ) {
+        let entries = self.queues.entry(queue.clone()).or_default();
+        let head_before = entries.first_key_value().map(|(rank, _)| *rank);
+        change(entries);
+        let head_after = entries.first_key_value().map(|(rank, _)| *rank);
+        if entries.is_empty() {
+            self.queues.remove(queue);
+        }
+        if head_before != head_after {
+            if let Some(rank) = head_before {
+                self.heads.remove(&(rank, queue.clone()));
+            }
+            if let Some(rank) = head_after {
+                self.heads.insert((rank, queue.clone()));
             }
         }
+    }
+
+    fn release(&mut self, key: &TaskInstanceKey, try_number: u32) {
+        let Some(attempts) = self.started.get_mut(key) else {
+            // "Or was never started": a waiting request of that try is withdrawn.
+            let waiting_try = self.waiting.get(key).map(|w| w.request.try_number);
+            if waiting_try == Some(try_number) {
+                self.remove_waiting(key);
+            } else {
+                self.stats.unknown_releases += 1;
+            }
+            return;
+        };
+        let Some(position) = attempts.iter().position(|a| a.try_number == try_number) else {
+            self.stats.unknown_releases += 1;
+            return;
+        };
+        let request = attempts.remove(position);
+        if attempts.is_empty() {
+            self.started.remove(key);
+        }
+        self.workers_used -= 1;
+        if let Some(pool) = self.pools.get_mut(&request.pool) {
+            pool.used = pool.used.saturating_sub(request.pool_slots);
+        }
+        if let Some(dag) = self.dags.get_mut(&key.dag_id) {
+            dag.active = dag.active.saturating_sub(1);
+        }
+    }
+
+    fn start_ready(&mut self) -> Vec<DispatchEffect> {
+        let mut effects = Vec::new();
+        while self.workers_used < self.worker_slots {
+            let Some(queue) = self.best_startable_queue() else {
+                break;
+            };
+            let Some(key) = self
+                .queues
+                .get(&queue)
+                .and_then(|q| q.values().next().cloned())
+            else {
+                break;
+            };
+            let Some(request) = self.remove_waiting(&key) else {
+                break;
+            };
+            self.mark_started(&request);
+            effects.push(DispatchEffect::Start(request));
+        }
+        effects
+    }
+
+    /// The queue whose head ranks best among the heads that fit their pool and DAG limits.
+    fn best_startable_queue(&self) -> Option<QueueId> {
+        self.heads
+            .iter()
+            .find(|(_, queue)| self.head_fits(queue))
+            .map(|(_, queue)| queue.clone())
+    }
+
+    fn head_fits(&self, queue: &QueueId) -> bool {
+        let Some(pool) = self.pools.get(&queue.pool) else {
+            return false;
+        };
+        let Some(key) = self.queues.get(queue).and_then(|q| q.values().next()) else {
+            return false;
+        };
+        let Some(waiting) = self.waiting.get(key) else {
+            return false;
+        };
+        let pool_free = pool.slots.saturating_sub(pool.used);
+        let dag = self.dags.get(&queue.dag_id);
+        let dag_limit = dag
+            .and_then(|d| d.limit)
+            .unwrap_or(DAG_ACTIVE_TASKS_DEFAULT);
+        let dag_active = dag.map_or(0, |d| d.active);
+        waiting.request.pool_slots <= pool_free && dag_active < dag_limit
+    }
+
+    fn mark_started(&mut self, request: &DispatchRequest) {
+        self.workers_used += 1;
+        if let Some(pool) = self.pools.get_mut(&request.pool) {
+            pool.used += request.pool_slots;
+        }
+        self.dags
+            .entry(request.key.dag_id.clone())
+            .or_default()
+            .active += 1;
+        self.started
+            .entry(request.key.clone())
+            .or_default()
+            .push(request.clone());
     }
 }

@@ -48,11 +48,36 @@ impl fmt::Display for RunKey {
 }
 
 /// The run id Airflow gives a run of the given type at the given logical date,
-/// e.g. `scheduled__2024-01-01T00:00:00+00:00`.
+/// e.g. `scheduled__2024-01-01T00:00:00+00:00` (Python's `isoformat`: microseconds only when
+/// not zero).
 pub fn run_id_for(run_type: crate::state::RunType, logical_date: crate::Timestamp) -> String {
-    format!(
-        "{}__{}",
-        run_type.as_str(),
-        logical_date.format("%Y-%m-%dT%H:%M:%S%.f+00:00")
-    )
+    use chrono::Timelike;
+    let fraction = if logical_date.nanosecond() / 1_000 == 0 {
+        ""
+    } else {
+        "%.6f"
+    };
+    let format = format!("%Y-%m-%dT%H:%M:%S{fraction}+00:00");
+    format!("{}__{}", run_type.as_str(), logical_date.format(&format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::RunType;
+    use chrono::TimeZone;
+
+    #[test]
+    fn run_ids_look_like_airflow_ones() {
+        let midnight = chrono::Utc.with_ymd_and_hms(2024, 1, 1, 0, 0, 0).unwrap();
+        assert_eq!(
+            run_id_for(RunType::Scheduled, midnight),
+            "scheduled__2024-01-01T00:00:00+00:00"
+        );
+        let later = midnight + chrono::Duration::nanoseconds(123_456_789);
+        assert_eq!(
+            run_id_for(RunType::Manual, later),
+            "manual__2024-01-01T00:00:00.123456+00:00"
+        );
+    }
 }

@@ -85,10 +85,25 @@ pub enum ScheduleSpec {
     #[default]
     None,
     /// A cron expression (5 fields) or a preset (`@once`, `@hourly`, `@daily`, `@weekly`,
-    /// `@monthly`, `@yearly`, `@annually`, `@midnight`).
-    Cron { expression: String },
+    /// `@monthly`, `@quarterly`, `@yearly`, `@annually`, `@midnight`).
+    Cron {
+        expression: String,
+        /// `true`: Airflow's `CronDataIntervalTimetable` (a run covers `[previous tick, tick)`,
+        /// is due at its end, and its logical date is the start). `false`, Airflow 3's default
+        /// (`[scheduler] create_cron_data_intervals = False`): `CronTriggerTimetable` (the
+        /// logical date is the tick itself and the data interval is empty).
+        #[serde(default)]
+        data_intervals: bool,
+    },
     /// A fixed interval (Airflow's `schedule=timedelta(...)`).
-    Interval { every_ms: u64 },
+    Interval {
+        every_ms: u64,
+        /// `true`: Airflow's `DeltaDataIntervalTimetable`; `false`, Airflow 3's default:
+        /// `DeltaTriggerTimetable` (Airflow 3.3 picks it with the same
+        /// `create_cron_data_intervals` setting as cron schedules).
+        #[serde(default)]
+        data_intervals: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

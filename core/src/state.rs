@@ -129,6 +129,8 @@ string_enum! {
     }
 }
 
+// The enums come from a macro that cannot mark a `#[default]` variant, hence hand-written.
+#[allow(clippy::derivable_impls)]
 impl Default for TriggerRule {
     fn default() -> TriggerRule {
         TriggerRule::AllSuccess
@@ -144,6 +146,7 @@ string_enum! {
     }
 }
 
+#[allow(clippy::derivable_impls)]
 impl Default for WeightRule {
     fn default() -> WeightRule {
         WeightRule::Downstream
@@ -163,7 +166,9 @@ mod tests {
             assert_eq!(rule.as_str().parse::<TriggerRule>().unwrap(), *rule);
         }
         let error = "all_succes".parse::<TriggerRule>().unwrap_err();
-        assert!(error.to_string().contains("unknown TriggerRule `all_succes`"));
+        assert!(error
+            .to_string()
+            .contains("unknown TriggerRule `all_succes`"));
         assert!(error.to_string().contains("all_success"));
     }
 

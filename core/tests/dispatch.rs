@@ -1,0 +1,172 @@
+//! Dispatcher decisions: priority order, pools, `max_active_tasks`, backfill below fresh runs,
+//! idempotence.
+
+use expect_test::expect;
+use weft_core::dag_run::DispatchRequest;
+use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher};
+use weft_core::ids::TaskInstanceKey;
+use weft_core::state::RunType;
+
+fn request(dag_id: &str, task_id: &str, priority_weight: i64) -> DispatchRequest {
+    DispatchRequest {
+        key: TaskInstanceKey::new(dag_id, "r", task_id, -1),
+        try_number: 1,
+        token: 1,
+        priority_weight,
+        run_type: RunType::Scheduled,
+        pool: "default_pool".to_string(),
+        pool_slots: 1,
+        execution_timeout_ms: None,
+    }
+}
+
+fn started(effects: Vec<DispatchEffect>) -> String {
+    let names: Vec<String> = effects
+        .into_iter()
+        .map(|DispatchEffect::Start(r)| format!("{}.{}", r.key.dag_id, r.key.task_id))
+        .collect();
+    names.join(" ")
+}
+
+fn release(dispatcher: &mut Dispatcher, dag_id: &str, task_id: &str) -> String {
+    let key = TaskInstanceKey::new(dag_id, "r", task_id, -1);
+    started(dispatcher.handle(DispatchInput::Release { key, try_number: 1 }))
+}
+
+#[test]
+fn priority_order_then_fifo_with_backfill_last() {
+    let mut dispatcher = Dispatcher::new();
+    dispatcher.handle(DispatchInput::SetWorkerSlots { count: 0 });
+    let mut backfill = request("d", "backfill_high", 100);
+    backfill.run_type = RunType::Backfill;
+    for r in [
+        request("d", "low", 1),
+        backfill,
+        request("d", "high", 5),
+        request("d", "low2", 1),
+    ] {
+        dispatcher.handle(DispatchInput::Enqueue(r));
+    }
+    let order = started(dispatcher.handle(DispatchInput::SetWorkerSlots { count: 10 }));
+    expect!["d.high d.low d.low2 d.backfill_high"].assert_eq(&order);
+}
+
+#[test]
+fn pool_slots_limit_and_release() {
+    let mut dispatcher = Dispatcher::new();
+    dispatcher.handle(DispatchInput::SetPool {
+        name: "small".to_string(),
+        slots: 2,
+    });
+    let mut log = String::new();
+    for (task_id, slots) in [("a", 2), ("b", 1), ("c", 1)] {
+        let mut r = request("d", task_id, 1);
+        r.pool = "small".to_string();
+        r.pool_slots = slots;
+        log += &format!(
+            "enqueue {task_id}: [{}]\n",
+            started(dispatcher.handle(DispatchInput::Enqueue(r)))
+        );
+    }
+    // Another pool is not held back by the full one.
+    let other = started(dispatcher.handle(DispatchInput::Enqueue(request("d", "x", 1))));
+    log += &format!("enqueue x (default_pool): [{other}]\n");
+    log += &format!("release a: [{}]\n", release(&mut dispatcher, "d", "a"));
+    assert_eq!(dispatcher.pool_used("small"), Some(2));
+    expect![[r#"
+        enqueue a: [d.a]
+        enqueue b: []
+        enqueue c: []
+        enqueue x (default_pool): [d.x]
+        release a: [d.b d.c]
+    "#]]
+    .assert_eq(&log);
+}
+
+#[test]
+fn max_active_tasks_per_dag() {
+    let mut dispatcher = Dispatcher::new();
+    dispatcher.handle(DispatchInput::SetDagLimit {
+        dag_id: "busy".to_string(),
+        max_active_tasks: 1,
+    });
+    let mut log = String::new();
+    for r in [
+        request("busy", "a", 9),
+        request("busy", "b", 9),
+        request("calm", "c", 1),
+    ] {
+        log += &format!(
+            "[{}] ",
+            started(dispatcher.handle(DispatchInput::Enqueue(r)))
+        );
+    }
+    log += &format!(
+        "release busy.a: [{}]",
+        release(&mut dispatcher, "busy", "a")
+    );
+    expect!["[busy.a] [] [calm.c] release busy.a: [busy.b]"].assert_eq(&log);
+}
+
+#[test]
+fn unknown_pool_waits_until_created() {
+    let mut dispatcher = Dispatcher::new();
+    let mut r = request("d", "a", 1);
+    r.pool = "later".to_string();
+    assert_eq!(started(dispatcher.handle(DispatchInput::Enqueue(r))), "");
+    assert_eq!(dispatcher.stats().waiting_for_unknown_pool, 1);
+    let effects = dispatcher.handle(DispatchInput::SetPool {
+        name: "later".to_string(),
+        slots: 1,
+    });
+    assert_eq!(started(effects), "d.a");
+}
+
+#[test]
+fn duplicates_and_unknown_releases_are_ignored() {
+    let mut dispatcher = Dispatcher::new();
+    dispatcher.handle(DispatchInput::SetWorkerSlots { count: 1 });
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(request("d", "a", 1)))),
+        "d.a"
+    );
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(request("d", "a", 1)))),
+        ""
+    );
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(request("d", "b", 1)))),
+        ""
+    );
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(request("d", "b", 1)))),
+        ""
+    );
+    assert_eq!(release(&mut dispatcher, "d", "nope"), "");
+    assert_eq!(release(&mut dispatcher, "d", "a"), "d.b");
+    assert_eq!(release(&mut dispatcher, "d", "a"), "");
+    let stats = dispatcher.stats();
+    assert_eq!((stats.duplicate_enqueues, stats.unknown_releases), (2, 2));
+    assert_eq!(dispatcher.started_len(), 1);
+}
+
+#[test]
+fn newer_token_replaces_queued_request_and_cancel_withdraws() {
+    let mut dispatcher = Dispatcher::new();
+    dispatcher.handle(DispatchInput::SetWorkerSlots { count: 0 });
+    dispatcher.handle(DispatchInput::Enqueue(request("d", "a", 1)));
+    let mut newer = request("d", "a", 1);
+    newer.token = 2;
+    dispatcher.handle(DispatchInput::Enqueue(newer));
+    dispatcher.handle(DispatchInput::Enqueue(request("d", "b", 1)));
+    dispatcher.handle(DispatchInput::Cancel {
+        key: TaskInstanceKey::new("d", "r", "b", -1),
+    });
+    assert_eq!(dispatcher.waiting_len(), 1);
+    let effects = dispatcher.handle(DispatchInput::SetWorkerSlots { count: 5 });
+    let tokens: Vec<u64> = effects
+        .iter()
+        .map(|DispatchEffect::Start(r)| r.token)
+        .collect();
+    assert_eq!(tokens, vec![2]);
+}
