@@ -1,4 +1,28 @@
 //! weft-actors: the ractor actors that drive the core state machines and perform their
-//! effects, the executors that run attempts, and the embedding API.
+//! effects, the executors that run attempts, and the embedding API ([`Engine`]).
+//!
+//! Actor tree (each arrow is supervision):
+//!
+//! ```text
+//! Scheduler ─┬─> DagRun (one per active run) ──> Task (one per dispatched task instance)
+//!            └─> ...
+//! Dispatcher ──> WorkerSlot × N
+//! ```
+//!
+//! Decisions are made by `weft_core`; actors only persist, send and wait.
 
+mod dag_run_actor;
+mod dispatcher_actor;
+mod engine;
+mod error;
+mod events;
 pub mod executor;
+mod scheduler_actor;
+mod shared;
+mod task_actor;
+mod worker_slot;
+
+pub use engine::{Engine, EngineConfig, RustDag, TaskError, TaskFn, UpsertOutcome};
+pub use error::EngineError;
+pub use events::Event;
+pub use worker_slot::AttemptAssignment;

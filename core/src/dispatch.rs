@@ -18,7 +18,7 @@ use crate::ids::TaskInstanceKey;
 use crate::spec::DEFAULT_POOL;
 use crate::state::RunType;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Slots of `default_pool` until `SetPool` changes them (Airflow's default).
 pub const DEFAULT_POOL_SLOTS: u32 = 128;
@@ -26,6 +26,10 @@ pub const DEFAULT_POOL_SLOTS: u32 = 128;
 pub const WORKER_SLOTS_DEFAULT: u32 = 32;
 /// A DAG's `max_active_tasks` until `SetDagLimit` says otherwise (the spec's default).
 pub const DAG_ACTIVE_TASKS_DEFAULT: u32 = 16;
+/// Task instances whose newest enqueued attempt the dispatcher remembers, oldest forgotten
+/// first. A late or duplicated `Enqueue` of an attempt it still remembers never starts it again;
+/// one older than this horizon can, and the run's fencing then refuses its reports.
+pub const ENQUEUED_REMEMBERED_MAX: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DispatchInput {
@@ -132,6 +136,13 @@ pub struct Dispatcher {
     /// Started attempts per task instance; more than one only while a superseded attempt
     /// still holds its slot.
     started: HashMap<TaskInstanceKey, Vec<DispatchRequest>>,
+    /// The newest (try, token) ever enqueued per task instance, so that an attempt that was
+    /// superseded, or already ran and was released, is not started again by a late duplicate
+    /// (found by the simulator, seed 54). Bounded by `ENQUEUED_REMEMBERED_MAX` through
+    /// `enqueued_order`.
+    newest_enqueued: HashMap<TaskInstanceKey, (u32, u64)>,
+    /// Keys of `newest_enqueued` in the order they were first remembered.
+    enqueued_order: VecDeque<TaskInstanceKey>,
     next_sequence: u64,
     stats: DispatchStats,
 }
@@ -151,6 +162,8 @@ impl Default for Dispatcher {
             heads: BTreeSet::new(),
             waiting: HashMap::new(),
             started: HashMap::new(),
+            newest_enqueued: HashMap::new(),
+            enqueued_order: VecDeque::new(),
             next_sequence: 0,
             stats: DispatchStats::default(),
         }
@@ -228,6 +241,18 @@ impl Dispatcher {
             self.stats.duplicate_enqueues += 1;
             return;
         }
+        match self.newest_enqueued.get(&request.key).copied() {
+            Some(newest) if newest == attempt => {
+                // Queued, started, or already ran and released: never start it twice.
+                self.stats.duplicate_enqueues += 1;
+                return;
+            }
+            Some(newest) if newest > attempt => {
+                self.stats.stale_enqueues += 1;
+                return;
+            }
+            _ => self.remember_enqueued(&request.key, attempt),
+        }
         if let Some(waiting) = self.waiting.get(&request.key) {
             let queued = (waiting.request.try_number, waiting.request.token);
             if queued == attempt {
@@ -242,6 +267,17 @@ impl Dispatcher {
             self.remove_waiting(&request.key);
         }
         self.push_waiting(request);
+    }
+
+    fn remember_enqueued(&mut self, key: &TaskInstanceKey, attempt: (u32, u64)) {
+        if self.newest_enqueued.insert(key.clone(), attempt).is_none() {
+            self.enqueued_order.push_back(key.clone());
+        }
+        while self.enqueued_order.len() > ENQUEUED_REMEMBERED_MAX {
+            if let Some(oldest) = self.enqueued_order.pop_front() {
+                self.newest_enqueued.remove(&oldest);
+            }
+        }
     }
 
     fn push_waiting(&mut self, request: DispatchRequest) {

@@ -135,6 +135,10 @@ pub struct Scheduler {
     wake_at: Option<Timestamp>,
     /// DAG entries looked at by `Tick`s, for tests that check idle DAGs cost nothing.
     dags_examined: u64,
+    /// DAGs with recovered queued runs. They are started at the next `Tick`, once every active
+    /// run has been recovered: starting them as they arrive would not count running runs
+    /// recovered after them against `max_active_runs` (found by the simulator, seed 11).
+    recovered_queued: BTreeSet<String>,
 }
 
 impl Scheduler {
@@ -287,13 +291,19 @@ impl Scheduler {
             }
         }
         if !run_state.is_finished() {
+            if !run.started {
+                self.recovered_queued.insert(dag_id.to_string());
+            }
             state.active.insert(run_id, run);
         }
-        self.start_runs(dag_id, effects);
         self.reschedule(dag_id);
     }
 
     fn handle_tick(&mut self, now: Timestamp, effects: &mut Vec<SchedulerEffect>) {
+        for dag_id in std::mem::take(&mut self.recovered_queued) {
+            self.start_runs(&dag_id, effects);
+            self.reschedule(&dag_id);
+        }
         while let Some((at, dag_id)) = self.due.first().cloned() {
             if at > now {
                 break;

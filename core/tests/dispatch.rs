@@ -170,3 +170,42 @@ fn newer_token_replaces_queued_request_and_cancel_withdraws() {
         .collect();
     assert_eq!(tokens, vec![2]);
 }
+
+/// Found by the simulator (seed 54): a run re-dispatched a queued instance with a new token
+/// (try 1, token 4) while the first attempt (try 1, token 3) still ran. `Release` names only
+/// the try, so releasing token 4 dropped token 3's entry, and a late duplicate `Enqueue` of
+/// token 3 then started a second attempt under that token. The dispatcher now remembers the
+/// newest attempt enqueued per task instance and never starts an older or equal one again.
+#[test]
+fn seed_54_late_duplicate_enqueue_never_restarts_an_attempt() {
+    let mut dispatcher = Dispatcher::new();
+    let first = DispatchRequest {
+        token: 3,
+        ..request("d", "t", 1)
+    };
+    let second = DispatchRequest {
+        token: 4,
+        ..request("d", "t", 1)
+    };
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(first.clone()))),
+        "d.t"
+    );
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(second.clone()))),
+        "d.t"
+    );
+    assert_eq!(release(&mut dispatcher, "d", "t"), "");
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(first))),
+        ""
+    );
+    assert_eq!(dispatcher.stats().stale_enqueues, 1);
+    assert_eq!(release(&mut dispatcher, "d", "t"), "");
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(second))),
+        ""
+    );
+    assert_eq!(dispatcher.stats().duplicate_enqueues, 1);
+    assert_eq!(dispatcher.started_len(), 0);
+}

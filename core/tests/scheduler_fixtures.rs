@@ -414,13 +414,73 @@ fn recovery_rebuilds_active_runs_and_the_next_run() {
             01-05T12:00 recovered scheduled__2024-01-01T00:00:00+00:00 success
             01-05T12:00 recovered scheduled__2024-01-02T00:00:00+00:00 running
             01-05T12:00 recovered scheduled__2024-01-03T00:00:00+00:00 queued
-                start d scheduled__2024-01-03T00:00:00+00:00
             01-05T12:00 tick
+                start d scheduled__2024-01-03T00:00:00+00:00
             01-05T12:05 finished scheduled__2024-01-02T00:00:00+00:00
                 create d scheduled__2024-01-04T00:00:00+00:00 [01-04T00:00, 01-05T00:00)
                 start d scheduled__2024-01-04T00:00:00+00:00
             01-05T12:06 recovered r queued
                 rejected ghost: unknown dag `ghost`: register it before using it
+        "#]],
+    );
+}
+
+/// Found by the simulator (seed 11): after a restart the store listed a queued backfill run
+/// before a running scheduled run of the same DAG; starting the queued run as soon as it was
+/// recovered put two runs over `max_active_runs = 1`. Queued runs now start at the `Tick` that
+/// ends recovery, when every running run is known.
+#[test]
+fn seed_11_recovered_queued_run_waits_for_running_runs() {
+    let recovered = |run_id: &str, run_type, day: u32, state| SchedulerInput::RunRecovered {
+        dag_id: "d".into(),
+        run_id: run_id.into(),
+        run_type,
+        logical_date: at(2024, 1, day, 0, 0),
+        data_interval: DataInterval {
+            start: at(2024, 1, day, 0, 0),
+            end: at(2024, 1, day + 1, 0, 0),
+        },
+        state,
+    };
+    let options = DagOptions {
+        max_active_runs: 1,
+        ..daily()
+    };
+    let backfill = "backfill__2024-01-01T00:00:00+00:00";
+    let scheduled = "scheduled__2024-01-04T00:00:00+00:00";
+    check(
+        vec![
+            (
+                at(2024, 1, 5, 12, 0),
+                SchedulerInput::DagUpserted {
+                    dag: dag("d", options),
+                    paused: false,
+                    last_automated: Some(DataInterval {
+                        start: at(2024, 1, 4, 0, 0),
+                        end: at(2024, 1, 5, 0, 0),
+                    }),
+                },
+            ),
+            (
+                at(2024, 1, 5, 12, 0),
+                recovered(backfill, RunType::Backfill, 1, DagRunState::Queued),
+            ),
+            (
+                at(2024, 1, 5, 12, 0),
+                recovered(scheduled, RunType::Scheduled, 4, DagRunState::Running),
+            ),
+            (at(2024, 1, 5, 12, 0), SchedulerInput::Tick),
+            (at(2024, 1, 5, 12, 5), finished(scheduled)),
+        ],
+        expect![[r#"
+            01-05T12:00 upsert d
+                wake 01-06T00:00
+            01-05T12:00 recovered backfill__2024-01-01T00:00:00+00:00 queued
+            01-05T12:00 recovered scheduled__2024-01-04T00:00:00+00:00 running
+            01-05T12:00 tick
+            01-05T12:05 finished scheduled__2024-01-04T00:00:00+00:00
+                start d backfill__2024-01-01T00:00:00+00:00
+                wake 01-06T00:00
         "#]],
     );
 }

@@ -5,7 +5,9 @@
 //! one guard does not hold. Backends: [`sqlite`] (the embedded default) and [`memory`] (tests and
 //! simulation). [`conformance`] is the one suite every backend passes.
 
+pub mod batch;
 pub mod conformance;
+pub mod cql;
 pub mod memory;
 pub mod sqlite;
 mod types;
@@ -25,13 +27,31 @@ pub enum Error {
     NotFound { what: String },
     /// A value is over its named limit.
     #[error("{what} is {size} bytes, over the limit of {max} bytes")]
-    TooLarge { what: String, size: usize, max: usize },
+    TooLarge {
+        what: String,
+        size: usize,
+        max: usize,
+    },
+    /// A collection is over its named limit on the number of entries; nothing was written.
+    #[error("{what} has {count} entries, over the limit of {max}: split it")]
+    TooMany {
+        what: String,
+        count: usize,
+        max: usize,
+    },
     /// The backend could not be reached or failed; the write may not have happened.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// The stored data is not what this build understands.
     #[error("store corrupt: {0}")]
     Corrupt(String),
+}
+
+impl Error {
+    /// A compare-and-set guard did not hold: re-read and decide again rather than retry blindly.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Conflict { .. })
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -56,11 +76,16 @@ pub trait Store: Send + Sync + 'static {
     /// Runs of a DAG, newest logical date first, at most `limit`.
     async fn runs(&self, dag_id: &str, limit: usize) -> Result<Vec<RunRow>>;
     /// Runs in any of the given states, across DAGs (recovery after a restart).
-    async fn runs_in_states(&self, states: &[weft_core::state::DagRunState]) -> Result<Vec<RunRow>>;
+    async fn runs_in_states(&self, states: &[weft_core::state::DagRunState])
+        -> Result<Vec<RunRow>>;
     /// The scheduled run of a DAG with the latest logical date.
     async fn latest_scheduled_run(&self, dag_id: &str) -> Result<Option<RunRow>>;
     /// The run of the DAG just before `logical_date` (depends_on_past).
-    async fn previous_run(&self, dag_id: &str, logical_date: weft_core::Timestamp) -> Result<Option<RunRow>>;
+    async fn previous_run(
+        &self,
+        dag_id: &str,
+        logical_date: weft_core::Timestamp,
+    ) -> Result<Option<RunRow>>;
 
     // --- task instances and attempts
     async fn task_instance(&self, key: &TaskInstanceKey) -> Result<Option<TaskInstanceRecord>>;

@@ -16,6 +16,11 @@ pub const AUDIT_DETAIL_BYTES_MAX: usize = 16 * 1024;
 /// Writes in one batch.
 pub const BATCH_WRITES_MAX: usize = 10_000;
 
+/// The pool every store starts with, as in Airflow; it can be resized but not deleted.
+pub const DEFAULT_POOL_NAME: &str = "default_pool";
+pub const DEFAULT_POOL_SLOTS: u32 = 128;
+pub const DEFAULT_POOL_DESCRIPTION: &str = "Default pool";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DagRow {
     pub dag_id: String,
@@ -115,8 +120,15 @@ pub struct AuditRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Write {
     /// Store a DAG version (idempotent on `(dag_id, version_hash)`) and make it the latest.
-    PutDag { version: DagVersionRow, fileloc: Option<String>, paused_if_new: bool },
-    SetPaused { dag_id: String, paused: bool },
+    PutDag {
+        version: DagVersionRow,
+        fileloc: Option<String>,
+        paused_if_new: bool,
+    },
+    SetPaused {
+        dag_id: String,
+        paused: bool,
+    },
     /// Create a run; conflicts when the run id exists, or when a run of the same DAG has the
     /// same logical date and type `scheduled` or `backfill` (one run per schedule tick).
     CreateRun(RunRow),
@@ -130,19 +142,28 @@ pub enum Write {
     },
     /// Compare-and-set a task instance. `expected: None` creates it (conflicts if it exists);
     /// otherwise the stored (state, try_number, token) must equal `expected`.
-    PutTaskInstance { expected: Option<TaskVersion>, record: TaskInstanceRecord },
+    PutTaskInstance {
+        expected: Option<TaskVersion>,
+        record: TaskInstanceRecord,
+    },
     /// Record an attempt (insert or replace on `(key, try_number)`).
     PutAttempt(AttemptRow),
     /// Store a task result; refused with `Error::TooLarge` over `XCOM_BYTES_MAX`.
     PutXcom(XcomRow),
     /// Remove a task instance's results (when it is cleared).
-    DeleteXcoms { key: TaskInstanceKey },
+    DeleteXcoms {
+        key: TaskInstanceKey,
+    },
     PutLog(LogRow),
     /// Record (or replace) the import error of a file.
     PutImportError(ImportErrorRow),
-    ClearImportError { fileloc: String },
+    ClearImportError {
+        fileloc: String,
+    },
     PutPool(PoolRow),
-    DeletePool { name: String },
+    DeletePool {
+        name: String,
+    },
     /// Append an audit entry (`id` is ignored and assigned by the store).
     Audit(AuditRow),
 }

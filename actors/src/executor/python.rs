@@ -1,1 +1,992 @@
-//! (in progress)
+//! The Python executor: a pool of warm `python -m weft.runner` processes that run Python
+//! callables from DAG files and render templated fields, one request at a time per process.
+//!
+//! The runner keeps DAG modules loaded between tasks, so a Python task costs a JSON round trip
+//! instead of an interpreter start and a DAG import. Each process leads its own process group:
+//! a timeout kills the whole group (the task's children too) and a fresh process replaces it.
+//! The protocol is described in `sdk/python/weft/runner.py`.
+
+use super::{AttemptLimits, AttemptReport, LogTarget, TaskContext};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use weft_core::dag_run::AttemptOutcome;
+
+/// The runner protocol version this executor speaks (the runner's hello line must match).
+pub const PROTOCOL_VERSION: u64 = 1;
+/// Largest response line accepted from a runner: a result (at most 1 MiB in the runner) plus
+/// a failure reason and framing.
+pub const RESPONSE_BYTES_MAX: u64 = 4 * 1024 * 1024;
+/// Requests allowed to wait for a free runner before new ones are turned away.
+pub const QUEUE_MAX_DEFAULT: usize = 1024;
+/// How long a fresh runner may take to say hello (interpreter start and `import weft`).
+pub const HELLO_TIMEOUT_MS: u64 = 30_000;
+/// How long rendering templated fields may take.
+pub const RENDER_TIMEOUT_MS: u64 = 30_000;
+/// How long a runner asked to shut down may take to exit before it is killed.
+pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
+/// Lines of a runner's own stderr kept to explain why it died.
+pub const STDERR_LINES_KEPT: usize = 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "cannot start the python runner with `{python}`: {source}; set WEFT_PYTHON to a python \
+         3.11+ interpreter"
+    )]
+    Spawn {
+        python: String,
+        source: std::io::Error,
+    },
+    #[error("python runner broke the protocol: {0}")]
+    Protocol(String),
+    #[error("python runner exited: {0}")]
+    Exited(String),
+    #[error("python runner did not answer within {timeout_ms} ms")]
+    Timeout { timeout_ms: u64 },
+    #[error(
+        "python runner queue is full ({queue_max} requests waiting); add runner processes or \
+         raise queue_max"
+    )]
+    QueueFull { queue_max: usize },
+    #[error("python runner pool is shut down")]
+    ShutDown,
+    #[error("{0}")]
+    Render(String),
+    #[error("cannot talk to the python runner: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How to start runner processes and how many.
+#[derive(Debug, Clone)]
+pub struct PythonRunnerConfig {
+    /// The interpreter (`WEFT_PYTHON`, default `python3`).
+    pub python: String,
+    /// Folder holding the `weft` package, prepended to `PYTHONPATH` (`WEFT_PYTHON_PATH`).
+    pub python_path: PathBuf,
+    /// Warm processes, at most.
+    pub processes: usize,
+    /// Requests allowed to wait for a process.
+    pub queue_max: usize,
+}
+
+impl PythonRunnerConfig {
+    /// The configuration from `WEFT_PYTHON` and `WEFT_PYTHON_PATH`, one process per core.
+    pub fn from_env() -> PythonRunnerConfig {
+        let cores = std::thread::available_parallelism()
+            .map(|count| count.get())
+            .unwrap_or(1);
+        PythonRunnerConfig {
+            python: std::env::var("WEFT_PYTHON").unwrap_or_else(|_| "python3".to_string()),
+            python_path: std::env::var_os("WEFT_PYTHON_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(default_python_path),
+            processes: cores,
+            queue_max: QUEUE_MAX_DEFAULT,
+        }
+    }
+}
+
+/// The SDK folder in this source tree, for development and tests.
+pub fn default_python_path() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk/python"))
+}
+
+/// Sends SIGKILL to every process of the group led by `pgid`.
+#[allow(unsafe_code)]
+pub fn kill_process_group(pgid: u32) {
+    let Ok(pgid) = i32::try_from(pgid) else {
+        return;
+    };
+    if pgid <= 1 {
+        return;
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process; a negative
+    // pid addresses the process group, and the guard above never lets it be 0 or -1 (which
+    // would signal our own group or every process).
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+/// One runner process and its pipes.
+struct RunnerProcess {
+    child: Child,
+    pid: u32,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next_request_id: u64,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl RunnerProcess {
+    async fn spawn(config: &PythonRunnerConfig) -> Result<RunnerProcess, Error> {
+        let spawn_error = |source| Error::Spawn {
+            python: config.python.clone(),
+            source,
+        };
+        let mut python_path = config.python_path.clone().into_os_string();
+        if let Some(existing) = std::env::var_os("PYTHONPATH") {
+            python_path.push(":");
+            python_path.push(existing);
+        }
+        let mut command = Command::new(&config.python);
+        command
+            .args(["-m", "weft.runner"])
+            .env("PYTHONPATH", python_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            // Its own process group, so a timeout can kill the task's children too.
+            .process_group(0);
+        let mut child = command.spawn().map_err(spawn_error)?;
+        let pid = child
+            .id()
+            .ok_or_else(|| Error::Exited("exited at start".to_string()))?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+        tokio::spawn(forward_stderr(stderr, pid, stderr_tail.clone()));
+        let mut process = RunnerProcess {
+            child,
+            pid,
+            stdin,
+            stdout,
+            next_request_id: 1,
+            stderr_tail,
+        };
+        let hello =
+            tokio::time::timeout(Duration::from_millis(HELLO_TIMEOUT_MS), process.read_line())
+                .await
+                .map_err(|_| Error::Timeout {
+                    timeout_ms: HELLO_TIMEOUT_MS,
+                })??;
+        let protocol = hello.get("protocol").and_then(Value::as_u64);
+        if hello.get("hello").and_then(Value::as_str) != Some("weft.runner")
+            || protocol != Some(PROTOCOL_VERSION)
+        {
+            process.kill().await;
+            return Err(Error::Protocol(format!(
+                "expected a hello for protocol {PROTOCOL_VERSION}, got {hello}; install the \
+                 weft SDK that matches this build"
+            )));
+        }
+        metrics::counter!("weft_python_runner_spawned_total").increment(1);
+        Ok(process)
+    }
+
+    /// Sends one request and reads its response, waiting at most `timeout`.
+    async fn request(
+        &mut self,
+        mut request: Value,
+        timeout: Option<Duration>,
+    ) -> Result<Value, Error> {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        request["id"] = json!(id);
+        let mut line = serde_json::to_vec(&request).expect("a JSON value always serializes");
+        line.push(b'\n');
+        let exchange = async {
+            let written = match self.stdin.write_all(&line).await {
+                Ok(()) => self.stdin.flush().await,
+                Err(error) => Err(error),
+            };
+            if let Err(error) = written {
+                // A runner that died mid-task shows up first as a broken pipe here.
+                return match error.kind() {
+                    std::io::ErrorKind::BrokenPipe => {
+                        Err(Error::Exited(self.exit_description().await))
+                    }
+                    _ => Err(error.into()),
+                };
+            }
+            self.read_line().await
+        };
+        let response = match timeout {
+            Some(limit) => {
+                tokio::time::timeout(limit, exchange)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        timeout_ms: limit.as_millis() as u64,
+                    })??
+            }
+            None => exchange.await?,
+        };
+        if response.get("id").and_then(Value::as_u64) != Some(id) {
+            return Err(Error::Protocol(format!(
+                "response {response} does not answer request {id}"
+            )));
+        }
+        Ok(response)
+    }
+
+    async fn read_line(&mut self) -> Result<Value, Error> {
+        let mut line = Vec::new();
+        let read = (&mut self.stdout)
+            .take(RESPONSE_BYTES_MAX)
+            .read_until(b'\n', &mut line)
+            .await;
+        let read = match read {
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => 0,
+            Err(error) => return Err(error.into()),
+        };
+        if read == 0 {
+            return Err(Error::Exited(self.exit_description().await));
+        }
+        if line.last() != Some(&b'\n') {
+            return Err(Error::Protocol(format!(
+                "response line longer than {RESPONSE_BYTES_MAX} bytes or cut short"
+            )));
+        }
+        serde_json::from_slice(&line).map_err(|error| {
+            let shown = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+            Error::Protocol(format!("response line is not JSON ({error}): {shown:?}"))
+        })
+    }
+
+    /// Why the runner went away: its exit status and the end of its stderr.
+    async fn exit_description(&mut self) -> String {
+        let status = tokio::time::timeout(Duration::from_millis(500), self.child.wait()).await;
+        // Give the stderr forwarder a moment to collect the last words.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let status = match status {
+            Ok(Ok(status)) => status.to_string(),
+            _ => "still running".to_string(),
+        };
+        let tail = self.stderr_tail();
+        if tail.is_empty() {
+            format!("runner process {} ended ({status})", self.pid)
+        } else {
+            format!(
+                "runner process {} ended ({status}); its stderr ended with:\n{tail}",
+                self.pid
+            )
+        }
+    }
+
+    fn stderr_tail(&self) -> String {
+        let tail = self.stderr_tail.lock().expect("stderr tail lock");
+        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    async fn kill(&mut self) {
+        kill_process_group(self.pid);
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Asks the runner to exit, and kills it if it does not in time.
+    async fn shut_down(mut self) {
+        let grace = Some(Duration::from_millis(SHUTDOWN_GRACE_MS));
+        if self.request(json!({"op": "shutdown"}), grace).await.is_ok() {
+            let waited =
+                tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), self.child.wait());
+            if waited.await.is_ok() {
+                return;
+            }
+        }
+        self.kill().await;
+    }
+}
+
+async fn forward_stderr(
+    stderr: tokio::process::ChildStderr,
+    pid: u32,
+    tail: Arc<Mutex<VecDeque<String>>>,
+) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::debug!(pid, "python runner: {line}");
+        let mut tail = tail.lock().expect("stderr tail lock");
+        if tail.len() == STDERR_LINES_KEPT {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+/// The response to a `run` request.
+#[derive(Debug, Deserialize)]
+struct RunResponse {
+    ok: bool,
+    #[serde(default)]
+    error: Option<String>,
+    outcome: Option<AttemptOutcome>,
+    #[serde(default)]
+    result: Option<Value>,
+    #[serde(default)]
+    log_bytes: u64,
+    #[serde(default)]
+    log_truncated: bool,
+}
+
+struct PoolInner {
+    config: PythonRunnerConfig,
+    idle: Mutex<Vec<RunnerProcess>>,
+    /// One permit per process that may exist; a request holds one while it uses a process.
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    shut_down: AtomicBool,
+}
+
+/// N warm Python runner processes shared by every Python task of a worker. Cheap to clone.
+#[derive(Clone)]
+pub struct PythonRunnerPool {
+    inner: Arc<PoolInner>,
+}
+
+impl std::fmt::Debug for PythonRunnerPool {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PythonRunnerPool")
+            .field("config", &self.inner.config)
+            .field("waiting", &self.inner.waiting.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// A process lent to one request, with the permit that accounts for it.
+struct Lease {
+    process: RunnerProcess,
+    permit: OwnedSemaphorePermit,
+}
+
+impl PythonRunnerPool {
+    /// A pool that starts processes on first use (see [`PythonRunnerPool::warm_up`]).
+    pub fn new(config: PythonRunnerConfig) -> PythonRunnerPool {
+        assert!(
+            config.processes > 0,
+            "a python runner pool needs at least one process"
+        );
+        let slots = Arc::new(Semaphore::new(config.processes));
+        let inner = PoolInner {
+            config,
+            idle: Mutex::new(Vec::new()),
+            slots,
+            waiting: AtomicUsize::new(0),
+            shut_down: AtomicBool::new(false),
+        };
+        PythonRunnerPool {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Starts every process now, so the first tasks do not pay for interpreter start.
+    pub async fn warm_up(&self) -> Result<(), Error> {
+        let mut leases = Vec::new();
+        for _ in 0..self.inner.config.processes {
+            leases.push(self.acquire().await?);
+        }
+        for lease in leases {
+            self.release(lease);
+        }
+        Ok(())
+    }
+
+    /// Runs the Python callable of `ctx`'s task and reports how it went. Never fails: every
+    /// problem (runner death, timeout, garbled answer) is an outcome.
+    pub async fn run_callable(
+        &self,
+        ctx: &TaskContext,
+        log: &LogTarget,
+        limits: &AttemptLimits,
+    ) -> AttemptReport {
+        let Some(fileloc) = ctx.fileloc.as_deref() else {
+            let reason = format!(
+                "task `{}` of dag `{}` has no DAG file; only tasks from Python DAG files run in \
+                 the python runner",
+                ctx.task_id, ctx.dag_id
+            );
+            return report(AttemptOutcome::Failed {
+                reason,
+                retryable: false,
+            });
+        };
+        let request = json!({
+            "op": "run",
+            "fileloc": fileloc,
+            "dag_id": ctx.dag_id,
+            "task_id": ctx.task_id,
+            "map_index": ctx.map_index,
+            "context": ctx,
+            "log_path": log.path,
+            "log_bytes_max": limits.log_bytes_max,
+        });
+        let mut lease = match self.acquire().await {
+            Ok(lease) => lease,
+            Err(error @ Error::Spawn { .. }) | Err(error @ Error::Exited(_)) => {
+                return report(AttemptOutcome::Lost {
+                    reason: error.to_string(),
+                });
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                return report(AttemptOutcome::Failed {
+                    reason,
+                    retryable: true,
+                });
+            }
+        };
+        let timeout = limits.timeout_ms.map(Duration::from_millis);
+        match lease.process.request(request, timeout).await {
+            Ok(response) => {
+                self.release(lease);
+                run_report(response)
+            }
+            Err(error) => {
+                let timed_out = matches!(error, Error::Timeout { .. });
+                self.discard(lease).await;
+                let log_bytes = std::fs::metadata(&log.path)
+                    .map(|meta| meta.len())
+                    .unwrap_or(0);
+                let outcome = if timed_out {
+                    metrics::counter!("weft_python_runner_timeouts_total").increment(1);
+                    AttemptOutcome::TimedOut
+                } else {
+                    metrics::counter!("weft_python_runner_lost_total").increment(1);
+                    AttemptOutcome::Lost {
+                        reason: error.to_string(),
+                    }
+                };
+                AttemptReport {
+                    outcome,
+                    result: None,
+                    log_bytes: log_bytes.min(limits.log_bytes_max),
+                    log_truncated: log_bytes > limits.log_bytes_max,
+                    exit_code: None,
+                }
+            }
+        }
+    }
+
+    /// Renders the strings inside `fields` (an object or any JSON value) as Jinja templates
+    /// with `ctx`'s template context.
+    pub async fn render(&self, ctx: &TaskContext, fields: Value) -> Result<Value, Error> {
+        let request = json!({"op": "render", "context": ctx, "fields": fields});
+        let mut lease = self.acquire().await?;
+        let timeout = Some(Duration::from_millis(RENDER_TIMEOUT_MS));
+        let response = match lease.process.request(request, timeout).await {
+            Ok(response) => response,
+            Err(error) => {
+                self.discard(lease).await;
+                return Err(error);
+            }
+        };
+        self.release(lease);
+        if response.get("ok").and_then(Value::as_bool) == Some(true) {
+            return Ok(response.get("fields").cloned().unwrap_or(Value::Null));
+        }
+        let message = response
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("rendering failed");
+        Err(Error::Render(message.to_string()))
+    }
+
+    /// Stops every process; requests after this fail with [`Error::ShutDown`].
+    pub async fn shutdown(&self) {
+        self.inner.shut_down.store(true, Ordering::SeqCst);
+        self.inner.slots.close();
+        let idle: Vec<RunnerProcess> =
+            std::mem::take(&mut *self.inner.idle.lock().expect("idle lock"));
+        futures::future::join_all(idle.into_iter().map(RunnerProcess::shut_down)).await;
+    }
+
+    async fn acquire(&self) -> Result<Lease, Error> {
+        let inner = &self.inner;
+        if inner.shut_down.load(Ordering::SeqCst) {
+            return Err(Error::ShutDown);
+        }
+        let waiting = inner.waiting.fetch_add(1, Ordering::SeqCst);
+        if waiting >= inner.config.queue_max {
+            inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            metrics::counter!("weft_python_runner_queue_full_total").increment(1);
+            return Err(Error::QueueFull {
+                queue_max: inner.config.queue_max,
+            });
+        }
+        let permit = inner.slots.clone().acquire_owned().await;
+        inner.waiting.fetch_sub(1, Ordering::SeqCst);
+        let permit = permit.map_err(|_| Error::ShutDown)?;
+        let idle = inner.idle.lock().expect("idle lock").pop();
+        let process = match idle {
+            Some(process) => process,
+            None => RunnerProcess::spawn(&inner.config).await?,
+        };
+        Ok(Lease { process, permit })
+    }
+
+    fn release(&self, lease: Lease) {
+        if self.inner.shut_down.load(Ordering::SeqCst) {
+            tokio::spawn(lease.process.shut_down());
+            return;
+        }
+        self.inner
+            .idle
+            .lock()
+            .expect("idle lock")
+            .push(lease.process);
+        drop(lease.permit);
+    }
+
+    /// Kills a process that can no longer be trusted and starts its replacement in the
+    /// background; the replacement holds the permit until it is ready.
+    async fn discard(&self, lease: Lease) {
+        let Lease {
+            mut process,
+            permit,
+        } = lease;
+        process.kill().await;
+        if self.inner.shut_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let pool = self.clone();
+        tokio::spawn(async move {
+            match RunnerProcess::spawn(&pool.inner.config).await {
+                Ok(fresh) => pool.release(Lease {
+                    process: fresh,
+                    permit,
+                }),
+                Err(error) => tracing::warn!("cannot replace a python runner: {error}"),
+            }
+        });
+    }
+}
+
+fn report(outcome: AttemptOutcome) -> AttemptReport {
+    AttemptReport {
+        outcome,
+        result: None,
+        log_bytes: 0,
+        log_truncated: false,
+        exit_code: None,
+    }
+}
+
+fn run_report(response: Value) -> AttemptReport {
+    let parsed: RunResponse = match serde_json::from_value(response.clone()) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            let reason =
+                format!("python runner sent an unreadable run response ({error}): {response}");
+            return report(AttemptOutcome::Lost { reason });
+        }
+    };
+    match (parsed.ok, parsed.outcome) {
+        (true, Some(outcome)) => AttemptReport {
+            outcome,
+            result: parsed.result.filter(|value| !value.is_null()),
+            log_bytes: parsed.log_bytes,
+            log_truncated: parsed.log_truncated,
+            exit_code: None,
+        },
+        _ => {
+            let error = parsed
+                .error
+                .unwrap_or_else(|| "no outcome in the response".to_string());
+            let reason = format!("python runner refused the task: {error}");
+            report(AttemptOutcome::Failed {
+                reason,
+                retryable: true,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use weft_core::ids::TaskInstanceKey;
+
+    const DAG_FILE: &str = r#"
+import os, subprocess, sys, time
+from weft import DAG, task, TaskSkipException
+
+with DAG("pool_test"):
+    @task
+    def source():
+        return 41
+
+    @task
+    def add(x):
+        print("adding", x)
+        return x + 1
+
+    add(source())
+
+    @task
+    def noop():
+        pass
+
+    @task
+    def noisy():
+        print("x" * 5000)
+        return "done"
+
+    @task
+    def sleepy():
+        child = subprocess.Popen(["sleep", "60"])
+        print("child", child.pid, flush=True)
+        time.sleep(60)
+
+    @task
+    def die():
+        os._exit(3)
+
+    @task
+    def unserializable():
+        return object()
+
+    @task
+    def skip():
+        raise TaskSkipException("nothing to do")
+
+    @task
+    def fail():
+        raise ValueError("bad input")
+
+    for make in (noop, noisy, sleepy, die, unserializable, skip, fail):
+        make()
+"#;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        dag_file: PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let dag_file = dir.path().join("pool_test.py");
+        std::fs::write(&dag_file, DAG_FILE).unwrap();
+        Fixture { dir, dag_file }
+    }
+
+    fn config(processes: usize) -> PythonRunnerConfig {
+        PythonRunnerConfig {
+            processes,
+            ..PythonRunnerConfig::from_env()
+        }
+    }
+
+    fn context(fixture: &Fixture, task_id: &str, xcoms: BTreeMap<String, Value>) -> TaskContext {
+        TaskContext {
+            dag_id: "pool_test".to_string(),
+            task_id: task_id.to_string(),
+            run_id: "manual__2024-01-01".to_string(),
+            map_index: -1,
+            try_number: 1,
+            max_tries: 1,
+            run_type: "manual".to_string(),
+            logical_date: "2024-01-01T00:00:00Z".to_string(),
+            data_interval_start: "2024-01-01T00:00:00Z".to_string(),
+            data_interval_end: "2024-01-02T00:00:00Z".to_string(),
+            params: serde_json::Map::from_iter([("who".to_string(), json!("world"))]),
+            conf: json!({}),
+            xcoms,
+            fileloc: Some(fixture.dag_file.display().to_string()),
+            timezone: "UTC".to_string(),
+        }
+    }
+
+    fn log_target(dir: &Path, task_id: &str) -> LogTarget {
+        LogTarget {
+            key: TaskInstanceKey::new("pool_test", "manual__2024-01-01", task_id, -1),
+            try_number: 1,
+            path: dir.join("logs").join(format!("{task_id}.log")),
+        }
+    }
+
+    fn limits(timeout_ms: Option<u64>, log_bytes_max: u64) -> AttemptLimits {
+        AttemptLimits {
+            timeout_ms,
+            log_bytes_max,
+            sandbox: None,
+        }
+    }
+
+    async fn run(pool: &PythonRunnerPool, fixture: &Fixture, task_id: &str) -> AttemptReport {
+        let ctx = context(fixture, task_id, BTreeMap::new());
+        let log = log_target(fixture.dir.path(), task_id);
+        pool.run_callable(&ctx, &log, &limits(Some(20_000), 1 << 20))
+            .await
+    }
+
+    fn success() -> AttemptOutcome {
+        AttemptOutcome::Success {
+            branch: None,
+            proceed: None,
+            output_len: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn callable_gets_its_upstream_result_and_returns_its_own() {
+        let fixture = fixture();
+        let pool = PythonRunnerPool::new(config(1));
+        let ctx = context(
+            &fixture,
+            "add",
+            BTreeMap::from([("source".to_string(), json!(41))]),
+        );
+        let log = log_target(fixture.dir.path(), "add");
+        let report = pool
+            .run_callable(&ctx, &log, &limits(Some(20_000), 1 << 20))
+            .await;
+        assert_eq!(report.outcome, success());
+        assert_eq!(report.result, Some(json!(42)));
+        let text = std::fs::read_to_string(&log.path).unwrap();
+        assert!(text.contains("adding 41"), "log was {text:?}");
+        assert_eq!(report.log_bytes, text.len() as u64);
+        assert!(!report.log_truncated);
+        pool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn log_stops_at_its_byte_limit() {
+        let fixture = fixture();
+        let pool = PythonRunnerPool::new(config(1));
+        let ctx = context(&fixture, "noisy", BTreeMap::new());
+        let log = log_target(fixture.dir.path(), "noisy");
+        let report = pool
+            .run_callable(&ctx, &log, &limits(Some(20_000), 100))
+            .await;
+        assert_eq!(report.outcome, success());
+        assert_eq!(report.result, Some(json!("done")));
+        assert_eq!(report.log_bytes, 100);
+        assert!(report.log_truncated);
+        assert_eq!(std::fs::metadata(&log.path).unwrap().len(), 100);
+        pool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn skip_fail_and_unserializable_results_are_outcomes() {
+        let fixture = fixture();
+        let pool = PythonRunnerPool::new(config(1));
+        assert_eq!(
+            run(&pool, &fixture, "skip").await.outcome,
+            AttemptOutcome::Skipped
+        );
+        match run(&pool, &fixture, "fail").await.outcome {
+            AttemptOutcome::Failed { reason, retryable } => {
+                assert!(
+                    reason.contains("ValueError: bad input"),
+                    "reason was {reason}"
+                );
+                assert!(retryable);
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        match run(&pool, &fixture, "unserializable").await.outcome {
+            AttemptOutcome::Failed { reason, .. } => {
+                assert!(
+                    reason.contains("not JSON-serializable"),
+                    "reason was {reason}"
+                )
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        match run(&pool, &fixture, "no_such_task").await.outcome {
+            AttemptOutcome::Failed { reason, .. } => {
+                assert!(
+                    reason.contains("has no task `no_such_task`"),
+                    "reason was {reason}"
+                )
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        pool.shutdown().await;
+    }
+
+    fn process_is_gone(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            // A zombie waits only for its reaper; it runs no more.
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_process_group_and_the_pool_recovers() {
+        let fixture = fixture();
+        let pool = PythonRunnerPool::new(config(1));
+        let ctx = context(&fixture, "sleepy", BTreeMap::new());
+        let log = log_target(fixture.dir.path(), "sleepy");
+        let started = std::time::Instant::now();
+        let report = pool
+            .run_callable(&ctx, &log, &limits(Some(1_000), 1 << 20))
+            .await;
+        assert_eq!(report.outcome, AttemptOutcome::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let text = std::fs::read_to_string(&log.path).unwrap();
+        let child_pid: u32 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("child "))
+            .expect("the task printed its child's pid")
+            .trim()
+            .parse()
+            .unwrap();
+        let mut gone = false;
+        for _ in 0..50 {
+            gone = process_is_gone(child_pid);
+            if gone {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            gone,
+            "the task's child process {child_pid} outlived the timeout"
+        );
+        assert_eq!(run(&pool, &fixture, "noop").await.outcome, success());
+        pool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn runner_death_is_lost_and_the_pool_recovers() {
+        let fixture = fixture();
+        let pool = PythonRunnerPool::new(config(1));
+        match run(&pool, &fixture, "die").await.outcome {
+            AttemptOutcome::Lost { reason } => {
+                assert!(reason.contains("exit status: 3"), "reason was {reason}")
+            }
+            other => panic!("expected lost, got {other:?}"),
+        }
+        assert_eq!(run(&pool, &fixture, "noop").await.outcome, success());
+        pool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn garbled_response_is_lost_with_the_line_shown() {
+        let fixture = fixture();
+        // A stand-in interpreter that greets properly, then answers with garbage.
+        let fake_python = fixture.dir.path().join("fake-python");
+        std::fs::write(
+            &fake_python,
+            "#!/bin/sh\necho '{\"hello\": \"weft.runner\", \"protocol\": 1}'\nread line\necho 'not json at all'\nsleep 5\n",
+        )
+        .unwrap();
+        let status = std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&fake_python)
+            .status();
+        assert!(status.unwrap().success());
+        let pool = PythonRunnerPool::new(PythonRunnerConfig {
+            python: fake_python.display().to_string(),
+            ..config(1)
+        });
+        match run(&pool, &fixture, "noop").await.outcome {
+            AttemptOutcome::Lost { reason } => {
+                assert!(reason.contains("not JSON"), "reason was {reason}");
+                assert!(reason.contains("not json at all"), "reason was {reason}");
+            }
+            other => panic!("expected lost, got {other:?}"),
+        }
+        pool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn render_fills_templates_from_the_context() {
+        let fixture = fixture();
+        let pool = PythonRunnerPool::new(config(1));
+        let ctx = context(&fixture, "noop", BTreeMap::new());
+        let fields = json!({
+            "bash_command": "echo {{ ds }} {{ params.who }} {{ task_instance_key_str }}",
+            "env": {"RUN": "{{ run_id }}"},
+        });
+        let rendered = pool.render(&ctx, fields).await.unwrap();
+        assert_eq!(
+            rendered,
+            json!({
+                "bash_command": "echo 2024-01-01 world pool_test__noop__20240101",
+                "env": {"RUN": "manual__2024-01-01"},
+            })
+        );
+        let error = pool
+            .render(&ctx, json!("{{ no_such_thing }}"))
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("no_such_thing"),
+            "error was {error}"
+        );
+        pool.shutdown().await;
+        assert!(matches!(
+            pool.render(&ctx, json!("x")).await,
+            Err(Error::ShutDown)
+        ));
+    }
+
+    #[tokio::test]
+    async fn full_queue_turns_requests_away() {
+        let fixture = fixture();
+        let pool = PythonRunnerPool::new(PythonRunnerConfig {
+            queue_max: 1,
+            ..config(1)
+        });
+        let busy = {
+            let (pool, ctx) = (pool.clone(), context(&fixture, "sleepy", BTreeMap::new()));
+            let log = log_target(fixture.dir.path(), "sleepy");
+            tokio::spawn(async move {
+                pool.run_callable(&ctx, &log, &limits(Some(1_500), 1 << 20))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let waiting = {
+            let (pool, ctx) = (pool.clone(), context(&fixture, "noop", BTreeMap::new()));
+            let log = log_target(fixture.dir.path(), "noop");
+            tokio::spawn(async move {
+                pool.run_callable(&ctx, &log, &limits(Some(20_000), 1 << 20))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match run(&pool, &fixture, "noop").await.outcome {
+            AttemptOutcome::Failed {
+                reason,
+                retryable: true,
+            } => {
+                assert!(reason.contains("queue is full"), "reason was {reason}")
+            }
+            other => panic!("expected a queue-full failure, got {other:?}"),
+        }
+        assert_eq!(busy.await.unwrap().outcome, AttemptOutcome::TimedOut);
+        assert_eq!(waiting.await.unwrap().outcome, success());
+        pool.shutdown().await;
+    }
+
+    /// Not a benchmark: prints the warm round trip of a no-op task for the curious.
+    #[tokio::test]
+    async fn warm_noop_round_trip() {
+        let fixture = fixture();
+        let pool = PythonRunnerPool::new(config(1));
+        pool.warm_up().await.unwrap();
+        assert_eq!(run(&pool, &fixture, "noop").await.outcome, success());
+        let rounds = 50;
+        let started = std::time::Instant::now();
+        for _ in 0..rounds {
+            assert_eq!(run(&pool, &fixture, "noop").await.outcome, success());
+        }
+        eprintln!(
+            "warm no-op run_callable: {:?} each",
+            started.elapsed() / rounds
+        );
+        pool.shutdown().await;
+    }
+}

@@ -1,1 +1,917 @@
-//! (in progress)
+//! Runs shell tasks (`TaskKind::Shell`) as real `bash -c` subprocesses: environment handling as
+//! Airflow's BashOperator, output into a bounded log file, a timeout that kills the whole
+//! process tree, and an optional sandbox (see `sandbox`).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use weft_core::dag_run::AttemptOutcome;
+use weft_core::limits::XCOM_BYTES_MAX;
+use weft_core::spec::TaskKind;
+
+use super::sandbox::{self, AttemptCgroup, CgroupEvents, SandboxedCommand};
+use super::{AttemptLimits, AttemptReport, LogTarget};
+
+/// A shell task ready to run: `TaskKind::Shell` without the templating flag (rendering happens
+/// before the command gets here).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShellCommand {
+    pub command: String,
+    /// Environment for the command. Empty: inherit the worker's. Set: replaces it, unless
+    /// `append_env`.
+    pub env: BTreeMap<String, String>,
+    pub append_env: bool,
+    pub cwd: Option<PathBuf>,
+    /// Exit code that means "skipped" (Airflow's 99 by default).
+    pub skip_exit_code: Option<i32>,
+}
+
+impl ShellCommand {
+    /// A command with an inherited environment and Airflow's skip exit code (99).
+    pub fn new(command: impl Into<String>) -> ShellCommand {
+        ShellCommand {
+            command: command.into(),
+            skip_exit_code: Some(99),
+            ..ShellCommand::default()
+        }
+    }
+
+    /// The shell command of a `TaskKind::Shell`; `None` for any other kind.
+    pub fn from_kind(kind: &TaskKind) -> Option<ShellCommand> {
+        match kind {
+            TaskKind::Shell {
+                command,
+                env,
+                append_env,
+                cwd,
+                skip_exit_code,
+                templated: _,
+            } => Some(ShellCommand {
+                command: command.clone(),
+                env: env.clone(),
+                append_env: *append_env,
+                cwd: cwd.as_ref().map(PathBuf::from),
+                skip_exit_code: *skip_exit_code,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Size of one read from the child's pipes.
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// After a kill, how long to wait for the pipes to close and the child to be reaped before
+/// reporting anyway (a process we could not find may still hold a pipe).
+const KILL_GRACE_MS: u64 = 5_000;
+/// Exit codes that shells use for "a child died of signal (code - 128)".
+const SIGNAL_EXIT_CODE_MIN: i32 = 129;
+const SIGNAL_EXIT_CODE_MAX: i32 = 128 + 64;
+/// Rounds of "scan /proc, kill what belongs to the attempt" on timeout or cancellation.
+const TREE_KILL_ROUNDS_MAX: u32 = 20;
+
+/// Runs `command` once and reports how it ended. Never panics on the command's behaviour:
+/// every failure, including failure to start, is an `AttemptOutcome`.
+pub async fn run_shell(
+    command: &ShellCommand,
+    log: &LogTarget,
+    limits: &AttemptLimits,
+    extra_env: &BTreeMap<String, String>,
+) -> AttemptReport {
+    let report = run_attempt(command, log, limits, extra_env).await;
+    let outcome = match &report.outcome {
+        AttemptOutcome::Success { .. } => "success",
+        AttemptOutcome::Failed { .. } => "failed",
+        AttemptOutcome::Skipped => "skipped",
+        AttemptOutcome::TimedOut => "timed_out",
+        AttemptOutcome::Lost { .. } => "lost",
+    };
+    metrics::counter!("weft_task_attempts_total", "outcome" => outcome).increment(1);
+    report
+}
+
+async fn run_attempt(
+    command: &ShellCommand,
+    log: &LogTarget,
+    limits: &AttemptLimits,
+    extra_env: &BTreeMap<String, String>,
+) -> AttemptReport {
+    let mut log_file = match LogFile::create(&log.path, limits.log_bytes_max).await {
+        Ok(file) => file,
+        Err(e) => {
+            let reason = format!("cannot open log file {}: {e}", log.path.display());
+            return failed_before_start(reason, None).await;
+        }
+    };
+    if let Some(cwd) = &command.cwd {
+        if !cwd.is_dir() {
+            let reason = format!("working directory {} does not exist", cwd.display());
+            return failed_before_start(reason, Some(log_file)).await;
+        }
+    }
+    let mut launch = match build_launch(command, limits) {
+        Ok(launch) => launch,
+        Err(reason) => return failed_before_start(reason, Some(log_file)).await,
+    };
+
+    let (mut child, stdout, stderr, mut guard) =
+        match start(&launch.argv, launch.direct, launch.cgroup.take(), command, extra_env) {
+            Ok(started) => started,
+            Err(reason) => return failed_before_start(reason, Some(log_file)).await,
+        };
+    // Written only now that the guard owns the cgroup: a cancellation at this await cleans up.
+    if let Some(description) = &launch.sandbox_description {
+        log_file.note(&format!("sandbox: {description}")).await;
+    }
+
+    let mut last_line = LastLine::default();
+    let ending = supervise(
+        &mut child,
+        stdout,
+        stderr,
+        &mut log_file,
+        &mut last_line,
+        &guard,
+        limits,
+    )
+    .await;
+    let events = guard.release().await;
+    if let Ending::TimedOut { timeout_ms } = ending {
+        log_file
+            .note(&format!(
+                "timed out after {timeout_ms} ms: killed the process tree"
+            ))
+            .await;
+    }
+    let (log_bytes, log_truncated) = log_file.finish().await;
+
+    let (outcome, result, exit_code) = match ending {
+        Ending::TimedOut { .. } => (AttemptOutcome::TimedOut, None, None),
+        Ending::Exited(status) => {
+            let sandbox = launch.sandbox_spec.as_ref();
+            let (outcome, result) = outcome_of(status, command, events, sandbox, &last_line);
+            (outcome, result, status.code())
+        }
+    };
+    AttemptReport {
+        outcome,
+        result,
+        log_bytes,
+        log_truncated,
+        exit_code,
+    }
+}
+
+/// Spawns the child and puts its process tree under a guard at once, so that from here on a
+/// cancelled attempt leaves nothing behind.
+fn start(
+    argv: &[OsString],
+    direct: bool,
+    cgroup: Option<AttemptCgroup>,
+    command: &ShellCommand,
+    extra_env: &BTreeMap<String, String>,
+) -> Result<(Child, ChildStdout, ChildStderr, TreeGuard), String> {
+    let spawn_started = Instant::now();
+    let spawned = spawn(argv, direct, command, extra_env);
+    metrics::histogram!("weft_task_spawn_seconds").record(spawn_started.elapsed().as_secs_f64());
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(cgroup) = cgroup {
+                // Nothing entered it; removal is quick, but keep /sys writes off this thread.
+                std::thread::spawn(move || cgroup.remove());
+            }
+            return Err(format!("cannot start bash command: {e}"));
+        }
+    };
+    let (Some(stdout), Some(stderr), Some(pid)) =
+        (child.stdout.take(), child.stderr.take(), child.id())
+    else {
+        // Unreachable with piped stdio; report instead of panicking in a long-running worker.
+        return Err("the bash command started without output pipes".into());
+    };
+    let tree = ProcessTree {
+        // process_group(0): the child's pid is its process group id.
+        process_group: pid as i32,
+        pipe_inodes: [pipe_inode(&stdout), pipe_inode(&stderr)]
+            .into_iter()
+            .flatten()
+            .collect(),
+        cgroup,
+    };
+    Ok((child, stdout, stderr, TreeGuard(Some(tree))))
+}
+
+/// The argv to spawn, and the sandbox that goes with it.
+struct Launch {
+    argv: Vec<OsString>,
+    /// `argv` is the command's own program, exec'd without bash (see `direct_argv`).
+    direct: bool,
+    sandbox_description: Option<String>,
+    sandbox_spec: Option<sandbox::SandboxSpec>,
+    cgroup: Option<AttemptCgroup>,
+}
+
+fn build_launch(command: &ShellCommand, limits: &AttemptLimits) -> Result<Launch, String> {
+    if limits.sandbox.is_none() {
+        if let Some(argv) = direct_argv(command) {
+            return Ok(Launch {
+                argv,
+                direct: true,
+                sandbox_description: None,
+                sandbox_spec: None,
+                cgroup: None,
+            });
+        }
+    }
+    // Resolved against the worker's PATH: a task's replaced env must not pick weft's shell.
+    let bash = sandbox::find_program("bash").unwrap_or_else(|| PathBuf::from("/bin/bash"));
+    let argv: Vec<OsString> = vec![bash.into(), "-c".into(), command.command.clone().into()];
+    let Some(spec) = &limits.sandbox else {
+        return Ok(Launch {
+            argv,
+            direct: false,
+            sandbox_description: None,
+            sandbox_spec: None,
+            cgroup: None,
+        });
+    };
+    let support = sandbox::detect();
+    let sandboxed = SandboxedCommand {
+        argv,
+        cwd: command.cwd.as_deref(),
+        timeout_ms: limits.timeout_ms,
+    };
+    let prepared = sandbox::prepare(spec, &support, sandboxed).map_err(|e| e.to_string())?;
+    Ok(Launch {
+        argv: prepared.argv,
+        direct: false,
+        sandbox_description: Some(prepared.description),
+        sandbox_spec: Some(spec.clone()),
+        cgroup: prepared.cgroup,
+    })
+}
+
+/// Bash builtins and keywords: a command starting with one of these needs bash itself.
+const BASH_BUILTINS: &[&str] = &[
+    "!", ".", ":", "[", "[[", "]]", "alias", "bg", "bind", "break", "builtin", "caller", "case",
+    "cd", "command", "compgen", "complete", "compopt", "continue", "coproc", "declare", "dirs",
+    "disown", "do", "done", "echo", "elif", "else", "enable", "esac", "eval", "exec", "exit",
+    "export", "false", "fc", "fg", "fi", "for", "function", "getopts", "hash", "help", "history",
+    "if", "in", "jobs", "kill", "let", "local", "logout", "mapfile", "popd", "printf", "pushd",
+    "pwd", "read", "readarray", "readonly", "return", "select", "set", "shift", "shopt",
+    "source", "suspend", "test", "then", "time", "times", "trap", "true", "type", "typeset",
+    "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+];
+
+/// The argv to exec directly when `bash -c` would do nothing but exec it: a command of plain
+/// words (no quoting, expansion, redirection, globbing or operators), whose first word is a
+/// program found on the PATH the command sees, not a builtin. bash runs such a command by
+/// exec'ing it in place (same process, group, pipes and exit status), so skipping bash saves
+/// its start-up (about 2 ms of CPU) and nothing else changes; the variables bash would add to
+/// the environment are added in `spawn`. `true` and `false` without arguments are builtins
+/// that behave exactly as their programs do. Anything else runs under bash, as before.
+fn direct_argv(command: &ShellCommand) -> Option<Vec<OsString>> {
+    const PLAIN: &str = "_./,:=+@%-";
+    let words: Vec<&str> = command.command.split([' ', '\t']).filter(|word| !word.is_empty()).collect();
+    let (&program, arguments) = words.split_first()?;
+    let plain = |word: &str| word.chars().all(|c| c.is_ascii_alphanumeric() || PLAIN.contains(c));
+    if !words.iter().all(|word| plain(word)) || program.contains('=') || program.starts_with('-') {
+        return None;
+    }
+    let builtin_program = matches!(program, "true" | "false") && arguments.is_empty();
+    if BASH_BUILTINS.contains(&program) && !builtin_program {
+        return None;
+    }
+    let path = if program.contains('/') {
+        // Relative paths depend on the working directory; bash reports those errors itself.
+        let path = PathBuf::from(program);
+        (path.is_absolute() && is_executable(&path)).then_some(path)?
+    } else {
+        let replaced = !command.env.is_empty() && !command.append_env;
+        let search = match command.env.get("PATH") {
+            Some(path) => OsString::from(path),
+            None if replaced => return None,
+            None => std::env::var_os("PATH")?,
+        };
+        std::env::split_paths(&search)
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join(program))
+            .find(|candidate| is_executable(candidate))?
+    };
+    let mut argv = vec![path.into_os_string()];
+    argv.extend(arguments.iter().map(OsString::from));
+    Some(argv)
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+}
+
+fn spawn(
+    argv: &[OsString],
+    direct: bool,
+    command: &ShellCommand,
+    extra_env: &BTreeMap<String, String>,
+) -> std::io::Result<Child> {
+    let mut process = Command::new(&argv[0]);
+    process
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout can kill the command and all its children.
+        .process_group(0);
+    if !command.env.is_empty() && !command.append_env {
+        // Airflow's BashOperator: a given env replaces the worker's.
+        process.env_clear();
+    }
+    process.envs(&command.env).envs(extra_env);
+    if let Some(cwd) = &command.cwd {
+        process.current_dir(cwd);
+    }
+    if direct {
+        // Exec'd directly (see `direct_argv`): the variables bash would have exported.
+        let inherited = || std::env::var("SHLVL").ok();
+        let level = match command.env.get("SHLVL") {
+            Some(level) => Some(level.clone()),
+            None if !command.env.is_empty() && !command.append_env => None,
+            None => inherited(),
+        };
+        let level = level.and_then(|level| level.parse::<u32>().ok()).unwrap_or(0) + 1;
+        let cwd = match &command.cwd {
+            Some(cwd) => Some(cwd.clone()),
+            None => std::env::current_dir().ok(),
+        };
+        process.env("SHLVL", level.to_string()).env("_", &argv[0]);
+        if let Some(cwd) = cwd {
+            process.env("PWD", cwd);
+        }
+    }
+    process.spawn()
+}
+
+/// How the child's run ended.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Exited(ExitStatus),
+    TimedOut { timeout_ms: u64 },
+}
+
+/// Copies output into the log until the pipes close and the child exits, or kills the tree at
+/// the timeout.
+async fn supervise(
+    child: &mut Child,
+    stdout: impl AsyncRead + Unpin,
+    stderr: impl AsyncRead + Unpin,
+    log_file: &mut LogFile,
+    last_line: &mut LastLine,
+    guard: &TreeGuard,
+    limits: &AttemptLimits,
+) -> Ending {
+    let work = async {
+        let ((), status) = tokio::join!(
+            pump_output(stdout, stderr, log_file, last_line),
+            child.wait()
+        );
+        status
+    };
+    tokio::pin!(work);
+    let Some(timeout_ms) = limits.timeout_ms else {
+        return exited(work.await);
+    };
+    tokio::select! {
+        status = &mut work => exited(status),
+        () = tokio::time::sleep(Duration::from_millis(timeout_ms)) => {
+            guard.kill_tree().await;
+            // Drain what the killed processes left in the pipes and reap the child.
+            let _ = tokio::time::timeout(Duration::from_millis(KILL_GRACE_MS), &mut work).await;
+            Ending::TimedOut { timeout_ms }
+        }
+    }
+}
+
+fn exited(status: std::io::Result<ExitStatus>) -> Ending {
+    // wait() only fails if the child was already reaped, which nothing else does: treat as
+    // killed so the attempt still ends.
+    Ending::Exited(status.unwrap_or_else(|_| ExitStatus::from_raw(libc::SIGKILL)))
+}
+
+async fn pump_output(
+    mut stdout: impl AsyncRead + Unpin,
+    mut stderr: impl AsyncRead + Unpin,
+    log_file: &mut LogFile,
+    last_line: &mut LastLine,
+) {
+    let mut stdout_buffer = vec![0u8; READ_CHUNK_BYTES];
+    let mut stderr_buffer = vec![0u8; READ_CHUNK_BYTES];
+    let (mut stdout_open, mut stderr_open) = (true, true);
+    while stdout_open || stderr_open {
+        // Both reads are cancel safe: whichever pipe has data first is written first.
+        tokio::select! {
+            read = stdout.read(&mut stdout_buffer), if stdout_open => match read {
+                Ok(0) | Err(_) => stdout_open = false,
+                Ok(n) => {
+                    last_line.push(&stdout_buffer[..n]);
+                    log_file.write(&stdout_buffer[..n]).await;
+                }
+            },
+            read = stderr.read(&mut stderr_buffer), if stderr_open => match read {
+                Ok(0) | Err(_) => stderr_open = false,
+                Ok(n) => log_file.write(&stderr_buffer[..n]).await,
+            },
+        }
+    }
+}
+
+fn outcome_of(
+    status: ExitStatus,
+    command: &ShellCommand,
+    events: CgroupEvents,
+    sandbox: Option<&sandbox::SandboxSpec>,
+    last_line: &LastLine,
+) -> (AttemptOutcome, Option<serde_json::Value>) {
+    if status.success() {
+        let success = AttemptOutcome::Success {
+            branch: None,
+            proceed: None,
+            output_len: None,
+        };
+        return (success, Some(serde_json::Value::String(last_line.result())));
+    }
+    if status.code().is_some() && status.code() == command.skip_exit_code {
+        return (AttemptOutcome::Skipped, None);
+    }
+    let mut reason = match (status.code(), status.signal()) {
+        // bash and bwrap turn a child's death by signal N into exit code 128 + N.
+        (Some(code), _) if (SIGNAL_EXIT_CODE_MIN..=SIGNAL_EXIT_CODE_MAX).contains(&code) => {
+            format!(
+                "bash command exited with code {code} (128 + {})",
+                describe_signal(code - 128)
+            )
+        }
+        (Some(code), _) => format!("bash command exited with code {code}"),
+        (None, Some(signal)) => format!("bash command was killed by {}", describe_signal(signal)),
+        (None, None) => format!("bash command ended with status {status}"),
+    };
+    let memory_bytes_max = sandbox.and_then(|s| s.memory_bytes_max);
+    if events.oom_kills > 0 {
+        let limit = memory_bytes_max
+            .map(|b| format!(" of {b} bytes"))
+            .unwrap_or_default();
+        reason.push_str(&format!(
+            ": out of memory, the sandbox's memory limit{limit} was exceeded ({} oom kills)",
+            events.oom_kills
+        ));
+    }
+    if events.pids_max_hits > 0 {
+        let limit = sandbox
+            .and_then(|s| s.pids_max)
+            .map(|m| format!(" of {m}"))
+            .unwrap_or_default();
+        reason.push_str(&format!(
+            ": the sandbox's pids limit{limit} refused {} forks",
+            events.pids_max_hits
+        ));
+    }
+    (
+        AttemptOutcome::Failed {
+            reason,
+            retryable: true,
+        },
+        None,
+    )
+}
+
+/// `signal 9: SIGKILL`, with a hint for the signals limits send.
+fn describe_signal(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU, cpu time limit exceeded",
+        libc::SIGXFSZ => "SIGXFSZ, file size limit exceeded",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        _ => return format!("signal {signal}"),
+    };
+    format!("signal {signal}: {name}")
+}
+
+/// A report for an attempt that never ran user code.
+async fn failed_before_start(reason: String, log_file: Option<LogFile>) -> AttemptReport {
+    let (log_bytes, log_truncated) = match log_file {
+        Some(mut file) => {
+            file.note(&reason).await;
+            file.finish().await
+        }
+        None => (0, false),
+    };
+    AttemptReport {
+        outcome: AttemptOutcome::Failed {
+            reason,
+            retryable: true,
+        },
+        result: None,
+        log_bytes,
+        log_truncated,
+        exit_code: None,
+    }
+}
+
+/// The attempt's log file: task output up to `log_bytes_max`, plus weft's own `[weft]` lines.
+struct LogFile {
+    file: BufWriter<tokio::fs::File>,
+    log_bytes_max: u64,
+    /// Task output bytes seen (written or not), to say where truncation happened.
+    output_bytes: u64,
+    /// Bytes in the file, weft's lines included.
+    written_bytes: u64,
+    truncated: bool,
+    /// A write failed (disk full): stop writing, keep draining.
+    broken: bool,
+}
+
+impl LogFile {
+    async fn create(path: &Path, log_bytes_max: u64) -> std::io::Result<LogFile> {
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await?;
+        }
+        let file = tokio::fs::File::create(path).await?;
+        Ok(LogFile {
+            file: BufWriter::new(file),
+            log_bytes_max,
+            output_bytes: 0,
+            written_bytes: 0,
+            truncated: false,
+            broken: false,
+        })
+    }
+
+    /// Appends task output, dropping what goes beyond `log_bytes_max`.
+    async fn write(&mut self, bytes: &[u8]) {
+        let room = self.log_bytes_max.saturating_sub(self.output_bytes);
+        self.output_bytes += bytes.len() as u64;
+        let kept = &bytes[..bytes.len().min(room as usize)];
+        if kept.len() < bytes.len() && !self.truncated {
+            self.truncated = true;
+        }
+        self.write_raw(kept).await;
+    }
+
+    /// Appends a line of weft's own, outside the output limit.
+    async fn note(&mut self, message: &str) {
+        self.write_raw(format!("[weft] {message}\n").as_bytes())
+            .await;
+    }
+
+    async fn write_raw(&mut self, bytes: &[u8]) {
+        if self.broken || bytes.is_empty() {
+            return;
+        }
+        match self.file.write_all(bytes).await {
+            Ok(()) => self.written_bytes += bytes.len() as u64,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot write attempt log; output is dropped");
+                self.broken = true;
+            }
+        }
+    }
+
+    /// Adds the truncation line if needed and flushes. Returns (bytes in the file, truncated).
+    async fn finish(mut self) -> (u64, bool) {
+        if self.truncated {
+            let message = format!(
+                "\n[weft] log truncated at {} bytes ({} bytes of output dropped)\n",
+                self.log_bytes_max,
+                self.output_bytes - self.log_bytes_max
+            );
+            self.write_raw(message.as_bytes()).await;
+        }
+        if let Err(e) = self.file.flush().await {
+            tracing::warn!(error = %e, "cannot flush attempt log");
+        }
+        (self.written_bytes, self.truncated)
+    }
+}
+
+/// The last line of stdout, as Airflow's BashOperator pushes it to XCom. Bounded: holds at
+/// most `XCOM_BYTES_MAX` bytes of each of two lines whatever the output's size.
+#[derive(Default)]
+struct LastLine {
+    current: Vec<u8>,
+    previous: Vec<u8>,
+}
+
+impl LastLine {
+    fn push(&mut self, bytes: &[u8]) {
+        let mut pieces = bytes.split(|b| *b == b'\n').peekable();
+        while let Some(piece) = pieces.next() {
+            let room = XCOM_BYTES_MAX.saturating_sub(self.current.len());
+            self.current
+                .extend_from_slice(&piece[..piece.len().min(room)]);
+            if pieces.peek().is_some() {
+                // A newline ended this line: swap buffers instead of allocating per line.
+                std::mem::swap(&mut self.current, &mut self.previous);
+                self.current.clear();
+            }
+        }
+    }
+
+    /// Airflow's rule: the last line read, trailing whitespace stripped; a final newline does
+    /// not start a new line. Cut so the JSON string fits in `XCOM_BYTES_MAX`.
+    fn result(&self) -> String {
+        let line = if self.current.is_empty() {
+            &self.previous
+        } else {
+            &self.current
+        };
+        let text = String::from_utf8_lossy(line).trim_end().to_string();
+        let json_len = |t: &str| {
+            serde_json::to_string(t)
+                .map(|j| j.len())
+                .unwrap_or(usize::MAX)
+        };
+        if json_len(&text) <= XCOM_BYTES_MAX {
+            return text;
+        }
+        // Escaping can grow a character up to six bytes: keep the longest prefix that fits.
+        let mut json_bytes = 2; // the quotes
+        let mut end = 0;
+        for (index, character) in text.char_indices() {
+            json_bytes += json_len(character.encode_utf8(&mut [0; 4])) - 2;
+            if json_bytes > XCOM_BYTES_MAX {
+                break;
+            }
+            end = index + character.len_utf8();
+        }
+        text[..end].to_string()
+    }
+}
+
+/// The inode of a pipe, to find processes that still hold it.
+fn pipe_inode(pipe: &impl std::os::fd::AsRawFd) -> Option<u64> {
+    std::fs::metadata(format!("/proc/self/fd/{}", pipe.as_raw_fd()))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Everything that belongs to one attempt: its process group, its output pipes (held by any
+/// process it started, even one that escaped the group with setsid) and its cgroup.
+#[derive(Debug, Clone)]
+struct ProcessTree {
+    process_group: i32,
+    pipe_inodes: Vec<u64>,
+    cgroup: Option<AttemptCgroup>,
+}
+
+impl ProcessTree {
+    /// Kills the group, the cgroup, and every process found in /proc that is in the group,
+    /// holds an output pipe, or descends from one of those. Blocking (reads /proc).
+    fn kill_everything(&self) {
+        send_sigkill(-self.process_group);
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all();
+        }
+        for _round in 0..TREE_KILL_ROUNDS_MAX {
+            let pids = self.find_members();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                send_sigkill(pid);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Live (not zombie) processes of the attempt, by scanning /proc.
+    fn find_members(&self) -> Vec<i32> {
+        let own_pid = std::process::id() as i32;
+        let pipe_links: Vec<String> = self
+            .pipe_inodes
+            .iter()
+            .map(|ino| format!("pipe:[{ino}]"))
+            .collect();
+        let mut processes = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid == own_pid {
+                continue;
+            }
+            let Some(stat) = ProcStat::read(pid) else {
+                continue;
+            };
+            if stat.state == 'Z' {
+                continue;
+            }
+            let member = stat.process_group == self.process_group || holds_any(pid, &pipe_links);
+            processes.push((pid, stat.parent, member));
+        }
+        // Descendants of members are members: a child that closed its stdout still belongs.
+        let mut members: Vec<i32> = processes
+            .iter()
+            .filter(|(_, _, m)| *m)
+            .map(|(pid, _, _)| *pid)
+            .collect();
+        loop {
+            let before = members.len();
+            for (pid, parent, _) in &processes {
+                if members.contains(parent) && !members.contains(pid) {
+                    members.push(*pid);
+                }
+            }
+            if members.len() == before {
+                return members;
+            }
+        }
+    }
+}
+
+/// Fields of /proc/<pid>/stat that decide membership.
+struct ProcStat {
+    state: char,
+    parent: i32,
+    process_group: i32,
+}
+
+impl ProcStat {
+    fn read(pid: i32) -> Option<ProcStat> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name may contain spaces and parentheses: fields start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let mut fields = rest.split(' ');
+        let state = fields.next()?.chars().next()?;
+        let parent = fields.next()?.parse().ok()?;
+        let process_group = fields.next()?.parse().ok()?;
+        Some(ProcStat {
+            state,
+            parent,
+            process_group,
+        })
+    }
+}
+
+fn holds_any(pid: i32, pipe_links: &[String]) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|target| {
+                pipe_links
+                    .iter()
+                    .any(|link| target.as_os_str() == link.as_str())
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Owns the attempt's processes: dropping it (the attempt's future was cancelled) kills them.
+struct TreeGuard(Option<ProcessTree>);
+
+impl TreeGuard {
+    /// Kills the whole tree (timeout).
+    async fn kill_tree(&self) {
+        if let Some(tree) = self.0.clone() {
+            let _ = tokio::task::spawn_blocking(move || tree.kill_everything()).await;
+        }
+    }
+
+    /// Normal end: kills stragglers left in the group or cgroup (as Airflow reaps the process
+    /// group when a task ends), reads the cgroup's events, removes the cgroup.
+    async fn release(&mut self) -> CgroupEvents {
+        let Some(tree) = self.0.take() else {
+            return CgroupEvents::default();
+        };
+        send_sigkill(-tree.process_group);
+        let Some(cgroup) = tree.cgroup else {
+            return CgroupEvents::default();
+        };
+        tokio::task::spawn_blocking(move || {
+            let events = cgroup.events();
+            cgroup.remove();
+            events
+        })
+        .await
+        .unwrap_or_default()
+    }
+}
+
+impl Drop for TreeGuard {
+    fn drop(&mut self) {
+        let Some(tree) = self.0.take() else { return };
+        // Kill the group at once; the /proc scan and cgroup removal may take a while, so they
+        // run on their own thread instead of blocking whoever dropped the future.
+        send_sigkill(-tree.process_group);
+        let cleanup = move || {
+            tree.kill_everything();
+            if let Some(cgroup) = &tree.cgroup {
+                cgroup.remove();
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("weft-attempt-kill".into())
+            .spawn(cleanup)
+        {
+            tracing::warn!(error = %e, "cannot start the thread that cleans up a cancelled attempt");
+        }
+    }
+}
+
+/// Sends SIGKILL to `pid` (a process group when negative). Errors (already gone) are ignored:
+/// every caller is cleaning up and re-checks what is left.
+pub(crate) fn send_sigkill(pid: i32) {
+    // pid 0 and -1 would signal our own group or every process we may signal.
+    if pid == 0 || pid == -1 {
+        return;
+    }
+    kill(pid, libc::SIGKILL);
+}
+
+#[allow(unsafe_code)]
+fn kill(pid: i32, signal: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; pid 0 and -1 are
+    // excluded by the caller.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_line_of(chunks: &[&str]) -> String {
+        let mut last_line = LastLine::default();
+        for chunk in chunks {
+            last_line.push(chunk.as_bytes());
+        }
+        last_line.result()
+    }
+
+    #[test]
+    fn last_line_follows_airflow() {
+        assert_eq!(last_line_of(&["a\nb\n"]), "b");
+        assert_eq!(last_line_of(&["a\nb"]), "b");
+        assert_eq!(last_line_of(&["a\n", "\n"]), "");
+        assert_eq!(last_line_of(&["hel", "lo  \r\n"]), "hello");
+        assert_eq!(last_line_of(&[]), "");
+    }
+
+    #[test]
+    fn last_line_fits_the_xcom_limit() {
+        let long = "\"".repeat(XCOM_BYTES_MAX * 2);
+        let result = last_line_of(&[&long]);
+        assert!(serde_json::to_string(&result).unwrap().len() <= XCOM_BYTES_MAX);
+        assert!(!result.is_empty());
+    }
+
+    #[test]
+    fn shell_command_comes_from_shell_kind_only() {
+        let kind = TaskKind::Shell {
+            command: "echo hi".into(),
+            env: BTreeMap::from([("A".into(), "1".into())]),
+            append_env: true,
+            cwd: Some("/tmp".into()),
+            skip_exit_code: Some(99),
+            templated: false,
+        };
+        let command = ShellCommand::from_kind(&kind).unwrap();
+        assert_eq!(command.command, "echo hi");
+        assert_eq!(command.cwd, Some(PathBuf::from("/tmp")));
+        assert!(command.append_env);
+        assert_eq!(ShellCommand::from_kind(&TaskKind::Empty), None);
+    }
+
+    #[test]
+    fn signals_are_named() {
+        assert_eq!(describe_signal(libc::SIGKILL), "signal 9: SIGKILL");
+        assert_eq!(describe_signal(64), "signal 64");
+    }
+}

@@ -1,0 +1,727 @@
+//! DagRun actors: one per active run. Each drives a `weft_core::dag_run::DagRun`, persists its
+//! decisions (one store batch per decision, durable before anything is dispatched), supervises
+//! one Task actor per dispatched task instance and restarts a failed one from the store.
+
+use crate::dispatcher_actor::DispatcherMsg;
+use crate::events::Event;
+use crate::executor::AttemptReport;
+use crate::scheduler_actor::SchedulerMsg;
+use crate::shared::Shared;
+use crate::task_actor::{log_relative_path, TaskActor, TaskArgs, TaskMsg};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::HashMap;
+use std::sync::Arc;
+use weft_core::dag_run::{
+    AttemptOutcome, DagRun, RunContext, RunEffect, RunInput, RunTimer, TaskInstanceRecord,
+};
+use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::state::{DagRunState, TaskState};
+use weft_core::Timestamp;
+use weft_storage::{AttemptRow, LogRow, Write, XcomRow};
+
+/// Restarts of one task actor before the run stops restarting it and reports the attempt lost.
+const TASK_ACTOR_RESTARTS_MAX: u32 = 5;
+
+pub(crate) enum DagRunMsg {
+    AttemptStarted {
+        task_id: String,
+        map_index: i32,
+        try_number: u32,
+        token: u64,
+    },
+    AttemptFinished {
+        task_id: String,
+        map_index: i32,
+        try_number: u32,
+        token: u64,
+        report: Box<AttemptReport>,
+        started_at: Option<Timestamp>,
+        /// The task actor held back `AttemptStarted` (the attempt ended within its grace
+        /// period): the run feeds the start at `started_at` first, and both transitions go
+        /// in one store batch (one commit instead of two).
+        start_unreported: bool,
+    },
+    Timer(RunTimer),
+    PastTaskFinished {
+        task_id: String,
+        state: TaskState,
+    },
+    Clear {
+        task_ids: Vec<String>,
+        downstream: bool,
+        upstream: bool,
+        reply: RpcReplyPort<()>,
+    },
+    MarkState {
+        task_id: String,
+        map_index: i32,
+        state: TaskState,
+        reply: RpcReplyPort<()>,
+    },
+    /// The store answered the batch this actor handed it (see `DagRunActorState::flush`).
+    Flushed(weft_storage::Result<()>),
+    /// Test hook: crash one task actor.
+    #[cfg(any(test, feature = "fault-injection"))]
+    CrashTask {
+        task_id: String,
+    },
+}
+
+pub(crate) struct DagRunActor;
+
+pub(crate) enum RunStart {
+    Fresh,
+    Recovered {
+        state: DagRunState,
+        task_instances: Vec<TaskInstanceRecord>,
+        /// When the run first started (its `dagrun_timeout` counts from here).
+        started_at: Option<Timestamp>,
+    },
+}
+
+pub(crate) struct DagRunArgs {
+    pub shared: Arc<Shared>,
+    pub context: RunContext,
+    pub start: RunStart,
+    pub scheduler: ActorRef<SchedulerMsg>,
+    pub dispatcher: ActorRef<DispatcherMsg>,
+}
+
+pub(crate) struct DagRunActorState {
+    shared: Arc<Shared>,
+    run: DagRun,
+    key: RunKey,
+    stored_state: DagRunState,
+    scheduler: ActorRef<SchedulerMsg>,
+    dispatcher: ActorRef<DispatcherMsg>,
+    tasks: HashMap<(String, i32), ActorRef<TaskMsg>>,
+    restarts: HashMap<(String, i32), u32>,
+    /// Whether the store may hold task results of this run: set by the first result this
+    /// actor writes, and from the start for a recovered run. While it is clear, dispatches
+    /// skip reading results that cannot exist.
+    results_stored: bool,
+    /// Writes of decisions made but not yet handed to the store. Decisions made while a batch
+    /// is being committed wait here and go together in the next batch (see `flush`).
+    unflushed: Vec<Write>,
+    /// Index in `unflushed` of the write of each task instance and of the run, so that one
+    /// batch moves each row once (from the first guard to the last record).
+    unflushed_rows: HashMap<Option<TaskInstanceKey>, usize>,
+    /// What to do, decision by decision, once `unflushed` is durable.
+    undone: Vec<Decided>,
+    /// What to do once the batch being committed is durable; `None` when none is.
+    committing: Option<Vec<Decided>>,
+}
+
+/// The effects of one decision that wait for its writes to be durable (write-ahead).
+struct Decided {
+    events: Vec<Event>,
+    effects: Vec<RunEffect>,
+    finished: Option<DagRunState>,
+    reply: Option<RpcReplyPort<()>>,
+}
+
+impl Actor for DagRunActor {
+    type Msg = DagRunMsg;
+    type State = DagRunActorState;
+    type Arguments = DagRunArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<DagRunMsg>,
+        args: DagRunArgs,
+    ) -> Result<DagRunActorState, ActorProcessingErr> {
+        let key = RunKey {
+            dag_id: args.context.dag.dag_id().to_string(),
+            run_id: args.context.run_id.clone(),
+        };
+        let results_stored = matches!(args.start, RunStart::Recovered { .. });
+        let (run, stored_state) = match args.start {
+            RunStart::Fresh => (DagRun::new(args.context), DagRunState::Running),
+            RunStart::Recovered {
+                state,
+                task_instances,
+                started_at,
+            } => {
+                let run = DagRun::recover(args.context, state, task_instances);
+                let run = match started_at {
+                    Some(started_at) => run.with_started_at(started_at),
+                    None => run,
+                };
+                (run, state)
+            }
+        };
+        Ok(DagRunActorState {
+            shared: args.shared,
+            run,
+            key,
+            stored_state,
+            scheduler: args.scheduler,
+            dispatcher: args.dispatcher,
+            tasks: HashMap::new(),
+            restarts: HashMap::new(),
+            results_stored,
+            unflushed: Vec::new(),
+            unflushed_rows: HashMap::new(),
+            undone: Vec::new(),
+            committing: None,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<DagRunMsg>,
+        state: &mut DagRunActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.decide(&myself, RunInput::Start, Vec::new()).await
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<DagRunMsg>,
+        message: DagRunMsg,
+        state: &mut DagRunActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            DagRunMsg::AttemptStarted {
+                task_id,
+                map_index,
+                try_number,
+                token,
+            } => {
+                let input = RunInput::AttemptStarted {
+                    task_id,
+                    map_index,
+                    try_number,
+                    token,
+                };
+                state.decide(&myself, input, Vec::new()).await?;
+            }
+            DagRunMsg::AttemptFinished {
+                task_id,
+                map_index,
+                try_number,
+                token,
+                report,
+                started_at,
+                start_unreported,
+            } => {
+                let attempt = FinishedAttempt {
+                    task_id,
+                    map_index,
+                    try_number,
+                    token,
+                    started_at,
+                    start_unreported,
+                };
+                state.attempt_finished(&myself, attempt, *report).await?;
+            }
+            DagRunMsg::Timer(timer) => {
+                state
+                    .decide(&myself, RunInput::TimerFired(timer), Vec::new())
+                    .await?;
+            }
+            DagRunMsg::PastTaskFinished {
+                task_id,
+                state: past,
+            } => {
+                let input = RunInput::PastTaskFinished {
+                    task_id,
+                    state: past,
+                };
+                state.decide(&myself, input, Vec::new()).await?;
+            }
+            DagRunMsg::Clear {
+                task_ids,
+                downstream,
+                upstream,
+                reply,
+            } => {
+                let mut extra = Vec::new();
+                for task_id in &task_ids {
+                    for record in state
+                        .run
+                        .task_instances()
+                        .filter(|record| &record.key.task_id == task_id)
+                    {
+                        extra.push(Write::DeleteXcoms {
+                            key: record.key.clone(),
+                        });
+                    }
+                }
+                let input = RunInput::Clear {
+                    task_ids,
+                    downstream,
+                    upstream,
+                };
+                state
+                    .decide_with(&myself, None, input, extra, |_| true, Some(reply))
+                    .await?;
+            }
+            DagRunMsg::MarkState {
+                task_id,
+                map_index,
+                state: target,
+                reply,
+            } => {
+                let input = RunInput::MarkState {
+                    task_id,
+                    map_index,
+                    state: target,
+                };
+                state
+                    .decide_with(&myself, None, input, Vec::new(), |_| true, Some(reply))
+                    .await?;
+            }
+            DagRunMsg::Flushed(result) => state.flushed(&myself, result).await?,
+            #[cfg(any(test, feature = "fault-injection"))]
+            DagRunMsg::CrashTask { task_id } => {
+                for ((id, _), task) in &state.tasks {
+                    if *id == task_id {
+                        let _ = task.cast(TaskMsg::Crash);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<DagRunMsg>,
+        event: SupervisionEvent,
+        state: &mut DagRunActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match event {
+            SupervisionEvent::ActorFailed(cell, error) => {
+                let Some(slot) = state.child_of(&cell) else {
+                    return Ok(());
+                };
+                state.tasks.remove(&slot);
+                let restarts = state.restarts.entry(slot.clone()).or_insert(0);
+                *restarts += 1;
+                metrics::counter!("weft_task_actor_restarts_total").increment(1);
+                tracing::warn!(run = %state.key, task = %slot.0, %error, restarts = *restarts, "task actor failed; restarting from the store");
+                if *restarts <= TASK_ACTOR_RESTARTS_MAX {
+                    state.spawn_task(&myself, &slot.0, slot.1, true).await?;
+                }
+            }
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some(slot) = state.child_of(&cell) {
+                    state.tasks.remove(&slot);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl DagRunActorState {
+    fn child_of(&self, cell: &ractor::ActorCell) -> Option<(String, i32)> {
+        self.tasks
+            .iter()
+            .find(|(_, task)| task.get_id() == cell.get_id())
+            .map(|(slot, _)| slot.clone())
+    }
+
+    async fn attempt_finished(
+        &mut self,
+        myself: &ActorRef<DagRunMsg>,
+        attempt: FinishedAttempt,
+        mut report: AttemptReport,
+    ) -> Result<(), ActorProcessingErr> {
+        let FinishedAttempt {
+            task_id,
+            map_index,
+            try_number,
+            token,
+            started_at,
+            start_unreported,
+        } = attempt;
+        refuse_oversized_result(&mut report);
+        let key = TaskInstanceKey::new(&self.key.dag_id, &self.key.run_id, &task_id, map_index);
+        let now = crate::shared::now();
+        // The attempt's own records go in the same batch as the decision, and only if the run
+        // accepts the result (current try and token): a fenced-out result leaves no trace.
+        let mut extra = vec![Write::PutAttempt(AttemptRow {
+            key: key.clone(),
+            try_number,
+            token,
+            state: attempt_state(&report.outcome),
+            started_at: started_at.unwrap_or(now),
+            ended_at: Some(now),
+            worker: "local".to_string(),
+            note: outcome_note(&report.outcome),
+        })];
+        if report.log_bytes > 0 {
+            extra.push(Write::PutLog(LogRow {
+                key: key.clone(),
+                try_number,
+                path: log_relative_path(&key, try_number),
+                bytes: report.log_bytes,
+                truncated: report.log_truncated,
+            }));
+        }
+        if let (AttemptOutcome::Success { .. }, Some(value)) = (&report.outcome, &report.result) {
+            extra.push(Write::PutXcom(XcomRow {
+                key: key.clone(),
+                name: "return_value".to_string(),
+                value: value.clone(),
+            }));
+        }
+        let prelude = match (start_unreported, started_at) {
+            (true, Some(started_at)) => Some((
+                started_at,
+                RunInput::AttemptStarted {
+                    task_id: task_id.clone(),
+                    map_index,
+                    try_number,
+                    token,
+                },
+            )),
+            _ => None,
+        };
+        let input = RunInput::AttemptFinished {
+            task_id,
+            map_index,
+            try_number,
+            token,
+            outcome: report.outcome,
+        };
+        let accepted = |effects: &[RunEffect]| {
+            effects.iter().any(|effect| matches!(effect,
+                RunEffect::PersistTask { expected: Some(version), record }
+                    if record.key == key && version.token == token && version.try_number == try_number))
+        };
+        self.decide_with(myself, prelude, input, extra, accepted, None)
+            .await
+    }
+
+    async fn decide(
+        &mut self,
+        myself: &ActorRef<DagRunMsg>,
+        input: RunInput,
+        extra: Vec<Write>,
+    ) -> Result<(), ActorProcessingErr> {
+        self.decide_with(myself, None, input, extra, |_| true, None)
+            .await
+    }
+
+    /// Feed one input to the core (after `prelude`, an earlier input at its own time, if any),
+    /// persist the resulting writes (plus `extra`, if `include_extra` says so about the effects
+    /// of `input`) as one batch, then perform the other effects.
+    #[tracing::instrument(level = "debug", skip_all, fields(run = %self.key))]
+    async fn decide_with(
+        &mut self,
+        myself: &ActorRef<DagRunMsg>,
+        prelude: Option<(Timestamp, RunInput)>,
+        input: RunInput,
+        extra: Vec<Write>,
+        include_extra: impl Fn(&[RunEffect]) -> bool,
+        reply: Option<RpcReplyPort<()>>,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = crate::shared::now();
+        let mut effects = match prelude {
+            Some((at, prelude)) => self.run.handle(at.min(now), prelude),
+            None => Vec::new(),
+        };
+        let decided = self.run.handle(now, input);
+        // Writes of this decision join those of earlier decisions not yet committed.
+        let mut batch = std::mem::take(&mut self.unflushed);
+        if include_extra(&decided) {
+            batch.extend(extra);
+        }
+        effects.extend(decided);
+        if effects.is_empty() && reply.is_none() {
+            self.unflushed = batch;
+            return Ok(());
+        }
+        let mut events = Vec::new();
+        let mut finished = None;
+        let written = &mut self.unflushed_rows;
+        for effect in &effects {
+            match effect {
+                RunEffect::PersistTask { expected, record } => {
+                    // One decision (or the decisions of one batch) may move a task instance
+                    // twice (none -> queued -> ...). The batch is atomic, so one write from the
+                    // first guard to the last record says the same, and every backend (CQL
+                    // too) accepts it.
+                    let row = Some(record.key.clone());
+                    match written.get(&row) {
+                        Some(&index) => {
+                            if let Write::PutTaskInstance { record: stored, .. } = &mut batch[index] {
+                                *stored = record.clone();
+                            }
+                        }
+                        None => {
+                            written.insert(row, batch.len());
+                            batch.push(Write::PutTaskInstance {
+                                expected: *expected,
+                                record: record.clone(),
+                            });
+                        }
+                    }
+                    events.push(Event::TaskChanged {
+                        key: record.key.clone(),
+                        state: record.state,
+                        try_number: record.try_number,
+                        at: now,
+                    });
+                }
+                RunEffect::PersistRun { state, ended_at } => {
+                    let update = Write::UpdateRun {
+                        key: self.key.clone(),
+                        expected: self.stored_state,
+                        state: *state,
+                        started_at: None,
+                        ended_at: *ended_at,
+                    };
+                    match written.get(&None) {
+                        Some(&index) => {
+                            if let Write::UpdateRun {
+                                state: stored,
+                                ended_at: stored_end,
+                                ..
+                            } = &mut batch[index]
+                            {
+                                *stored = *state;
+                                *stored_end = *ended_at;
+                            }
+                        }
+                        None => {
+                            written.insert(None, batch.len());
+                            batch.push(update);
+                        }
+                    }
+                    self.stored_state = *state;
+                    events.push(Event::RunChanged {
+                        run: self.key.clone(),
+                        state: *state,
+                        at: now,
+                    });
+                    if state.is_finished() {
+                        finished = Some(*state);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if batch.iter().any(|write| matches!(write, Write::PutXcom(_))) {
+            self.results_stored = true;
+        }
+        self.unflushed = batch;
+        self.undone.push(Decided {
+            events,
+            effects,
+            finished,
+            reply,
+        });
+        self.flush(myself).await
+    }
+
+    /// Hands the writes of every decision made so far to the store as one batch, unless a
+    /// batch is being committed already (then they go once it is: decisions made meanwhile
+    /// share the next commit instead of waiting one commit each). The decisions' effects are
+    /// performed, in order, only once their batch is durable (`flushed`).
+    async fn flush(&mut self, myself: &ActorRef<DagRunMsg>) -> Result<(), ActorProcessingErr> {
+        while self.committing.is_none() && !self.undone.is_empty() {
+            let decided = std::mem::take(&mut self.undone);
+            let batch = std::mem::take(&mut self.unflushed);
+            self.unflushed_rows.clear();
+            if batch.is_empty() {
+                self.perform_decided(myself, decided).await?;
+                continue;
+            }
+            self.committing = Some(decided);
+            let (shared, myself) = (self.shared.clone(), myself.clone());
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                let result = shared.write(batch).await;
+                metrics::histogram!("weft_run_persist_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let _ = myself.cast(DagRunMsg::Flushed(result));
+            });
+        }
+        Ok(())
+    }
+
+    /// The batch being committed is durable (or refused: then the actor fails and its
+    /// supervisor rebuilds the run from the store, as for any failed write).
+    async fn flushed(
+        &mut self,
+        myself: &ActorRef<DagRunMsg>,
+        result: weft_storage::Result<()>,
+    ) -> Result<(), ActorProcessingErr> {
+        result?;
+        let decided = self.committing.take().unwrap_or_default();
+        self.perform_decided(myself, decided).await?;
+        self.flush(myself).await
+    }
+
+    async fn perform_decided(
+        &mut self,
+        myself: &ActorRef<DagRunMsg>,
+        decided: Vec<Decided>,
+    ) -> Result<(), ActorProcessingErr> {
+        for decision in decided {
+            if self.perform_decision(myself, decision).await? {
+                // The run is over: what was decided after its end does not matter.
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes a durable decision's events and performs its effects; `true` when it
+    /// finished the run.
+    async fn perform_decision(
+        &mut self,
+        myself: &ActorRef<DagRunMsg>,
+        decision: Decided,
+    ) -> Result<bool, ActorProcessingErr> {
+        let Decided {
+            events,
+            effects,
+            finished,
+            reply,
+        } = decision;
+        let now = crate::shared::now();
+        for event in events {
+            if let Event::TaskChanged { key, state, .. } = &event {
+                if state.is_finished() && self.depends_on_past_downstream(&key.task_id) {
+                    let _ = self.scheduler.cast(SchedulerMsg::TaskFinalized {
+                        run: self.key.clone(),
+                        logical_date: self.run.context().logical_date,
+                        task_id: key.task_id.clone(),
+                        state: *state,
+                    });
+                }
+            }
+            self.shared.publish(event);
+        }
+        for effect in effects {
+            self.perform(myself, effect, now).await?;
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(());
+        }
+        if let Some(state) = finished {
+            let _ = self.scheduler.cast(SchedulerMsg::RunFinished {
+                run: self.key.clone(),
+                state,
+            });
+            myself.stop(None);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn depends_on_past_downstream(&self, task_id: &str) -> bool {
+        self.run
+            .context()
+            .dag
+            .task(task_id)
+            .is_some_and(|task| task.depends_on_past)
+    }
+
+    async fn perform(
+        &mut self,
+        myself: &ActorRef<DagRunMsg>,
+        effect: RunEffect,
+        now: Timestamp,
+    ) -> Result<(), ActorProcessingErr> {
+        match effect {
+            RunEffect::Dispatch(request) => {
+                let slot = (request.key.task_id.clone(), request.key.map_index);
+                let task = match self.tasks.get(&slot) {
+                    Some(task) => task.clone(),
+                    None => self.spawn_task(myself, &slot.0, slot.1, false).await?,
+                };
+                task.cast(TaskMsg::Dispatch {
+                    request,
+                    results_stored: self.results_stored,
+                })?;
+            }
+            RunEffect::Kill { key, token, .. } => {
+                if let Some(task) = self.tasks.get(&(key.task_id.clone(), key.map_index)) {
+                    let _ = task.cast(TaskMsg::Kill { token });
+                }
+            }
+            RunEffect::SetTimer { at, timer } => {
+                let delay = (at - now).to_std().unwrap_or_default();
+                myself.send_after(delay, move || DagRunMsg::Timer(timer));
+            }
+            RunEffect::PersistTask { .. } | RunEffect::PersistRun { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn spawn_task(
+        &mut self,
+        myself: &ActorRef<DagRunMsg>,
+        task_id: &str,
+        map_index: i32,
+        recovering: bool,
+    ) -> Result<ActorRef<TaskMsg>, ActorProcessingErr> {
+        let args = TaskArgs {
+            shared: self.shared.clone(),
+            context: self.run.context().clone(),
+            key: TaskInstanceKey::new(&self.key.dag_id, &self.key.run_id, task_id, map_index),
+            run: myself.clone(),
+            dispatcher: self.dispatcher.clone(),
+            recovering,
+        };
+        let (task, _) = Actor::spawn_linked(None, TaskActor, args, myself.get_cell()).await?;
+        self.tasks
+            .insert((task_id.to_string(), map_index), task.clone());
+        Ok(task)
+    }
+}
+
+/// The attempt an `AttemptFinished` is about.
+struct FinishedAttempt {
+    task_id: String,
+    map_index: i32,
+    try_number: u32,
+    token: u64,
+    started_at: Option<Timestamp>,
+    start_unreported: bool,
+}
+
+/// A result over the XCom limit fails the attempt (for good: a retry would produce it again)
+/// instead of failing the whole store batch.
+fn refuse_oversized_result(report: &mut AttemptReport) {
+    let Some(value) = &report.result else { return };
+    let size = serde_json::to_vec(value)
+        .map(|bytes| bytes.len())
+        .unwrap_or(usize::MAX);
+    if size > weft_core::limits::XCOM_BYTES_MAX {
+        report.outcome = AttemptOutcome::Failed {
+            reason: format!(
+                "task result is {size} bytes, over the limit of {} bytes: return a smaller value or write it to storage and return its location",
+                weft_core::limits::XCOM_BYTES_MAX
+            ),
+            retryable: false,
+        };
+        report.result = None;
+    }
+}
+
+fn attempt_state(outcome: &AttemptOutcome) -> TaskState {
+    match outcome {
+        AttemptOutcome::Success { .. } => TaskState::Success,
+        AttemptOutcome::Skipped => TaskState::Skipped,
+        AttemptOutcome::Failed { .. } | AttemptOutcome::TimedOut | AttemptOutcome::Lost { .. } => {
+            TaskState::Failed
+        }
+    }
+}
+
+fn outcome_note(outcome: &AttemptOutcome) -> Option<String> {
+    match outcome {
+        AttemptOutcome::Failed { reason, .. } => Some(reason.clone()),
+        AttemptOutcome::TimedOut => Some("execution timeout".to_string()),
+        AttemptOutcome::Lost { reason } => Some(format!("lost: {reason}")),
+        AttemptOutcome::Success { .. } | AttemptOutcome::Skipped => None,
+    }
+}

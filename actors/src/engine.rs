@@ -1,0 +1,412 @@
+//! The embedding API: an [`Engine`] handle a Rust program uses to register DAGs (with Rust
+//! closures as tasks), trigger runs, subscribe to state changes and shut down.
+
+use crate::dispatcher_actor::{DispatcherActor, DispatcherMsg};
+use crate::error::EngineError;
+use crate::events::Event;
+use crate::executor::sandbox::SandboxSpec;
+use crate::executor::{python::PythonRunnerConfig, TaskContext, LOG_BYTES_MAX_DEFAULT};
+use crate::scheduler_actor::{SchedulerActor, SchedulerArgs, SchedulerMsg};
+use crate::shared::Shared;
+use futures::future::BoxFuture;
+use ractor::{Actor, ActorRef};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+use weft_core::ids::RunKey;
+use weft_core::spec::{DagSpec, TaskKind, TaskSpec};
+use weft_core::state::{DagRunState, TaskState};
+use weft_core::Timestamp;
+use weft_storage::Store;
+
+/// How an in-process task fails.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskError {
+    /// Fail this try; `retryable: false` fails the task at once.
+    Fail { reason: String, retryable: bool },
+    /// Mark the task skipped.
+    Skip,
+}
+
+impl TaskError {
+    pub fn retryable(reason: impl Into<String>) -> TaskError {
+        TaskError::Fail {
+            reason: reason.into(),
+            retryable: true,
+        }
+    }
+}
+
+/// A Rust closure run as a task. It receives the task's context (run, dates, params, upstream
+/// results) and returns its result (stored as the task's XCom `return_value`).
+pub type TaskFn = Arc<
+    dyn Fn(TaskContext) -> BoxFuture<'static, Result<Option<serde_json::Value>, TaskError>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where logs (and, for the embedded store, the database) live.
+    pub data_dir: PathBuf,
+    /// Attempts that may run at once on this node.
+    pub worker_slots: usize,
+    /// Size limit of one attempt's log.
+    pub log_bytes_max: u64,
+    /// Sandbox applied to task processes, if any.
+    pub sandbox: Option<SandboxSpec>,
+    pub python: PythonRunnerConfig,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
+        EngineConfig {
+            data_dir: data_dir.into(),
+            worker_slots: std::thread::available_parallelism()
+                .map(|n| n.get() * 4)
+                .unwrap_or(8),
+            log_bytes_max: LOG_BYTES_MAX_DEFAULT,
+            sandbox: None,
+            python: PythonRunnerConfig::from_env(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+/// A DAG whose tasks are Rust closures, built in code.
+pub struct RustDag {
+    spec: DagSpec,
+    handlers: BTreeMap<String, TaskFn>,
+}
+
+impl RustDag {
+    pub fn new(dag_id: &str) -> RustDag {
+        RustDag {
+            spec: DagSpec::new(dag_id, Vec::new()),
+            handlers: BTreeMap::new(),
+        }
+    }
+
+    /// Add a task running `function`; `upstream` are the task ids it waits for.
+    pub fn task<F, Fut>(mut self, task_id: &str, upstream: &[&str], function: F) -> RustDag
+    where
+        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Option<serde_json::Value>, TaskError>>
+            + Send
+            + 'static,
+    {
+        let handler = format!("{}.{}", self.spec.dag_id, task_id);
+        let mut task = TaskSpec::new(
+            task_id,
+            TaskKind::InProcess {
+                handler: handler.clone(),
+            },
+        );
+        task.operator = "rust".to_string();
+        task.upstream = upstream.iter().map(|id| id.to_string()).collect();
+        self.spec.tasks.push(task);
+        let function = Arc::new(function);
+        self.handlers.insert(
+            handler,
+            Arc::new(move |context| {
+                let function = function.clone();
+                Box::pin(async move { function(context).await })
+            }),
+        );
+        self
+    }
+
+    /// Change the last added task (retries, timeouts, trigger rule, ...).
+    pub fn configure(mut self, change: impl FnOnce(&mut TaskSpec)) -> RustDag {
+        if let Some(task) = self.spec.tasks.last_mut() {
+            change(task);
+        }
+        self
+    }
+
+    /// Change DAG-level settings (schedule, time zone, limits, ...).
+    pub fn settings(mut self, change: impl FnOnce(&mut DagSpec)) -> RustDag {
+        change(&mut self.spec);
+        self
+    }
+
+    pub fn spec(&self) -> &DagSpec {
+        &self.spec
+    }
+}
+
+/// A running weft engine on one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    scheduler: ActorRef<SchedulerMsg>,
+    dispatcher: ActorRef<DispatcherMsg>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("data_dir", &self.shared.config.data_dir)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Start the actors on `store`, rebuilding every active run from it.
+    pub async fn start(store: Arc<dyn Store>, config: EngineConfig) -> Result<Engine, EngineError> {
+        let shared = Arc::new(Shared::new(store, config));
+        let (dispatcher, _) = Actor::spawn(None, DispatcherActor, shared.clone()).await?;
+        let args = SchedulerArgs {
+            shared: shared.clone(),
+            dispatcher: dispatcher.clone(),
+        };
+        let (scheduler, _) = Actor::spawn(None, SchedulerActor, args).await?;
+        Ok(Engine {
+            shared,
+            scheduler,
+            dispatcher,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// Register (or update) a DAG from its serialized form.
+    pub async fn upsert_dag(&self, spec: DagSpec) -> Result<UpsertOutcome, EngineError> {
+        let spec = Box::new(spec);
+        self.scheduler
+            .call(|reply| SchedulerMsg::UpsertDag { spec, reply }, None)
+            .await?
+            .into_result()
+    }
+
+    /// Register a DAG whose tasks are Rust closures.
+    pub async fn register(&self, dag: RustDag) -> Result<UpsertOutcome, EngineError> {
+        {
+            let mut handlers = self
+                .shared
+                .handlers
+                .write()
+                .expect("handler registry poisoned");
+            handlers.extend(dag.handlers);
+        }
+        self.upsert_dag(dag.spec).await
+    }
+
+    pub async fn set_paused(&self, dag_id: &str, paused: bool) -> Result<(), EngineError> {
+        let dag_id = dag_id.to_string();
+        self.scheduler
+            .call(
+                |reply| SchedulerMsg::SetPaused {
+                    dag_id,
+                    paused,
+                    reply,
+                },
+                None,
+            )
+            .await?
+            .into_result()
+    }
+
+    /// Trigger a manual run now.
+    pub async fn trigger(
+        &self,
+        dag_id: &str,
+        conf: serde_json::Value,
+    ) -> Result<RunKey, EngineError> {
+        self.trigger_at(dag_id, None, conf).await
+    }
+
+    /// Trigger a manual run with a given logical date.
+    pub async fn trigger_at(
+        &self,
+        dag_id: &str,
+        logical_date: Option<Timestamp>,
+        conf: serde_json::Value,
+    ) -> Result<RunKey, EngineError> {
+        let dag_id = dag_id.to_string();
+        self.scheduler
+            .call(
+                |reply| SchedulerMsg::Trigger {
+                    dag_id,
+                    logical_date,
+                    conf,
+                    reply,
+                },
+                None,
+            )
+            .await?
+            .into_result()
+    }
+
+    /// Create the runs of a date range (inclusive), run below fresh runs in priority.
+    pub async fn backfill(
+        &self,
+        dag_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<RunKey>, EngineError> {
+        let dag_id = dag_id.to_string();
+        self.scheduler
+            .call(
+                |reply| SchedulerMsg::Backfill {
+                    dag_id,
+                    from,
+                    to,
+                    reply,
+                },
+                None,
+            )
+            .await?
+            .into_result()
+    }
+
+    /// Clear task instances of a run so that they run again.
+    pub async fn clear(
+        &self,
+        run: &RunKey,
+        task_ids: &[&str],
+        downstream: bool,
+        upstream: bool,
+    ) -> Result<(), EngineError> {
+        let run = run.clone();
+        let task_ids = task_ids.iter().map(|id| id.to_string()).collect();
+        self.scheduler
+            .call(
+                |reply| SchedulerMsg::Clear {
+                    run,
+                    task_ids,
+                    downstream,
+                    upstream,
+                    reply,
+                },
+                None,
+            )
+            .await?
+            .into_result()
+    }
+
+    /// Set a task instance's state by hand (success, failed, skipped).
+    pub async fn mark(
+        &self,
+        run: &RunKey,
+        task_id: &str,
+        map_index: i32,
+        state: TaskState,
+    ) -> Result<(), EngineError> {
+        let run = run.clone();
+        let task_id = task_id.to_string();
+        self.scheduler
+            .call(
+                |reply| SchedulerMsg::MarkTask {
+                    run,
+                    task_id,
+                    map_index,
+                    state,
+                    reply,
+                },
+                None,
+            )
+            .await?
+            .into_result()
+    }
+
+    /// Create or resize a pool.
+    pub async fn set_pool(
+        &self,
+        name: &str,
+        slots: u32,
+        description: &str,
+    ) -> Result<(), EngineError> {
+        let row = weft_storage::PoolRow {
+            name: name.to_string(),
+            slots,
+            description: description.to_string(),
+        };
+        self.shared
+            .write(vec![weft_storage::Write::PutPool(row)])
+            .await?;
+        self.dispatcher.cast(DispatcherMsg::SetPool {
+            name: name.to_string(),
+            slots,
+        })?;
+        Ok(())
+    }
+
+    /// State changes, published once durable.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.shared.events.subscribe()
+    }
+
+    /// Wait until a run reaches a final state.
+    pub async fn wait_for_run(&self, run: &RunKey) -> Result<DagRunState, EngineError> {
+        let mut events = self.subscribe();
+        loop {
+            let row = self
+                .shared
+                .store
+                .run(run)
+                .await?
+                .ok_or_else(|| EngineError::UnknownRun(run.to_string()))?;
+            if row.state.is_finished() {
+                return Ok(row.state);
+            }
+            // Wake on any change of this run, or re-read after a while in case an event was
+            // missed (a lagging subscriber loses events).
+            let wait = async {
+                loop {
+                    match events.recv().await {
+                        Ok(Event::RunChanged { run: changed, .. }) if changed == *run => return,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(500), wait).await;
+        }
+    }
+
+    /// Stop every actor and the Python runners. Attempts still running are killed; they are
+    /// recovered (retried) on the next start from the store.
+    pub async fn shutdown(self) {
+        self.scheduler.stop(None);
+        self.dispatcher.stop(None);
+        self.shared.shutdown_python().await;
+    }
+
+    #[cfg(any(test, feature = "fault-injection"))]
+    /// Test hook: crash the task actor of a task in an active run.
+    pub fn crash_task_actor(&self, run: &RunKey, task_id: &str) {
+        let _ = self.scheduler.cast(SchedulerMsg::CrashTask {
+            run: run.clone(),
+            task_id: task_id.to_string(),
+        });
+    }
+}
+
+trait IntoResult<T> {
+    fn into_result(self) -> Result<T, EngineError>;
+}
+
+impl<T> IntoResult<T> for ractor::rpc::CallResult<Result<T, EngineError>> {
+    fn into_result(self) -> Result<T, EngineError> {
+        match self {
+            ractor::rpc::CallResult::Success(result) => result,
+            ractor::rpc::CallResult::Timeout => {
+                Err(EngineError::Unavailable("call timed out".to_string()))
+            }
+            ractor::rpc::CallResult::SenderError => {
+                Err(EngineError::Unavailable("actor stopped".to_string()))
+            }
+        }
+    }
+}

@@ -1,0 +1,853 @@
+//! The Scheduler actor: drives `weft_core::scheduler::Scheduler`, sleeps until the next due
+//! time (one timer, never a scan), creates runs in the store and supervises one DagRun actor
+//! per active run, rebuilding a failed one from the store.
+
+use crate::dag_run_actor::{DagRunActor, DagRunArgs, DagRunMsg, RunStart};
+use crate::dispatcher_actor::DispatcherMsg;
+use crate::engine::UpsertOutcome;
+use crate::error::EngineError;
+use crate::events::Event;
+use crate::shared::Shared;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use weft_core::dag::Dag;
+use weft_core::dag_run::RunContext;
+use weft_core::ids::RunKey;
+use weft_core::scheduler::{Scheduler, SchedulerEffect, SchedulerInput};
+use weft_core::spec::DagSpec;
+use weft_core::state::{DagRunState, RunType, TaskState};
+use weft_core::Timestamp;
+use weft_storage::{DagVersionRow, RunRow, Write};
+
+/// Restarts of one run's actor before the scheduler leaves the run for the next start-up.
+const RUN_ACTOR_RESTARTS_MAX: u32 = 10;
+
+pub(crate) enum SchedulerMsg {
+    UpsertDag {
+        spec: Box<DagSpec>,
+        reply: RpcReplyPort<Result<UpsertOutcome, EngineError>>,
+    },
+    SetPaused {
+        dag_id: String,
+        paused: bool,
+        reply: RpcReplyPort<Result<(), EngineError>>,
+    },
+    Trigger {
+        dag_id: String,
+        logical_date: Option<Timestamp>,
+        conf: serde_json::Value,
+        reply: RpcReplyPort<Result<RunKey, EngineError>>,
+    },
+    Backfill {
+        dag_id: String,
+        from: Timestamp,
+        to: Timestamp,
+        reply: RpcReplyPort<Result<Vec<RunKey>, EngineError>>,
+    },
+    Clear {
+        run: RunKey,
+        task_ids: Vec<String>,
+        downstream: bool,
+        upstream: bool,
+        reply: RpcReplyPort<Result<(), EngineError>>,
+    },
+    MarkTask {
+        run: RunKey,
+        task_id: String,
+        map_index: i32,
+        state: TaskState,
+        reply: RpcReplyPort<Result<(), EngineError>>,
+    },
+    Tick,
+    RunFinished {
+        run: RunKey,
+        state: DagRunState,
+    },
+    TaskFinalized {
+        run: RunKey,
+        logical_date: Timestamp,
+        task_id: String,
+        state: TaskState,
+    },
+    /// Test hook: crash one task actor of an active run.
+    #[cfg(any(test, feature = "fault-injection"))]
+    CrashTask {
+        run: RunKey,
+        task_id: String,
+    },
+}
+
+pub(crate) struct SchedulerActor;
+
+pub(crate) struct SchedulerArgs {
+    pub shared: Arc<Shared>,
+    pub dispatcher: ActorRef<DispatcherMsg>,
+}
+
+pub(crate) struct SchedulerState {
+    shared: Arc<Shared>,
+    dispatcher: ActorRef<DispatcherMsg>,
+    core: Scheduler,
+    /// Latest definition of every DAG.
+    dags: HashMap<String, (Arc<Dag>, String)>,
+    /// Definitions by version hash: runs keep the version they were created with.
+    versions: HashMap<String, Arc<Dag>>,
+    runs: HashMap<RunKey, ActorRef<DagRunMsg>>,
+    /// Active runs of each DAG by logical date (to route depends_on_past notices).
+    by_date: HashMap<String, BTreeMap<Timestamp, RunKey>>,
+    restarts: HashMap<RunKey, u32>,
+    wake: Option<ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr<SchedulerMsg>>>>,
+    seed_counter: u64,
+}
+
+impl Actor for SchedulerActor {
+    type Msg = SchedulerMsg;
+    type State = SchedulerState;
+    type Arguments = SchedulerArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SchedulerMsg>,
+        args: SchedulerArgs,
+    ) -> Result<SchedulerState, ActorProcessingErr> {
+        Ok(SchedulerState {
+            shared: args.shared,
+            dispatcher: args.dispatcher,
+            core: Scheduler::new(),
+            dags: HashMap::new(),
+            versions: HashMap::new(),
+            runs: HashMap::new(),
+            by_date: HashMap::new(),
+            restarts: HashMap::new(),
+            wake: None,
+            seed_counter: 0,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.recover(&myself).await
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        message: SchedulerMsg,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            SchedulerMsg::UpsertDag { spec, reply } => {
+                let result = state.upsert_dag(&myself, *spec).await;
+                let _ = reply.send(result);
+            }
+            SchedulerMsg::SetPaused {
+                dag_id,
+                paused,
+                reply,
+            } => {
+                let result = state.set_paused(&myself, dag_id, paused).await;
+                let _ = reply.send(result);
+            }
+            SchedulerMsg::Trigger {
+                dag_id,
+                logical_date,
+                conf,
+                reply,
+            } => {
+                let result = state.trigger(&myself, dag_id, logical_date, conf).await;
+                let _ = reply.send(result);
+            }
+            SchedulerMsg::Backfill {
+                dag_id,
+                from,
+                to,
+                reply,
+            } => {
+                let result = state.backfill(&myself, dag_id, from, to).await;
+                let _ = reply.send(result);
+            }
+            SchedulerMsg::Clear {
+                run,
+                task_ids,
+                downstream,
+                upstream,
+                reply,
+            } => {
+                let result = state
+                    .clear(&myself, run, task_ids, downstream, upstream)
+                    .await;
+                let _ = reply.send(result);
+            }
+            SchedulerMsg::MarkTask {
+                run,
+                task_id,
+                map_index,
+                state: target,
+                reply,
+            } => {
+                let result = state.mark(&myself, run, task_id, map_index, target).await;
+                let _ = reply.send(result);
+            }
+            SchedulerMsg::Tick => {
+                let started = std::time::Instant::now();
+                state.feed(&myself, SchedulerInput::Tick).await?;
+                metrics::histogram!("weft_scheduler_loop_seconds")
+                    .record(started.elapsed().as_secs_f64());
+            }
+            SchedulerMsg::RunFinished {
+                run,
+                state: final_state,
+            } => {
+                state.forget_run(&run);
+                let input = SchedulerInput::RunFinished {
+                    dag_id: run.dag_id.clone(),
+                    run_id: run.run_id.clone(),
+                    state: final_state,
+                };
+                state.feed(&myself, input).await?;
+            }
+            SchedulerMsg::TaskFinalized {
+                run,
+                logical_date,
+                task_id,
+                state: task_state,
+            } => {
+                let next = state
+                    .by_date
+                    .get(&run.dag_id)
+                    .and_then(|runs| runs.range(logical_date..).find(|(_, key)| **key != run))
+                    .and_then(|(_, key)| state.runs.get(key));
+                if let Some(next) = next {
+                    let _ = next.cast(DagRunMsg::PastTaskFinished {
+                        task_id,
+                        state: task_state,
+                    });
+                }
+            }
+            #[cfg(any(test, feature = "fault-injection"))]
+            SchedulerMsg::CrashTask { run, task_id } => {
+                if let Some(actor) = state.runs.get(&run) {
+                    let _ = actor.cast(DagRunMsg::CrashTask { task_id });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SchedulerMsg>,
+        event: SupervisionEvent,
+        state: &mut SchedulerState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, error) = event {
+            let Some(run) = state
+                .runs
+                .iter()
+                .find(|(_, actor)| actor.get_id() == cell.get_id())
+                .map(|(run, _)| run.clone())
+            else {
+                return Ok(());
+            };
+            state.runs.remove(&run);
+            let restarts = state.restarts.entry(run.clone()).or_insert(0);
+            *restarts += 1;
+            metrics::counter!("weft_run_actor_restarts_total").increment(1);
+            tracing::warn!(%run, %error, restarts = *restarts, "dag run actor failed; rebuilding it from the store");
+            if *restarts <= RUN_ACTOR_RESTARTS_MAX {
+                // Back off a little so a store outage does not become a restart loop.
+                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(*restarts)))
+                    .await;
+                if let Err(error) = state.resume_run(&myself, &run).await {
+                    tracing::error!(%run, %error, "could not rebuild dag run actor");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SchedulerState {
+    /// Rebuild everything from the store: DAGs, their schedules, active runs.
+    async fn recover(&mut self, myself: &ActorRef<SchedulerMsg>) -> Result<(), ActorProcessingErr> {
+        let store = self.shared.store.clone();
+        for row in store.dags().await? {
+            let Some(version) = store.dag_version(&row.dag_id, &row.latest_version).await? else {
+                tracing::error!(dag_id = %row.dag_id, "latest dag version missing from the store");
+                continue;
+            };
+            let dag = match self.load_version(&version) {
+                Ok(dag) => dag,
+                Err(error) => {
+                    tracing::error!(dag_id = %row.dag_id, %error, "stored dag no longer valid");
+                    continue;
+                }
+            };
+            self.dags.insert(
+                row.dag_id.clone(),
+                (dag.clone(), row.latest_version.clone()),
+            );
+            self.set_dag_limit(&dag);
+            let last_automated = store
+                .latest_scheduled_run(&row.dag_id)
+                .await?
+                .map(|run| run.data_interval);
+            let input = SchedulerInput::DagUpserted {
+                dag,
+                paused: row.is_paused,
+                last_automated,
+            };
+            self.feed(myself, input).await?;
+        }
+        let active = store
+            .runs_in_states(&[DagRunState::Queued, DagRunState::Running])
+            .await?;
+        for run in &active {
+            if !self.dags.contains_key(&run.key.dag_id) {
+                continue;
+            }
+            let input = SchedulerInput::RunRecovered {
+                dag_id: run.key.dag_id.clone(),
+                run_id: run.key.run_id.clone(),
+                run_type: run.run_type,
+                logical_date: run.logical_date,
+                data_interval: run.data_interval,
+                state: run.state,
+            };
+            self.feed(myself, input).await?;
+        }
+        for run in active
+            .iter()
+            .filter(|run| run.state == DagRunState::Running)
+        {
+            if self.dags.contains_key(&run.key.dag_id) {
+                self.resume_run(myself, &run.key).await?;
+            }
+        }
+        Ok(self.feed(myself, SchedulerInput::Tick).await?)
+    }
+
+    fn load_version(&mut self, version: &DagVersionRow) -> Result<Arc<Dag>, EngineError> {
+        if let Some(dag) = self.versions.get(&version.version_hash) {
+            return Ok(dag.clone());
+        }
+        let spec: DagSpec = serde_json::from_str(&version.spec_json).map_err(|error| {
+            EngineError::Store(weft_storage::Error::Corrupt(format!(
+                "dag version {} is not valid json: {error}",
+                version.version_hash
+            )))
+        })?;
+        let dag = Arc::new(Dag::from_spec(spec)?);
+        self.versions
+            .insert(version.version_hash.clone(), dag.clone());
+        Ok(dag)
+    }
+
+    fn set_dag_limit(&self, dag: &Dag) {
+        let _ = self.dispatcher.cast(DispatcherMsg::SetDagLimit {
+            dag_id: dag.dag_id().to_string(),
+            max_active_tasks: dag.spec().max_active_tasks,
+        });
+    }
+
+    async fn upsert_dag(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        spec: DagSpec,
+    ) -> Result<UpsertOutcome, EngineError> {
+        let dag = Arc::new(Dag::from_spec(spec)?);
+        let dag_id = dag.dag_id().to_string();
+        let version_hash = dag.spec().version_hash();
+        if self
+            .dags
+            .get(&dag_id)
+            .is_some_and(|(_, current)| *current == version_hash)
+        {
+            return Ok(UpsertOutcome::Unchanged);
+        }
+        let is_new = !self.dags.contains_key(&dag_id);
+        let spec_json = serde_json::to_string(dag.spec())
+            .map_err(|error| EngineError::Rejected(format!("dag does not serialize: {error}")))?;
+        let paused_if_new = dag.spec().is_paused_upon_creation.unwrap_or(false);
+        self.shared
+            .write(vec![Write::PutDag {
+                version: DagVersionRow {
+                    dag_id: dag_id.clone(),
+                    version_hash: version_hash.clone(),
+                    spec_json,
+                    created_at: crate::shared::now(),
+                },
+                fileloc: dag.spec().fileloc.clone(),
+                paused_if_new,
+            }])
+            .await?;
+        let row = self.shared.store.dag(&dag_id).await?;
+        let paused = row.map(|row| row.is_paused).unwrap_or(paused_if_new);
+        self.versions.insert(version_hash.clone(), dag.clone());
+        self.dags
+            .insert(dag_id.clone(), (dag.clone(), version_hash));
+        self.set_dag_limit(&dag);
+        let last_automated = self
+            .shared
+            .store
+            .latest_scheduled_run(&dag_id)
+            .await?
+            .map(|run| run.data_interval);
+        self.feed(
+            myself,
+            SchedulerInput::DagUpserted {
+                dag,
+                paused,
+                last_automated,
+            },
+        )
+        .await?;
+        self.shared.publish(Event::DagChanged { dag_id });
+        Ok(if is_new {
+            UpsertOutcome::Created
+        } else {
+            UpsertOutcome::Updated
+        })
+    }
+
+    async fn set_paused(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        dag_id: String,
+        paused: bool,
+    ) -> Result<(), EngineError> {
+        if !self.dags.contains_key(&dag_id) {
+            return Err(EngineError::UnknownDag(dag_id));
+        }
+        self.shared
+            .write(vec![Write::SetPaused {
+                dag_id: dag_id.clone(),
+                paused,
+            }])
+            .await?;
+        self.feed(
+            myself,
+            SchedulerInput::Paused {
+                dag_id: dag_id.clone(),
+                paused,
+            },
+        )
+        .await?;
+        self.shared.publish(Event::DagChanged { dag_id });
+        Ok(())
+    }
+
+    async fn trigger(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        dag_id: String,
+        logical_date: Option<Timestamp>,
+        conf: serde_json::Value,
+    ) -> Result<RunKey, EngineError> {
+        if !self.dags.contains_key(&dag_id) {
+            return Err(EngineError::UnknownDag(dag_id));
+        }
+        let conf_bytes = serde_json::to_vec(&conf)
+            .map(|bytes| bytes.len())
+            .unwrap_or(0);
+        if conf_bytes > weft_core::limits::CONF_BYTES_MAX {
+            return Err(EngineError::Rejected(format!(
+                "conf is {conf_bytes} bytes, over the limit of {} bytes",
+                weft_core::limits::CONF_BYTES_MAX
+            )));
+        }
+        let input = SchedulerInput::Trigger {
+            dag_id: dag_id.clone(),
+            run_id: None,
+            logical_date,
+            conf,
+        };
+        let effects = self.feed_collect(myself, input).await?;
+        for effect in &effects {
+            match effect {
+                SchedulerEffect::CreateRun {
+                    dag_id: created,
+                    run_id,
+                    run_type: RunType::Manual,
+                    ..
+                } if *created == dag_id => {
+                    return Ok(RunKey {
+                        dag_id,
+                        run_id: run_id.clone(),
+                    });
+                }
+                SchedulerEffect::Rejected { reason, .. } => {
+                    return Err(EngineError::Rejected(reason.clone()))
+                }
+                _ => {}
+            }
+        }
+        Err(EngineError::Rejected(format!(
+            "dag `{dag_id}` did not create a run"
+        )))
+    }
+
+    async fn backfill(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        dag_id: String,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<RunKey>, EngineError> {
+        if !self.dags.contains_key(&dag_id) {
+            return Err(EngineError::UnknownDag(dag_id));
+        }
+        let input = SchedulerInput::Backfill {
+            dag_id: dag_id.clone(),
+            from,
+            to,
+        };
+        let effects = self.feed_collect(myself, input).await?;
+        let mut created = Vec::new();
+        for effect in &effects {
+            match effect {
+                SchedulerEffect::CreateRun {
+                    run_id,
+                    run_type: RunType::Backfill,
+                    ..
+                } => created.push(RunKey {
+                    dag_id: dag_id.clone(),
+                    run_id: run_id.clone(),
+                }),
+                SchedulerEffect::Rejected { reason, .. } => {
+                    return Err(EngineError::Rejected(reason.clone()))
+                }
+                _ => {}
+            }
+        }
+        Ok(created)
+    }
+
+    async fn clear(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        run: RunKey,
+        task_ids: Vec<String>,
+        downstream: bool,
+        upstream: bool,
+    ) -> Result<(), EngineError> {
+        let actor = self.active_run_actor(myself, &run).await?;
+        actor
+            .call(
+                |reply| DagRunMsg::Clear {
+                    task_ids,
+                    downstream,
+                    upstream,
+                    reply,
+                },
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn mark(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        run: RunKey,
+        task_id: String,
+        map_index: i32,
+        target: TaskState,
+    ) -> Result<(), EngineError> {
+        let actor = self.active_run_actor(myself, &run).await?;
+        actor
+            .call(
+                |reply| DagRunMsg::MarkState {
+                    task_id,
+                    map_index,
+                    state: target,
+                    reply,
+                },
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The actor of a run, re-opening a finished run (clearing a task of a finished run makes
+    /// it run again, as in Airflow).
+    async fn active_run_actor(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        run: &RunKey,
+    ) -> Result<ActorRef<DagRunMsg>, EngineError> {
+        if let Some(actor) = self.runs.get(run) {
+            return Ok(actor.clone());
+        }
+        let row = self
+            .shared
+            .store
+            .run(run)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(run.to_string()))?;
+        if row.state.is_finished() {
+            self.shared
+                .write(vec![Write::UpdateRun {
+                    key: run.clone(),
+                    expected: row.state,
+                    state: DagRunState::Running,
+                    started_at: None,
+                    ended_at: None,
+                }])
+                .await?;
+        }
+        self.resume_run(myself, run).await?;
+        self.runs
+            .get(run)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownRun(run.to_string()))
+    }
+
+    async fn feed(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        input: SchedulerInput,
+    ) -> Result<(), EngineError> {
+        self.feed_collect(myself, input).await?;
+        Ok(())
+    }
+
+    /// Feed one input to the core scheduler and perform its effects; returns them.
+    async fn feed_collect(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        input: SchedulerInput,
+    ) -> Result<Vec<SchedulerEffect>, EngineError> {
+        let now = crate::shared::now();
+        let effects = self.core.handle(now, input);
+        for effect in &effects {
+            self.perform(myself, effect, now).await?;
+        }
+        Ok(effects)
+    }
+
+    async fn perform(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        effect: &SchedulerEffect,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        match effect {
+            SchedulerEffect::CreateRun {
+                dag_id,
+                run_id,
+                run_type,
+                logical_date,
+                data_interval,
+                conf,
+            } => {
+                let Some((_, version_hash)) = self.dags.get(dag_id) else {
+                    return Ok(());
+                };
+                self.seed_counter += 1;
+                let row = RunRow {
+                    key: RunKey {
+                        dag_id: dag_id.clone(),
+                        run_id: run_id.clone(),
+                    },
+                    run_type: *run_type,
+                    state: DagRunState::Queued,
+                    logical_date: *logical_date,
+                    data_interval: *data_interval,
+                    version_hash: version_hash.clone(),
+                    conf: conf.clone(),
+                    seed: draw_seed(now, self.seed_counter),
+                    created_at: now,
+                    started_at: None,
+                    ended_at: None,
+                };
+                match self.shared.write(vec![Write::CreateRun(row.clone())]).await {
+                    Ok(()) => self.shared.publish(Event::RunChanged {
+                        run: row.key,
+                        state: DagRunState::Queued,
+                        at: now,
+                    }),
+                    // The run exists already (one run per tick): creation is idempotent.
+                    Err(weft_storage::Error::Conflict { what, detail }) => {
+                        tracing::debug!(%what, %detail, "run exists already");
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            SchedulerEffect::StartRun { dag_id, run_id } => {
+                let run = RunKey {
+                    dag_id: dag_id.clone(),
+                    run_id: run_id.clone(),
+                };
+                self.start_run(myself, &run, now).await?;
+            }
+            SchedulerEffect::WakeAt(at) => {
+                if let Some(previous) = self.wake.take() {
+                    previous.abort();
+                }
+                let delay = (*at - now).to_std().unwrap_or_default();
+                self.wake = Some(myself.send_after(delay, || SchedulerMsg::Tick));
+            }
+            SchedulerEffect::Rejected { dag_id, reason } => {
+                tracing::warn!(%dag_id, %reason, "scheduler rejected a request");
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_run(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        run: &RunKey,
+        now: Timestamp,
+    ) -> Result<(), EngineError> {
+        let write = Write::UpdateRun {
+            key: run.clone(),
+            expected: DagRunState::Queued,
+            state: DagRunState::Running,
+            started_at: Some(now),
+            ended_at: None,
+        };
+        match self.shared.write(vec![write]).await {
+            Ok(()) => {}
+            Err(weft_storage::Error::Conflict { .. }) => {
+                tracing::debug!(%run, "run is no longer queued; not starting it");
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        }
+        self.shared.publish(Event::RunChanged {
+            run: run.clone(),
+            state: DagRunState::Running,
+            at: now,
+        });
+        self.spawn_run(myself, run, RunStart::Fresh).await
+    }
+
+    /// Rebuild a running run's actor from the store.
+    async fn resume_run(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        run: &RunKey,
+    ) -> Result<(), EngineError> {
+        let task_instances = self.shared.store.task_instances(run).await?;
+        let started_at = self
+            .shared
+            .store
+            .run(run)
+            .await?
+            .and_then(|row| row.started_at);
+        let start = RunStart::Recovered {
+            state: DagRunState::Running,
+            task_instances,
+            started_at,
+        };
+        self.spawn_run(myself, run, start).await
+    }
+
+    async fn spawn_run(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        run: &RunKey,
+        start: RunStart,
+    ) -> Result<(), EngineError> {
+        if self.runs.contains_key(run) {
+            return Ok(());
+        }
+        let row = self
+            .shared
+            .store
+            .run(run)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRun(run.to_string()))?;
+        let dag = self.dag_for_run(&row).await?;
+        let past = self.past_states(&dag, &row).await?;
+        let context = RunContext {
+            dag,
+            run_id: row.key.run_id.clone(),
+            run_type: row.run_type,
+            logical_date: row.logical_date,
+            data_interval: row.data_interval,
+            conf: row.conf.clone(),
+            seed: row.seed,
+            past,
+        };
+        let args = DagRunArgs {
+            shared: self.shared.clone(),
+            context,
+            start,
+            scheduler: myself.clone(),
+            dispatcher: self.dispatcher.clone(),
+        };
+        let (actor, _) = Actor::spawn_linked(None, DagRunActor, args, myself.get_cell()).await?;
+        self.runs.insert(run.clone(), actor);
+        self.by_date
+            .entry(run.dag_id.clone())
+            .or_default()
+            .insert(row.logical_date, run.clone());
+        Ok(())
+    }
+
+    async fn dag_for_run(&mut self, row: &RunRow) -> Result<Arc<Dag>, EngineError> {
+        if let Some(dag) = self.versions.get(&row.version_hash) {
+            return Ok(dag.clone());
+        }
+        let version = self
+            .shared
+            .store
+            .dag_version(&row.key.dag_id, &row.version_hash)
+            .await?
+            .ok_or_else(|| {
+                EngineError::UnknownDag(format!("{}@{}", row.key.dag_id, row.version_hash))
+            })?;
+        self.load_version(&version)
+    }
+
+    /// States of the previous run's task instances, for tasks that depend on the past.
+    async fn past_states(
+        &self,
+        dag: &Dag,
+        row: &RunRow,
+    ) -> Result<BTreeMap<String, TaskState>, EngineError> {
+        if !dag.spec().tasks.iter().any(|task| task.depends_on_past) {
+            return Ok(BTreeMap::new());
+        }
+        let Some(previous) = self
+            .shared
+            .store
+            .previous_run(&row.key.dag_id, row.logical_date)
+            .await?
+        else {
+            return Ok(BTreeMap::new());
+        };
+        let records = self.shared.store.task_instances(&previous.key).await?;
+        Ok(records
+            .into_iter()
+            .filter(|record| record.key.map_index < 0)
+            .map(|record| (record.key.task_id, record.state))
+            .collect())
+    }
+
+    fn forget_run(&mut self, run: &RunKey) {
+        self.runs.remove(run);
+        self.restarts.remove(run);
+        if let Some(dates) = self.by_date.get_mut(&run.dag_id) {
+            dates.retain(|_, key| key != run);
+        }
+    }
+}
+
+/// A run's jitter seed: drawn by the driver (never by the core) and stored with the run, so a
+/// rebuilt run keeps the same retry delays.
+fn draw_seed(now: Timestamp, counter: u64) -> u64 {
+    let mut value =
+        now.timestamp_nanos_opt().unwrap_or(0) as u64 ^ counter.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    value ^= value >> 33;
+    value = value.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    value ^= value >> 33;
+    value
+}

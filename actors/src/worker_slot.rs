@@ -1,0 +1,401 @@
+//! WorkerSlot actors: each runs one attempt at a time. Their messages carry serializable
+//! assignments, so that a later transport can place slots in other processes and cells.
+
+use crate::dispatcher_actor::DispatcherMsg;
+use crate::executor::{self, AttemptLimits, AttemptReport, LogTarget, TaskContext};
+use crate::shared::Shared;
+use crate::task_actor::TaskMsg;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use weft_core::dag_run::{AttemptOutcome, DispatchRequest};
+use weft_core::spec::{FlowControl, TaskKind, TaskSpec};
+
+/// One attempt, as handed to a worker slot. Plain data: it crosses process boundaries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptAssignment {
+    pub request: DispatchRequest,
+    pub task: TaskSpec,
+    pub context: TaskContext,
+    pub limits: AttemptLimits,
+    pub log: LogTarget,
+}
+
+pub(crate) enum WorkerSlotMsg {
+    Run {
+        assignment: Box<AttemptAssignment>,
+        reply: ActorRef<TaskMsg>,
+    },
+    /// Stop the attempt with this token if it is the one running.
+    Kill { token: u64 },
+    /// The running attempt ended (sent by the slot's own execution task).
+    Done {
+        token: u64,
+        report: Box<AttemptReport>,
+    },
+}
+
+pub(crate) struct WorkerSlot;
+
+pub(crate) struct WorkerSlotArgs {
+    pub shared: Arc<Shared>,
+    pub index: usize,
+    pub dispatcher: ActorRef<DispatcherMsg>,
+}
+
+pub(crate) struct WorkerSlotState {
+    shared: Arc<Shared>,
+    index: usize,
+    dispatcher: ActorRef<DispatcherMsg>,
+    running: Option<Running>,
+}
+
+struct Running {
+    assignment: Box<AttemptAssignment>,
+    reply: ActorRef<TaskMsg>,
+    execution: tokio::task::JoinHandle<()>,
+    started: Instant,
+}
+
+impl Actor for WorkerSlot {
+    type Msg = WorkerSlotMsg;
+    type State = WorkerSlotState;
+    type Arguments = WorkerSlotArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<WorkerSlotMsg>,
+        args: WorkerSlotArgs,
+    ) -> Result<WorkerSlotState, ActorProcessingErr> {
+        Ok(WorkerSlotState {
+            shared: args.shared,
+            index: args.index,
+            dispatcher: args.dispatcher,
+            running: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<WorkerSlotMsg>,
+        message: WorkerSlotMsg,
+        state: &mut WorkerSlotState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            WorkerSlotMsg::Run { assignment, reply } => state.start(myself, assignment, reply),
+            WorkerSlotMsg::Kill { token } => {
+                let current = state
+                    .running
+                    .as_ref()
+                    .map(|running| running.assignment.request.token);
+                if current == Some(token) {
+                    let report = AttemptReport {
+                        outcome: AttemptOutcome::Failed {
+                            reason: "attempt killed".to_string(),
+                            retryable: true,
+                        },
+                        result: None,
+                        log_bytes: 0,
+                        log_truncated: false,
+                        exit_code: None,
+                    };
+                    state.finish(report);
+                }
+            }
+            WorkerSlotMsg::Done { token, report } => {
+                let current = state
+                    .running
+                    .as_ref()
+                    .map(|running| running.assignment.request.token);
+                if current == Some(token) {
+                    state.finish(*report);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<WorkerSlotMsg>,
+        state: &mut WorkerSlotState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(running) = state.running.take() {
+            running.execution.abort();
+        }
+        Ok(())
+    }
+}
+
+impl WorkerSlotState {
+    fn start(
+        &mut self,
+        myself: ActorRef<WorkerSlotMsg>,
+        assignment: Box<AttemptAssignment>,
+        reply: ActorRef<TaskMsg>,
+    ) {
+        if let Some(running) = &self.running {
+            // The dispatcher only assigns idle slots; a second assignment is a bug upstream.
+            tracing::error!(
+                slot = self.index,
+                busy_with = %running.assignment.request.key,
+                "worker slot got a second attempt while busy"
+            );
+            metrics::counter!("weft_invariant_violations_total", "name" => "slot_double_booked")
+                .increment(1);
+        }
+        let token = assignment.request.token;
+        let _ = reply.cast(TaskMsg::Started {
+            try_number: assignment.request.try_number,
+            token,
+            slot: myself.clone(),
+        });
+        let shared = self.shared.clone();
+        let work = assignment.clone();
+        let execution = tokio::spawn(async move {
+            let report = execute(&shared, &work).await;
+            let _ = myself.cast(WorkerSlotMsg::Done {
+                token,
+                report: Box::new(report),
+            });
+        });
+        self.running = Some(Running {
+            assignment,
+            reply,
+            execution,
+            started: Instant::now(),
+        });
+    }
+
+    fn finish(&mut self, report: AttemptReport) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        // Dropping the execution kills its process tree (the executors hold kill guards).
+        running.execution.abort();
+        let request = &running.assignment.request;
+        metrics::histogram!("weft_attempt_seconds").record(running.started.elapsed().as_secs_f64());
+        let _ = running.reply.cast(TaskMsg::Finished {
+            try_number: request.try_number,
+            token: request.token,
+            report: Box::new(report),
+        });
+        let _ = self.dispatcher.cast(DispatcherMsg::SlotFree {
+            slot: self.index,
+            key: request.key.clone(),
+            try_number: request.try_number,
+        });
+    }
+}
+
+/// Run one attempt with the executor its task kind needs, then read the result as the task's
+/// flow control asks (branch targets, short-circuit, mapped length).
+async fn execute(shared: &Shared, assignment: &AttemptAssignment) -> AttemptReport {
+    let report = execute_kind(shared, assignment).await;
+    interpret_result(&assignment.task, report)
+}
+
+fn interpret_result(task: &TaskSpec, mut report: AttemptReport) -> AttemptReport {
+    let AttemptOutcome::Success {
+        branch,
+        proceed,
+        output_len,
+    } = &mut report.outcome
+    else {
+        return report;
+    };
+    let result = report.result.as_ref();
+    if let Some(serde_json::Value::Array(items)) = result {
+        output_len.get_or_insert(items.len());
+    }
+    match task.flow {
+        FlowControl::Normal => {}
+        FlowControl::Branch if branch.is_none() => {
+            *branch = Some(match result {
+                Some(serde_json::Value::String(task_id)) => vec![task_id.clone()],
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|item| item.as_str().map(str::to_string))
+                    .collect(),
+                _ => Vec::new(),
+            });
+        }
+        FlowControl::Branch => {}
+        FlowControl::ShortCircuit => {
+            proceed.get_or_insert(is_truthy(result));
+        }
+    }
+    report
+}
+
+/// Python's truthiness of a JSON value, as Airflow's ShortCircuitOperator reads it.
+fn is_truthy(value: Option<&serde_json::Value>) -> bool {
+    match value {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(flag)) => *flag,
+        Some(serde_json::Value::Number(number)) => number.as_f64() != Some(0.0),
+        Some(serde_json::Value::String(text)) => !text.is_empty(),
+        Some(serde_json::Value::Array(items)) => !items.is_empty(),
+        Some(serde_json::Value::Object(fields)) => !fields.is_empty(),
+    }
+}
+
+async fn execute_kind(shared: &Shared, assignment: &AttemptAssignment) -> AttemptReport {
+    match &assignment.task.kind {
+        TaskKind::Empty => success(None),
+        TaskKind::InProcess { handler } => run_in_process(shared, handler, assignment).await,
+        TaskKind::Shell { templated, .. } => {
+            let mut kind = assignment.task.kind.clone();
+            if *templated {
+                match render_shell(shared, assignment).await {
+                    Ok(rendered) => kind = rendered,
+                    Err(reason) => return failed(reason, false),
+                }
+            }
+            let Some(command) = executor::subprocess::ShellCommand::from_kind(&kind) else {
+                return failed("not a shell task".to_string(), false);
+            };
+            let extra_env = context_env(&assignment.context);
+            executor::subprocess::run_shell(
+                &command,
+                &assignment.log,
+                &assignment.limits,
+                &extra_env,
+            )
+            .await
+        }
+        TaskKind::Python { .. } => {
+            shared
+                .python()
+                .await
+                .run_callable(&assignment.context, &assignment.log, &assignment.limits)
+                .await
+        }
+    }
+}
+
+async fn render_shell(shared: &Shared, assignment: &AttemptAssignment) -> Result<TaskKind, String> {
+    let TaskKind::Shell {
+        command,
+        env,
+        append_env,
+        cwd,
+        skip_exit_code,
+        ..
+    } = &assignment.task.kind
+    else {
+        return Err("not a shell task".to_string());
+    };
+    let fields = serde_json::json!({ "command": command, "env": env });
+    let rendered = shared
+        .python()
+        .await
+        .render(&assignment.context, fields)
+        .await
+        .map_err(|error| format!("template rendering failed: {error}"))?;
+    let command = rendered["command"].as_str().unwrap_or(command).to_string();
+    let env: BTreeMap<String, String> =
+        serde_json::from_value(rendered["env"].clone()).unwrap_or_else(|_| env.clone());
+    Ok(TaskKind::Shell {
+        command,
+        env,
+        append_env: *append_env,
+        cwd: cwd.clone(),
+        skip_exit_code: *skip_exit_code,
+        templated: false,
+    })
+}
+
+async fn run_in_process(
+    shared: &Shared,
+    handler: &str,
+    assignment: &AttemptAssignment,
+) -> AttemptReport {
+    let Some(function) = shared.handler(handler) else {
+        return failed(
+            format!("no in-process handler named `{handler}` is registered"),
+            false,
+        );
+    };
+    let context = assignment.context.clone();
+    let call = tokio::spawn(async move { function(context).await });
+    let outcome = match assignment.limits.timeout_ms {
+        Some(timeout_ms) => {
+            match tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), call).await {
+                Ok(joined) => joined,
+                Err(_) => return timed_out(),
+            }
+        }
+        None => call.await,
+    };
+    match outcome {
+        Ok(Ok(result)) => success(result),
+        Ok(Err(crate::engine::TaskError::Skip)) => AttemptReport {
+            outcome: AttemptOutcome::Skipped,
+            ..success(None)
+        },
+        Ok(Err(crate::engine::TaskError::Fail { reason, retryable })) => failed(reason, retryable),
+        Err(join_error) if join_error.is_panic() => {
+            failed(format!("task panicked: {}", panic_text(join_error)), true)
+        }
+        Err(join_error) => failed(format!("task was cancelled: {join_error}"), true),
+    }
+}
+
+fn panic_text(error: tokio::task::JoinError) -> String {
+    let payload = error.into_panic();
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "non-text panic payload".to_string()
+    }
+}
+
+/// Environment variables that tell a task process about its run (Airflow's AIRFLOW_CTX_*).
+fn context_env(context: &TaskContext) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("WEFT_CTX_DAG_ID".to_string(), context.dag_id.clone());
+    env.insert("WEFT_CTX_TASK_ID".to_string(), context.task_id.clone());
+    env.insert("WEFT_CTX_RUN_ID".to_string(), context.run_id.clone());
+    env.insert(
+        "WEFT_CTX_TRY_NUMBER".to_string(),
+        context.try_number.to_string(),
+    );
+    env.insert(
+        "WEFT_CTX_LOGICAL_DATE".to_string(),
+        context.logical_date.clone(),
+    );
+    env
+}
+
+fn success(result: Option<serde_json::Value>) -> AttemptReport {
+    AttemptReport {
+        outcome: AttemptOutcome::Success {
+            branch: None,
+            proceed: None,
+            output_len: None,
+        },
+        result,
+        log_bytes: 0,
+        log_truncated: false,
+        exit_code: None,
+    }
+}
+
+fn failed(reason: String, retryable: bool) -> AttemptReport {
+    AttemptReport {
+        outcome: AttemptOutcome::Failed { reason, retryable },
+        ..success(None)
+    }
+}
+
+fn timed_out() -> AttemptReport {
+    AttemptReport {
+        outcome: AttemptOutcome::TimedOut,
+        ..success(None)
+    }
+}

@@ -1,0 +1,343 @@
+//! The engine end to end on real stores: runs of Rust-closure DAGs, retries, supervision
+//! (a crashed task actor is rebuilt from the store), restart recovery, and a large fan-out.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use weft_actors::{Engine, EngineConfig, Event, RustDag, TaskError};
+use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::state::{DagRunState, TaskState};
+use weft_storage::{memory::MemoryStore, sqlite::SqliteStore, Store};
+
+/// A bound on how long any run in these tests may take before the test fails (not a speed
+/// assertion: runs here take milliseconds).
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
+
+async fn wait(engine: &Engine, run: &RunKey) -> DagRunState {
+    tokio::time::timeout(RUN_DEADLINE, engine.wait_for_run(run))
+        .await
+        .expect("the run finishes")
+        .expect("the run exists")
+}
+
+async fn states(store: &dyn Store, run: &RunKey) -> Vec<(String, TaskState, u32)> {
+    let mut states: Vec<_> = store
+        .task_instances(run)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.key.task_id, record.state, record.try_number))
+        .collect();
+    states.sort();
+    states
+}
+
+fn sqlite(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    Arc::new(SqliteStore::open(dir.path().join("weft.db"), Default::default()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_passes_results_downstream_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let dag = RustDag::new("chain")
+        .task("one", &[], |_| async { Ok(Some(serde_json::json!(20))) })
+        .task("two", &["one"], |context| async move {
+            let one = context.xcoms["one"].as_i64().unwrap();
+            Ok(Some(serde_json::json!(one + 22)))
+        })
+        .task("three", &["two"], |context| async move {
+            if context.xcoms["two"] != serde_json::json!(42) {
+                return Err(TaskError::Fail {
+                    reason: "wrong input".into(),
+                    retryable: false,
+                });
+            }
+            Ok(None)
+        });
+    engine.register(dag).await.unwrap();
+    let mut events = engine.subscribe();
+    let run = engine
+        .trigger("chain", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    assert_eq!(
+        states(store.as_ref(), &run).await,
+        vec![
+            ("one".to_string(), TaskState::Success, 1),
+            ("three".to_string(), TaskState::Success, 1),
+            ("two".to_string(), TaskState::Success, 1),
+        ]
+    );
+    // Events arrive in the order the changes were made durable: "one" succeeds before "two".
+    let mut successes = Vec::new();
+    while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+    {
+        if let Event::TaskChanged {
+            key,
+            state: TaskState::Success,
+            ..
+        } = event
+        {
+            successes.push(key.task_id);
+        }
+    }
+    assert_eq!(successes, vec!["one", "two", "three"]);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_task_is_retried_until_it_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let dag = RustDag::new("flaky")
+        .task("flaky", &[], move |_| {
+            let counter = counter.clone();
+            async move {
+                if counter.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err(TaskError::retryable("not yet"))
+                } else {
+                    Ok(None)
+                }
+            }
+        })
+        .configure(|task| {
+            task.retries = 3;
+            task.retry_delay_ms = 10;
+        });
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("flaky", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let key = TaskInstanceKey::new("flaky", &run.run_id, "flaky", -1);
+    let attempts = store.attempts(&key).await.unwrap();
+    let tries: Vec<(u32, TaskState)> = attempts.iter().map(|a| (a.try_number, a.state)).collect();
+    assert_eq!(
+        tries,
+        vec![
+            (1, TaskState::Failed),
+            (2, TaskState::Failed),
+            (3, TaskState::Success)
+        ]
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_run_out_and_the_run_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let dag = RustDag::new("doomed")
+        .task("fails", &[], |_| async {
+            Err(TaskError::retryable("always"))
+        })
+        .configure(|task| {
+            task.retries = 1;
+            task.retry_delay_ms = 5;
+        })
+        .task("after", &["fails"], |_| async { Ok(None) });
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("doomed", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Failed);
+    assert_eq!(
+        states(store.as_ref(), &run).await,
+        vec![
+            ("after".to_string(), TaskState::UpstreamFailed, 0),
+            ("fails".to_string(), TaskState::Failed, 2)
+        ]
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_task_actor_is_rebuilt_and_the_run_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = Arc::new(std::sync::Mutex::new(Some(started_tx)));
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let dag = RustDag::new("crashy")
+        .task("slow", &[], move |_| {
+            let started_tx = started_tx.clone();
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let first = started_tx.lock().unwrap().take();
+                if let Some(tx) = first {
+                    let _ = tx.send(());
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Ok(Some(serde_json::json!("done")))
+            }
+        })
+        .configure(|task| {
+            task.retries = 2;
+            task.retry_delay_ms = 10;
+        })
+        .task("after", &["slow"], |_| async { Ok(None) });
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("crashy", serde_json::json!({}))
+        .await
+        .unwrap();
+    started_rx.await.unwrap();
+    engine.crash_task_actor(&run, "slow");
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    // The first try was lost with its actor; the second ran and is the only accepted result.
+    let key = TaskInstanceKey::new("crashy", &run.run_id, "slow", -1);
+    let record = store.task_instance(&key).await.unwrap().unwrap();
+    assert_eq!(record.state, TaskState::Success);
+    assert_eq!(record.try_number, 2);
+    let accepted: Vec<_> = store
+        .attempts(&key)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|attempt| attempt.state == TaskState::Success)
+        .collect();
+    assert_eq!(
+        accepted.len(),
+        1,
+        "exactly one accepted result: {accepted:?}"
+    );
+    assert_eq!(accepted[0].try_number, 2);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_interrupted_by_shutdown_completes_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let build = |calls: Arc<AtomicU32>| {
+        RustDag::new("resumable")
+            .task("first", &[], |_| async { Ok(Some(serde_json::json!(1))) })
+            .task("blocking", &["first"], move |_| {
+                let calls = calls.clone();
+                async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                        // The first engine stops while this runs.
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                    Ok(None)
+                }
+            })
+            .configure(|task| {
+                task.retries = 1;
+                task.retry_delay_ms = 10;
+            })
+    };
+    let store = sqlite(&dir);
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    engine.register(build(calls.clone())).await.unwrap();
+    let run = engine
+        .trigger("resumable", serde_json::json!({}))
+        .await
+        .unwrap();
+    let key = TaskInstanceKey::new("resumable", &run.run_id, "blocking", -1);
+    tokio::time::timeout(RUN_DEADLINE, async {
+        loop {
+            let record = store.task_instance(&key).await.unwrap();
+            if record.is_some_and(|record| record.state == TaskState::Running) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the blocking task starts");
+    engine.shutdown().await;
+    drop(store);
+
+    let store = sqlite(&dir);
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    engine.register(build(calls.clone())).await.unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    let record = store.task_instance(&key).await.unwrap().unwrap();
+    assert_eq!((record.state, record.try_number), (TaskState::Success, 2));
+    let first = store
+        .task_instance(&TaskInstanceKey::new("resumable", &run.run_id, "first", -1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.state, first.try_number),
+        (TaskState::Success, 1),
+        "finished work is not redone"
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_task_fan_out_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let mut config = EngineConfig::new(dir.path());
+    config.worker_slots = 16;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let mut dag = RustDag::new("fan_out").task("start", &[], |_| async { Ok(None) });
+    for index in 0..1000 {
+        dag = dag.task(&format!("leaf_{index}"), &["start"], |_| async { Ok(None) });
+    }
+    let leaves: Vec<String> = (0..1000).map(|index| format!("leaf_{index}")).collect();
+    let leaf_refs: Vec<&str> = leaves.iter().map(String::as_str).collect();
+    dag = dag
+        .task("end", &leaf_refs, |_| async { Ok(None) })
+        .settings(|spec| spec.max_active_tasks = 64);
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("fan_out", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    let states = states(store.as_ref(), &run).await;
+    assert_eq!(states.len(), 1002);
+    assert!(states
+        .iter()
+        .all(|(_, state, tries)| *state == TaskState::Success && *tries == 1));
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_dag_and_an_invalid_dag_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::start(Arc::new(MemoryStore::new()), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let error = engine
+        .trigger("nope", serde_json::json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "dag `nope` is not registered");
+    let cyclic = RustDag::new("cyclic")
+        .task("a", &["b"], |_| async { Ok(None) })
+        .task("b", &["a"], |_| async { Ok(None) });
+    let error = engine.register(cyclic).await.unwrap_err().to_string();
+    assert!(error.contains("cycle"), "{error}");
+    engine.shutdown().await;
+}

@@ -1,0 +1,167 @@
+//! Command-line syntax: the verbs Airflow users know.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "weft: a fast workflow scheduler for DAGs of tasks"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (default: $WEFT_HOME/weft.toml if it exists).
+    #[arg(long, global = true, env = "WEFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Folder of DAG files.
+    #[arg(long, global = true, env = "WEFT_DAGS_FOLDER")]
+    pub dags_folder: Option<PathBuf>,
+    /// The metadata store: `sqlite:///path/weft.db` or `cql://host:9042/keyspace?dc=dc1`
+    /// (default: the SQLite file in the data directory).
+    #[arg(long, global = true, env = "WEFT_STORE")]
+    pub store: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run scheduler and workers on this machine with the embedded store.
+    Standalone(StandaloneArgs),
+    /// DAGs: list, show, trigger, pause, test, backfill, ...
+    #[command(subcommand)]
+    Dags(DagsCommand),
+    /// Task instances: list, test, clear, state, logs.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// DAG runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct StandaloneArgs {
+    /// Exit once every run that is queued or running has finished and no DAG is scheduled to
+    /// run within the next minute (for demos and tests).
+    #[arg(long)]
+    pub exit_when_idle: bool,
+    /// At start-up, trigger one manual run of each unpaused DAG that has never run (so that a
+    /// first start shows every example DAG at work).
+    #[arg(long)]
+    pub trigger_new_dags: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DagsCommand {
+    /// List DAGs.
+    List,
+    /// Show one DAG's definition.
+    Show {
+        dag_id: String,
+    },
+    /// Trigger a manual run.
+    Trigger {
+        dag_id: String,
+        /// Run configuration (JSON object).
+        #[arg(long, short)]
+        conf: Option<String>,
+        /// Logical date (RFC 3339); now by default.
+        #[arg(long)]
+        logical_date: Option<String>,
+    },
+    Pause {
+        dag_id: String,
+    },
+    Unpause {
+        dag_id: String,
+    },
+    /// Run one DAG run locally and print every task instance's final state.
+    Test {
+        dag_id: String,
+        /// Logical date (RFC 3339 or YYYY-MM-DD); now by default.
+        logical_date: Option<String>,
+        #[arg(long, short)]
+        conf: Option<String>,
+    },
+    /// Create and run the runs of a date range.
+    Backfill {
+        dag_id: String,
+        #[arg(long, short = 's')]
+        start_date: String,
+        #[arg(long, short = 'e')]
+        end_date: String,
+        /// List the runs that would be created, create nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only re-run failed task instances of existing runs in the range.
+        #[arg(long)]
+        rerun_failed: bool,
+    },
+    /// Import errors of DAG files.
+    Errors,
+    /// The next logical dates and data intervals of a DAG.
+    NextExecution {
+        dag_id: String,
+        #[arg(short = 'n', long, default_value_t = 1)]
+        num_executions: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TasksCommand {
+    /// List a DAG's tasks.
+    List { dag_id: String },
+    /// Run one task instance locally, ignoring dependencies; records nothing.
+    Test {
+        dag_id: String,
+        task_id: String,
+        logical_date: Option<String>,
+    },
+    /// Clear task instances of a run so they run again.
+    Clear {
+        dag_id: String,
+        run_id: String,
+        /// Task ids to clear (all failed ones if none given).
+        #[arg(long = "task", short = 't')]
+        tasks: Vec<String>,
+        #[arg(long, short = 'd')]
+        downstream: bool,
+        #[arg(long, short = 'u')]
+        upstream: bool,
+    },
+    /// The state of one task instance.
+    State {
+        dag_id: String,
+        task_id: String,
+        run_id: String,
+    },
+    /// Print the log of one attempt (the last one by default).
+    Logs {
+        dag_id: String,
+        task_id: String,
+        run_id: String,
+        #[arg(long)]
+        try_number: Option<u32>,
+        #[arg(long, default_value_t = -1)]
+        map_index: i32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List runs (of one DAG, or all).
+    List {
+        dag_id: Option<String>,
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
+    },
+}

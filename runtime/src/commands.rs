@@ -1,0 +1,934 @@
+//! What each CLI verb does.
+
+use crate::cli::{Cli, Command, DagsCommand, RunsCommand, StandaloneArgs, TasksCommand};
+use crate::config::Config;
+use crate::control::{self, Request};
+use crate::node;
+use crate::output::{print_json, print_table, time};
+use anyhow::{anyhow, bail, Context};
+use chrono::{NaiveDate, TimeZone, Utc};
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use weft_actors::Engine;
+use weft_core::dag::Dag;
+use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::spec::DagSpec;
+use weft_core::state::{DagRunState, TaskState};
+use weft_core::Timestamp;
+use weft_storage::Store;
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let mut config = Config::load(cli.global.config.as_deref(), &env)?;
+    if let Some(folder) = &cli.global.dags_folder {
+        config.core.dags_folder = folder.clone();
+    }
+    if let Some(store) = &cli.global.store {
+        config.store.url = store.clone();
+    }
+    let json = cli.global.json;
+    match cli.command {
+        Command::Standalone(args) => standalone(config, args).await,
+        Command::Dags(command) => dags(config, json, command).await,
+        Command::Tasks(command) => tasks(config, json, command).await,
+        Command::Runs(RunsCommand::List { dag_id, limit }) => {
+            runs_list(config, json, dag_id, limit).await
+        }
+    }
+}
+
+async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> {
+    let LocalNode {
+        engine,
+        store,
+        mut processor,
+        summary,
+        _lock,
+    } = LocalNode::start(&config).await?;
+    eprintln!(
+        "weft standalone: {} DAGs from {} ({} import errors), store {}, {} worker slots",
+        summary.dags,
+        config.core.dags_folder.display(),
+        summary.errors,
+        if config.store.url.is_empty() { config.store_path().display().to_string() } else { config.store.url.clone() },
+        config.workers.slots
+    );
+    if config.sandbox.enabled {
+        eprintln!("sandbox: {}", weft_actors::executor::sandbox::detect());
+    }
+    let control = tokio::spawn(control::serve(config.core.home.clone(), engine.clone()));
+    if args.trigger_new_dags {
+        for dag in store.dags().await? {
+            if !dag.is_paused && store.runs(&dag.dag_id, 1).await?.is_empty() {
+                let run = engine.trigger(&dag.dag_id, serde_json::json!({})).await?;
+                eprintln!("triggered {run}");
+            }
+        }
+    }
+    let mut events = engine.subscribe();
+    let mut scan = tokio::time::interval(std::time::Duration::from_millis(
+        config.core.dag_dir_scan_interval_ms,
+    ));
+    let mut idle_check = tokio::time::interval(std::time::Duration::from_millis(500));
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = scan.tick() => {
+                if let Err(error) = node::sync_dags(node::DagSink::Engine(&engine), &mut processor).await {
+                    tracing::warn!(%error, "dag folder scan failed");
+                }
+            }
+            event = events.recv() => {
+                if let Ok(weft_actors::Event::RunChanged { run, state, .. }) = event {
+                    if state.is_finished() {
+                        eprintln!("run {run} finished: {state}");
+                    }
+                }
+            }
+            _ = idle_check.tick(), if args.exit_when_idle => {
+                if is_idle(store.as_ref()).await? {
+                    break;
+                }
+            }
+        }
+    }
+    eprintln!("weft standalone: shutting down");
+    control.abort();
+    engine.shutdown().await;
+    let _ = std::fs::remove_file(control::socket_path(&config.core.home));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// This process acting as the node of a data directory: it holds the directory's lock, so no
+/// other node runs tasks from the same store.
+struct LocalNode {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    processor: crate::dag_processor::DagProcessor,
+    summary: node::SyncSummary,
+    _lock: std::fs::File,
+}
+
+impl LocalNode {
+    async fn start(config: &Config) -> anyhow::Result<LocalNode> {
+        std::fs::create_dir_all(&config.core.home).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.core.home.display()
+            )
+        })?;
+        let lock_path = config.core.home.join("node.lock");
+        let lock = std::fs::File::create(&lock_path)?;
+        lock.try_lock().map_err(|_| {
+            anyhow!(
+                "another weft node is running on {} (lock {} is held): stop it, or use another WEFT_HOME",
+                config.core.home.display(),
+                lock_path.display()
+            )
+        })?;
+        let store = node::open_store(config).await?;
+        let engine = Engine::start(store.clone(), node::engine_config(config)).await?;
+        let mut processor = node::dag_processor(config);
+        let summary = node::sync_dags(node::DagSink::Engine(&engine), &mut processor).await?;
+        Ok(LocalNode {
+            engine,
+            store,
+            processor,
+            summary,
+            _lock: lock,
+        })
+    }
+}
+
+async fn node_is_running(config: &Config) -> bool {
+    tokio::net::UnixStream::connect(control::socket_path(&config.core.home))
+        .await
+        .is_ok()
+}
+
+async fn is_idle(store: &dyn Store) -> anyhow::Result<bool> {
+    Ok(store
+        .runs_in_states(&[DagRunState::Queued, DagRunState::Running])
+        .await?
+        .is_empty())
+}
+
+async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    node::open_store(config).await
+}
+
+async fn load_dag(store: &dyn Store, dag_id: &str) -> anyhow::Result<Dag> {
+    let row = store.dag(dag_id).await?.ok_or_else(|| {
+        anyhow!("dag `{dag_id}` is not registered: check `weft dags list` and `weft dags errors`")
+    })?;
+    let version = store
+        .dag_version(dag_id, &row.latest_version)
+        .await?
+        .ok_or_else(|| anyhow!("dag `{dag_id}`: its latest version is missing from the store"))?;
+    let spec: DagSpec = serde_json::from_str(&version.spec_json)?;
+    Ok(Dag::from_spec(spec)?)
+}
+
+/// Open the store with the DAG folder's current definitions in it: a running node keeps them
+/// in step itself; otherwise parse the folder and write them straight to the store.
+async fn refresh(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store = open(config).await?;
+    if !node_is_running(config).await {
+        let mut processor = node::dag_processor(config);
+        node::sync_dags(node::DagSink::Store(store.as_ref()), &mut processor).await?;
+    }
+    Ok(store)
+}
+
+fn parse_date(text: &str) -> anyhow::Result<Timestamp> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&Utc));
+    }
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").with_context(|| {
+        format!("`{text}` is not a date: use YYYY-MM-DD or RFC 3339 (2024-01-31T00:00:00Z)")
+    })?;
+    Ok(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).expect("midnight exists")))
+}
+
+fn parse_conf(conf: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    match conf {
+        None => Ok(serde_json::json!({})),
+        Some(text) => {
+            let value: serde_json::Value = serde_json::from_str(text)
+                .context("--conf must be a JSON object, e.g. '{\"key\": 1}'")?;
+            if !value.is_object() {
+                bail!("--conf must be a JSON object, e.g. '{{\"key\": 1}}'");
+            }
+            Ok(value)
+        }
+    }
+}
+
+async fn control_or_local(config: &Config, request: Request) -> anyhow::Result<serde_json::Value> {
+    if let Some(response) = control::send(&config.core.home, &request).await? {
+        return match response.error {
+            None => Ok(response.result),
+            Some(error) => bail!("{error}"),
+        };
+    }
+    // No node is running: this process becomes the node for the request. A run it starts
+    // is finished by the next node if this one stops first.
+    // Triggers and pauses only write the store: the next node starts queued runs.
+    match request {
+        Request::Trigger {
+            dag_id,
+            conf,
+            logical_date,
+        } => return trigger_offline(config, &dag_id, logical_date, conf).await,
+        Request::SetPaused { dag_id, paused } => {
+            let store = refresh(config).await?;
+            if store.dag(&dag_id).await?.is_none() {
+                bail!("dag `{dag_id}` is not registered: check `weft dags list` and `weft dags errors`");
+            }
+            store
+                .write(vec![weft_storage::Write::SetPaused { dag_id, paused }])
+                .await?;
+            return Ok(serde_json::Value::Null);
+        }
+        _ => {}
+    }
+    let local = LocalNode::start(config).await?;
+    let engine = &local.engine;
+    let result = match request {
+        Request::Trigger { .. } | Request::SetPaused { .. } => unreachable!("handled above"),
+        Request::Clear {
+            run,
+            task_ids,
+            downstream,
+            upstream,
+        } => {
+            let ids: Vec<&str> = task_ids.iter().map(String::as_str).collect();
+            engine.clear(&run, &ids, downstream, upstream).await?;
+            let state = engine.wait_for_run(&run).await?;
+            serde_json::json!({ "run_state": state })
+        }
+        Request::Backfill { dag_id, from, to } => {
+            let runs = engine.backfill(&dag_id, from, to).await?;
+            serde_json::json!(runs
+                .iter()
+                .map(|run| run.run_id.clone())
+                .collect::<Vec<_>>())
+        }
+    };
+    local.engine.shutdown().await;
+    Ok(result)
+}
+
+/// Create a queued manual run in the store; a node starts it.
+async fn trigger_offline(
+    config: &Config,
+    dag_id: &str,
+    logical_date: Option<Timestamp>,
+    conf: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let store = refresh(config).await?;
+    let dag = load_dag(store.as_ref(), dag_id).await?;
+    let row = store
+        .dag(dag_id)
+        .await?
+        .ok_or_else(|| anyhow!("dag `{dag_id}` is not registered"))?;
+    let now = Utc::now();
+    let logical_date = logical_date.unwrap_or(now);
+    let run_id = weft_core::ids::run_id_for(weft_core::state::RunType::Manual, logical_date);
+    let run = weft_storage::RunRow {
+        key: RunKey {
+            dag_id: dag_id.to_string(),
+            run_id: run_id.clone(),
+        },
+        run_type: weft_core::state::RunType::Manual,
+        state: DagRunState::Queued,
+        logical_date,
+        data_interval: dag.timetable().infer_manual_data_interval(logical_date),
+        version_hash: row.latest_version,
+        conf,
+        seed: now.timestamp_nanos_opt().unwrap_or(0) as u64,
+        created_at: now,
+        started_at: None,
+        ended_at: None,
+    };
+    store
+        .write(vec![weft_storage::Write::CreateRun(run)])
+        .await?;
+    Ok(
+        serde_json::json!({ "dag_id": dag_id, "run_id": run_id, "note": "queued; it starts when a node runs (weft standalone)" }),
+    )
+}
+
+async fn dags(config: Config, json: bool, command: DagsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DagsCommand::List => {
+            let store = refresh(&config).await?;
+            let mut rows = Vec::new();
+            let mut values = Vec::new();
+            for row in store.dags().await? {
+                let dag = load_dag(store.as_ref(), &row.dag_id).await?;
+                let spec = dag.spec();
+                let schedule = schedule_text(spec);
+                rows.push(vec![
+                    row.dag_id.clone(),
+                    row.fileloc.clone().unwrap_or_default(),
+                    spec.owner.clone().unwrap_or_default(),
+                    schedule.clone(),
+                    row.is_paused.to_string(),
+                ]);
+                values.push(serde_json::json!({
+                    "dag_id": row.dag_id, "fileloc": row.fileloc, "owner": spec.owner,
+                    "schedule": schedule, "is_paused": row.is_paused, "tags": spec.tags,
+                }));
+            }
+            print_table(
+                json,
+                &["dag_id", "fileloc", "owner", "schedule", "is_paused"],
+                &rows,
+                &values,
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DagsCommand::Show { dag_id } => {
+            let store = refresh(&config).await?;
+            let dag = load_dag(store.as_ref(), &dag_id).await?;
+            if json {
+                print_json(dag.spec());
+            } else {
+                println!("dag {} ({})", dag_id, schedule_text(dag.spec()));
+                for task_id in dag.topological_order() {
+                    let upstream = dag.upstream(task_id);
+                    println!("  {task_id} <- [{}]", upstream.join(", "));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DagsCommand::Trigger {
+            dag_id,
+            conf,
+            logical_date,
+        } => {
+            let logical_date = logical_date.as_deref().map(parse_date).transpose()?;
+            let request = Request::Trigger {
+                dag_id,
+                conf: parse_conf(conf.as_deref())?,
+                logical_date,
+            };
+            let result = control_or_local(&config, request).await?;
+            if json {
+                print_json(&result);
+            } else {
+                println!(
+                    "created run {}",
+                    result["run_id"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DagsCommand::Pause { dag_id } => set_paused(&config, json, dag_id, true).await,
+        DagsCommand::Unpause { dag_id } => set_paused(&config, json, dag_id, false).await,
+        DagsCommand::Test {
+            dag_id,
+            logical_date,
+            conf,
+        } => {
+            dags_test(
+                &config,
+                json,
+                &dag_id,
+                logical_date.as_deref(),
+                conf.as_deref(),
+            )
+            .await
+        }
+        DagsCommand::Backfill {
+            dag_id,
+            start_date,
+            end_date,
+            dry_run,
+            rerun_failed,
+        } => {
+            let from = parse_date(&start_date)?;
+            let to = parse_date(&end_date)?;
+            backfill(&config, json, &dag_id, from, to, dry_run, rerun_failed).await
+        }
+        DagsCommand::Errors => {
+            let store = refresh(&config).await?;
+            let errors = store.import_errors().await?;
+            let rows: Vec<Vec<String>> = errors
+                .iter()
+                .map(|error| {
+                    vec![
+                        error.fileloc.clone(),
+                        error.line.map(|line| line.to_string()).unwrap_or_default(),
+                        error.message.lines().next().unwrap_or_default().to_string(),
+                    ]
+                })
+                .collect();
+            print_table(json, &["filepath", "line", "error"], &rows, &errors);
+            Ok(ExitCode::SUCCESS)
+        }
+        DagsCommand::NextExecution {
+            dag_id,
+            num_executions,
+        } => {
+            let store = refresh(&config).await?;
+            let dag = load_dag(store.as_ref(), &dag_id).await?;
+            let mut last = store
+                .latest_scheduled_run(&dag_id)
+                .await?
+                .map(|run| run.data_interval);
+            let timetable = dag.timetable();
+            let mut values = Vec::new();
+            // Each next run after the previous one; with catchup off, the first is the latest
+            // one due now, as the scheduler would create it.
+            let now = Utc::now();
+            for _ in 0..num_executions {
+                let Some(info) = timetable.next_dagrun_info(last.as_ref(), now) else {
+                    break;
+                };
+                values.push(info);
+                last = Some(info.data_interval);
+            }
+            if json {
+                print_json(&values);
+            } else if values.is_empty() {
+                println!("None");
+            } else {
+                for info in &values {
+                    println!(
+                        "{}  data interval [{}, {})",
+                        info.logical_date.to_rfc3339(),
+                        info.data_interval.start.to_rfc3339(),
+                        info.data_interval.end.to_rfc3339()
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn schedule_text(spec: &DagSpec) -> String {
+    match &spec.schedule {
+        weft_core::spec::ScheduleSpec::None => "None".to_string(),
+        weft_core::spec::ScheduleSpec::Cron { expression, .. } => {
+            format!("{expression} ({})", spec.timezone)
+        }
+        weft_core::spec::ScheduleSpec::Interval { every_ms, .. } => {
+            format!("every {} s", every_ms / 1000)
+        }
+    }
+}
+
+async fn set_paused(
+    config: &Config,
+    json: bool,
+    dag_id: String,
+    paused: bool,
+) -> anyhow::Result<ExitCode> {
+    control_or_local(
+        config,
+        Request::SetPaused {
+            dag_id: dag_id.clone(),
+            paused,
+        },
+    )
+    .await?;
+    if json {
+        print_json(&serde_json::json!({ "dag_id": dag_id, "is_paused": paused }));
+    } else {
+        println!(
+            "dag {dag_id} is {}",
+            if paused { "paused" } else { "unpaused" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dags_test(
+    config: &Config,
+    json: bool,
+    dag_id: &str,
+    logical_date: Option<&str>,
+    conf: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let logical_date = logical_date.map(parse_date).transpose()?;
+    let conf = parse_conf(conf)?;
+    let store = refresh(config).await?;
+    let dag = load_dag(store.as_ref(), dag_id).await.with_context(|| {
+        format!(
+            "dag `{dag_id}` is not in {}: check `weft dags errors`",
+            config.core.dags_folder.display()
+        )
+    })?;
+    let scratch = Scratch::start(config, dag.spec().clone()).await?;
+    let run = scratch
+        .engine
+        .trigger_at(dag_id, logical_date, conf)
+        .await?;
+    let state = scratch.engine.wait_for_run(&run).await?;
+    let records = scratch.store.task_instances(&run).await?;
+    scratch.engine.shutdown().await;
+    let mut tasks = BTreeMap::new();
+    for record in &records {
+        let name = if record.key.map_index >= 0 {
+            format!("{}[{}]", record.key.task_id, record.key.map_index)
+        } else {
+            record.key.task_id.clone()
+        };
+        tasks.insert(
+            name,
+            serde_json::json!({ "state": record.state, "try_number": record.try_number }),
+        );
+    }
+    if json {
+        print_json(
+            &serde_json::json!({ "run_id": run.run_id, "run_state": state, "tasks": tasks }),
+        );
+    } else {
+        for (name, value) in &tasks {
+            println!(
+                "{name}: {} (try {})",
+                value["state"].as_str().unwrap_or_default(),
+                value["try_number"]
+            );
+        }
+        println!("run {} {state}", run.run_id);
+    }
+    Ok(if state == DagRunState::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// A throwaway engine on an in-memory store with one DAG, for `dags test` and `tasks test`:
+/// it runs real tasks but records nothing in the node's store.
+struct Scratch {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    async fn start(config: &Config, spec: DagSpec) -> anyhow::Result<Scratch> {
+        let dir = tempfile::tempdir()?;
+        let store: Arc<dyn Store> = Arc::new(weft_storage::memory::MemoryStore::new());
+        let mut engine_config = node::engine_config(config);
+        engine_config.data_dir = dir.path().to_path_buf();
+        let engine = Engine::start(store.clone(), engine_config).await?;
+        engine.upsert_dag(spec).await?;
+        Ok(Scratch { engine, store, dir })
+    }
+}
+
+async fn backfill(
+    config: &Config,
+    json: bool,
+    dag_id: &str,
+    from: Timestamp,
+    to: Timestamp,
+    dry_run: bool,
+    rerun_failed: bool,
+) -> anyhow::Result<ExitCode> {
+    if from > to {
+        bail!("--start-date is after --end-date");
+    }
+    let store = refresh(config).await?;
+    let dag = load_dag(store.as_ref(), dag_id).await?;
+    let planned = dag
+        .timetable()
+        .runs_between(from, to, weft_core::limits::BACKFILL_RUNS_MAX);
+    if dry_run {
+        if json {
+            print_json(&planned);
+        } else {
+            println!("would create {} runs of {dag_id}:", planned.len());
+            for info in &planned {
+                println!(
+                    "  {}",
+                    weft_core::ids::run_id_for(
+                        weft_core::state::RunType::Backfill,
+                        info.logical_date
+                    )
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // With no node running, this process is the node until the backfill is done.
+    let local = if node_is_running(config).await {
+        None
+    } else {
+        Some(LocalNode::start(config).await?)
+    };
+    let send = |request: Request| {
+        let local = local.as_ref().map(|local| local.engine.clone());
+        async move {
+            match local {
+                Some(engine) => crate::control::execute(&engine, request).await,
+                None => control::send(&config.core.home, &request)
+                    .await?
+                    .ok_or_else(|| anyhow!("the node stopped during the backfill"))?,
+            }
+            .into_result()
+        }
+    };
+    let mut runs: Vec<RunKey> = Vec::new();
+    if rerun_failed {
+        let existing = store
+            .runs(dag_id, weft_core::limits::BACKFILL_RUNS_MAX)
+            .await?;
+        for run in existing
+            .into_iter()
+            .filter(|run| run.logical_date >= from && run.logical_date <= to)
+        {
+            if run.state != DagRunState::Failed {
+                continue;
+            }
+            let task_ids: Vec<String> = store
+                .task_instances(&run.key)
+                .await?
+                .into_iter()
+                .filter(|record| {
+                    matches!(record.state, TaskState::Failed | TaskState::UpstreamFailed)
+                })
+                .map(|record| record.key.task_id)
+                .collect();
+            send(Request::Clear {
+                run: run.key.clone(),
+                task_ids,
+                downstream: true,
+                upstream: false,
+            })
+            .await?;
+            runs.push(run.key);
+        }
+    }
+    let created = send(Request::Backfill {
+        dag_id: dag_id.to_string(),
+        from,
+        to,
+    })
+    .await?;
+    for run_id in created
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|id| id.as_str())
+    {
+        runs.push(RunKey {
+            dag_id: dag_id.to_string(),
+            run_id: run_id.to_string(),
+        });
+    }
+    let total = runs.len();
+    let mut finished = BTreeMap::new();
+    while finished.len() < total {
+        for run in &runs {
+            if finished.contains_key(&run.run_id) {
+                continue;
+            }
+            let state = store.run(run).await?.map(|row| row.state);
+            if let Some(state) = state.filter(|state| state.is_finished()) {
+                finished.insert(run.run_id.clone(), state);
+                if !json {
+                    progress(finished.len(), total, &run.run_id, state);
+                }
+            }
+        }
+        if finished.len() < total {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+    if let Some(local) = local {
+        local.engine.shutdown().await;
+    }
+    let failed = finished
+        .values()
+        .filter(|state| **state != DagRunState::Success)
+        .count();
+    if json {
+        print_json(&serde_json::json!({ "runs": total, "failed": failed, "states": finished }));
+    } else {
+        eprintln!();
+        println!("backfill of {dag_id}: {total} runs, {failed} failed");
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn progress(done: usize, total: usize, run_id: &str, state: DagRunState) {
+    const WIDTH: usize = 30;
+    let filled = (WIDTH * done).checked_div(total).unwrap_or(WIDTH);
+    eprint!(
+        "\r[{}{}] {done}/{total} {run_id} {state}   ",
+        "#".repeat(filled),
+        ".".repeat(WIDTH - filled)
+    );
+}
+
+async fn tasks(config: Config, json: bool, command: TasksCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TasksCommand::List { dag_id } => {
+            let store = refresh(&config).await?;
+            let dag = load_dag(store.as_ref(), &dag_id).await?;
+            let ids: Vec<&str> = dag.topological_order();
+            if json {
+                print_json(&ids);
+            } else {
+                for id in ids {
+                    println!("{id}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TasksCommand::Test {
+            dag_id,
+            task_id,
+            logical_date,
+        } => tasks_test(&config, json, &dag_id, &task_id, logical_date.as_deref()).await,
+        TasksCommand::Clear {
+            dag_id,
+            run_id,
+            tasks,
+            downstream,
+            upstream,
+        } => {
+            let store = open(&config).await?;
+            let run = RunKey { dag_id, run_id };
+            let task_ids = if tasks.is_empty() {
+                store
+                    .task_instances(&run)
+                    .await?
+                    .into_iter()
+                    .filter(|record| {
+                        matches!(record.state, TaskState::Failed | TaskState::UpstreamFailed)
+                    })
+                    .map(|record| record.key.task_id)
+                    .collect()
+            } else {
+                tasks
+            };
+            drop(store);
+            let count = task_ids.len();
+            control_or_local(
+                &config,
+                Request::Clear {
+                    run: run.clone(),
+                    task_ids,
+                    downstream,
+                    upstream,
+                },
+            )
+            .await?;
+            if json {
+                print_json(&serde_json::json!({ "cleared": count }));
+            } else {
+                println!("cleared {count} task(s) of {run}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TasksCommand::State {
+            dag_id,
+            task_id,
+            run_id,
+        } => {
+            let store = open(&config).await?;
+            let key = TaskInstanceKey::new(&dag_id, &run_id, &task_id, -1);
+            let record = store
+                .task_instance(&key)
+                .await?
+                .ok_or_else(|| anyhow!("no task instance {key}"))?;
+            if json {
+                print_json(&record);
+            } else {
+                println!("{}", record.state);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TasksCommand::Logs {
+            dag_id,
+            task_id,
+            run_id,
+            try_number,
+            map_index,
+        } => {
+            let store = open(&config).await?;
+            let key = TaskInstanceKey::new(&dag_id, &run_id, &task_id, map_index);
+            let try_number = match try_number {
+                Some(number) => number,
+                None => {
+                    store
+                        .task_instance(&key)
+                        .await?
+                        .ok_or_else(|| anyhow!("no task instance {key}"))?
+                        .try_number
+                }
+            };
+            let entry = store
+                .log_entry(&key, try_number)
+                .await?
+                .ok_or_else(|| anyhow!("no log for {key} try {try_number}"))?;
+            let text = std::fs::read_to_string(config.core.home.join(&entry.path))
+                .with_context(|| format!("cannot read the log file {}", entry.path))?;
+            if json {
+                print_json(
+                    &serde_json::json!({ "path": entry.path, "truncated": entry.truncated, "log": text }),
+                );
+            } else {
+                print!("{text}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Run one task alone, ignoring its dependencies, on a throwaway in-memory store.
+async fn tasks_test(
+    config: &Config,
+    json: bool,
+    dag_id: &str,
+    task_id: &str,
+    logical_date: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let logical_date = logical_date.map(parse_date).transpose()?;
+    let store = refresh(config).await?;
+    let dag = load_dag(store.as_ref(), dag_id).await?;
+    let mut task = dag
+        .task(task_id)
+        .cloned()
+        .ok_or_else(|| anyhow!("dag `{dag_id}` has no task `{task_id}`"))?;
+    task.upstream.clear();
+    task.retries = 0;
+    task.mapping = None;
+    let mut spec = dag.spec().clone();
+    spec.tasks = vec![task];
+    spec.task_groups.clear();
+    spec.schedule = weft_core::spec::ScheduleSpec::None;
+    let scratch = Scratch::start(config, spec).await?;
+    let run = scratch
+        .engine
+        .trigger_at(dag_id, logical_date, serde_json::json!({}))
+        .await?;
+    let state = scratch.engine.wait_for_run(&run).await?;
+    let key = TaskInstanceKey::new(dag_id, &run.run_id, task_id, -1);
+    let record = scratch.store.task_instance(&key).await?;
+    let log = match scratch.store.log_entry(&key, 1).await? {
+        Some(entry) => {
+            std::fs::read_to_string(scratch.dir.path().join(entry.path)).unwrap_or_default()
+        }
+        None => String::new(),
+    };
+    scratch.engine.shutdown().await;
+    let task_state = record.map(|record| record.state).unwrap_or(TaskState::None);
+    if json {
+        print_json(&serde_json::json!({ "state": task_state, "log": log }));
+    } else {
+        print!("{log}");
+        println!("{task_id}: {task_state}");
+    }
+    Ok(if state == DagRunState::Success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn runs_list(
+    config: Config,
+    json: bool,
+    dag_id: Option<String>,
+    limit: usize,
+) -> anyhow::Result<ExitCode> {
+    let store = open(&config).await?;
+    let dag_ids = match dag_id {
+        Some(dag_id) => vec![dag_id],
+        None => store
+            .dags()
+            .await?
+            .into_iter()
+            .map(|row| row.dag_id)
+            .collect(),
+    };
+    let mut runs = Vec::new();
+    for dag_id in dag_ids {
+        runs.extend(store.runs(&dag_id, limit).await?);
+    }
+    runs.sort_by_key(|run| std::cmp::Reverse(run.logical_date));
+    runs.truncate(limit);
+    let rows: Vec<Vec<String>> = runs
+        .iter()
+        .map(|run| {
+            vec![
+                run.key.dag_id.clone(),
+                run.key.run_id.clone(),
+                run.state.to_string(),
+                run.logical_date.to_rfc3339(),
+                time(run.started_at),
+                time(run.ended_at),
+            ]
+        })
+        .collect();
+    print_table(
+        json,
+        &[
+            "dag_id",
+            "run_id",
+            "state",
+            "logical_date",
+            "start_date",
+            "end_date",
+        ],
+        &rows,
+        &runs,
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,316 @@
+//! `weft.toml`: one configuration file with documented defaults, environment overrides
+//! (`WEFT_<SECTION>__<KEY>`, plus `WEFT_HOME` and `WEFT_DAGS_FOLDER`) and a clear error for an
+//! unknown key.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub core: CoreConfig,
+    pub workers: WorkersConfig,
+    pub python: PythonConfig,
+    pub sandbox: SandboxConfig,
+    pub store: StoreConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoreConfig {
+    /// Folder of DAG files (`examples/dags` when run from the repository).
+    pub dags_folder: PathBuf,
+    /// Data directory: the embedded store, logs.
+    pub home: PathBuf,
+    /// How often the DAG folder is checked for changed files.
+    pub dag_dir_scan_interval_ms: u64,
+    /// Time limit for parsing one DAG file.
+    pub dag_file_parse_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// Attempts that may run at once on this node.
+    pub slots: usize,
+    /// Size limit of one attempt's log.
+    pub log_bytes_max: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PythonConfig {
+    /// Interpreter for DAG files and Python tasks.
+    pub interpreter: String,
+    /// Warm runner processes for Python tasks.
+    pub runners: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Confine task processes (bubblewrap namespaces, read-only root, resource limits).
+    pub enabled: bool,
+    pub memory_bytes_max: Option<u64>,
+    pub cpu_millis_max: Option<u64>,
+    pub pids_max: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Where the metadata lives: empty for the embedded SQLite file in the data directory,
+    /// `sqlite:///path/weft.db`, or `cql://host:9042[,host:port]/keyspace?dc=dc1&replication=dc1:3`
+    /// (ScyllaDB or Cassandra). Also `--store` and `WEFT_STORE__URL`.
+    pub url: String,
+    /// SQLite durability: `full` (fsync every commit group) or `normal`.
+    pub synchronous: String,
+}
+
+impl Default for CoreConfig {
+    fn default() -> CoreConfig {
+        CoreConfig {
+            dags_folder: PathBuf::from("examples/dags"),
+            home: default_home(),
+            dag_dir_scan_interval_ms: 2_000,
+            dag_file_parse_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Default for WorkersConfig {
+    fn default() -> WorkersConfig {
+        WorkersConfig {
+            slots: std::thread::available_parallelism()
+                .map(|n| n.get() * 4)
+                .unwrap_or(8),
+            log_bytes_max: weft_actors::executor::LOG_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+impl Default for PythonConfig {
+    fn default() -> PythonConfig {
+        PythonConfig {
+            interpreter: "python3".to_string(),
+            runners: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig {
+            url: String::new(),
+            synchronous: "full".to_string(),
+        }
+    }
+}
+
+fn default_home() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".weft"))
+        .unwrap_or_else(|| PathBuf::from(".weft"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}: {message}")]
+    Env { name: String, message: String },
+}
+
+impl Config {
+    /// Load the configuration: defaults, then `weft.toml` (from `path`, or `$WEFT_HOME/weft.toml`
+    /// if it exists), then environment overrides.
+    pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let home = env
+            .iter()
+            .find(|(name, _)| name == "WEFT_HOME")
+            .map(|(_, value)| PathBuf::from(value));
+        let file = match path {
+            Some(path) => Some(path.to_path_buf()),
+            None => {
+                let candidate = home.clone().unwrap_or_else(default_home).join("weft.toml");
+                candidate.exists().then_some(candidate)
+            }
+        };
+        let mut table = match &file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|error| ConfigError::Parse {
+                        path: file.clone(),
+                        message: error.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            apply_env(&mut table, name, value)?;
+        }
+        let origin = file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<defaults and environment>"));
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|error: toml::de::Error| ConfigError::Parse {
+                    path: origin,
+                    message: error.to_string(),
+                })?;
+        Ok(config)
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.core.home.join("weft.db")
+    }
+}
+
+/// Apply one environment variable: `WEFT_HOME`, `WEFT_DAGS_FOLDER`, or
+/// `WEFT_<SECTION>__<KEY>` (e.g. `WEFT_WORKERS__SLOTS=8`).
+fn apply_env(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    let (section, key) = match name {
+        "WEFT_HOME" => ("core".to_string(), "home".to_string()),
+        "WEFT_DAGS_FOLDER" => ("core".to_string(), "dags_folder".to_string()),
+        _ => {
+            let Some(rest) = name.strip_prefix("WEFT_") else {
+                return Ok(());
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                return Ok(());
+            };
+            (section.to_lowercase(), key.to_lowercase())
+        }
+    };
+    // Values are read as TOML when they parse (numbers, booleans), as strings otherwise.
+    let parsed = format!("value = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut parsed| parsed.remove("value"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let entry = table
+        .entry(section.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(section_table) = entry else {
+        return Err(ConfigError::Env {
+            name: name.to_string(),
+            message: format!("`{section}` is not a section"),
+        });
+    };
+    section_table.insert(key, parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_without_file() {
+        let config = Config::load(None, &env(&[("WEFT_HOME", "/nonexistent/weft-home")])).unwrap();
+        assert_eq!(config.core.home, PathBuf::from("/nonexistent/weft-home"));
+        assert_eq!(config.core.dags_folder, PathBuf::from("examples/dags"));
+        assert_eq!(config.store.synchronous, "full");
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.toml");
+        std::fs::write(
+            &path,
+            "[workers]\nslots = 3\n[core]\ndags_folder = \"/dags\"\n",
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&path),
+            &env(&[("WEFT_WORKERS__SLOTS", "5"), ("WEFT_DAGS_FOLDER", "/other")]),
+        )
+        .unwrap();
+        assert_eq!(config.workers.slots, 5);
+        assert_eq!(config.core.dags_folder, PathBuf::from("/other"));
+    }
+
+    #[test]
+    fn unknown_key_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weft.toml");
+        std::fs::write(&path, "[workers]\nslotz = 3\n").unwrap();
+        let error = Config::load(Some(&path), &[]).unwrap_err().to_string();
+        assert!(error.contains("unknown field `slotz`"), "{error}");
+        assert!(
+            error.contains("slots"),
+            "the error lists the known keys: {error}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_from_environment() {
+        let error = Config::load(
+            None,
+            &env(&[("WEFT_HOME", "/x"), ("WEFT_WORKERS__SPEED", "1")]),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `speed`"),
+            "{error}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// `examples/weft.toml` documents every key; it must parse, and say the defaults.
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/weft.toml");
+        let config =
+            Config::load(Some(&path), &[("WEFT_HOME".to_string(), "/h".to_string())]).unwrap();
+        let mut expected = Config::default();
+        expected.core.home = PathBuf::from("/h");
+        assert_eq!(config, expected);
+        let text = std::fs::read_to_string(&path).unwrap();
+        for key in [
+            "dags_folder",
+            "home",
+            "dag_dir_scan_interval_ms",
+            "dag_file_parse_timeout_ms",
+            "slots",
+            "log_bytes_max",
+            "interpreter",
+            "runners",
+            "enabled",
+            "memory_bytes_max",
+            "cpu_millis_max",
+            "pids_max",
+            "url",
+            "synchronous",
+        ] {
+            assert!(
+                text.contains(&format!("{key} =")),
+                "examples/weft.toml does not document `{key}`"
+            );
+        }
+    }
+}

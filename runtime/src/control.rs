@@ -1,0 +1,162 @@
+//! The control socket of a running node (`$WEFT_HOME/weft.sock`): the CLI sends mutating
+//! commands (trigger, pause, clear, backfill) to the node that owns the store instead of
+//! writing behind its back. One JSON request per connection, one JSON response.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use weft_actors::Engine;
+use weft_core::ids::RunKey;
+
+/// Size limit of one control request.
+const REQUEST_BYTES_MAX: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Trigger {
+        dag_id: String,
+        conf: serde_json::Value,
+        logical_date: Option<weft_core::Timestamp>,
+    },
+    SetPaused {
+        dag_id: String,
+        paused: bool,
+    },
+    Clear {
+        run: RunKey,
+        task_ids: Vec<String>,
+        downstream: bool,
+        upstream: bool,
+    },
+    Backfill {
+        dag_id: String,
+        from: weft_core::Timestamp,
+        to: weft_core::Timestamp,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default)]
+    pub result: serde_json::Value,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn into_result(self) -> anyhow::Result<serde_json::Value> {
+        match self.error {
+            None => Ok(self.result),
+            Some(error) => anyhow::bail!("{error}"),
+        }
+    }
+}
+
+pub fn socket_path(home: &Path) -> PathBuf {
+    home.join("weft.sock")
+}
+
+/// Send a request to the running node, if there is one (`None` when no node listens).
+pub async fn send(home: &Path, request: &Request) -> anyhow::Result<Option<Response>> {
+    let Ok(stream) = UnixStream::connect(socket_path(home)).await else {
+        return Ok(None);
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut reader = BufReader::new(read);
+    let mut answer = String::new();
+    reader.read_line(&mut answer).await?;
+    Ok(Some(serde_json::from_str(&answer)?))
+}
+
+/// Serve the control socket until the task is dropped.
+pub async fn serve(home: PathBuf, engine: Engine) -> anyhow::Result<()> {
+    let path = socket_path(&home);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_one(stream, engine).await {
+                tracing::warn!(%error, "control request failed");
+            }
+        });
+    }
+}
+
+async fn serve_one(stream: UnixStream, engine: Engine) -> anyhow::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read).take(REQUEST_BYTES_MAX as u64);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => execute(&engine, request).await,
+        Err(error) => Response {
+            ok: false,
+            result: serde_json::Value::Null,
+            error: Some(format!("bad request: {error}")),
+        },
+    };
+    let mut answer = serde_json::to_vec(&response)?;
+    answer.push(b'\n');
+    write.write_all(&answer).await?;
+    Ok(())
+}
+
+use tokio::io::AsyncReadExt;
+
+pub async fn execute(engine: &Engine, request: Request) -> Response {
+    let result: Result<serde_json::Value, weft_actors::EngineError> = match request {
+        Request::Trigger {
+            dag_id,
+            conf,
+            logical_date,
+        } => engine
+            .trigger_at(&dag_id, logical_date, conf)
+            .await
+            .map(|run| serde_json::json!({ "dag_id": run.dag_id, "run_id": run.run_id })),
+        Request::SetPaused { dag_id, paused } => engine
+            .set_paused(&dag_id, paused)
+            .await
+            .map(|()| serde_json::Value::Null),
+        Request::Clear {
+            run,
+            task_ids,
+            downstream,
+            upstream,
+        } => {
+            let ids: Vec<&str> = task_ids.iter().map(String::as_str).collect();
+            engine
+                .clear(&run, &ids, downstream, upstream)
+                .await
+                .map(|()| serde_json::Value::Null)
+        }
+        Request::Backfill { dag_id, from, to } => {
+            engine.backfill(&dag_id, from, to).await.map(|runs| {
+                serde_json::Value::Array(
+                    runs.into_iter()
+                        .map(|run| serde_json::Value::String(run.run_id))
+                        .collect(),
+                )
+            })
+        }
+    };
+    match result {
+        Ok(result) => Response {
+            ok: true,
+            result,
+            error: None,
+        },
+        Err(error) => Response {
+            ok: false,
+            result: serde_json::Value::Null,
+            error: Some(error.to_string()),
+        },
+    }
+}

@@ -1,0 +1,177 @@
+//! Architecture rules that the compiler does not check: core stays pure, crates depend only in
+//! the allowed direction, and only the runtime names a concrete store backend.
+
+use std::path::{Path, PathBuf};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn manifest(krate: &str) -> toml::Table {
+    let text = std::fs::read_to_string(workspace().join(krate).join("Cargo.toml")).unwrap();
+    text.parse().unwrap()
+}
+
+fn dependency_names(table: &toml::Table, section: &str) -> Vec<String> {
+    table
+        .get(section)
+        .and_then(|deps| deps.as_table())
+        .map(|deps| deps.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Lines of code, without comments, so that docs may name what the code must not use.
+fn code_lines(path: &Path) -> Vec<(usize, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(index, line)| {
+            (
+                index + 1,
+                line.split("//").next().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn core_has_no_io_dependency() {
+    let core = manifest("core");
+    let forbidden = [
+        "tokio",
+        "ractor",
+        "ractor_cluster",
+        "rusqlite",
+        "scylla",
+        "quinn",
+        "rustls",
+        "rand",
+        "getrandom",
+        "axum",
+        "reqwest",
+        "weft-storage",
+        "weft-actors",
+    ];
+    for section in ["dependencies", "dev-dependencies"] {
+        for name in dependency_names(&core, section) {
+            assert!(
+                !forbidden.contains(&name.as_str()),
+                "core must stay pure but [{section}] has `{name}`"
+            );
+        }
+    }
+    let root = manifest(".");
+    let chrono = &root["workspace"]["dependencies"]["chrono"];
+    assert_eq!(
+        chrono["default-features"].as_bool(),
+        Some(false),
+        "chrono's default features include the clock"
+    );
+    let features: Vec<&str> = chrono["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(
+        !features.contains(&"clock") && !features.contains(&"now"),
+        "core's chrono must not read the clock: {features:?}"
+    );
+}
+
+#[test]
+fn core_sources_do_no_io_and_read_no_clock() {
+    let forbidden = [
+        "std::fs",
+        "std::net",
+        "std::process",
+        "SystemTime",
+        "Instant::now",
+        "Utc::now",
+        "Local::now",
+        "thread_rng",
+        "std::env",
+        "tokio",
+        "ractor",
+    ];
+    let mut found = Vec::new();
+    for file in rust_files(&workspace().join("core/src")) {
+        for (number, line) in code_lines(&file) {
+            for word in forbidden {
+                if line.contains(word) {
+                    found.push(format!("{}:{number}: {word}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "core must not do IO or read the clock:\n{}",
+        found.join("\n")
+    );
+}
+
+#[test]
+fn crates_depend_in_the_allowed_direction() {
+    let allowed: &[(&str, &[&str])] = &[
+        ("core", &[]),
+        ("storage", &["weft-core"]),
+        ("actors", &["weft-core", "weft-storage"]),
+        ("runtime", &["weft-core", "weft-storage", "weft-actors"]),
+    ];
+    for (krate, allowed) in allowed {
+        for name in dependency_names(&manifest(krate), "dependencies") {
+            if name.starts_with("weft") {
+                assert!(
+                    allowed.contains(&name.as_str()),
+                    "`{krate}` may not depend on `{name}`"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn only_the_runtime_names_a_concrete_backend() {
+    let backends = [
+        "SqliteStore",
+        "sqlite::",
+        "MemoryStore",
+        "memory::",
+        "rusqlite",
+    ];
+    let mut found = Vec::new();
+    for krate in ["core/src", "actors/src"] {
+        for file in rust_files(&workspace().join(krate)) {
+            for (number, line) in code_lines(&file) {
+                for word in backends {
+                    if line.contains(word) {
+                        found.push(format!("{}:{number}: {word}", file.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "backends are chosen by the runtime only:\n{}",
+        found.join("\n")
+    );
+}

@@ -1,0 +1,496 @@
+//! The `weft` binary end to end: real DAG files parsed by real Python, real subprocesses, a
+//! real SQLite file, and a node killed with SIGKILL mid-run.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Home {
+    dir: tempfile::TempDir,
+    dags: PathBuf,
+}
+
+impl Home {
+    fn new() -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        let dags = dir.path().join("dags");
+        std::fs::create_dir_all(&dags).unwrap();
+        Home { dir, dags }
+    }
+
+    fn with_examples() -> Home {
+        let home = Home::new();
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/dags");
+        for entry in std::fs::read_dir(examples).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, home.dags.join(path.file_name().unwrap())).unwrap();
+        }
+        home
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dags.join(name), text).unwrap();
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+        command
+            .args(args)
+            .env("WEFT_HOME", self.dir.path().join("home"))
+            .env("WEFT_DAGS_FOLDER", &self.dags)
+            .env("WEFT_LOG", "warn")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let output = self.run(&all);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        serde_json::from_str(&stdout).unwrap_or_else(|error| {
+            panic!(
+                "{args:?} printed no JSON ({error}):\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+    }
+}
+
+fn dags_test(home: &Home, dag_id: &str) -> Value {
+    home.json(&["dags", "test", dag_id])
+}
+
+#[test]
+fn every_example_dag_runs_to_success() {
+    let home = Home::with_examples();
+    for dag_id in ["etl_with_retries", "fan_out_fan_in", "paris_weekday_report"] {
+        let result = dags_test(&home, dag_id);
+        assert_eq!(result["run_state"], "success", "{dag_id}: {result:#}");
+        for (task, value) in result["tasks"].as_object().unwrap() {
+            assert_eq!(value["state"], "success", "{dag_id}.{task}: {result:#}");
+        }
+    }
+    let branching = dags_test(&home, "branching");
+    assert_eq!(branching["run_state"], "success", "{branching:#}");
+    let even = branching["tasks"]["even_day"]["state"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let odd = branching["tasks"]["odd_day"]["state"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut pair = [even, odd];
+    pair.sort();
+    assert_eq!(
+        pair,
+        ["skipped".to_string(), "success".to_string()],
+        "exactly one branch runs: {branching:#}"
+    );
+    assert_eq!(branching["tasks"]["join"]["state"], "success");
+}
+
+#[test]
+fn dags_test_exits_non_zero_when_the_run_fails() {
+    let home = Home::new();
+    home.write(
+        "failing.py",
+        "from weft import DAG, BashOperator\nwith DAG(dag_id='failing', schedule=None) as dag:\n    BashOperator(task_id='boom', bash_command='exit 3') >> BashOperator(task_id='never', bash_command='true')\n",
+    );
+    let output = home.run(&["dags", "test", "failing", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let result: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["run_state"], "failed");
+    assert_eq!(result["tasks"]["boom"]["state"], "failed");
+    assert_eq!(result["tasks"]["never"]["state"], "upstream_failed");
+}
+
+#[test]
+fn a_chain_of_100_and_a_fan_out_of_1000_shell_tasks_complete() {
+    let home = Home::new();
+    home.write(
+        "big.py",
+        r#"
+from weft import DAG, BashOperator
+with DAG(dag_id="chain100", schedule=None) as chain:
+    previous = None
+    for i in range(100):
+        task = BashOperator(task_id=f"t{i}", bash_command="true")
+        if previous is not None:
+            previous >> task
+        previous = task
+with DAG(dag_id="fanout1000", schedule=None, max_active_tasks=64) as fan:
+    start = BashOperator(task_id="start", bash_command="true")
+    end = BashOperator(task_id="end", bash_command="true")
+    for i in range(1000):
+        start >> BashOperator(task_id=f"leaf{i}", bash_command="true") >> end
+"#,
+    );
+    let started = Instant::now();
+    let chain = dags_test(&home, "chain100");
+    let chain_time = started.elapsed();
+    assert_eq!(chain["run_state"], "success");
+    assert_eq!(chain["tasks"].as_object().unwrap().len(), 100);
+    let started = Instant::now();
+    let fan = dags_test(&home, "fanout1000");
+    let fan_time = started.elapsed();
+    assert_eq!(fan["run_state"], "success");
+    assert_eq!(fan["tasks"].as_object().unwrap().len(), 1002);
+    assert!(fan["tasks"]
+        .as_object()
+        .unwrap()
+        .values()
+        .all(|task| task["state"] == "success"));
+    // Reported, not asserted: speed is the benchmark suite's business.
+    eprintln!("chain100: {chain_time:?} (whole command), fanout1000: {fan_time:?} (whole command)");
+}
+
+#[test]
+fn bad_dag_files_become_import_errors_with_file_and_line() {
+    let home = Home::new();
+    home.write("good.py", "from weft import DAG, EmptyOperator\nwith DAG(dag_id='good', schedule=None) as dag:\n    EmptyOperator(task_id='a')\n");
+    home.write(
+        "syntax.py",
+        "from weft import DAG\nwith DAG(dag_id='syntax' as dag:\n    pass\n",
+    );
+    home.write(
+        "exception.py",
+        "from weft import DAG\n\nraise RuntimeError('boom at import')\n",
+    );
+    home.write(
+        "cycle.py",
+        "from weft import DAG, EmptyOperator\nwith DAG(dag_id='cyclic', schedule=None) as dag:\n    a = EmptyOperator(task_id='a')\n    b = EmptyOperator(task_id='b')\n    a >> b >> a\n",
+    );
+    home.write("bad_cron.py", "from weft import DAG, EmptyOperator\nwith DAG(dag_id='bad_cron', schedule='61 * * * *') as dag:\n    EmptyOperator(task_id='a')\n");
+    home.write(
+        "bad_tz.py",
+        "from weft import DAG, EmptyOperator\nwith DAG(dag_id='bad_tz', schedule='@daily', timezone='Mars/Olympus') as dag:\n    EmptyOperator(task_id='a')\n",
+    );
+    // Within one scan the first path in order keeps a dag id: this file comes after good.py.
+    home.write(
+        "z_duplicate.py",
+        "from weft import DAG, EmptyOperator\nwith DAG(dag_id='good', schedule=None) as dag:\n    EmptyOperator(task_id='b')\n",
+    );
+    home.write(
+        "slow.py",
+        "import time\nfrom weft import DAG\ntime.sleep(60)\n",
+    );
+    let mut command = home.command(&["dags", "errors", "--json"]);
+    command.env("WEFT_CORE__DAG_FILE_PARSE_TIMEOUT_MS", "2000");
+    let output = command.output().unwrap();
+    let errors: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&output.stderr)));
+    let by_file = |name: &str| -> Value {
+        errors
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|error| error["fileloc"].as_str().unwrap().ends_with(name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no import error for {name}: {errors:#}"))
+    };
+    assert_eq!(by_file("syntax.py")["line"], 2);
+    let exception = by_file("exception.py");
+    assert_eq!(exception["line"], 3);
+    assert!(exception["message"]
+        .as_str()
+        .unwrap()
+        .contains("boom at import"));
+    let cycle = by_file("cycle.py")["message"].as_str().unwrap().to_string();
+    assert!(
+        cycle.contains("cycle") && cycle.contains('a') && cycle.contains('b'),
+        "{cycle}"
+    );
+    assert!(by_file("bad_cron.py")["message"]
+        .as_str()
+        .unwrap()
+        .contains("61"));
+    assert!(by_file("bad_tz.py")["message"]
+        .as_str()
+        .unwrap()
+        .contains("Mars/Olympus"));
+    assert!(by_file("z_duplicate.py")["message"]
+        .as_str()
+        .unwrap()
+        .contains("good"));
+    assert!(by_file("slow.py")["message"]
+        .as_str()
+        .unwrap()
+        .contains("timed out"));
+    assert!(errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|error| !error["fileloc"].as_str().unwrap().ends_with("good.py")));
+    let dags = home.json(&["dags", "list"]);
+    let ids: Vec<&str> = dags
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|dag| dag["dag_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["good"], "only the good file's DAG is registered");
+}
+
+#[test]
+fn a_broken_file_keeps_the_last_good_version_running() {
+    let home = Home::new();
+    home.write("etl.py", "from weft import DAG, BashOperator\nwith DAG(dag_id='etl', schedule=None) as dag:\n    BashOperator(task_id='v1', bash_command='true')\n");
+    assert_eq!(
+        home.json(&["tasks", "list", "etl"]),
+        serde_json::json!(["v1"])
+    );
+    home.write("etl.py", "from weft import DAG, BashOperator\nwith DAG(dag_id='etl', schedule=None) as dag:\n    BashOperator(task_id='v1', bash_command='true'\n");
+    let errors = home.json(&["dags", "errors"]);
+    assert_eq!(errors.as_array().unwrap().len(), 1, "{errors:#}");
+    assert_eq!(
+        home.json(&["tasks", "list", "etl"]),
+        serde_json::json!(["v1"])
+    );
+    let result = dags_test(&home, "etl");
+    assert_eq!(
+        result["run_state"], "success",
+        "the last good version still runs"
+    );
+}
+
+#[test]
+fn next_execution_prints_logical_dates_and_data_intervals() {
+    let home = Home::new();
+    home.write(
+        "daily.py",
+        "from datetime import datetime\nfrom weft import DAG, EmptyOperator\nwith DAG(dag_id='daily', schedule='0 3 * * *', start_date=datetime(2030, 1, 1), catchup=True) as dag:\n    EmptyOperator(task_id='a')\n",
+    );
+    let next = home.json(&["dags", "next-execution", "daily", "-n", "2"]);
+    let dates: Vec<&str> = next
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|info| info["logical_date"].as_str().unwrap())
+        .collect();
+    assert_eq!(dates.len(), 2, "{next:#}");
+    assert!(dates[0].starts_with("2030-01-01T03:00:00"), "{next:#}");
+    assert!(dates[1].starts_with("2030-01-02T03:00:00"), "{next:#}");
+}
+
+#[test]
+fn backfill_dry_run_lists_the_runs_it_would_create() {
+    let home = Home::new();
+    home.write(
+        "daily.py",
+        "from datetime import datetime\nfrom weft import DAG, EmptyOperator\nwith DAG(dag_id='daily', schedule='@daily', start_date=datetime(2024, 1, 1)) as dag:\n    EmptyOperator(task_id='a')\n",
+    );
+    let planned = home.json(&[
+        "dags",
+        "backfill",
+        "daily",
+        "-s",
+        "2024-01-01",
+        "-e",
+        "2024-01-05",
+        "--dry-run",
+    ]);
+    assert_eq!(planned.as_array().unwrap().len(), 5, "{planned:#}");
+    let runs = home.json(&["runs", "list"]);
+    assert_eq!(runs, serde_json::json!([]), "a dry run creates nothing");
+}
+
+#[test]
+fn backfill_runs_the_range_and_reports_progress() {
+    let home = Home::new();
+    home.write(
+        "daily.py",
+        "from datetime import datetime\nfrom weft import DAG, BashOperator\nwith DAG(dag_id='daily', schedule='@daily', start_date=datetime(2024, 1, 1)) as dag:\n    BashOperator(task_id='a', bash_command='echo {{ ds }}')\n",
+    );
+    let output = home.run(&[
+        "dags",
+        "backfill",
+        "daily",
+        "-s",
+        "2024-01-01",
+        "-e",
+        "2024-01-03",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("3 runs, 0 failed"));
+    let runs = home.json(&["runs", "list", "daily"]);
+    // The DAG is unpaused, so its latest scheduled run also exists; count the backfill's.
+    let backfill: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|run| run["run_type"] == "backfill")
+        .map(|run| run["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(backfill, vec!["success"; 3], "{runs:#}");
+}
+
+#[test]
+fn an_unknown_configuration_key_is_a_clear_error() {
+    let home = Home::new();
+    let output = home
+        .command(&["dags", "list"])
+        .env("WEFT_WORKERS__SLOTZ", "3")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("unknown field `slotz`"), "{stderr}");
+}
+
+#[test]
+fn a_triggered_run_without_a_node_is_started_by_the_next_node() {
+    let home = Home::new();
+    home.write("hello.py", "from weft import DAG, BashOperator\nwith DAG(dag_id='hello', schedule=None) as dag:\n    BashOperator(task_id='say', bash_command='echo hello {{ run_id }}')\n");
+    let triggered = home.json(&["dags", "trigger", "hello", "--conf", "{\"x\": 1}"]);
+    let run_id = triggered["run_id"].as_str().unwrap().to_string();
+    let runs = home.json(&["runs", "list", "hello"]);
+    assert_eq!(runs[0]["state"], "queued");
+    let output = home.run(&["standalone", "--exit-when-idle"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let state = home.json(&["tasks", "state", "hello", "say", &run_id]);
+    assert_eq!(state["state"], "success");
+    let logs = home.run(&["tasks", "logs", "hello", "say", &run_id]);
+    assert!(String::from_utf8_lossy(&logs.stdout).contains(&format!("hello {run_id}")));
+}
+
+/// kill -9 the node while tasks run, restart it: every run completes, no attempt result is
+/// accepted twice, and no task is reported successful that did not run.
+#[test]
+fn a_node_killed_mid_run_finishes_every_run_after_restart() {
+    let home = Home::new();
+    let markers = home.dir.path().join("markers");
+    home.write(
+        "crashy.py",
+        r#"
+import os
+from datetime import timedelta
+from weft import DAG, BashOperator
+MARKERS = os.environ["WEFT_TEST_MARKERS"]
+with DAG(dag_id="crashy", schedule=None, default_args={"retries": 3, "retry_delay": timedelta(seconds=0)}) as dag:
+    previous = None
+    for i in range(4):
+        wide = [BashOperator(task_id=f"s{i}_{j}", bash_command=f"echo $WEFT_CTX_TASK_ID:$WEFT_CTX_TRY_NUMBER >> {MARKERS}; sleep 0.3") for j in range(3)]
+        for upstream in previous or []:
+            upstream >> wide
+        previous = wide
+"#,
+    );
+    let mut first = home
+        .command(&["standalone", "--trigger-new-dags"])
+        .env("WEFT_TEST_MARKERS", &markers)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&markers)
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+        < 4
+    {
+        assert!(Instant::now() < deadline, "tasks never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+
+    let mut second = home.command(&["standalone", "--exit-when-idle"]);
+    second.env("WEFT_TEST_MARKERS", &markers);
+    let output = second.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let runs = home.json(&["runs", "list", "crashy"]);
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    assert_eq!(runs[0]["state"], "success", "{runs:#}");
+    let run_id = runs[0]["key"]["run_id"].as_str().unwrap().to_string();
+    let ran = std::fs::read_to_string(&markers).unwrap();
+    assert!(
+        ran.lines().count() > 12,
+        "the kill interrupted at least one attempt, which ran again:\n{ran}"
+    );
+    let db = home.dir.path().join("home/weft.db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use weft_storage::Store;
+        let store = weft_storage::sqlite::SqliteStore::open(&db, Default::default()).unwrap();
+        let run = weft_core::ids::RunKey {
+            dag_id: "crashy".into(),
+            run_id: run_id.clone(),
+        };
+        let records = store.task_instances(&run).await.unwrap();
+        assert_eq!(records.len(), 12);
+        for record in records {
+            assert_eq!(
+                record.state,
+                weft_core::state::TaskState::Success,
+                "{record:?}"
+            );
+            let marker = format!("{}:{}", record.key.task_id, record.try_number);
+            assert!(
+                ran.lines().any(|line| line == marker),
+                "{marker} succeeded but never ran:\n{ran}"
+            );
+            let accepted = store
+                .attempts(&record.key)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|attempt| attempt.state == weft_core::state::TaskState::Success)
+                .count();
+            assert_eq!(
+                accepted, 1,
+                "{} has {accepted} accepted results",
+                record.key
+            );
+        }
+    });
+}
+
+#[test]
+fn a_cql_store_that_is_down_is_a_clear_error() {
+    let home = Home::new();
+    let output = home.run(&["dags", "list", "--store", "cql://127.0.0.1:1/weft_down"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot open the CQL store"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "the error names the address: {stderr}");
+    let output = home.run(&["dags", "list", "--store", "mysql://x/y"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown scheme"));
+}
+
+/// The whole engine on a real CQL server (`WEFT_TEST_CQL=host:port`, set by CI).
+#[test]
+fn standalone_runs_the_example_dags_on_a_cql_store() {
+    let Ok(address) = std::env::var("WEFT_TEST_CQL") else {
+        eprintln!("WEFT_TEST_CQL is not set: no CQL server to run against");
+        return;
+    };
+    let home = Home::with_examples();
+    let keyspace = format!("weft_cli_{}", std::process::id());
+    let url = format!("cql://{address}/{keyspace}");
+    let output = home.run(&["standalone", "--store", &url, "--trigger-new-dags", "--exit-when-idle"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let runs = home.json(&["runs", "list", "--store", &url]);
+    let runs = runs.as_array().unwrap();
+    assert!(runs.len() >= 4, "every example DAG ran: {runs:#?}");
+    assert!(runs.iter().all(|run| run["state"] == "success"), "{runs:#?}");
+}
