@@ -449,7 +449,8 @@ impl DagRunActorState {
                     let row = Some(record.key.clone());
                     match written.get(&row) {
                         Some(&index) => {
-                            if let Write::PutTaskInstance { record: stored, .. } = &mut batch[index] {
+                            if let Write::PutTaskInstance { record: stored, .. } = &mut batch[index]
+                            {
                                 *stored = record.clone();
                             }
                         }

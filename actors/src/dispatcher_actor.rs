@@ -23,6 +23,7 @@ pub(crate) enum DispatcherMsg {
         slot: usize,
         key: TaskInstanceKey,
         try_number: u32,
+        token: u64,
     },
     Cancel {
         key: TaskInstanceKey,
@@ -114,11 +115,14 @@ impl Actor for DispatcherActor {
                 slot,
                 key,
                 try_number,
+                token,
             } => {
                 state.idle.push(slot);
-                state
-                    .core
-                    .handle(DispatchInput::Release { key, try_number })
+                state.core.handle(DispatchInput::Release {
+                    key,
+                    try_number,
+                    token,
+                })
             }
             DispatcherMsg::Cancel { key } => {
                 state
@@ -184,6 +188,7 @@ impl DispatcherState {
             self.core.handle(DispatchInput::Release {
                 key: request.key,
                 try_number: request.try_number,
+                token: request.token,
             });
             return;
         };

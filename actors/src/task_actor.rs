@@ -147,10 +147,14 @@ impl Actor for TaskActor {
                 // Held back for a moment: an attempt that ends within the grace period reports
                 // its start with its end, and the run commits both in one batch.
                 state.start_unreported = Some((try_number, token));
-                myself.send_after(RUNNING_REPORT_GRACE, move || TaskMsg::ReportStarted { token });
+                myself.send_after(RUNNING_REPORT_GRACE, move || TaskMsg::ReportStarted {
+                    token,
+                });
             }
             TaskMsg::ReportStarted { token } => {
-                if let Some((try_number, _)) = state.start_unreported.take_if(|(_, held)| *held == token) {
+                if let Some((try_number, _)) =
+                    state.start_unreported.take_if(|(_, held)| *held == token)
+                {
                     args.run.cast(DagRunMsg::AttemptStarted {
                         task_id: args.key.task_id.clone(),
                         map_index: args.key.map_index,

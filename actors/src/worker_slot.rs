@@ -186,6 +186,7 @@ impl WorkerSlotState {
             slot: self.index,
             key: request.key.clone(),
             try_number: request.try_number,
+            token: request.token,
         });
     }
 }

@@ -36,9 +36,12 @@ pub enum DispatchInput {
     /// A task instance is ready.
     Enqueue(DispatchRequest),
     /// An attempt ended (or was never started) and gives back its pool slots and worker slot.
+    /// Named by (try, token): a duplicated or late release of one attempt never frees another
+    /// attempt of the same try.
     Release {
         key: TaskInstanceKey,
         try_number: u32,
+        token: u64,
     },
     /// A queued request is no longer wanted (cleared, run failed).
     Cancel { key: TaskInstanceKey },
@@ -178,7 +181,11 @@ impl Dispatcher {
     pub fn handle(&mut self, input: DispatchInput) -> Vec<DispatchEffect> {
         match input {
             DispatchInput::Enqueue(request) => self.enqueue(request),
-            DispatchInput::Release { key, try_number } => self.release(&key, try_number),
+            DispatchInput::Release {
+                key,
+                try_number,
+                token,
+            } => self.release(&key, try_number, token),
             DispatchInput::Cancel { key } => {
                 if self.waiting.contains_key(&key) {
                     self.remove_waiting(&key);
@@ -332,18 +339,24 @@ impl Dispatcher {
         }
     }
 
-    fn release(&mut self, key: &TaskInstanceKey, try_number: u32) {
+    fn release(&mut self, key: &TaskInstanceKey, try_number: u32, token: u64) {
         let Some(attempts) = self.started.get_mut(key) else {
-            // "Or was never started": a waiting request of that try is withdrawn.
-            let waiting_try = self.waiting.get(key).map(|w| w.request.try_number);
-            if waiting_try == Some(try_number) {
+            // "Or was never started": a waiting request of that attempt is withdrawn.
+            let waiting = self
+                .waiting
+                .get(key)
+                .map(|w| (w.request.try_number, w.request.token));
+            if waiting == Some((try_number, token)) {
                 self.remove_waiting(key);
             } else {
                 self.stats.unknown_releases += 1;
             }
             return;
         };
-        let Some(position) = attempts.iter().position(|a| a.try_number == try_number) else {
+        let Some(position) = attempts
+            .iter()
+            .position(|a| a.try_number == try_number && a.token == token)
+        else {
             self.stats.unknown_releases += 1;
             return;
         };

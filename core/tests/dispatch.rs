@@ -29,8 +29,16 @@ fn started(effects: Vec<DispatchEffect>) -> String {
 }
 
 fn release(dispatcher: &mut Dispatcher, dag_id: &str, task_id: &str) -> String {
+    release_token(dispatcher, dag_id, task_id, 1)
+}
+
+fn release_token(dispatcher: &mut Dispatcher, dag_id: &str, task_id: &str, token: u64) -> String {
     let key = TaskInstanceKey::new(dag_id, "r", task_id, -1);
-    started(dispatcher.handle(DispatchInput::Release { key, try_number: 1 }))
+    started(dispatcher.handle(DispatchInput::Release {
+        key,
+        try_number: 1,
+        token,
+    }))
 }
 
 #[test]
@@ -172,10 +180,11 @@ fn newer_token_replaces_queued_request_and_cancel_withdraws() {
 }
 
 /// Found by the simulator (seed 54): a run re-dispatched a queued instance with a new token
-/// (try 1, token 4) while the first attempt (try 1, token 3) still ran. `Release` names only
+/// (try 1, token 4) while the first attempt (try 1, token 3) still ran. `Release` named only
 /// the try, so releasing token 4 dropped token 3's entry, and a late duplicate `Enqueue` of
 /// token 3 then started a second attempt under that token. The dispatcher now remembers the
-/// newest attempt enqueued per task instance and never starts an older or equal one again.
+/// newest attempt enqueued per task instance and never starts an older or equal one again, and
+/// a release names its token.
 #[test]
 fn seed_54_late_duplicate_enqueue_never_restarts_an_attempt() {
     let mut dispatcher = Dispatcher::new();
@@ -195,17 +204,59 @@ fn seed_54_late_duplicate_enqueue_never_restarts_an_attempt() {
         started(dispatcher.handle(DispatchInput::Enqueue(second.clone()))),
         "d.t"
     );
-    assert_eq!(release(&mut dispatcher, "d", "t"), "");
+    assert_eq!(release_token(&mut dispatcher, "d", "t", 4), "");
     assert_eq!(
         started(dispatcher.handle(DispatchInput::Enqueue(first))),
         ""
     );
-    assert_eq!(dispatcher.stats().stale_enqueues, 1);
-    assert_eq!(release(&mut dispatcher, "d", "t"), "");
+    assert_eq!(release_token(&mut dispatcher, "d", "t", 3), "");
     assert_eq!(
         started(dispatcher.handle(DispatchInput::Enqueue(second))),
         ""
     );
-    assert_eq!(dispatcher.stats().duplicate_enqueues, 1);
+    let stats = dispatcher.stats();
+    assert_eq!(
+        stats.stale_enqueues + stats.duplicate_enqueues,
+        2,
+        "{stats:?}"
+    );
     assert_eq!(dispatcher.started_len(), 0);
+}
+
+/// A release names its attempt: releasing (try 1, token 3) twice frees one slot, never the
+/// slot of (try 1, token 4) running beside it (a duplicated message once did).
+#[test]
+fn a_duplicated_release_frees_only_its_own_attempt() {
+    let mut dispatcher = Dispatcher::new();
+    dispatcher.handle(DispatchInput::SetPool {
+        name: "p".to_string(),
+        slots: 2,
+    });
+    let in_pool = |token| DispatchRequest {
+        token,
+        pool: "p".to_string(),
+        ..request("d", "t", 1)
+    };
+    let other = DispatchRequest {
+        pool: "p".to_string(),
+        ..request("d", "u", 1)
+    };
+    started(dispatcher.handle(DispatchInput::Enqueue(in_pool(3))));
+    started(dispatcher.handle(DispatchInput::Enqueue(in_pool(4))));
+    assert_eq!(dispatcher.pool_used("p"), Some(2));
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(other))),
+        ""
+    );
+    assert_eq!(release_token(&mut dispatcher, "d", "t", 3), "d.u");
+    assert_eq!(
+        release_token(&mut dispatcher, "d", "t", 3),
+        "",
+        "the duplicate frees nothing"
+    );
+    assert_eq!(
+        dispatcher.pool_used("p"),
+        Some(2),
+        "token 4 and u still hold the pool"
+    );
 }

@@ -51,7 +51,11 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         summary.dags,
         config.core.dags_folder.display(),
         summary.errors,
-        if config.store.url.is_empty() { config.store_path().display().to_string() } else { config.store.url.clone() },
+        if config.store.url.is_empty() {
+            config.store_path().display().to_string()
+        } else {
+            config.store.url.clone()
+        },
         config.workers.slots
     );
     if config.sandbox.enabled {

@@ -585,7 +585,10 @@ async fn parse_batch_once(
             Ok(Ok(_)) if line.len() as u64 > OUTPUT_BYTES_MAX => {
                 let message =
                     format!("the file's DAGs serialize to more than {OUTPUT_BYTES_MAX} bytes");
-                outcomes.push((path.clone(), Err(ImportError::new(path, "too_large", message))));
+                outcomes.push((
+                    path.clone(),
+                    Err(ImportError::new(path, "too_large", message)),
+                ));
                 settled += 1;
                 break;
             }

@@ -3,10 +3,10 @@
 
 use crate::config::Config;
 use crate::dag_processor::DagProcessor;
+use crate::store_url::StoreUrl;
 use anyhow::Context;
 use std::sync::Arc;
 use weft_actors::{Engine, EngineConfig};
-use crate::store_url::StoreUrl;
 use weft_storage::{ImportErrorRow, Store, Write};
 
 /// Open the store the configuration names.
@@ -19,15 +19,19 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     match url {
         StoreUrl::Sqlite(path) => {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("cannot create the data directory {}", parent.display()))?;
+                std::fs::create_dir_all(parent).with_context(|| {
+                    format!("cannot create the data directory {}", parent.display())
+                })?;
             }
             let synchronous = match config.store.synchronous.as_str() {
                 "full" => weft_storage::sqlite::Synchronous::Full,
                 "normal" => weft_storage::sqlite::Synchronous::Normal,
                 other => anyhow::bail!("store.synchronous is `{other}`: use `full` or `normal`"),
             };
-            let options = weft_storage::sqlite::SqliteOptions { synchronous, ..Default::default() };
+            let options = weft_storage::sqlite::SqliteOptions {
+                synchronous,
+                ..Default::default()
+            };
             let store = weft_storage::sqlite::SqliteStore::open(&path, options)
                 .with_context(|| format!("cannot open the store {}", path.display()))?;
             Ok(Arc::new(store))

@@ -22,7 +22,10 @@ impl std::str::FromStr for StoreUrl {
     type Err = StoreUrlError;
 
     fn from_str(url: &str) -> Result<StoreUrl, StoreUrlError> {
-        let fail = |reason: &str| StoreUrlError { url: url.to_string(), reason: reason.to_string() };
+        let fail = |reason: &str| StoreUrlError {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
         if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
                 return Err(fail("the sqlite path is empty"));
@@ -33,28 +36,38 @@ impl std::str::FromStr for StoreUrl {
             return Err(fail("unknown scheme"));
         };
         let (address, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (hosts, keyspace) = address.split_once('/').ok_or_else(|| fail("the keyspace is missing"))?;
+        let (hosts, keyspace) = address
+            .split_once('/')
+            .ok_or_else(|| fail("the keyspace is missing"))?;
         if hosts.is_empty() {
             return Err(fail("no host given"));
         }
-        if keyspace.is_empty() || !keyspace.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if keyspace.is_empty()
+            || !keyspace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(fail("the keyspace must be letters, digits and underscores"));
         }
         let mut options = CqlOptions {
-            contact_points: hosts.split(',').map(|host| with_default_port(host.trim())).collect(),
+            contact_points: hosts
+                .split(',')
+                .map(|host| with_default_port(host.trim()))
+                .collect(),
             keyspace: keyspace.to_string(),
             ..CqlOptions::default()
         };
         let mut replication_given = false;
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
-            let (key, value) = pair.split_once('=').ok_or_else(|| fail("a query parameter has no value"))?;
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| fail("a query parameter has no value"))?;
             match key {
                 "dc" => options.local_datacenter = value.to_string(),
                 "replication" => {
                     replication_given = true;
-                    options.replication = parse_replication(value).ok_or_else(|| {
-                        fail("replication must look like dc1:3,dc2:3")
-                    })?;
+                    options.replication = parse_replication(value)
+                        .ok_or_else(|| fail("replication must look like dc1:3,dc2:3"))?;
                 }
                 "serial" => {
                     options.serial_scope = match value {
@@ -64,10 +77,15 @@ impl std::str::FromStr for StoreUrl {
                     }
                 }
                 "migrate" => {
-                    options.apply_migrations =
-                        value.parse().map_err(|_| fail("migrate must be `true` or `false`"))?
+                    options.apply_migrations = value
+                        .parse()
+                        .map_err(|_| fail("migrate must be `true` or `false`"))?
                 }
-                _ => return Err(fail(&format!("unknown parameter `{key}` (known: dc, replication, serial, migrate)"))),
+                _ => {
+                    return Err(fail(&format!(
+                        "unknown parameter `{key}` (known: dc, replication, serial, migrate)"
+                    )))
+                }
             }
         }
         if !replication_given {
@@ -89,7 +107,10 @@ fn parse_replication(text: &str) -> Option<BTreeMap<String, u32>> {
     text.split(',')
         .map(|pair| {
             let (dc, factor) = pair.split_once(':')?;
-            Some((dc.to_string(), factor.parse().ok().filter(|factor| *factor > 0)?))
+            Some((
+                dc.to_string(),
+                factor.parse().ok().filter(|factor| *factor > 0)?,
+            ))
         })
         .collect()
 }
@@ -100,7 +121,10 @@ mod tests {
 
     #[test]
     fn sqlite_and_cql_addresses() {
-        assert_eq!("sqlite:///var/weft.db".parse::<StoreUrl>().unwrap(), StoreUrl::Sqlite("/var/weft.db".into()));
+        assert_eq!(
+            "sqlite:///var/weft.db".parse::<StoreUrl>().unwrap(),
+            StoreUrl::Sqlite("/var/weft.db".into())
+        );
         let StoreUrl::Cql(options) =
             "cql://10.0.0.1,10.0.0.2:9043/weft_prod?dc=eu&replication=eu:3,us:3&serial=local&migrate=false"
                 .parse::<StoreUrl>()
@@ -108,14 +132,25 @@ mod tests {
         else {
             panic!("not cql")
         };
-        assert_eq!(options.contact_points, vec!["10.0.0.1:9042", "10.0.0.2:9043"]);
+        assert_eq!(
+            options.contact_points,
+            vec!["10.0.0.1:9042", "10.0.0.2:9043"]
+        );
         assert_eq!(options.keyspace, "weft_prod");
         assert_eq!(options.local_datacenter, "eu");
-        assert_eq!(options.replication, BTreeMap::from([("eu".to_string(), 3), ("us".to_string(), 3)]));
+        assert_eq!(
+            options.replication,
+            BTreeMap::from([("eu".to_string(), 3), ("us".to_string(), 3)])
+        );
         assert_eq!(options.serial_scope, SerialScope::Local);
         assert!(!options.apply_migrations);
-        let StoreUrl::Cql(defaults) = "cql://127.0.0.1/weft".parse::<StoreUrl>().unwrap() else { panic!() };
-        assert_eq!(defaults.replication, BTreeMap::from([("dc1".to_string(), 1)]));
+        let StoreUrl::Cql(defaults) = "cql://127.0.0.1/weft".parse::<StoreUrl>().unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            defaults.replication,
+            BTreeMap::from([("dc1".to_string(), 1)])
+        );
     }
 
     #[test]

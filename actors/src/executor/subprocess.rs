@@ -120,11 +120,16 @@ async fn run_attempt(
         Err(reason) => return failed_before_start(reason, Some(log_file)).await,
     };
 
-    let (mut child, stdout, stderr, mut guard) =
-        match start(&launch.argv, launch.direct, launch.cgroup.take(), command, extra_env) {
-            Ok(started) => started,
-            Err(reason) => return failed_before_start(reason, Some(log_file)).await,
-        };
+    let (mut child, stdout, stderr, mut guard) = match start(
+        &launch.argv,
+        launch.direct,
+        launch.cgroup.take(),
+        command,
+        extra_env,
+    ) {
+        Ok(started) => started,
+        Err(reason) => return failed_before_start(reason, Some(log_file)).await,
+    };
     // Written only now that the guard owns the cgroup: a cancellation at this await cleans up.
     if let Some(description) = &launch.sandbox_description {
         log_file.note(&format!("sandbox: {description}")).await;
@@ -260,14 +265,87 @@ fn build_launch(command: &ShellCommand, limits: &AttemptLimits) -> Result<Launch
 
 /// Bash builtins and keywords: a command starting with one of these needs bash itself.
 const BASH_BUILTINS: &[&str] = &[
-    "!", ".", ":", "[", "[[", "]]", "alias", "bg", "bind", "break", "builtin", "caller", "case",
-    "cd", "command", "compgen", "complete", "compopt", "continue", "coproc", "declare", "dirs",
-    "disown", "do", "done", "echo", "elif", "else", "enable", "esac", "eval", "exec", "exit",
-    "export", "false", "fc", "fg", "fi", "for", "function", "getopts", "hash", "help", "history",
-    "if", "in", "jobs", "kill", "let", "local", "logout", "mapfile", "popd", "printf", "pushd",
-    "pwd", "read", "readarray", "readonly", "return", "select", "set", "shift", "shopt",
-    "source", "suspend", "test", "then", "time", "times", "trap", "true", "type", "typeset",
-    "ulimit", "umask", "unalias", "unset", "until", "wait", "while",
+    "!",
+    ".",
+    ":",
+    "[",
+    "[[",
+    "]]",
+    "alias",
+    "bg",
+    "bind",
+    "break",
+    "builtin",
+    "caller",
+    "case",
+    "cd",
+    "command",
+    "compgen",
+    "complete",
+    "compopt",
+    "continue",
+    "coproc",
+    "declare",
+    "dirs",
+    "disown",
+    "do",
+    "done",
+    "echo",
+    "elif",
+    "else",
+    "enable",
+    "esac",
+    "eval",
+    "exec",
+    "exit",
+    "export",
+    "false",
+    "fc",
+    "fg",
+    "fi",
+    "for",
+    "function",
+    "getopts",
+    "hash",
+    "help",
+    "history",
+    "if",
+    "in",
+    "jobs",
+    "kill",
+    "let",
+    "local",
+    "logout",
+    "mapfile",
+    "popd",
+    "printf",
+    "pushd",
+    "pwd",
+    "read",
+    "readarray",
+    "readonly",
+    "return",
+    "select",
+    "set",
+    "shift",
+    "shopt",
+    "source",
+    "suspend",
+    "test",
+    "then",
+    "time",
+    "times",
+    "trap",
+    "true",
+    "type",
+    "typeset",
+    "ulimit",
+    "umask",
+    "unalias",
+    "unset",
+    "until",
+    "wait",
+    "while",
 ];
 
 /// The argv to exec directly when `bash -c` would do nothing but exec it: a command of plain
@@ -279,9 +357,16 @@ const BASH_BUILTINS: &[&str] = &[
 /// that behave exactly as their programs do. Anything else runs under bash, as before.
 fn direct_argv(command: &ShellCommand) -> Option<Vec<OsString>> {
     const PLAIN: &str = "_./,:=+@%-";
-    let words: Vec<&str> = command.command.split([' ', '\t']).filter(|word| !word.is_empty()).collect();
+    let words: Vec<&str> = command
+        .command
+        .split([' ', '\t'])
+        .filter(|word| !word.is_empty())
+        .collect();
     let (&program, arguments) = words.split_first()?;
-    let plain = |word: &str| word.chars().all(|c| c.is_ascii_alphanumeric() || PLAIN.contains(c));
+    let plain = |word: &str| {
+        word.chars()
+            .all(|c| c.is_ascii_alphanumeric() || PLAIN.contains(c))
+    };
     if !words.iter().all(|word| plain(word)) || program.contains('=') || program.starts_with('-') {
         return None;
     }
@@ -312,7 +397,8 @@ fn direct_argv(command: &ShellCommand) -> Option<Vec<OsString>> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    std::fs::metadata(path)
+        .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
 fn spawn(
@@ -345,7 +431,10 @@ fn spawn(
             None if !command.env.is_empty() && !command.append_env => None,
             None => inherited(),
         };
-        let level = level.and_then(|level| level.parse::<u32>().ok()).unwrap_or(0) + 1;
+        let level = level
+            .and_then(|level| level.parse::<u32>().ok())
+            .unwrap_or(0)
+            + 1;
         let cwd = match &command.cwd {
             Some(cwd) => Some(cwd.clone()),
             None => std::env::current_dir().ok(),

@@ -1,0 +1,597 @@
+//! The named checkers: each a plain function over a recorded [`History`] that returns the
+//! violations it finds. The names are the invariants' names everywhere (reports, metrics).
+//!
+//! The checkers do not call the core's decision code: expectations come from independent
+//! statements of the rules (trigger-rule conditions, minimum retry delays), and the schedule
+//! check computes the due ticks from the timetable itself (`Timetable::runs_between`).
+
+use crate::history::{History, Record, Violation};
+use std::collections::{BTreeMap, BTreeSet};
+use weft_core::dag_run::TaskVersion;
+use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::retry::MAX_RETRY_DELAY_DEFAULT_MS;
+use weft_core::spec::{DagSpec, ScheduleSpec, TaskSpec};
+use weft_core::state::{DagRunState, RunType, TaskState, TriggerRule};
+use weft_core::timetable::Timetable;
+use weft_core::Timestamp;
+
+pub const SCHEDULE_EXACTLY_ONCE: &str = "schedule_exactly_once";
+pub const ONE_RESULT_PER_TRY: &str = "one_result_per_try";
+pub const NO_CONCURRENT_ATTEMPTS: &str = "no_concurrent_attempts";
+pub const DEPENDENCIES_RESPECTED: &str = "dependencies_respected";
+pub const RETRIES_WITHIN_POLICY: &str = "retries_within_policy";
+pub const LIMITS_RESPECTED: &str = "limits_respected";
+pub const LIVENESS: &str = "liveness";
+pub const ACKNOWLEDGED_NEVER_LOST: &str = "acknowledged_never_lost";
+
+/// Scheduled runs per DAG the schedule check looks at, at most.
+const EXPECTED_TICKS_MAX: usize = 100_000;
+/// Slots of `default_pool` (the store's default, never resized by the simulator).
+const DEFAULT_POOL_SLOTS: u32 = weft_storage::DEFAULT_POOL_SLOTS;
+
+pub type Checker = fn(&History) -> Vec<Violation>;
+
+/// Every checker, by name.
+pub const CHECKERS: &[(&str, Checker)] = &[
+    (SCHEDULE_EXACTLY_ONCE, schedule_exactly_once),
+    (ONE_RESULT_PER_TRY, one_result_per_try),
+    (NO_CONCURRENT_ATTEMPTS, no_concurrent_attempts),
+    (DEPENDENCIES_RESPECTED, dependencies_respected),
+    (RETRIES_WITHIN_POLICY, retries_within_policy),
+    (LIMITS_RESPECTED, limits_respected),
+    (LIVENESS, liveness),
+    (ACKNOWLEDGED_NEVER_LOST, acknowledged_never_lost),
+];
+
+pub fn check_all(history: &History) -> Vec<Violation> {
+    CHECKERS
+        .iter()
+        .flat_map(|(_, checker)| checker(history))
+        .collect()
+}
+
+fn violation(
+    checker: &'static str,
+    at: Option<Timestamp>,
+    subject: impl ToString,
+    message: String,
+) -> Violation {
+    Violation {
+        checker,
+        message,
+        at,
+        subject: subject.to_string(),
+    }
+}
+
+/// Every due schedule tick has exactly one run: none twice, none missed (Jepsen's Chronos
+/// check). Ticks come from the timetable between the DAG's start and end dates.
+pub fn schedule_exactly_once(history: &History) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut runs: BTreeMap<(&str, Timestamp), Vec<RunType>> = BTreeMap::new();
+    for row in &history.final_store.runs {
+        runs.entry((row.key.dag_id.as_str(), row.logical_date))
+            .or_default()
+            .push(row.run_type);
+    }
+    for ((dag_id, date), types) in &runs {
+        let ticks = types
+            .iter()
+            .filter(|t| matches!(t, RunType::Scheduled | RunType::Backfill))
+            .count();
+        if ticks > 1 {
+            let message = format!("{ticks} scheduled/backfill runs at {date} ({types:?})");
+            violations.push(violation(SCHEDULE_EXACTLY_ONCE, None, dag_id, message));
+        }
+    }
+    for dag in &history.dags {
+        let Some(expected) = expected_ticks(dag, history.end) else {
+            continue;
+        };
+        let has_run = |date: &Timestamp| runs.contains_key(&(dag.dag_id.as_str(), *date));
+        // Without catch-up, ticks missed while the DAG was down or at `max_active_runs` are
+        // skipped by design (only the latest due one is created, and none past the end date).
+        let missed: Vec<&Timestamp> = if dag.catchup {
+            expected.iter().filter(|date| !has_run(date)).collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(first) = missed.first() {
+            let message = format!("{} due ticks have no run, first at {first}", missed.len());
+            violations.push(violation(SCHEDULE_EXACTLY_ONCE, None, &dag.dag_id, message));
+        }
+        for row in history.final_store.runs.iter().filter(|row| {
+            row.key.dag_id == dag.dag_id
+                && row.run_type == RunType::Scheduled
+                && !expected.contains(&row.logical_date)
+        }) {
+            let message = format!("scheduled run {} is not at a tick", row.key.run_id);
+            violations.push(violation(SCHEDULE_EXACTLY_ONCE, None, &row.key, message));
+        }
+    }
+    violations
+}
+
+fn expected_ticks(dag: &DagSpec, history_end: Option<Timestamp>) -> Option<BTreeSet<Timestamp>> {
+    if dag.schedule == ScheduleSpec::None {
+        return None;
+    }
+    // Without catch-up, an interval schedule starts from "now", not from the start date
+    // (Airflow's delta timetables): its ticks are not fixed in advance.
+    if !dag.catchup && matches!(dag.schedule, ScheduleSpec::Interval { .. }) {
+        return None;
+    }
+    let (start, end) = (dag.start_date?, dag.end_date?);
+    let timetable =
+        Timetable::new(&dag.schedule, &dag.timezone, Some(start), Some(end), true).ok()?;
+    // Far enough in the future that every tick up to the end date is due.
+    let now = end + chrono::TimeDelta::days(400);
+    let mut ticks = BTreeSet::new();
+    let mut last = None;
+    while ticks.len() < EXPECTED_TICKS_MAX {
+        let Some(info) = timetable.next_dagrun_info(last.as_ref(), now) else {
+            break;
+        };
+        if history_end.is_none_or(|end| info.run_after <= end) {
+            ticks.insert(info.logical_date);
+        }
+        last = Some(info.data_interval);
+    }
+    Some(ticks)
+}
+
+/// At most one accepted result per (task instance, try), and only from the attempt whose
+/// (try, token) the task instance held when the result was accepted.
+pub fn one_result_per_try(history: &History) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut held_before: BTreeMap<&TaskInstanceKey, TaskVersion> = BTreeMap::new();
+    let mut accepted: BTreeMap<(&TaskInstanceKey, u32), u32> = BTreeMap::new();
+    for entry in &history.entries {
+        match &entry.record {
+            Record::TaskWritten {
+                key,
+                from: Some(from),
+                ..
+            } => {
+                held_before.insert(key, *from);
+            }
+            Record::ResultAccepted {
+                key,
+                try_number,
+                token,
+                ..
+            } => {
+                let count = accepted.entry((key, *try_number)).or_default();
+                *count += 1;
+                if *count > 1 {
+                    let message = format!("try {try_number} has {count} accepted results");
+                    violations.push(violation(ONE_RESULT_PER_TRY, Some(entry.at), key, message));
+                }
+                let held = held_before.get(key).map(|v| (v.try_number, v.token));
+                if held != Some((*try_number, *token)) {
+                    let message = format!(
+                        "accepted the result of try {try_number} token {token} while the task instance held {held:?}"
+                    );
+                    violations.push(violation(ONE_RESULT_PER_TRY, Some(entry.at), key, message));
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// No task instance executes twice at once under one fencing token, and a start is accepted
+/// only from the attempt whose token the task instance holds.
+pub fn no_concurrent_attempts(history: &History) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut executing: BTreeMap<u64, (&TaskInstanceKey, u64)> = BTreeMap::new();
+    let mut held_before: BTreeMap<&TaskInstanceKey, TaskVersion> = BTreeMap::new();
+    for entry in &history.entries {
+        match &entry.record {
+            Record::AttemptStarted {
+                attempt,
+                key,
+                token,
+                ..
+            } => {
+                let twin = executing.values().any(|(k, t)| *k == key && t == token);
+                if twin {
+                    let message = format!("a second attempt executes under token {token}");
+                    violations.push(violation(
+                        NO_CONCURRENT_ATTEMPTS,
+                        Some(entry.at),
+                        key,
+                        message,
+                    ));
+                }
+                executing.insert(*attempt, (key, *token));
+            }
+            Record::AttemptEnded { attempt, .. } => {
+                executing.remove(attempt);
+            }
+            Record::TaskWritten {
+                key,
+                from: Some(from),
+                ..
+            } => {
+                held_before.insert(key, *from);
+            }
+            Record::StartAccepted {
+                key,
+                try_number,
+                token,
+            } => {
+                let held = held_before.get(key).map(|v| (v.try_number, v.token));
+                if held != Some((*try_number, *token)) {
+                    let message = format!(
+                        "accepted the start of token {token} while the task instance held {held:?}"
+                    );
+                    violations.push(violation(
+                        NO_CONCURRENT_ATTEMPTS,
+                        Some(entry.at),
+                        key,
+                        message,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// A task instance starts only when its trigger rule allows it given its upstream states at
+/// that time; at the end, all-success tasks below a failure or a skip did not run.
+pub fn dependencies_respected(history: &History) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut states: BTreeMap<&TaskInstanceKey, TaskState> = BTreeMap::new();
+    for entry in &history.entries {
+        let Record::TaskWritten { key, from, to, .. } = &entry.record else {
+            continue;
+        };
+        let first_try_started = to.try_number == 1
+            && from.is_some_and(|f| f.try_number == 0)
+            && matches!(to.state, TaskState::Queued | TaskState::Success);
+        if first_try_started {
+            if let Some(task) = history.dag(&key.dag_id).and_then(|d| d.task(&key.task_id)) {
+                let upstream = upstream_states(&states, key, task);
+                if !rule_allows(task.trigger_rule, &upstream) {
+                    let message = format!(
+                        "started under {} with upstream states {upstream:?}",
+                        task.trigger_rule
+                    );
+                    violations.push(violation(
+                        DEPENDENCIES_RESPECTED,
+                        Some(entry.at),
+                        key,
+                        message,
+                    ));
+                }
+            }
+        }
+        states.insert(key, to.state);
+    }
+    violations.extend(skips_propagated(history));
+    violations
+}
+
+fn upstream_states(
+    states: &BTreeMap<&TaskInstanceKey, TaskState>,
+    key: &TaskInstanceKey,
+    task: &TaskSpec,
+) -> Vec<TaskState> {
+    let mut upstream = Vec::new();
+    for up in &task.upstream {
+        let first = TaskInstanceKey::new(&key.dag_id, &key.run_id, up, i32::MIN);
+        let last = TaskInstanceKey::new(&key.dag_id, &key.run_id, up, i32::MAX);
+        let instances = states.range::<TaskInstanceKey, _>(&first..=&last);
+        upstream.extend(instances.map(|(_, state)| *state));
+    }
+    upstream.retain(|state| *state != TaskState::Removed);
+    upstream
+}
+
+/// Necessary conditions for a trigger rule to let a task run (Airflow's `TriggerRuleDep`).
+fn rule_allows(rule: TriggerRule, upstream: &[TaskState]) -> bool {
+    let count = |wanted: &[TaskState]| upstream.iter().filter(|s| wanted.contains(s)).count();
+    let all = upstream.len();
+    let done = upstream.iter().filter(|s| s.is_finished()).count();
+    let failed = count(&[TaskState::Failed, TaskState::UpstreamFailed]);
+    let success = count(&[TaskState::Success]);
+    let skipped = count(&[TaskState::Skipped]);
+    match rule {
+        _ if all == 0 => true,
+        TriggerRule::Always => true,
+        TriggerRule::AllSuccess => success == all,
+        TriggerRule::AllFailed => failed == all,
+        TriggerRule::AllDone | TriggerRule::AllDoneSetupSuccess => done == all,
+        TriggerRule::AllSkipped => skipped == all,
+        TriggerRule::OneSuccess => success > 0,
+        TriggerRule::OneFailed => failed > 0,
+        TriggerRule::OneDone => success + count(&[TaskState::Failed]) > 0,
+        TriggerRule::NoneFailed | TriggerRule::NoneFailedMinOneSuccess => {
+            done == all && failed == 0
+        }
+        TriggerRule::NoneSkipped => done == all && skipped == 0,
+    }
+}
+
+/// In finished runs, an unmapped all-success task below a failed upstream did not succeed,
+/// and one below only skipped (not failed) upstreams was skipped, as Airflow propagates them.
+fn skips_propagated(history: &History) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let finished: BTreeSet<&RunKey> = history
+        .final_store
+        .runs
+        .iter()
+        .filter(|row| row.state.is_finished())
+        .map(|row| &row.key)
+        .collect();
+    let mut by_run: BTreeMap<(&str, &str), BTreeMap<&str, TaskState>> = BTreeMap::new();
+    for record in &history.final_store.task_instances {
+        if record.key.map_index < 0 {
+            by_run
+                .entry((&record.key.dag_id, &record.key.run_id))
+                .or_default()
+                .insert(&record.key.task_id, record.state);
+        }
+    }
+    for ((dag_id, run_id), states) in &by_run {
+        let run = RunKey {
+            dag_id: dag_id.to_string(),
+            run_id: run_id.to_string(),
+        };
+        let Some(dag) = history.dag(dag_id) else {
+            continue;
+        };
+        if !finished.contains(&run) || dag.dagrun_timeout_ms.is_some() {
+            continue;
+        }
+        for task in &dag.tasks {
+            let unmapped = |t: &TaskSpec| t.mapping.is_none();
+            let ups: Option<Vec<TaskState>> = task
+                .upstream
+                .iter()
+                .map(|up| {
+                    dag.task(up)
+                        .filter(|t| unmapped(t))
+                        .and(states.get(up.as_str()).copied())
+                })
+                .collect();
+            let (Some(ups), Some(state)) = (ups, states.get(task.task_id.as_str())) else {
+                continue;
+            };
+            if task.trigger_rule != TriggerRule::AllSuccess || ups.is_empty() || !unmapped(task) {
+                continue;
+            }
+            let any_failed = ups
+                .iter()
+                .any(|s| matches!(s, TaskState::Failed | TaskState::UpstreamFailed));
+            let any_skipped = ups.contains(&TaskState::Skipped);
+            let wrong = (any_failed
+                && !matches!(state, TaskState::UpstreamFailed | TaskState::Skipped))
+                || (!any_failed && any_skipped && *state != TaskState::Skipped);
+            if wrong {
+                let key = TaskInstanceKey::new(dag_id, run_id, &task.task_id, -1);
+                let message = format!("ended {state} with upstream states {ups:?}");
+                violations.push(violation(DEPENDENCIES_RESPECTED, None, key, message));
+            }
+        }
+    }
+    violations
+}
+
+/// Tries never exceed `max_tries` (1 + retries, raised only by clears), and a retry is not
+/// dispatched before its delay has passed.
+pub fn retries_within_policy(history: &History) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut up_for_retry_at: BTreeMap<&TaskInstanceKey, (u32, Timestamp)> = BTreeMap::new();
+    for entry in &history.entries {
+        let Record::TaskWritten {
+            key, to, max_tries, ..
+        } = &entry.record
+        else {
+            continue;
+        };
+        if to.try_number > *max_tries {
+            let message = format!("try {} of at most {max_tries}", to.try_number);
+            violations.push(violation(
+                RETRIES_WITHIN_POLICY,
+                Some(entry.at),
+                key,
+                message,
+            ));
+        }
+        match to.state {
+            TaskState::UpForRetry => {
+                up_for_retry_at.insert(key, (to.try_number, entry.at));
+            }
+            TaskState::Queued => {
+                let Some((failed_try, failed_at)) = up_for_retry_at.get(key).copied() else {
+                    continue;
+                };
+                let task = history.dag(&key.dag_id).and_then(|d| d.task(&key.task_id));
+                if failed_try + 1 != to.try_number {
+                    continue;
+                }
+                let Some(task) = task else { continue };
+                let delay_ms = minimum_retry_delay_ms(task, to.try_number);
+                let earliest = failed_at + chrono::TimeDelta::milliseconds(delay_ms as i64);
+                if entry.at < earliest {
+                    let message = format!(
+                        "try {} dispatched at {} before its retry time {earliest}",
+                        to.try_number, entry.at
+                    );
+                    violations.push(violation(
+                        RETRIES_WITHIN_POLICY,
+                        Some(entry.at),
+                        key,
+                        message,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// The least delay before `next_try` that Airflow's policy allows (jitter only adds).
+fn minimum_retry_delay_ms(task: &TaskSpec, next_try: u32) -> u64 {
+    if !task.retry_exponential_backoff {
+        return task.retry_delay_ms;
+    }
+    let factor = 1u64
+        .checked_shl(next_try.saturating_sub(2))
+        .unwrap_or(u64::MAX);
+    let cap = task
+        .max_retry_delay_ms
+        .unwrap_or(MAX_RETRY_DELAY_DEFAULT_MS);
+    task.retry_delay_ms.saturating_mul(factor).max(1).min(cap)
+}
+
+/// Executing attempts never exceed worker slots, pool slots or a DAG's `max_active_tasks`,
+/// and running runs never exceed `max_active_runs`.
+pub fn limits_respected(history: &History) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut executing: BTreeMap<u64, (&TaskInstanceKey, usize, &str, u32)> = BTreeMap::new();
+    let mut run_states: BTreeMap<&RunKey, DagRunState> = BTreeMap::new();
+    let pool_size = |pool: &str| {
+        history
+            .pools
+            .iter()
+            .find(|(name, _)| name == pool)
+            .map_or(DEFAULT_POOL_SLOTS, |(_, slots)| *slots)
+    };
+    for entry in &history.entries {
+        match &entry.record {
+            Record::AttemptStarted {
+                attempt,
+                key,
+                worker,
+                pool,
+                pool_slots,
+                ..
+            } => {
+                let mut fail = |message: String| {
+                    violations.push(violation(LIMITS_RESPECTED, Some(entry.at), key, message))
+                };
+                if executing.values().any(|(_, w, _, _)| w == worker) {
+                    fail(format!("worker {worker} runs two attempts at once"));
+                }
+                executing.insert(*attempt, (key, *worker, pool, *pool_slots));
+                if executing.len() > history.worker_slots as usize {
+                    fail(format!(
+                        "{} attempts on {} worker slots",
+                        executing.len(),
+                        history.worker_slots
+                    ));
+                }
+                let used: u32 = executing
+                    .values()
+                    .filter(|(_, _, p, _)| p == pool)
+                    .map(|e| e.3)
+                    .sum();
+                if used > pool_size(pool) {
+                    fail(format!(
+                        "pool {pool} uses {used} of {} slots",
+                        pool_size(pool)
+                    ));
+                }
+                let dag_active = executing
+                    .values()
+                    .filter(|(k, ..)| k.dag_id == key.dag_id)
+                    .count();
+                let limit = history
+                    .dag(&key.dag_id)
+                    .map_or(u32::MAX, |d| d.max_active_tasks);
+                if dag_active > limit as usize {
+                    fail(format!(
+                        "{dag_active} active tasks over max_active_tasks {limit}"
+                    ));
+                }
+            }
+            Record::AttemptEnded { attempt, .. } => {
+                executing.remove(attempt);
+            }
+            Record::RunStateChanged { run, state } => {
+                run_states.insert(run, *state);
+                let running = run_states
+                    .iter()
+                    .filter(|(r, s)| r.dag_id == run.dag_id && **s == DagRunState::Running)
+                    .count();
+                let limit = history
+                    .dag(&run.dag_id)
+                    .map_or(u32::MAX, |d| d.max_active_runs);
+                if running > limit as usize {
+                    let message = format!("{running} running runs over max_active_runs {limit}");
+                    violations.push(violation(LIMITS_RESPECTED, Some(entry.at), run, message));
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// Once faults stop, every run reaches a final state within the quiet time.
+pub fn liveness(history: &History) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    if history.budget_exhausted {
+        let message = "the seed ran out of events or simulated time".to_string();
+        violations.push(violation(LIVENESS, history.end, "", message));
+    }
+    for row in &history.final_store.runs {
+        if !row.state.is_finished() {
+            let message = format!("run is still {} when the simulation ends", row.state);
+            violations.push(violation(LIVENESS, history.end, &row.key, message));
+        }
+    }
+    violations
+}
+
+/// Every write the store acknowledged is still there at the end, crashes or not: task
+/// instances at the acknowledged (try, token) or later, created runs present.
+pub fn acknowledged_never_lost(history: &History) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let stored: BTreeMap<&TaskInstanceKey, (u32, u64)> = history
+        .final_store
+        .task_instances
+        .iter()
+        .map(|r| (&r.key, (r.try_number, r.token)))
+        .collect();
+    let runs: BTreeSet<&RunKey> = history.final_store.runs.iter().map(|r| &r.key).collect();
+    for entry in &history.entries {
+        match &entry.record {
+            Record::TaskWritten { key, to, .. } => {
+                let acknowledged = (to.try_number, to.token);
+                if stored.get(key).is_none_or(|held| *held < acknowledged) {
+                    let message = format!(
+                        "acknowledged try {} token {}, store holds {:?}",
+                        to.try_number,
+                        to.token,
+                        stored.get(key)
+                    );
+                    violations.push(violation(
+                        ACKNOWLEDGED_NEVER_LOST,
+                        Some(entry.at),
+                        key,
+                        message,
+                    ));
+                }
+            }
+            Record::RunCreated { run, .. } if !runs.contains(run) => {
+                let message = "acknowledged run creation is gone".to_string();
+                violations.push(violation(
+                    ACKNOWLEDGED_NEVER_LOST,
+                    Some(entry.at),
+                    run,
+                    message,
+                ));
+            }
+            _ => {}
+        }
+    }
+    violations
+}

@@ -1,0 +1,81 @@
+//! weft-simulations: deterministic simulation testing of the scheduling core.
+//!
+//! One seed fixes a workload (random DAGs, schedules, triggers, backfills), the faults (store
+//! errors and lost acknowledgements, message drops, duplicates and delays, node crashes, worker
+//! deaths, clock jumps) and every worker outcome. [`sim::Simulation`] drives the real
+//! `weft_core` state machines through glue that mirrors the actors, records a [`History`], and
+//! the named [`checkers`] judge it. The same seed always gives the same trace.
+
+pub mod checkers;
+pub mod faults;
+pub mod history;
+pub mod network;
+pub mod rng;
+pub mod sim;
+pub mod workload;
+
+pub use history::{History, Violation};
+pub use sim::Canary;
+
+/// Trace lines shown with a failure.
+pub const EXCERPT_LINES_MAX: usize = 12;
+
+#[derive(Debug)]
+pub struct SeedReport {
+    pub seed: u64,
+    pub trace_hash: u64,
+    pub violations: Vec<Violation>,
+    pub history: History,
+}
+
+pub fn run_seed(seed: u64, canary: Canary) -> SeedReport {
+    let history = sim::Simulation::new(seed, canary).run();
+    let violations = checkers::check_all(&history);
+    SeedReport {
+        seed,
+        trace_hash: history.trace_hash(),
+        violations,
+        history,
+    }
+}
+
+/// The exact command that replays a seed.
+pub fn replay_command(seed: u64, canary: Canary) -> String {
+    let canary = if canary == Canary::Off {
+        ""
+    } else {
+        " --canary"
+    };
+    format!("cargo run --release -p weft-simulations -- --seed {seed}{canary}")
+}
+
+/// What a failing seed prints: the seed, each violation by checker name, a trace excerpt
+/// around the first one, and the replay command.
+pub fn describe_failure(report: &SeedReport, canary: Canary) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "seed {} failed: {} violation(s)",
+        report.seed,
+        report.violations.len()
+    );
+    for violation in report.violations.iter().take(EXCERPT_LINES_MAX) {
+        let at = violation.at.map(|at| at.to_rfc3339()).unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "  [{}] {}: {} {}",
+            violation.checker, violation.subject, violation.message, at
+        );
+    }
+    if let Some(first) = report.violations.first() {
+        let _ = writeln!(text, "trace excerpt ({}):", first.subject);
+        text.push_str(
+            &report
+                .history
+                .excerpt(first.at, &first.subject, EXCERPT_LINES_MAX),
+        );
+    }
+    let _ = writeln!(text, "replay: {}", replay_command(report.seed, canary));
+    text
+}

@@ -1,0 +1,65 @@
+//! The message layer between the scheduler, the DagRun drivers, the dispatcher and the
+//! workers. It can drop, delay, duplicate and reorder messages: the seam where the multi-cell
+//! QUIC transport will plug in. A dropped message is not retransmitted; what heals it is
+//! written down in `sim.rs` (worker supervision, the run's timers, and recovery from the store
+//! after a restart).
+
+use weft_core::dag_run::{AttemptOutcome, DispatchRequest};
+use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::state::DagRunState;
+use weft_core::Timestamp;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// DagRun -> dispatcher: a task instance is ready (sent after its queued state is durable).
+    Enqueue(DispatchRequest),
+    /// DagRun -> dispatcher: withdraw the waiting request of a task instance.
+    Cancel { key: TaskInstanceKey },
+    /// Worker -> dispatcher: the slot is free again. `epoch` is the node incarnation that
+    /// owned the slot; a release from an older incarnation means nothing to a new dispatcher.
+    Release {
+        epoch: u64,
+        worker: usize,
+        key: TaskInstanceKey,
+        try_number: u32,
+        token: u64,
+    },
+    /// Worker -> DagRun.
+    AttemptStarted {
+        key: TaskInstanceKey,
+        try_number: u32,
+        token: u64,
+    },
+    /// Worker (or its supervisor) -> DagRun.
+    AttemptFinished {
+        key: TaskInstanceKey,
+        try_number: u32,
+        token: u64,
+        outcome: AttemptOutcome,
+        started_at: Option<Timestamp>,
+        worker: usize,
+    },
+    /// DagRun -> worker: stop the attempt with this token.
+    Kill { key: TaskInstanceKey, token: u64 },
+    /// DagRun -> scheduler.
+    RunFinished { run: RunKey, state: DagRunState },
+}
+
+impl Message {
+    /// A short name for traces.
+    pub fn describe(&self) -> String {
+        match self {
+            Message::Enqueue(request) => {
+                format!("enqueue {} try {}", request.key, request.try_number)
+            }
+            Message::Cancel { key } => format!("cancel {key}"),
+            Message::Release {
+                key, try_number, ..
+            } => format!("release {key} try {try_number}"),
+            Message::AttemptStarted { key, token, .. } => format!("started {key} token {token}"),
+            Message::AttemptFinished { key, token, .. } => format!("finished {key} token {token}"),
+            Message::Kill { key, token } => format!("kill {key} token {token}"),
+            Message::RunFinished { run, state } => format!("run finished {run} {state}"),
+        }
+    }
+}

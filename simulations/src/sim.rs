@@ -1,0 +1,1295 @@
+//! The world of one seed: a single-threaded event loop over simulated time that drives the
+//! real core state machines (`Scheduler`, one `DagRun` per active run, `Dispatcher`) through
+//! glue that mirrors the actors (`actors/src/scheduler_actor.rs`, `dag_run_actor.rs`,
+//! `dispatcher_actor.rs`, `worker_slot.rs`), with a faulty store, a lossy network, simulated
+//! workers, node crashes and clock jumps.
+//!
+//! What heals a dropped message (there is no retransmission, as in the actors):
+//! - a lost `AttemptStarted`/`AttemptFinished`/`Enqueue`: the run's execution timeout when the
+//!   task has one, otherwise recovery from the store at the next restart (queued instances are
+//!   dispatched again with a new token, running ones count as a lost try);
+//! - a lost `Release`: the slot stays taken until the next restart rebuilds the dispatcher;
+//! - a lost `RunFinished`: the scheduler counts the run against `max_active_runs` until the
+//!   next restart, which reads run states from the store;
+//! - a dead worker: its supervisor reports the attempt lost and frees the slot (the actors do
+//!   not yet; see the report in ARCHITECTURE.md).
+//!
+//! When faults stop, the node restarts once if anything was dropped or abandoned, and the loop
+//! runs on without faults until nothing is left to do: that is what `liveness` judges.
+
+use crate::faults::{FaultRates, FaultyStore, WriteOutcome};
+use crate::history::{FinalStore, History, Record};
+use crate::network::Message;
+use crate::rng::SimRng;
+use crate::workload::{after_ms, Operation, Workload};
+use futures::executor::block_on;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::Arc;
+use weft_core::dag::Dag;
+use weft_core::dag_run::{
+    AttemptOutcome, DagRun, DispatchRequest, RunContext, RunEffect, RunInput, RunTimer,
+    TaskInstanceRecord,
+};
+use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher};
+use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::scheduler::{Scheduler, SchedulerEffect, SchedulerInput};
+use weft_core::spec::{FlowControl, MappingSpec, TaskSpec};
+use weft_core::state::{DagRunState, TaskState};
+use weft_core::Timestamp;
+use weft_storage::{AttemptRow, DagVersionRow, PoolRow, RunRow, Store, Write};
+
+/// Restarts of one run's driver before it is left for the next start-up (as the actors').
+pub const RUN_DRIVER_RESTARTS_MAX: u32 = 10;
+/// How long the loop may run after faults stop before unfinished work counts as stuck.
+pub const QUIET_MS_MAX: u64 = 30 * 24 * 60 * 60 * 1000;
+/// Events one seed may process; beyond it the seed is reported as not making progress.
+pub const EVENTS_MAX: u64 = 3_000_000;
+/// Node crashes, worker deaths and clock jumps per seed, at most.
+pub const NODE_CRASHES_MAX: u64 = 4;
+pub const WORKER_DEATHS_MAX: u64 = 6;
+pub const CLOCK_JUMPS_MAX: u64 = 3;
+/// Network latency bounds, and the detour of a delayed message.
+const LATENCY_MS_MAX: u64 = 20;
+const DETOUR_MS_MAX: u64 = 120_000;
+
+/// A deliberately broken variant, to prove the checkers catch what they claim to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Canary {
+    #[default]
+    Off,
+    /// The run glue rewrites a late result to the current (try, token) so the run accepts it,
+    /// as a glue that forgot fencing would. `one_result_per_try` must catch it.
+    AcceptStaleResults,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Event {
+    Deliver(Message),
+    SchedulerWake {
+        epoch: u64,
+        generation: u64,
+    },
+    RunTimer {
+        epoch: u64,
+        driver: u64,
+        run: RunKey,
+        timer: RunTimer,
+    },
+    AttemptDone {
+        attempt: u64,
+    },
+    ResumeRun {
+        epoch: u64,
+        run: RunKey,
+    },
+    Crash,
+    Restart,
+    WorkerDeath {
+        worker: usize,
+    },
+    ClockJump {
+        ms: u64,
+    },
+    Operate(Operation),
+    FaultsEnd,
+}
+
+#[derive(Debug)]
+struct Pending {
+    at: Timestamp,
+    sequence: u64,
+    event: Event,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, other: &Pending) -> bool {
+        (self.at, self.sequence) == (other.at, other.sequence)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, other: &Pending) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Pending {
+    /// Earliest first; equal times in the order they were scheduled.
+    fn cmp(&self, other: &Pending) -> std::cmp::Ordering {
+        (self.at, self.sequence).cmp(&(other.at, other.sequence))
+    }
+}
+
+/// One active run: the core state machine and what its driver remembers.
+struct RunDriver {
+    /// Distinguishes incarnations of the driver of one run: timers of a dead one are ignored.
+    id: u64,
+    run: DagRun,
+    stored_state: DagRunState,
+}
+
+/// Everything a node holds in memory; dropped whole by a crash.
+struct Node {
+    scheduler: Scheduler,
+    dags: BTreeMap<String, (Arc<Dag>, String)>,
+    versions: BTreeMap<String, Arc<Dag>>,
+    runs: BTreeMap<RunKey, RunDriver>,
+    restarts: BTreeMap<RunKey, u32>,
+    dispatcher: Dispatcher,
+    idle_workers: Vec<usize>,
+    wake_generation: u64,
+}
+
+/// An attempt executing on a worker.
+#[derive(Debug, Clone)]
+struct Attempt {
+    worker: usize,
+    request: DispatchRequest,
+    started_at: Timestamp,
+    /// `None`: the attempt hangs until killed.
+    ends: Option<(u64, AttemptOutcome)>,
+}
+
+/// The node went down while handling an event; the caller stops what it was doing.
+#[derive(Debug)]
+struct NodeDown;
+
+type Handled = Result<(), NodeDown>;
+
+pub struct Simulation {
+    canary: Canary,
+    now: Timestamp,
+    queue: BinaryHeap<Reverse<Pending>>,
+    sequence: u64,
+    store: FaultyStore,
+    rates: FaultRates,
+    faults_on: bool,
+    /// Whether something happened that only a restart heals (a drop, an abandoned run).
+    needs_heal: bool,
+    fault_rng: SimRng,
+    worker_rng: SimRng,
+    node: Option<Node>,
+    epoch: u64,
+    next_driver: u64,
+    next_attempt: u64,
+    attempts: BTreeMap<u64, Attempt>,
+    workload: Workload,
+    pub history: History,
+    events: u64,
+}
+
+impl Simulation {
+    pub fn new(seed: u64, canary: Canary) -> Simulation {
+        let mut rng = SimRng::new(seed);
+        let workload = crate::workload::generate(&mut rng.fork());
+        let mut fault_rng = rng.fork();
+        let rates = FaultRates::draw(&mut fault_rng);
+        let history = History {
+            dags: workload.dags.clone(),
+            pools: workload.pools.clone(),
+            worker_slots: workload.worker_slots,
+            ..History::default()
+        };
+        Simulation {
+            canary,
+            now: workload.start,
+            queue: BinaryHeap::new(),
+            sequence: 0,
+            store: FaultyStore::new(),
+            rates,
+            faults_on: true,
+            needs_heal: false,
+            fault_rng,
+            worker_rng: rng.fork(),
+            node: None,
+            epoch: 0,
+            next_driver: 0,
+            next_attempt: 0,
+            attempts: BTreeMap::new(),
+            workload,
+            history,
+            events: 0,
+        }
+    }
+
+    /// Runs the seed to the end and returns its history.
+    pub fn run(mut self) -> History {
+        self.register_workload();
+        self.plan_faults();
+        let _ = self.restart_node();
+        let faults_end = after_ms(self.workload.start, self.workload.fault_window_ms);
+        let deadline = after_ms(faults_end, QUIET_MS_MAX);
+        while let Some(Reverse(pending)) = self.queue.pop() {
+            // Past the deadline only far-off ticks remain (a monthly schedule's last run is
+            // due a month after its end date); liveness judges what is unfinished.
+            if pending.at > deadline {
+                break;
+            }
+            if self.events >= EVENTS_MAX {
+                self.history.budget_exhausted = true;
+                break;
+            }
+            self.events += 1;
+            self.now = self.now.max(pending.at);
+            let _ = self.handle(pending.event);
+        }
+        self.history.end = Some(self.now);
+        self.history.final_store = self.final_store();
+        self.history
+    }
+
+    fn schedule(&mut self, at: Timestamp, event: Event) {
+        self.sequence += 1;
+        let at = at.max(self.now);
+        self.queue.push(Reverse(Pending {
+            at,
+            sequence: self.sequence,
+            event,
+        }));
+    }
+
+    fn record(&mut self, record: Record) {
+        self.history.record(self.now, record);
+    }
+
+    // ---- setup ----
+
+    /// The DAG processor and pool configuration, before the node starts (no faults).
+    fn register_workload(&mut self) {
+        let mut batch = Vec::new();
+        for (name, slots) in &self.workload.pools {
+            batch.push(Write::PutPool(PoolRow {
+                name: name.clone(),
+                slots: *slots,
+                description: String::new(),
+            }));
+        }
+        for dag in &self.workload.dags {
+            batch.push(Write::PutDag {
+                version: DagVersionRow {
+                    dag_id: dag.dag_id.clone(),
+                    version_hash: dag.version_hash(),
+                    spec_json: serde_json::to_string(dag).expect("a DagSpec serializes"),
+                    created_at: self.now,
+                },
+                fileloc: None,
+                paused_if_new: false,
+            });
+        }
+        let outcome = self
+            .store
+            .write(&mut self.fault_rng, &FaultRates::NONE, batch);
+        assert_eq!(
+            outcome,
+            WriteOutcome::Acknowledged,
+            "registering the workload"
+        );
+    }
+
+    fn plan_faults(&mut self) {
+        let start = self.workload.start;
+        let window = self.workload.fault_window_ms;
+        for (at, operation) in self.workload.operations.clone() {
+            self.schedule(at, Event::Operate(operation));
+        }
+        let rng = &mut self.fault_rng;
+        let mut planned = Vec::new();
+        for _ in 0..rng.below(NODE_CRASHES_MAX + 1) {
+            planned.push((rng.below(window), Event::Crash));
+        }
+        for _ in 0..rng.below(WORKER_DEATHS_MAX + 1) {
+            let worker = rng.below(u64::from(self.workload.worker_slots)) as usize;
+            planned.push((rng.below(window), Event::WorkerDeath { worker }));
+        }
+        for _ in 0..rng.below(CLOCK_JUMPS_MAX + 1) {
+            let ms = rng.between(1, 3 * 60 * 60) * 1000;
+            planned.push((rng.below(window), Event::ClockJump { ms }));
+        }
+        for (offset, event) in planned {
+            self.schedule(after_ms(start, offset), event);
+        }
+        self.schedule(after_ms(start, window), Event::FaultsEnd);
+    }
+
+    // ---- events ----
+
+    fn handle(&mut self, event: Event) -> Handled {
+        match event {
+            Event::Deliver(message) => self.deliver(message),
+            Event::SchedulerWake { epoch, generation } => {
+                let current = self.node.as_ref().map(|node| node.wake_generation);
+                if epoch == self.epoch && current == Some(generation) {
+                    self.feed(SchedulerInput::Tick)?;
+                }
+                Ok(())
+            }
+            Event::RunTimer {
+                epoch,
+                driver,
+                run,
+                timer,
+            } => {
+                let live = self.driver_id(&run) == Some(driver) && epoch == self.epoch;
+                if live {
+                    self.decide(&run, RunInput::TimerFired(timer), Vec::new(), None)?;
+                }
+                Ok(())
+            }
+            Event::AttemptDone { attempt } => {
+                if let Some(done) = self.attempts.remove(&attempt) {
+                    let (_, outcome) = done.ends.clone().expect("only finishing attempts are done");
+                    self.end_attempt(attempt, done, outcome, "finished");
+                }
+                Ok(())
+            }
+            Event::ResumeRun { epoch, run } => {
+                let absent = self
+                    .node
+                    .as_ref()
+                    .is_some_and(|n| !n.runs.contains_key(&run));
+                if epoch == self.epoch && absent {
+                    self.resume_run(&run)?;
+                }
+                Ok(())
+            }
+            Event::Crash => {
+                if self.faults_on {
+                    self.crash_node();
+                }
+                Ok(())
+            }
+            Event::Restart => {
+                if self.node.is_none() {
+                    self.restart_node()?;
+                }
+                Ok(())
+            }
+            Event::WorkerDeath { worker } => {
+                if self.faults_on {
+                    self.kill_worker(worker);
+                }
+                Ok(())
+            }
+            Event::ClockJump { ms } => {
+                if self.faults_on {
+                    self.now = after_ms(self.now, ms);
+                    self.record(Record::ClockJumped { ms });
+                }
+                Ok(())
+            }
+            Event::Operate(operation) => self.operate(operation),
+            Event::FaultsEnd => {
+                self.faults_on = false;
+                self.rates = FaultRates::NONE;
+                self.history.faults_end = Some(self.now);
+                if self.needs_heal && self.node.is_some() {
+                    self.crash_node();
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn operate(&mut self, operation: Operation) -> Handled {
+        if self.node.is_none() {
+            return Ok(());
+        }
+        let input = match operation {
+            Operation::Trigger { dag_id } => SchedulerInput::Trigger {
+                dag_id,
+                run_id: None,
+                logical_date: None,
+                conf: serde_json::Value::Null,
+            },
+            Operation::Backfill { dag_id, from, to } => {
+                SchedulerInput::Backfill { dag_id, from, to }
+            }
+        };
+        self.feed(input)
+    }
+
+    // ---- the network ----
+
+    fn send(&mut self, message: Message, extra_delay_ms: u64) {
+        let rng = &mut self.fault_rng;
+        if rng.chance(self.rates.drop) {
+            self.needs_heal = true;
+            let what = message.describe();
+            self.record(Record::MessageDropped { what });
+            return;
+        }
+        let copies = if rng.chance(self.rates.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let rng = &mut self.fault_rng;
+            let mut delay = extra_delay_ms + 1;
+            if self.faults_on {
+                delay += rng.below(LATENCY_MS_MAX);
+                if rng.chance(self.rates.delay) {
+                    delay += rng.below(DETOUR_MS_MAX);
+                }
+            }
+            self.schedule(after_ms(self.now, delay), Event::Deliver(message.clone()));
+        }
+    }
+
+    fn deliver(&mut self, message: Message) -> Handled {
+        if self.node.is_none() {
+            return Ok(());
+        }
+        match message {
+            Message::Enqueue(request) => self.dispatch(DispatchInput::Enqueue(request)),
+            Message::Cancel { key } => self.dispatch(DispatchInput::Cancel { key }),
+            Message::Release {
+                epoch,
+                worker,
+                key,
+                try_number,
+                token,
+            } => {
+                if epoch == self.epoch {
+                    // A duplicated release must not free the slot twice (the actors' slot
+                    // messages cannot be duplicated in process; the network's can).
+                    let busy = self.attempts.values().any(|a| a.worker == worker);
+                    if let Some(node) = self.node.as_mut() {
+                        if !busy && !node.idle_workers.contains(&worker) {
+                            node.idle_workers.push(worker);
+                        }
+                    }
+                    self.dispatch(DispatchInput::Release {
+                        key,
+                        try_number,
+                        token,
+                    });
+                }
+            }
+            Message::Kill { key, token } => self.kill_attempt(&key, token),
+            Message::AttemptStarted {
+                key,
+                try_number,
+                token,
+            } => {
+                let run = run_of(&key);
+                let input = RunInput::AttemptStarted {
+                    task_id: key.task_id.clone(),
+                    map_index: key.map_index,
+                    try_number,
+                    token,
+                };
+                return self.decide(&run, input, Vec::new(), None);
+            }
+            Message::AttemptFinished {
+                key,
+                try_number,
+                token,
+                outcome,
+                started_at,
+                worker,
+            } => {
+                return self.attempt_finished(
+                    key,
+                    (try_number, token),
+                    outcome,
+                    started_at,
+                    worker,
+                );
+            }
+            Message::RunFinished { run, state } => {
+                if let Some(node) = self.node.as_mut() {
+                    node.restarts.remove(&run);
+                }
+                let input = SchedulerInput::RunFinished {
+                    dag_id: run.dag_id,
+                    run_id: run.run_id,
+                    state,
+                };
+                return self.feed(input);
+            }
+        }
+        Ok(())
+    }
+
+    // ---- node crash and restart ----
+
+    fn crash_node(&mut self) {
+        if self.node.take().is_none() {
+            return;
+        }
+        self.record(Record::NodeCrashed);
+        // Workers run in the node's process (standalone): they die with it.
+        for (id, attempt) in std::mem::take(&mut self.attempts) {
+            let _ = attempt;
+            self.record(Record::AttemptEnded {
+                attempt: id,
+                how: "node crashed".to_string(),
+            });
+        }
+        self.epoch += 1;
+        let downtime_ms = if self.faults_on {
+            self.fault_rng.between(1, 600) * 1000
+        } else {
+            1000
+        };
+        self.schedule(after_ms(self.now, downtime_ms), Event::Restart);
+    }
+
+    /// A fresh node rebuilt from the store, as `SchedulerState::recover` does it.
+    fn restart_node(&mut self) -> Handled {
+        let mut dispatcher = Dispatcher::new();
+        let slots = self.workload.worker_slots;
+        dispatcher.handle(DispatchInput::SetWorkerSlots { count: slots });
+        for pool in block_on(self.store.inner.pools()).expect("memory store reads") {
+            dispatcher.handle(DispatchInput::SetPool {
+                name: pool.name,
+                slots: pool.slots,
+            });
+        }
+        self.node = Some(Node {
+            scheduler: Scheduler::new(),
+            dags: BTreeMap::new(),
+            versions: BTreeMap::new(),
+            runs: BTreeMap::new(),
+            restarts: BTreeMap::new(),
+            dispatcher,
+            idle_workers: (0..slots as usize).rev().collect(),
+            wake_generation: 0,
+        });
+        self.needs_heal = false;
+        self.record(Record::NodeRestarted);
+        self.recover()
+    }
+
+    fn recover(&mut self) -> Handled {
+        let store = self.store.inner.clone();
+        for row in block_on(store.dags()).expect("memory store reads") {
+            let version = block_on(store.dag_version(&row.dag_id, &row.latest_version))
+                .expect("memory store reads")
+                .expect("the latest version exists");
+            let dag = self.load_version(&version);
+            let node = self.node.as_mut().ok_or(NodeDown)?;
+            node.dags.insert(
+                row.dag_id.clone(),
+                (dag.clone(), row.latest_version.clone()),
+            );
+            node.dispatcher.handle(DispatchInput::SetDagLimit {
+                dag_id: row.dag_id.clone(),
+                max_active_tasks: dag.spec().max_active_tasks,
+            });
+            let last_automated = block_on(store.latest_scheduled_run(&row.dag_id))
+                .expect("memory store reads")
+                .map(|run| run.data_interval);
+            self.feed(SchedulerInput::DagUpserted {
+                dag,
+                paused: row.is_paused,
+                last_automated,
+            })?;
+        }
+        let active = block_on(store.runs_in_states(&[DagRunState::Queued, DagRunState::Running]))
+            .expect("memory store reads");
+        for run in &active {
+            self.feed(SchedulerInput::RunRecovered {
+                dag_id: run.key.dag_id.clone(),
+                run_id: run.key.run_id.clone(),
+                run_type: run.run_type,
+                logical_date: run.logical_date,
+                data_interval: run.data_interval,
+                state: run.state,
+            })?;
+        }
+        for run in active
+            .iter()
+            .filter(|run| run.state == DagRunState::Running)
+        {
+            self.resume_run(&run.key)?;
+        }
+        self.feed(SchedulerInput::Tick)
+    }
+
+    fn load_version(&mut self, version: &DagVersionRow) -> Arc<Dag> {
+        if let Some(dag) = self
+            .node
+            .as_ref()
+            .and_then(|n| n.versions.get(&version.version_hash))
+        {
+            return dag.clone();
+        }
+        let spec = serde_json::from_str(&version.spec_json).expect("stored specs parse");
+        let dag = Arc::new(Dag::from_spec(spec).expect("stored specs validate"));
+        if let Some(node) = self.node.as_mut() {
+            node.versions
+                .insert(version.version_hash.clone(), dag.clone());
+        }
+        dag
+    }
+
+    // ---- the scheduler glue (scheduler_actor.rs) ----
+
+    /// Feed one input to the core scheduler and perform its effects in order.
+    fn feed(&mut self, input: SchedulerInput) -> Handled {
+        let node = self.node.as_mut().ok_or(NodeDown)?;
+        let effects = node.scheduler.handle(self.now, input);
+        for effect in effects {
+            self.perform_scheduler_effect(effect)?;
+        }
+        Ok(())
+    }
+
+    fn perform_scheduler_effect(&mut self, effect: SchedulerEffect) -> Handled {
+        match effect {
+            SchedulerEffect::CreateRun {
+                dag_id,
+                run_id,
+                run_type,
+                logical_date,
+                data_interval,
+                conf,
+            } => {
+                let node = self.node.as_ref().ok_or(NodeDown)?;
+                let Some((_, version_hash)) = node.dags.get(&dag_id) else {
+                    return Ok(());
+                };
+                let key = RunKey { dag_id, run_id };
+                let row = RunRow {
+                    key: key.clone(),
+                    run_type,
+                    state: DagRunState::Queued,
+                    logical_date,
+                    data_interval,
+                    version_hash: version_hash.clone(),
+                    conf,
+                    seed: self.fault_rng.next_u64(),
+                    created_at: self.now,
+                    started_at: None,
+                    ended_at: None,
+                };
+                // A conflict means the run exists already: creation is idempotent.
+                let record = Record::RunCreated {
+                    run: key,
+                    run_type,
+                    logical_date,
+                };
+                self.write(vec![Write::CreateRun(row)], record)?;
+            }
+            SchedulerEffect::StartRun { dag_id, run_id } => {
+                let run = RunKey { dag_id, run_id };
+                let write = Write::UpdateRun {
+                    key: run.clone(),
+                    expected: DagRunState::Queued,
+                    state: DagRunState::Running,
+                    started_at: Some(self.now),
+                    ended_at: None,
+                };
+                let record = Record::RunStateChanged {
+                    run: run.clone(),
+                    state: DagRunState::Running,
+                };
+                if self.write(vec![write], record)? {
+                    self.spawn_run(&run, None)?;
+                }
+            }
+            SchedulerEffect::WakeAt(at) => {
+                let node = self.node.as_mut().ok_or(NodeDown)?;
+                node.wake_generation += 1;
+                let event = Event::SchedulerWake {
+                    epoch: self.epoch,
+                    generation: node.wake_generation,
+                };
+                self.schedule(at, event);
+            }
+            SchedulerEffect::Rejected { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// A scheduler write: `Ok(true)` acknowledged, `Ok(false)` refused by a guard; any other
+    /// failure takes the scheduler, and with it the node, down (its handler returns `Err`).
+    fn write(&mut self, batch: Vec<Write>, applied_record: Record) -> Result<bool, NodeDown> {
+        match self.store.write(&mut self.fault_rng, &self.rates, batch) {
+            WriteOutcome::Acknowledged => {
+                self.record(applied_record);
+                Ok(true)
+            }
+            WriteOutcome::Conflict => Ok(false),
+            WriteOutcome::Failed { applied } | WriteOutcome::Crashed { applied } => {
+                if applied {
+                    self.record(applied_record);
+                }
+                self.record(Record::StoreFault {
+                    what: format!("scheduler write failed (applied: {applied})"),
+                });
+                self.crash_node();
+                Err(NodeDown)
+            }
+        }
+    }
+
+    fn resume_run(&mut self, run: &RunKey) -> Handled {
+        let store = &self.store.inner;
+        let task_instances = block_on(store.task_instances(run)).expect("memory store reads");
+        let started_at = block_on(store.run(run))
+            .expect("memory store reads")
+            .and_then(|row| row.started_at);
+        self.spawn_run(run, Some((task_instances, started_at)))
+    }
+
+    /// Builds a run's driver, fresh or recovered, and starts it.
+    fn spawn_run(
+        &mut self,
+        run: &RunKey,
+        recovered: Option<(Vec<TaskInstanceRecord>, Option<Timestamp>)>,
+    ) -> Handled {
+        if self.node.as_ref().ok_or(NodeDown)?.runs.contains_key(run) {
+            return Ok(());
+        }
+        let store = self.store.inner.clone();
+        let row = block_on(store.run(run))
+            .expect("memory store reads")
+            .expect("a started run exists");
+        let version = block_on(store.dag_version(&run.dag_id, &row.version_hash))
+            .expect("memory store reads")
+            .expect("a run's version exists");
+        let dag = self.load_version(&version);
+        let context = RunContext {
+            dag,
+            run_id: row.key.run_id.clone(),
+            run_type: row.run_type,
+            logical_date: row.logical_date,
+            data_interval: row.data_interval,
+            conf: row.conf.clone(),
+            seed: row.seed,
+            past: BTreeMap::new(),
+        };
+        let core = match recovered {
+            None => DagRun::new(context),
+            Some((task_instances, started_at)) => {
+                // As the actors do: a recovered run is rebuilt as `running`.
+                let core = DagRun::recover(context, DagRunState::Running, task_instances);
+                match started_at {
+                    Some(at) => core.with_started_at(at),
+                    None => core,
+                }
+            }
+        };
+        self.next_driver += 1;
+        let driver = RunDriver {
+            id: self.next_driver,
+            run: core,
+            stored_state: DagRunState::Running,
+        };
+        let node = self.node.as_mut().ok_or(NodeDown)?;
+        node.runs.insert(run.clone(), driver);
+        self.decide(run, RunInput::Start, Vec::new(), None)
+    }
+
+    fn driver_id(&self, run: &RunKey) -> Option<u64> {
+        self.node.as_ref()?.runs.get(run).map(|driver| driver.id)
+    }
+
+    // ---- the DagRun glue (dag_run_actor.rs) ----
+
+    fn attempt_finished(
+        &mut self,
+        key: TaskInstanceKey,
+        reported: (u32, u64),
+        outcome: AttemptOutcome,
+        started_at: Option<Timestamp>,
+        worker: usize,
+    ) -> Handled {
+        let run = run_of(&key);
+        let mut attempt = reported;
+        if self.canary == Canary::AcceptStaleResults {
+            let current = self.node.as_ref().and_then(|node| {
+                let driver = node.runs.get(&run)?;
+                let record = driver.run.task_instance(&key.task_id, key.map_index)?;
+                record
+                    .state
+                    .is_active()
+                    .then_some((record.try_number, record.token))
+            });
+            attempt = current.unwrap_or(reported);
+        }
+        let extra = vec![Write::PutAttempt(AttemptRow {
+            key: key.clone(),
+            try_number: attempt.0,
+            token: attempt.1,
+            state: attempt_state(&outcome),
+            started_at: started_at.unwrap_or(self.now),
+            ended_at: Some(self.now),
+            worker: format!("worker-{worker}"),
+            note: None,
+        })];
+        let input = RunInput::AttemptFinished {
+            task_id: key.task_id.clone(),
+            map_index: key.map_index,
+            try_number: attempt.0,
+            token: attempt.1,
+            outcome: outcome.clone(),
+        };
+        let accepted = Accepted {
+            key,
+            attempt,
+            reported,
+            outcome: Some(outcome),
+        };
+        self.decide(&run, input, extra, Some(accepted))
+    }
+
+    /// Feed one input to the run, persist its writes (and `extra`, when the run accepted the
+    /// attempt) in ONE batch, then perform the other effects in order.
+    fn decide(
+        &mut self,
+        run: &RunKey,
+        input: RunInput,
+        extra: Vec<Write>,
+        accepted: Option<Accepted>,
+    ) -> Handled {
+        let started = match &input {
+            RunInput::AttemptStarted {
+                task_id,
+                map_index,
+                try_number,
+                token,
+            } => Some(Accepted {
+                key: TaskInstanceKey::new(&run.dag_id, &run.run_id, task_id, *map_index),
+                attempt: (*try_number, *token),
+                reported: (*try_number, *token),
+                outcome: None,
+            }),
+            _ => None,
+        };
+        let now = self.now;
+        let node = self.node.as_mut().ok_or(NodeDown)?;
+        let Some(driver) = node.runs.get_mut(run) else {
+            return Ok(());
+        };
+        let driver_id = driver.id;
+        let effects = driver.run.handle(now, input);
+        if effects.is_empty() {
+            return Ok(());
+        }
+        let accepting = accepted.as_ref().or(started.as_ref());
+        let is_accepted = accepting.is_some_and(|a| a.accepted_by(&effects));
+        let mut batch = if is_accepted { extra } else { Vec::new() };
+        let mut records = Vec::new();
+        let mut finished = None;
+        for effect in &effects {
+            match effect {
+                RunEffect::PersistTask { expected, record } => {
+                    batch.push(Write::PutTaskInstance {
+                        expected: *expected,
+                        record: record.clone(),
+                    });
+                    records.push(Record::TaskWritten {
+                        key: record.key.clone(),
+                        from: *expected,
+                        to: record.version(),
+                        max_tries: record.max_tries,
+                    });
+                }
+                RunEffect::PersistRun { state, ended_at } => {
+                    batch.push(Write::UpdateRun {
+                        key: run.clone(),
+                        expected: driver.stored_state,
+                        state: *state,
+                        started_at: None,
+                        ended_at: *ended_at,
+                    });
+                    driver.stored_state = *state;
+                    records.push(Record::RunStateChanged {
+                        run: run.clone(),
+                        state: *state,
+                    });
+                    if state.is_finished() {
+                        finished = Some(*state);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if is_accepted {
+            if let Some(a) = accepted.as_ref().or(started.as_ref()) {
+                records.push(a.record());
+            }
+        }
+        if !batch.is_empty() {
+            let outcome = self.store.write(&mut self.fault_rng, &self.rates, batch);
+            // The history follows the store: a batch applied without acknowledgement is in it.
+            let applied = matches!(
+                outcome,
+                WriteOutcome::Acknowledged
+                    | WriteOutcome::Failed { applied: true }
+                    | WriteOutcome::Crashed { applied: true }
+            );
+            if applied {
+                for record in records {
+                    self.record(record);
+                }
+            }
+            match outcome {
+                WriteOutcome::Acknowledged => {}
+                WriteOutcome::Conflict | WriteOutcome::Failed { .. } => {
+                    self.run_driver_failed(run);
+                    return Ok(());
+                }
+                WriteOutcome::Crashed { applied } => {
+                    self.record(Record::StoreFault {
+                        what: format!("node crashed mid-write (applied: {applied})"),
+                    });
+                    self.crash_node();
+                    return Err(NodeDown);
+                }
+            }
+        } else {
+            for record in records {
+                self.record(record);
+            }
+        }
+        let latency_ms = self.fault_rng.below(self.rates.store_latency_ms_max + 1);
+        for effect in effects {
+            match effect {
+                RunEffect::Dispatch(request) => self.send(Message::Enqueue(request), latency_ms),
+                RunEffect::Kill { key, token, .. } => {
+                    // The task actor kills its slot's attempt and withdraws any waiting request.
+                    self.send(
+                        Message::Kill {
+                            key: key.clone(),
+                            token,
+                        },
+                        latency_ms,
+                    );
+                    self.send(Message::Cancel { key }, latency_ms);
+                }
+                RunEffect::SetTimer { at, timer } => {
+                    let event = Event::RunTimer {
+                        epoch: self.epoch,
+                        driver: driver_id,
+                        run: run.clone(),
+                        timer,
+                    };
+                    self.schedule(at, event);
+                }
+                RunEffect::PersistTask { .. } | RunEffect::PersistRun { .. } => {}
+            }
+        }
+        if let Some(state) = finished {
+            if let Some(node) = self.node.as_mut() {
+                node.runs.remove(run);
+            }
+            self.send(
+                Message::RunFinished {
+                    run: run.clone(),
+                    state,
+                },
+                0,
+            );
+        }
+        Ok(())
+    }
+
+    /// The run's driver died on a store error: its supervisor rebuilds it from the store after
+    /// a back-off, at most `RUN_DRIVER_RESTARTS_MAX` times.
+    fn run_driver_failed(&mut self, run: &RunKey) {
+        self.record(Record::StoreFault {
+            what: format!("run driver {run} failed on a store write"),
+        });
+        let Some(node) = self.node.as_mut() else {
+            return;
+        };
+        node.runs.remove(run);
+        let restarts = node.restarts.entry(run.clone()).or_insert(0);
+        *restarts += 1;
+        if *restarts > RUN_DRIVER_RESTARTS_MAX {
+            self.needs_heal = true;
+            return;
+        }
+        let at = after_ms(self.now, 50 * u64::from(*restarts));
+        let event = Event::ResumeRun {
+            epoch: self.epoch,
+            run: run.clone(),
+        };
+        self.schedule(at, event);
+    }
+
+    // ---- the dispatcher glue (dispatcher_actor.rs) ----
+
+    fn dispatch(&mut self, input: DispatchInput) {
+        let Some(node) = self.node.as_mut() else {
+            return;
+        };
+        let effects = node.dispatcher.handle(input);
+        for DispatchEffect::Start(request) in effects {
+            let Some(worker) = self.node.as_mut().and_then(|n| n.idle_workers.pop()) else {
+                // The core started more attempts than there are slots: the limits checker
+                // sees the attempt never run; nothing to execute it on.
+                continue;
+            };
+            self.start_attempt(worker, request);
+        }
+    }
+
+    // ---- workers (worker_slot.rs) ----
+
+    fn start_attempt(&mut self, worker: usize, request: DispatchRequest) {
+        self.next_attempt += 1;
+        let id = self.next_attempt;
+        let task = self.task_spec(&request.key);
+        let ends = plan_attempt(&mut self.worker_rng, &task, &self.workload, &request.key);
+        self.record(Record::AttemptStarted {
+            attempt: id,
+            key: request.key.clone(),
+            try_number: request.try_number,
+            token: request.token,
+            worker,
+            pool: request.pool.clone(),
+            pool_slots: request.pool_slots,
+        });
+        self.send(
+            Message::AttemptStarted {
+                key: request.key.clone(),
+                try_number: request.try_number,
+                token: request.token,
+            },
+            0,
+        );
+        if let Some((after, _)) = &ends {
+            self.schedule(
+                after_ms(self.now, *after),
+                Event::AttemptDone { attempt: id },
+            );
+        }
+        let attempt = Attempt {
+            worker,
+            request,
+            started_at: self.now,
+            ends,
+        };
+        self.attempts.insert(id, attempt);
+    }
+
+    fn task_spec(&self, key: &TaskInstanceKey) -> TaskSpec {
+        let dag = self.workload.dags.iter().find(|d| d.dag_id == key.dag_id);
+        dag.and_then(|dag| dag.task(&key.task_id))
+            .cloned()
+            .expect("attempts belong to workload tasks")
+    }
+
+    /// An attempt stops executing: its result goes to the run, its slot back to the dispatcher.
+    fn end_attempt(&mut self, id: u64, attempt: Attempt, outcome: AttemptOutcome, how: &str) {
+        self.record(Record::AttemptEnded {
+            attempt: id,
+            how: how.to_string(),
+        });
+        let request = attempt.request;
+        self.send(
+            Message::AttemptFinished {
+                key: request.key.clone(),
+                try_number: request.try_number,
+                token: request.token,
+                outcome,
+                started_at: Some(attempt.started_at),
+                worker: attempt.worker,
+            },
+            0,
+        );
+        self.send(
+            Message::Release {
+                epoch: self.epoch,
+                worker: attempt.worker,
+                key: request.key,
+                try_number: request.try_number,
+                token: request.token,
+            },
+            0,
+        );
+    }
+
+    fn kill_attempt(&mut self, key: &TaskInstanceKey, token: u64) {
+        let found = self
+            .attempts
+            .iter()
+            .find(|(_, a)| a.request.key == *key && a.request.token == token)
+            .map(|(id, _)| *id);
+        if let Some(id) = found {
+            let attempt = self.attempts.remove(&id).expect("found above");
+            let outcome = AttemptOutcome::Failed {
+                reason: "attempt killed".to_string(),
+                retryable: true,
+            };
+            self.end_attempt(id, attempt, outcome, "killed");
+        }
+    }
+
+    /// A worker slot dies with its attempt; its supervisor reports the attempt lost.
+    fn kill_worker(&mut self, worker: usize) {
+        let found = self
+            .attempts
+            .iter()
+            .find(|(_, a)| a.worker == worker)
+            .map(|(id, _)| *id);
+        let Some(id) = found else {
+            return;
+        };
+        self.record(Record::WorkerDied { worker });
+        let attempt = self.attempts.remove(&id).expect("found above");
+        let outcome = AttemptOutcome::Lost {
+            reason: "worker died".to_string(),
+        };
+        self.end_attempt(id, attempt, outcome, "worker died");
+    }
+
+    fn final_store(&self) -> FinalStore {
+        let store = &self.store.inner;
+        let mut runs = Vec::new();
+        let mut task_instances = Vec::new();
+        for dag in &self.workload.dags {
+            let rows = block_on(store.runs(&dag.dag_id, usize::MAX)).expect("memory store reads");
+            for row in rows {
+                task_instances
+                    .extend(block_on(store.task_instances(&row.key)).expect("memory store reads"));
+                runs.push(row);
+            }
+        }
+        FinalStore {
+            runs,
+            task_instances,
+        }
+    }
+}
+
+/// The attempt whose report a decision may accept, and how to recognise that it did.
+struct Accepted {
+    key: TaskInstanceKey,
+    /// The (try, token) fed to the core.
+    attempt: (u32, u64),
+    /// The (try, token) the worker reported (differs only under the canary).
+    reported: (u32, u64),
+    /// `None` for a start report.
+    outcome: Option<AttemptOutcome>,
+}
+
+impl Accepted {
+    /// As the actors decide it: some write moves this task instance from exactly this
+    /// (try, token).
+    fn accepted_by(&self, effects: &[RunEffect]) -> bool {
+        effects.iter().any(|effect| {
+            matches!(effect, RunEffect::PersistTask { expected: Some(version), record }
+                if record.key == self.key
+                    && (version.try_number, version.token) == self.attempt)
+        })
+    }
+
+    fn record(&self) -> Record {
+        match &self.outcome {
+            Some(outcome) => Record::ResultAccepted {
+                key: self.key.clone(),
+                try_number: self.reported.0,
+                token: self.reported.1,
+                outcome: outcome.clone(),
+            },
+            None => Record::StartAccepted {
+                key: self.key.clone(),
+                try_number: self.reported.0,
+                token: self.reported.1,
+            },
+        }
+    }
+}
+
+fn run_of(key: &TaskInstanceKey) -> RunKey {
+    RunKey {
+        dag_id: key.dag_id.clone(),
+        run_id: key.run_id.clone(),
+    }
+}
+
+fn attempt_state(outcome: &AttemptOutcome) -> TaskState {
+    match outcome {
+        AttemptOutcome::Success { .. } => TaskState::Success,
+        AttemptOutcome::Skipped => TaskState::Skipped,
+        _ => TaskState::Failed,
+    }
+}
+
+/// What a worker will do with an attempt: finish after some ms with an outcome, or hang
+/// (`None`) until killed. Hangs and overruns only happen to tasks with an execution timeout:
+/// a task without one that hangs would hang in production too.
+fn plan_attempt(
+    rng: &mut SimRng,
+    task: &TaskSpec,
+    workload: &Workload,
+    key: &TaskInstanceKey,
+) -> Option<(u64, AttemptOutcome)> {
+    let mut duration_ms = if rng.chance(700) {
+        rng.between(1, 60) * 1000
+    } else {
+        rng.between(60, 900) * 1000
+    };
+    let roll = rng.below(1000);
+    let outcome = if roll < 130 {
+        AttemptOutcome::Failed {
+            reason: "simulated failure".to_string(),
+            retryable: true,
+        }
+    } else if roll < 160 {
+        AttemptOutcome::Failed {
+            reason: "simulated fatal failure".to_string(),
+            retryable: false,
+        }
+    } else if roll < 180 {
+        AttemptOutcome::Skipped
+    } else {
+        success(rng, task, workload, key)
+    };
+    let Some(timeout_ms) = task.execution_timeout_ms else {
+        return Some((duration_ms, outcome));
+    };
+    if rng.chance(150) {
+        duration_ms = timeout_ms + rng.between(1, 600) * 1000;
+    }
+    if duration_ms <= timeout_ms {
+        return Some((duration_ms, outcome));
+    }
+    // The executor enforces the timeout, or fails to and the run's timer has to.
+    if rng.chance(500) {
+        Some((timeout_ms, AttemptOutcome::TimedOut))
+    } else {
+        None
+    }
+}
+
+fn success(
+    rng: &mut SimRng,
+    task: &TaskSpec,
+    workload: &Workload,
+    key: &TaskInstanceKey,
+) -> AttemptOutcome {
+    let dag = workload.dags.iter().find(|d| d.dag_id == key.dag_id);
+    let downstream: Vec<&TaskSpec> = dag
+        .map(|dag| {
+            dag.tasks
+                .iter()
+                .filter(|t| t.upstream.contains(&task.task_id))
+                .collect()
+        })
+        .unwrap_or_default();
+    let branch = (task.flow == FlowControl::Branch).then(|| {
+        downstream
+            .iter()
+            .filter(|_| rng.chance(500))
+            .map(|t| t.task_id.clone())
+            .collect()
+    });
+    let proceed = (task.flow == FlowControl::ShortCircuit).then(|| rng.chance(600));
+    let feeds_mapping = downstream.iter().any(|t| {
+        matches!(&t.mapping, Some(MappingSpec::Upstream { task_id }) if *task_id == task.task_id)
+    });
+    let output_len = feeds_mapping.then(|| rng.below(4) as usize);
+    AttemptOutcome::Success {
+        branch,
+        proceed,
+        output_len,
+    }
+}

@@ -1,0 +1,78 @@
+//! The simulator as a test: determinism (same seed, same trace), the canary is caught by the
+//! checker that names it, and a range of seeds passes every checker.
+
+use std::collections::BTreeSet;
+use weft_simulations::checkers::{check_all, ONE_RESULT_PER_TRY};
+use weft_simulations::{run_seed, Canary};
+
+/// Seeds every test run checks; the binary (`--seeds N`) covers more.
+const SEEDS_PASSING: u64 = 100;
+
+#[test]
+fn same_seed_gives_the_same_trace() {
+    for seed in [1, 7, 54] {
+        let first = run_seed(seed, Canary::Off);
+        let second = run_seed(seed, Canary::Off);
+        assert_eq!(
+            first.trace_hash, second.trace_hash,
+            "seed {seed} is not deterministic"
+        );
+        assert_eq!(first.history.entries.len(), second.history.entries.len());
+        assert!(
+            !first.history.entries.is_empty(),
+            "seed {seed} recorded nothing"
+        );
+    }
+    let hashes: BTreeSet<u64> = (0..5)
+        .map(|seed| run_seed(seed, Canary::Off).trace_hash)
+        .collect();
+    assert_eq!(
+        hashes.len(),
+        5,
+        "different seeds should give different traces"
+    );
+}
+
+#[test]
+fn the_canary_is_caught_by_one_result_per_try() {
+    let caught: Vec<u64> = (0..40)
+        .filter(|&seed| {
+            run_seed(seed, Canary::AcceptStaleResults)
+                .violations
+                .iter()
+                .any(|violation| violation.checker == ONE_RESULT_PER_TRY)
+        })
+        .collect();
+    assert!(
+        !caught.is_empty(),
+        "accepting stale results went unnoticed in 40 seeds"
+    );
+    for seed in caught {
+        let honest = run_seed(seed, Canary::Off);
+        let blamed = honest
+            .violations
+            .iter()
+            .any(|v| v.checker == ONE_RESULT_PER_TRY);
+        assert!(
+            !blamed,
+            "seed {seed} fails {ONE_RESULT_PER_TRY} without the canary"
+        );
+    }
+}
+
+#[test]
+fn seeds_pass_every_checker() {
+    for seed in 0..SEEDS_PASSING {
+        let report = run_seed(seed, Canary::Off);
+        assert_eq!(
+            check_all(&report.history),
+            report.violations,
+            "checking is a pure function of the history"
+        );
+        assert!(
+            report.violations.is_empty(),
+            "{}",
+            weft_simulations::describe_failure(&report, Canary::Off)
+        );
+    }
+}
