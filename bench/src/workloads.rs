@@ -1,0 +1,452 @@
+//! The workloads that run DAGs through a real engine on a durable SQLite store
+//! (`synchronous=FULL`: every state change is on disk before anything depends on it):
+//! chain100 (shell, in-process, Python), light40, fanout1000, many_dags and inproc.
+
+use crate::measure::{millis, Summary, Usage};
+use crate::report::{Throughput, WorkloadResult};
+use anyhow::Context as _;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use weft_actors::{Engine, EngineConfig, RustDag};
+use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::spec::{DagSpec, TaskKind, TaskSpec};
+use weft_core::state::DagRunState;
+use weft_storage::sqlite::{SqliteOptions, SqliteStore};
+use weft_storage::Store;
+
+/// Sizes of one suite run (full or smoke).
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub runs: usize,
+    pub chain_length: usize,
+    pub light_length: usize,
+    pub fanout_width: usize,
+    pub many_dags: usize,
+    pub many_dags_tasks: usize,
+    pub inproc_runs: usize,
+    pub inproc_width: usize,
+}
+
+/// Worker slots of the in-process throughput workload: in-process no-op tasks hold a slot
+/// only for a moment, so more slots keep more runs' batches in each group commit.
+const INPROC_WORKER_SLOTS: usize = 64;
+
+pub struct Workspace {
+    pub root: PathBuf,
+    pub sdk: PathBuf,
+}
+
+impl Workspace {
+    fn fresh_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.root.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
+}
+
+async fn durable_engine(dir: &Path, worker_slots: Option<usize>) -> anyhow::Result<Engine> {
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+        dir.join("weft.db"),
+        SqliteOptions::default(),
+    )?);
+    let mut config = EngineConfig::new(dir);
+    if let Some(slots) = worker_slots {
+        config.worker_slots = slots;
+    }
+    Ok(Engine::start(store, config).await?)
+}
+
+fn shell_task(task_id: &str, upstream: &[String]) -> TaskSpec {
+    let kind = TaskKind::Shell {
+        command: "true".to_string(),
+        env: Default::default(),
+        append_env: false,
+        cwd: None,
+        skip_exit_code: Some(99),
+        templated: false,
+    };
+    let mut task = TaskSpec::new(task_id, kind);
+    task.operator = "BashOperator".to_string();
+    task.upstream = upstream.to_vec();
+    task
+}
+
+fn chain_ids(length: usize) -> Vec<String> {
+    (0..length).map(|index| format!("t{index:04}")).collect()
+}
+
+fn shell_chain(dag_id: &str, length: usize) -> DagSpec {
+    let ids = chain_ids(length);
+    let tasks = ids
+        .iter()
+        .enumerate()
+        .map(|(index, id)| {
+            shell_task(
+                id,
+                if index == 0 {
+                    &[]
+                } else {
+                    &ids[index - 1..index]
+                },
+            )
+        })
+        .collect();
+    let mut spec = DagSpec::new(dag_id, tasks);
+    spec.max_active_runs = 1_000;
+    spec
+}
+
+/// Parses a generated Python DAG file with the SDK's processor (what the DAG processor runs).
+async fn python_dag(
+    workspace: &Workspace,
+    dir: &Path,
+    file_name: &str,
+    source: &str,
+) -> anyhow::Result<DagSpec> {
+    let path = dir.join(file_name);
+    std::fs::write(&path, source)?;
+    let output = tokio::process::Command::new("python3")
+        .args(["-m", "weft.processor"])
+        .arg(&path)
+        .env("PYTHONPATH", &workspace.sdk)
+        .output()
+        .await?;
+    let line = String::from_utf8(output.stdout)?;
+    let answer: serde_json::Value =
+        serde_json::from_str(line.trim()).context("reading the processor's answer")?;
+    if !answer["error"].is_null() {
+        anyhow::bail!("{file_name} did not load: {}", answer["error"]);
+    }
+    Ok(serde_json::from_value(answer["dags"][0].clone())?)
+}
+
+/// Triggers `dag_id` `runs` times one after the other (after one warm-up run that is not
+/// counted), returning each run's key and end-to-end seconds.
+async fn sequential_runs(
+    engine: &Engine,
+    dag_id: &str,
+    runs: usize,
+) -> anyhow::Result<Vec<(RunKey, f64)>> {
+    let warm_up = engine.trigger(dag_id, json!({})).await?;
+    expect_success(engine.wait_for_run(&warm_up).await?, dag_id)?;
+    let mut measured = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        let run = engine.trigger(dag_id, json!({})).await?;
+        expect_success(engine.wait_for_run(&run).await?, dag_id)?;
+        measured.push((run, started.elapsed().as_secs_f64()));
+    }
+    Ok(measured)
+}
+
+fn expect_success(state: DagRunState, dag_id: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        state == DagRunState::Success,
+        "a run of {dag_id} ended {state:?}"
+    );
+    Ok(())
+}
+
+/// Downstream attempt start minus upstream attempt end along a chain, from the attempt rows.
+async fn chain_gaps_ms(
+    store: &Arc<dyn Store>,
+    run: &RunKey,
+    ids: &[String],
+) -> anyhow::Result<Vec<f64>> {
+    let mut bounds = Vec::with_capacity(ids.len());
+    for id in ids {
+        let key = TaskInstanceKey::new(&run.dag_id, &run.run_id, id, -1);
+        let attempt = store
+            .attempts(&key)
+            .await?
+            .pop()
+            .with_context(|| format!("no attempt of {id}"))?;
+        bounds.push((
+            attempt.started_at,
+            attempt.ended_at.unwrap_or(attempt.started_at),
+        ));
+    }
+    Ok(bounds
+        .windows(2)
+        .map(|pair| (pair[1].0 - pair[0].1).num_microseconds().unwrap_or(0) as f64 / 1_000.0)
+        .collect())
+}
+
+/// chain100 for one kind of task: sequential runs, end to end and task-to-task latency.
+async fn chain_result(
+    name: &str,
+    description: &str,
+    engine: &Engine,
+    spec: DagSpec,
+    runs: usize,
+    usage: Usage,
+) -> anyhow::Result<WorkloadResult> {
+    let dag_id = spec.dag_id.clone();
+    let ids: Vec<String> = spec.tasks.iter().map(|task| task.task_id.clone()).collect();
+    engine.upsert_dag(spec).await?;
+    let measured = sequential_runs(engine, &dag_id, runs).await?;
+    let mut gaps = Vec::new();
+    for (run, _) in &measured {
+        gaps.extend(chain_gaps_ms(engine.store(), run, &ids).await?);
+    }
+    let seconds: Vec<f64> = measured.iter().map(|(_, seconds)| *seconds).collect();
+    let end_to_end = Summary::of(&seconds);
+    Ok(WorkloadResult::new(name, description, end_to_end, usage)
+        .with_task_to_task(Summary::of(&gaps))
+        .with_throughput(Throughput::new(
+            ids.len() as f64 / end_to_end.p50,
+            "tasks/s",
+        )))
+}
+
+pub async fn chain_shell(workspace: &Workspace, sizes: &Sizes) -> anyhow::Result<WorkloadResult> {
+    let dir = workspace.fresh_dir("chain_shell")?;
+    let usage = Usage::start();
+    let engine = durable_engine(&dir, None).await?;
+    let spec = shell_chain("bench_chain_shell", sizes.chain_length);
+    let description = format!("{} sequential shell `true` tasks", sizes.chain_length);
+    let result = chain_result(
+        "chain100_shell",
+        &description,
+        &engine,
+        spec,
+        sizes.runs,
+        usage,
+    )
+    .await;
+    engine.shutdown().await;
+    result
+}
+
+pub async fn chain_inproc(workspace: &Workspace, sizes: &Sizes) -> anyhow::Result<WorkloadResult> {
+    let dir = workspace.fresh_dir("chain_inproc")?;
+    let usage = Usage::start();
+    let engine = durable_engine(&dir, None).await?;
+    let ids = chain_ids(sizes.chain_length);
+    let mut dag = RustDag::new("bench_chain_inproc");
+    for (index, id) in ids.iter().enumerate() {
+        let upstream: Vec<&str> = if index == 0 {
+            Vec::new()
+        } else {
+            vec![ids[index - 1].as_str()]
+        };
+        dag = dag.task(id, &upstream, |_| async { Ok(None) });
+    }
+    let dag = dag.settings(|spec| spec.max_active_runs = 1_000);
+    let spec = dag.spec().clone();
+    engine.register(dag).await?;
+    let description = format!(
+        "{} sequential in-process no-op tasks (embedding API)",
+        sizes.chain_length
+    );
+    let result = chain_result(
+        "chain100_inproc",
+        &description,
+        &engine,
+        spec,
+        sizes.runs,
+        usage,
+    )
+    .await;
+    engine.shutdown().await;
+    result
+}
+
+pub async fn chain_python(workspace: &Workspace, sizes: &Sizes) -> anyhow::Result<WorkloadResult> {
+    let dir = workspace.fresh_dir("chain_python")?;
+    let source = python_chain_source("bench_chain_python", sizes.chain_length, "return None");
+    let spec = python_dag(workspace, &dir, "bench_chain_python.py", &source).await?;
+    let usage = Usage::start();
+    let engine = durable_engine(&dir, None).await?;
+    let description = format!(
+        "{} sequential Python no-op @task tasks (warm runner)",
+        sizes.chain_length
+    );
+    let result = chain_result(
+        "chain100_python",
+        &description,
+        &engine,
+        spec,
+        sizes.runs,
+        usage,
+    )
+    .await;
+    engine.shutdown().await;
+    result
+}
+
+pub async fn light(workspace: &Workspace, sizes: &Sizes) -> anyhow::Result<WorkloadResult> {
+    let dir = workspace.fresh_dir("light40")?;
+    let source = python_chain_source("bench_light40", sizes.light_length, "return fib(10)");
+    let spec = python_dag(workspace, &dir, "bench_light40.py", &source).await?;
+    let usage = Usage::start();
+    let engine = durable_engine(&dir, None).await?;
+    let description = format!(
+        "{} sequential Python tasks computing fib(10)",
+        sizes.light_length
+    );
+    let result = chain_result("light40", &description, &engine, spec, sizes.runs, usage).await;
+    engine.shutdown().await;
+    result
+}
+
+fn python_chain_source(dag_id: &str, length: usize, body: &str) -> String {
+    format!(
+        r#"# Generated by weft-bench: a chain of Python tasks.
+from datetime import datetime
+from weft import DAG, task
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+with DAG(dag_id="{dag_id}", schedule=None, start_date=datetime(2024, 1, 1), max_active_runs=1000) as dag:
+
+    @task
+    def step():
+        {body}
+
+    previous = None
+    for index in range({length}):
+        current = step.override(task_id=f"t{{index:04}}")()
+        if previous is not None:
+            previous >> current
+        previous = current
+"#
+    )
+}
+
+pub async fn fanout(
+    workspace: &Workspace,
+    sizes: &Sizes,
+    fork_exec_per_s: f64,
+) -> anyhow::Result<WorkloadResult> {
+    let dir = workspace.fresh_dir("fanout")?;
+    let usage = Usage::start();
+    let engine = durable_engine(&dir, None).await?;
+    let width = sizes.fanout_width;
+    let middle: Vec<String> = (0..width).map(|index| format!("t{index:05}")).collect();
+    let mut tasks = vec![shell_task("start", &[])];
+    tasks.extend(
+        middle
+            .iter()
+            .map(|id| shell_task(id, &["start".to_string()])),
+    );
+    tasks.push(shell_task("end", &middle));
+    let mut spec = DagSpec::new("bench_fanout", tasks);
+    spec.max_active_tasks = width as u32 + 2;
+    spec.max_active_runs = 1_000;
+    engine.upsert_dag(spec).await?;
+    let measured = sequential_runs(&engine, "bench_fanout", sizes.runs.min(3)).await;
+    engine.shutdown().await;
+    let seconds: Vec<f64> = measured?.iter().map(|(_, seconds)| *seconds).collect();
+    let end_to_end = Summary::of(&seconds);
+    let rate = (width + 2) as f64 / end_to_end.p50;
+    let description = format!("1 -> {width} parallel shell `true` -> 1");
+    Ok(
+        WorkloadResult::new("fanout1000", &description, end_to_end, usage)
+            .with_throughput(Throughput::new(rate, "tasks/s"))
+            .with_note(
+                "share_of_parallel_fork_exec_floor",
+                json!(rate / fork_exec_per_s),
+            ),
+    )
+}
+
+pub async fn many_dags(workspace: &Workspace, sizes: &Sizes) -> anyhow::Result<WorkloadResult> {
+    let dir = workspace.fresh_dir("many_dags")?;
+    let usage = Usage::start();
+    let engine = durable_engine(&dir, None).await?;
+    let dag_ids: Vec<String> = (0..sizes.many_dags)
+        .map(|index| format!("bench_many_{index:04}"))
+        .collect();
+    for dag_id in &dag_ids {
+        engine
+            .upsert_dag(shell_chain(dag_id, sizes.many_dags_tasks))
+            .await?;
+    }
+    let mut makespans = Vec::new();
+    for _ in 0..sizes.runs.min(3) {
+        let started = Instant::now();
+        let triggers = dag_ids
+            .iter()
+            .map(|dag_id| engine.trigger(dag_id, json!({})));
+        let runs = futures::future::try_join_all(triggers).await?;
+        let waits = runs.iter().map(|run| engine.wait_for_run(run));
+        for (state, dag_id) in futures::future::try_join_all(waits)
+            .await?
+            .into_iter()
+            .zip(&dag_ids)
+        {
+            expect_success(state, dag_id)?;
+        }
+        makespans.push(started.elapsed().as_secs_f64());
+    }
+    engine.shutdown().await;
+    let end_to_end = Summary::of(&makespans);
+    let tasks = (sizes.many_dags * sizes.many_dags_tasks) as f64;
+    let description = format!(
+        "{} DAGs of {} chained shell `true` tasks triggered at once (makespan)",
+        sizes.many_dags, sizes.many_dags_tasks
+    );
+    Ok(
+        WorkloadResult::new("many_dags", &description, end_to_end, usage)
+            .with_throughput(Throughput::new(tasks / end_to_end.p50, "tasks/s")),
+    )
+}
+
+pub async fn inproc(workspace: &Workspace, sizes: &Sizes) -> anyhow::Result<WorkloadResult> {
+    let dir = workspace.fresh_dir("inproc")?;
+    let usage = Usage::start();
+    let engine = durable_engine(&dir, Some(INPROC_WORKER_SLOTS)).await?;
+    let width = sizes.inproc_width;
+    let mut dag = RustDag::new("bench_inproc");
+    for index in 0..width {
+        dag = dag.task(&format!("t{index:05}"), &[], |_| async { Ok(None) });
+    }
+    let dag = dag.settings(|spec| {
+        spec.max_active_tasks = width as u32;
+        spec.max_active_runs = 10_000;
+    });
+    engine.register(dag).await?;
+    // One run first, so that the measured runs find everything warm.
+    let warm_up = engine.trigger("bench_inproc", json!({})).await?;
+    expect_success(engine.wait_for_run(&warm_up).await?, "bench_inproc")?;
+    let mut rates = Vec::new();
+    let mut seconds = Vec::new();
+    for _ in 0..sizes.runs.min(3) {
+        let started = Instant::now();
+        let triggers = (0..sizes.inproc_runs).map(|_| engine.trigger("bench_inproc", json!({})));
+        let runs = futures::future::try_join_all(triggers).await?;
+        for run in &runs {
+            expect_success(engine.wait_for_run(run).await?, "bench_inproc")?;
+        }
+        let elapsed = started.elapsed();
+        seconds.push(elapsed.as_secs_f64());
+        rates.push((sizes.inproc_runs * width) as f64 / elapsed.as_secs_f64());
+    }
+    engine.shutdown().await;
+    let description = format!(
+        "{} concurrent runs x {width} in-process no-op tasks, durable SQLite, {INPROC_WORKER_SLOTS} slots",
+        sizes.inproc_runs
+    );
+    let rate = Summary::of(&rates);
+    Ok(
+        WorkloadResult::new("inproc", &description, Summary::of(&seconds), usage)
+            .with_throughput(Throughput::new(rate.p50, "tasks/s"))
+            .with_note(
+                "tasks_per_s_min",
+                json!(rates.iter().copied().fold(f64::INFINITY, f64::min)),
+            )
+            .with_note(
+                "first_trigger_to_last_end_ms",
+                json!(millis(std::time::Duration::from_secs_f64(
+                    Summary::of(&seconds).max
+                ))),
+            ),
+    )
+}
