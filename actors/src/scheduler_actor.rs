@@ -844,10 +844,6 @@ impl SchedulerState {
 /// A run's jitter seed: drawn by the driver (never by the core) and stored with the run, so a
 /// rebuilt run keeps the same retry delays.
 fn draw_seed(now: Timestamp, counter: u64) -> u64 {
-    let mut value =
-        now.timestamp_nanos_opt().unwrap_or(0) as u64 ^ counter.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    value ^= value >> 33;
-    value = value.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    value ^= value >> 33;
-    value
+    let nanos = now.timestamp_nanos_opt().unwrap_or(0) as u64;
+    weft_core::retry::splitmix64(nanos ^ weft_core::retry::splitmix64(counter))
 }
