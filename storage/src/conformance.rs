@@ -60,25 +60,13 @@ pub trait DurableBackend: Backend {
     async fn reopen(&self, store: Self::Store) -> Self::Store;
 }
 
-/// Generates one `#[tokio::test]` per conformance case. `durable` adds the cases that need
-/// [`DurableBackend`].
+/// The one list of conformance cases: calls the macro named in the first brackets with the
+/// tokens of the second brackets followed by every case name (the durable case excepted), so
+/// that every runner of the suite takes its cases from here.
 #[macro_export]
-macro_rules! conformance_tests {
-    (@cases $backend:expr; $($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                let backend = $backend;
-                $crate::conformance::$case(&backend).await;
-            }
-        )*
-    };
-    ($backend:expr, durable) => {
-        $crate::conformance_tests!($backend);
-        $crate::conformance_tests!(@cases $backend; durable_writes_survive_reopen);
-    };
-    ($backend:expr) => {
-        $crate::conformance_tests!(@cases $backend;
+macro_rules! conformance_cases {
+    ([$($callback:tt)*] [$($prefix:tt)*]) => {
+        $($callback)*!($($prefix)*
             dags_put_versions_latest_and_paused,
             runs_one_per_logical_date,
             run_update_guarded_by_state,
@@ -101,6 +89,28 @@ macro_rules! conformance_tests {
             runs_newest_first_with_limit,
             oversize_batch_refused,
         );
+    };
+}
+
+/// Generates one `#[tokio::test]` per conformance case. `durable` adds the cases that need
+/// [`DurableBackend`].
+#[macro_export]
+macro_rules! conformance_tests {
+    (@cases $backend:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let backend = $backend;
+                $crate::conformance::$case(&backend).await;
+            }
+        )*
+    };
+    ($backend:expr, durable) => {
+        $crate::conformance_tests!($backend);
+        $crate::conformance_tests!(@cases $backend; durable_writes_survive_reopen);
+    };
+    ($backend:expr) => {
+        $crate::conformance_cases!([$crate::conformance_tests] [@cases $backend;]);
     };
 }
 

@@ -91,32 +91,10 @@ macro_rules! cql_cases {
     };
 }
 
-// The same cases `conformance_tests!` generates, run through `cql_cases!` so that each can
-// return early without a server and drop its keyspace afterwards.
-cql_cases!(
-    dags_put_versions_latest_and_paused,
-    runs_one_per_logical_date,
-    run_update_guarded_by_state,
-    task_instance_create_once,
-    task_instance_update_with_current_version,
-    task_instance_stale_version_conflicts,
-    batch_with_failing_guard_writes_nothing,
-    racing_writers_exactly_one_wins,
-    references_must_exist,
-    attempts_oldest_first,
-    xcoms_put_get_delete_and_too_large,
-    logs_index,
-    import_errors_put_clear_and_truncate,
-    pools_put_delete_and_default,
-    audit_ids_increase_newest_first,
-    runs_in_states_across_dags,
-    runs_in_states_follow_updates,
-    latest_scheduled_run_ignores_other_types,
-    previous_run_is_just_before,
-    runs_newest_first_with_limit,
-    oversize_batch_refused,
-    durable_writes_survive_reopen,
-);
+// The cases `conformance_tests!` generates, run through `cql_cases!` so that each can return
+// early without a server and drop its keyspace afterwards.
+weft_storage::conformance_cases!([cql_cases] []);
+cql_cases!(durable_writes_survive_reopen);
 
 #[tokio::test]
 async fn a_missing_server_is_a_clear_error() {
