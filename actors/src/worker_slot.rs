@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use weft_core::dag_run::{AttemptOutcome, DispatchRequest};
-use weft_core::spec::{FlowControl, TaskKind, TaskSpec};
+use weft_core::spec::{TaskKind, TaskSpec};
 
 /// One attempt, as handed to a worker slot. Plain data: it crosses process boundaries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,48 +199,10 @@ async fn execute(shared: &Shared, assignment: &AttemptAssignment) -> AttemptRepo
 }
 
 fn interpret_result(task: &TaskSpec, mut report: AttemptReport) -> AttemptReport {
-    let AttemptOutcome::Success {
-        branch,
-        proceed,
-        output_len,
-    } = &mut report.outcome
-    else {
-        return report;
-    };
-    let result = report.result.as_ref();
-    if let Some(serde_json::Value::Array(items)) = result {
-        output_len.get_or_insert(items.len());
-    }
-    match task.flow {
-        FlowControl::Normal => {}
-        FlowControl::Branch if branch.is_none() => {
-            *branch = Some(match result {
-                Some(serde_json::Value::String(task_id)) => vec![task_id.clone()],
-                Some(serde_json::Value::Array(items)) => items
-                    .iter()
-                    .filter_map(|item| item.as_str().map(str::to_string))
-                    .collect(),
-                _ => Vec::new(),
-            });
-        }
-        FlowControl::Branch => {}
-        FlowControl::ShortCircuit => {
-            proceed.get_or_insert(is_truthy(result));
-        }
-    }
     report
-}
-
-/// Python's truthiness of a JSON value, as Airflow's ShortCircuitOperator reads it.
-fn is_truthy(value: Option<&serde_json::Value>) -> bool {
-    match value {
-        None | Some(serde_json::Value::Null) => false,
-        Some(serde_json::Value::Bool(flag)) => *flag,
-        Some(serde_json::Value::Number(number)) => number.as_f64() != Some(0.0),
-        Some(serde_json::Value::String(text)) => !text.is_empty(),
-        Some(serde_json::Value::Array(items)) => !items.is_empty(),
-        Some(serde_json::Value::Object(fields)) => !fields.is_empty(),
-    }
+        .outcome
+        .read_result(task.flow, report.result.as_ref());
+    report
 }
 
 async fn execute_kind(shared: &Shared, assignment: &AttemptAssignment) -> AttemptReport {

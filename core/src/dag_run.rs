@@ -111,6 +111,54 @@ pub enum AttemptOutcome {
     Lost { reason: String },
 }
 
+impl AttemptOutcome {
+    /// Reads a successful attempt's result as its task's flow control asks, as Airflow does:
+    /// a list result gives the mapped length; a branch task's string or list of strings names
+    /// the tasks to follow; a short-circuit task proceeds when the result is truthy (Python's
+    /// truthiness). Values the executor already set are kept.
+    pub fn read_result(&mut self, flow: FlowControl, result: Option<&serde_json::Value>) {
+        let AttemptOutcome::Success {
+            branch,
+            proceed,
+            output_len,
+        } = self
+        else {
+            return;
+        };
+        if let Some(serde_json::Value::Array(items)) = result {
+            output_len.get_or_insert(items.len());
+        }
+        match flow {
+            FlowControl::Normal => {}
+            FlowControl::Branch => {
+                branch.get_or_insert_with(|| match result {
+                    Some(serde_json::Value::String(task_id)) => vec![task_id.clone()],
+                    Some(serde_json::Value::Array(items)) => items
+                        .iter()
+                        .filter_map(|item| item.as_str().map(str::to_string))
+                        .collect(),
+                    _ => Vec::new(),
+                });
+            }
+            FlowControl::ShortCircuit => {
+                proceed.get_or_insert(is_truthy(result));
+            }
+        }
+    }
+}
+
+/// Python's truthiness of a JSON value, as Airflow's ShortCircuitOperator reads it.
+fn is_truthy(value: Option<&serde_json::Value>) -> bool {
+    match value {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Bool(flag)) => *flag,
+        Some(serde_json::Value::Number(number)) => number.as_f64() != Some(0.0),
+        Some(serde_json::Value::String(text)) => !text.is_empty(),
+        Some(serde_json::Value::Array(items)) => !items.is_empty(),
+        Some(serde_json::Value::Object(fields)) => !fields.is_empty(),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RunTimer {
     /// A retry delay elapsed.
