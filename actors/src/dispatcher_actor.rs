@@ -2,7 +2,7 @@
 //! hands started attempts to idle worker slots.
 
 use crate::shared::Shared;
-use crate::task_actor::TaskMsg;
+use crate::task_actor::{lost_report, TaskMsg};
 use crate::worker_slot::{AttemptAssignment, WorkerSlot, WorkerSlotArgs, WorkerSlotMsg};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::collections::HashMap;
@@ -36,14 +36,27 @@ pub(crate) enum DispatcherMsg {
         dag_id: String,
         max_active_tasks: u32,
     },
+    /// Test hook: crash one worker slot.
+    #[cfg(any(test, feature = "fault-injection"))]
+    CrashSlot { index: usize },
 }
 
 pub(crate) struct DispatcherActor;
+
+/// An attempt a worker slot is running.
+struct RunningAttempt {
+    slot: usize,
+    try_number: u32,
+    reply: ActorRef<TaskMsg>,
+}
 
 pub(crate) struct DispatcherState {
     core: Dispatcher,
     waiting: HashMap<(TaskInstanceKey, u32), (Box<AttemptAssignment>, ActorRef<TaskMsg>)>,
     idle: Vec<usize>,
+    /// The slot of every attempt started and not yet freed, by (task instance, token), so a
+    /// superseded attempt can be stopped. Bounded by the number of slots.
+    running: HashMap<(TaskInstanceKey, u64), RunningAttempt>,
     slots: Vec<ActorRef<WorkerSlotMsg>>,
     shared: Arc<Shared>,
 }
@@ -83,6 +96,7 @@ impl Actor for DispatcherActor {
             core,
             waiting: HashMap::new(),
             idle: (0..count).rev().collect(),
+            running: HashMap::new(),
             slots,
             shared,
         })
@@ -118,6 +132,7 @@ impl Actor for DispatcherActor {
                 token,
             } => {
                 state.idle.push(slot);
+                state.running.remove(&(key.clone(), token));
                 state.core.handle(DispatchInput::Release {
                     key,
                     try_number,
@@ -140,12 +155,15 @@ impl Actor for DispatcherActor {
                 dag_id,
                 max_active_tasks,
             }),
+            #[cfg(any(test, feature = "fault-injection"))]
+            DispatcherMsg::CrashSlot { index } => {
+                if let Some(slot) = state.slots.get(index) {
+                    let _ = slot.cast(WorkerSlotMsg::Crash);
+                }
+                Vec::new()
+            }
         };
-        metrics::gauge!("weft_dispatch_queue_depth").set(state.waiting.len() as f64);
-        for effect in effects {
-            let DispatchEffect::Start(request) = effect;
-            state.start(request);
-        }
+        state.perform(effects);
         Ok(())
     }
 
@@ -156,8 +174,8 @@ impl Actor for DispatcherActor {
         state: &mut DispatcherState,
     ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, error) = event {
-            // A slot died: replace it. Its attempt, if any, is recovered by its task actor
-            // (the attempt never reports, so the run's timers or a restart settle it).
+            // A slot died: replace it, report its attempt lost to the task actor (which
+            // retries it as the policy allows) and give its capacity back.
             if let Some(index) = state
                 .slots
                 .iter()
@@ -172,6 +190,8 @@ impl Actor for DispatcherActor {
                 let (slot, _) =
                     Actor::spawn_linked(None, WorkerSlot, args, myself.get_cell()).await?;
                 state.slots[index] = slot;
+                let effects = state.slot_lost(index);
+                state.perform(effects);
             }
         }
         Ok(())
@@ -179,6 +199,49 @@ impl Actor for DispatcherActor {
 }
 
 impl DispatcherState {
+    fn perform(&mut self, effects: Vec<DispatchEffect>) {
+        metrics::gauge!("weft_dispatch_queue_depth").set(self.waiting.len() as f64);
+        for effect in effects {
+            match effect {
+                DispatchEffect::Start(request) => self.start(request),
+                DispatchEffect::Stop(request) => self.stop(&request.key, request.token),
+            }
+        }
+    }
+
+    /// The attempt of a dead slot never reports: report it lost, release its capacity and
+    /// make the slot index idle again (its replacement is already spawned).
+    fn slot_lost(&mut self, index: usize) -> Vec<DispatchEffect> {
+        let lost: Vec<(TaskInstanceKey, u64)> = self
+            .running
+            .iter()
+            .filter(|(_, attempt)| attempt.slot == index)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut effects = Vec::new();
+        for (key, token) in lost {
+            let Some(attempt) = self.running.remove(&(key.clone(), token)) else {
+                continue;
+            };
+            metrics::counter!("weft_attempts_lost_total", "reason" => "worker_slot_died")
+                .increment(1);
+            let _ = attempt.reply.cast(TaskMsg::Finished {
+                try_number: attempt.try_number,
+                token,
+                report: Box::new(lost_report("worker slot died")),
+            });
+            effects.extend(self.core.handle(DispatchInput::Release {
+                key,
+                try_number: attempt.try_number,
+                token,
+            }));
+        }
+        if !self.idle.contains(&index) {
+            self.idle.push(index);
+        }
+        effects
+    }
+
     fn start(&mut self, request: weft_core::dag_run::DispatchRequest) {
         let Some((assignment, reply)) = self
             .waiting
@@ -203,6 +266,20 @@ impl DispatcherState {
             return;
         };
         metrics::counter!("weft_dispatched_total").increment(1);
+        let attempt = RunningAttempt {
+            slot,
+            try_number: request.try_number,
+            reply: reply.clone(),
+        };
+        self.running.insert((request.key, request.token), attempt);
         let _ = self.slots[slot].cast(WorkerSlotMsg::Run { assignment, reply });
+    }
+
+    /// Stops a superseded attempt that still holds its slot; the slot frees itself as usual.
+    fn stop(&mut self, key: &TaskInstanceKey, token: u64) {
+        if let Some(attempt) = self.running.get(&(key.clone(), token)) {
+            metrics::counter!("weft_superseded_attempts_stopped_total").increment(1);
+            let _ = self.slots[attempt.slot].cast(WorkerSlotMsg::Kill { token });
+        }
     }
 }

@@ -384,6 +384,14 @@ impl Engine {
     }
 
     #[cfg(any(test, feature = "fault-injection"))]
+    /// Test hook: crash a worker slot (its attempt is lost; the slot is replaced).
+    pub fn crash_worker_slot(&self, index: usize) {
+        let _ = self
+            .dispatcher
+            .cast(crate::dispatcher_actor::DispatcherMsg::CrashSlot { index });
+    }
+
+    #[cfg(any(test, feature = "fault-injection"))]
     /// Test hook: crash the task actor of a task in an active run.
     pub fn crash_task_actor(&self, run: &RunKey, task_id: &str) {
         let _ = self.scheduler.cast(SchedulerMsg::CrashTask {

@@ -716,7 +716,7 @@ impl SchedulerState {
             Ok(()) => {}
             Err(weft_storage::Error::Conflict { .. }) => {
                 tracing::debug!(%run, "run is no longer queued; not starting it");
-                return Ok(());
+                return self.start_refused(myself, run).await;
             }
             Err(error) => return Err(error.into()),
         }
@@ -726,6 +726,27 @@ impl SchedulerState {
             at: now,
         });
         self.spawn_run(myself, run, RunStart::Fresh).await
+    }
+
+    /// The store refused to start a run: tell the core what the store holds (so a run that
+    /// does not exist stops holding a `max_active_runs` place), and resume a running run that
+    /// has no actor.
+    async fn start_refused(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        run: &RunKey,
+    ) -> Result<(), EngineError> {
+        let stored = self.shared.store.run(run).await?.map(|row| row.state);
+        let input = SchedulerInput::StartRefused {
+            dag_id: run.dag_id.clone(),
+            run_id: run.run_id.clone(),
+            stored,
+        };
+        Box::pin(self.feed_collect(myself, input)).await?;
+        if stored == Some(DagRunState::Running) && !self.runs.contains_key(run) {
+            self.resume_run(myself, run).await?;
+        }
+        Ok(())
     }
 
     /// Rebuild a running run's actor from the store.

@@ -213,7 +213,7 @@ impl Actor for TaskActor {
     }
 }
 
-fn lost_report(reason: &str) -> AttemptReport {
+pub(crate) fn lost_report(reason: &str) -> AttemptReport {
     AttemptReport {
         outcome: AttemptOutcome::Lost {
             reason: reason.to_string(),

@@ -35,6 +35,9 @@ pub(crate) enum WorkerSlotMsg {
         token: u64,
         report: Box<AttemptReport>,
     },
+    /// Test hook: fail the actor as a crash would.
+    #[cfg(any(test, feature = "fault-injection"))]
+    Crash,
 }
 
 pub(crate) struct WorkerSlot;
@@ -104,6 +107,8 @@ impl Actor for WorkerSlot {
                     state.finish(report);
                 }
             }
+            #[cfg(any(test, feature = "fault-injection"))]
+            WorkerSlotMsg::Crash => return Err("injected worker slot crash".into()),
             WorkerSlotMsg::Done { token, report } => {
                 let current = state
                     .running

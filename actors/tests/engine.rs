@@ -226,6 +226,54 @@ async fn a_crashed_task_actor_is_rebuilt_and_the_run_completes() {
     engine.shutdown().await;
 }
 
+/// A worker slot that dies mid-attempt: the attempt is reported lost and retried, and the
+/// slot's capacity comes back. With one slot, a leaked slot would leave the retry (and the
+/// downstream task) queued forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_slot_loses_its_attempt_and_frees_its_capacity() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mut config = EngineConfig::new(dir.path());
+    config.worker_slots = 1;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = Arc::new(std::sync::Mutex::new(Some(started_tx)));
+    let dag = RustDag::new("slot_dies")
+        .task("slow", &[], move |_| {
+            let started_tx = started_tx.clone();
+            async move {
+                let first = started_tx.lock().unwrap().take();
+                if let Some(tx) = first {
+                    let _ = tx.send(());
+                    // Aborted with its slot long before this ends.
+                    tokio::time::sleep(Duration::from_secs(300)).await;
+                }
+                Ok(None)
+            }
+        })
+        .configure(|task| {
+            task.retries = 1;
+            task.retry_delay_ms = 10;
+        })
+        .task("after", &["slow"], |_| async { Ok(None) });
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("slot_dies", serde_json::json!({}))
+        .await
+        .unwrap();
+    started_rx.await.unwrap();
+    engine.crash_worker_slot(0);
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    assert_eq!(
+        states(store.as_ref(), &run).await,
+        vec![
+            ("after".to_string(), TaskState::Success, 1),
+            ("slow".to_string(), TaskState::Success, 2),
+        ]
+    );
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_interrupted_by_shutdown_completes_after_restart() {
     let dir = tempfile::tempdir().unwrap();

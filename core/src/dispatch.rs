@@ -60,6 +60,12 @@ pub enum DispatchInput {
 pub enum DispatchEffect {
     /// Run this attempt now on a free worker slot.
     Start(DispatchRequest),
+    /// Stop this started attempt: a newer attempt of the same task instance was enqueued, so
+    /// the run has given up on it (its reports are refused by fencing), yet it still holds a
+    /// worker slot and pool slots. The `Kill` that should have stopped it may have been lost
+    /// with a crashed run driver, and an attempt whose executor fails to enforce its timeout
+    /// would otherwise hold its slots forever (found by the simulator, seed 1701).
+    Stop(DispatchRequest),
 }
 
 /// Inputs the dispatcher ignored, by reason; for metrics and the simulator's checkers.
@@ -179,8 +185,9 @@ impl Dispatcher {
     }
 
     pub fn handle(&mut self, input: DispatchInput) -> Vec<DispatchEffect> {
+        let mut effects = Vec::new();
         match input {
-            DispatchInput::Enqueue(request) => self.enqueue(request),
+            DispatchInput::Enqueue(request) => self.enqueue(request, &mut effects),
             DispatchInput::Release {
                 key,
                 try_number,
@@ -207,7 +214,8 @@ impl Dispatcher {
             }
             DispatchInput::SetWorkerSlots { count } => self.worker_slots = count,
         }
-        self.start_ready()
+        self.start_ready(&mut effects);
+        effects
     }
 
     pub fn stats(&self) -> DispatchStats {
@@ -236,7 +244,7 @@ impl Dispatcher {
         self.pools.get(pool).map(|pool| pool.used)
     }
 
-    fn enqueue(&mut self, request: DispatchRequest) {
+    fn enqueue(&mut self, request: DispatchRequest, effects: &mut Vec<DispatchEffect>) {
         let attempt = (request.try_number, request.token);
         let is_started = self
             .started
@@ -273,6 +281,12 @@ impl Dispatcher {
             // A newer attempt (a new token after recovery) replaces the queued one.
             self.remove_waiting(&request.key);
         }
+        let superseded = self.started.get(&request.key).into_iter().flatten();
+        effects.extend(
+            superseded
+                .filter(|started| (started.try_number, started.token) < attempt)
+                .map(|started| DispatchEffect::Stop(started.clone())),
+        );
         self.push_waiting(request);
     }
 
@@ -373,8 +387,7 @@ impl Dispatcher {
         }
     }
 
-    fn start_ready(&mut self) -> Vec<DispatchEffect> {
-        let mut effects = Vec::new();
+    fn start_ready(&mut self, effects: &mut Vec<DispatchEffect>) {
         while self.workers_used < self.worker_slots {
             let Some(queue) = self.best_startable_queue() else {
                 break;
@@ -392,7 +405,6 @@ impl Dispatcher {
             self.mark_started(&request);
             effects.push(DispatchEffect::Start(request));
         }
-        effects
     }
 
     /// The queue whose head ranks best among the heads that fit their pool and DAG limits.

@@ -62,6 +62,16 @@ pub enum SchedulerInput {
         run_id: String,
         state: DagRunState,
     },
+    /// The store refused a `StartRun`: the run was not queued. `stored` is the state the store
+    /// holds, `None` when the run does not exist (its `CreateRun` met another run at the same
+    /// logical date, which only a restart hides from the scheduler: recovery reads unfinished
+    /// runs only). Without this input the run would hold a `max_active_runs` place forever
+    /// (found by the simulator, seed 503).
+    StartRefused {
+        dag_id: String,
+        run_id: String,
+        stored: Option<DagRunState>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -218,6 +228,11 @@ impl Scheduler {
                     self.reschedule(&dag_id);
                 }
             }
+            SchedulerInput::StartRefused {
+                dag_id,
+                run_id,
+                stored,
+            } => self.handle_start_refused(now, &dag_id, &run_id, stored, &mut effects),
         }
         let earliest = self.due.first().map(|(at, _)| *at);
         if earliest != self.wake_at {
@@ -297,6 +312,41 @@ impl Scheduler {
             state.active.insert(run_id, run);
         }
         self.reschedule(dag_id);
+    }
+
+    fn handle_start_refused(
+        &mut self,
+        now: Timestamp,
+        dag_id: &str,
+        run_id: &str,
+        stored: Option<DagRunState>,
+        effects: &mut Vec<SchedulerEffect>,
+    ) {
+        let Some(state) = self.dags.get_mut(dag_id) else {
+            return;
+        };
+        match stored {
+            // Started already (a duplicate start): it keeps its place; the driver resumes it.
+            Some(DagRunState::Running) => {
+                if let Some(run) = state.active.get_mut(run_id) {
+                    run.started = true;
+                }
+            }
+            // Still queued means the refusal was transient: start it again at the next `Tick`.
+            Some(DagRunState::Queued) => {
+                if let Some(run) = state.active.get_mut(run_id) {
+                    run.started = false;
+                    self.recovered_queued.insert(dag_id.to_string());
+                }
+            }
+            Some(_) | None => {
+                if state.active.remove(run_id).is_some() {
+                    self.create_due_runs(now, dag_id, effects);
+                    self.start_runs(dag_id, effects);
+                    self.reschedule(dag_id);
+                }
+            }
+        }
     }
 
     fn handle_tick(&mut self, now: Timestamp, effects: &mut Vec<SchedulerEffect>) {

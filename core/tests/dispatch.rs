@@ -23,7 +23,12 @@ fn request(dag_id: &str, task_id: &str, priority_weight: i64) -> DispatchRequest
 fn started(effects: Vec<DispatchEffect>) -> String {
     let names: Vec<String> = effects
         .into_iter()
-        .map(|DispatchEffect::Start(r)| format!("{}.{}", r.key.dag_id, r.key.task_id))
+        .map(|effect| match effect {
+            DispatchEffect::Start(r) => format!("{}.{}", r.key.dag_id, r.key.task_id),
+            DispatchEffect::Stop(r) => {
+                format!("stop:{}.{}#{}", r.key.dag_id, r.key.task_id, r.token)
+            }
+        })
         .collect();
     names.join(" ")
 }
@@ -174,7 +179,10 @@ fn newer_token_replaces_queued_request_and_cancel_withdraws() {
     let effects = dispatcher.handle(DispatchInput::SetWorkerSlots { count: 5 });
     let tokens: Vec<u64> = effects
         .iter()
-        .map(|DispatchEffect::Start(r)| r.token)
+        .filter_map(|effect| match effect {
+            DispatchEffect::Start(r) => Some(r.token),
+            DispatchEffect::Stop(_) => None,
+        })
         .collect();
     assert_eq!(tokens, vec![2]);
 }
@@ -200,9 +208,10 @@ fn seed_54_late_duplicate_enqueue_never_restarts_an_attempt() {
         started(dispatcher.handle(DispatchInput::Enqueue(first.clone()))),
         "d.t"
     );
+    // Token 4 supersedes token 3: it starts, and token 3 is told to stop.
     assert_eq!(
         started(dispatcher.handle(DispatchInput::Enqueue(second.clone()))),
-        "d.t"
+        "stop:d.t#3 d.t"
     );
     assert_eq!(release_token(&mut dispatcher, "d", "t", 4), "");
     assert_eq!(
@@ -258,5 +267,42 @@ fn a_duplicated_release_frees_only_its_own_attempt() {
         dispatcher.pool_used("p"),
         Some(2),
         "token 4 and u still hold the pool"
+    );
+}
+
+/// Found by the simulator (seed 1701): an attempt timed out, the run wrote `up_for_retry` and
+/// then its driver crashed before sending `Kill`; the rebuilt driver queued try 2 while try 1,
+/// whose executor failed to enforce the timeout, held the pool's slots forever. A newer attempt
+/// of the same task instance now stops every older one that still holds a slot.
+#[test]
+fn seed_1701_a_newer_attempt_stops_the_superseded_one() {
+    let mut dispatcher = Dispatcher::new();
+    dispatcher.handle(DispatchInput::SetPool {
+        name: "default_pool".to_string(),
+        slots: 1,
+    });
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(request("d", "a", 1)))),
+        "d.a"
+    );
+    let mut retry = request("d", "a", 1);
+    retry.try_number = 2;
+    retry.token = 2;
+    // Try 2 cannot start (try 1 holds the only pool slot) and try 1 is told to stop.
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(retry.clone()))),
+        "stop:d.a#1"
+    );
+    // A duplicate of try 2 changes nothing.
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(retry))),
+        ""
+    );
+    // Once try 1 gives its slot back, try 2 starts.
+    assert_eq!(release_token(&mut dispatcher, "d", "a", 1), "d.a");
+    // An older attempt enqueued late stops nothing and starts nothing.
+    assert_eq!(
+        started(dispatcher.handle(DispatchInput::Enqueue(request("d", "a", 1)))),
+        ""
     );
 }

@@ -82,6 +82,9 @@ fn trace(scheduler: &mut Scheduler, inputs: Vec<(Timestamp, SchedulerInput)>) ->
                 format!("backfill {dag_id} {}..{}", short(from), short(to))
             }
             SchedulerInput::RunFinished { run_id, .. } => format!("finished {run_id}"),
+            SchedulerInput::StartRefused { run_id, stored, .. } => {
+                format!("start refused {run_id} stored {stored:?}")
+            }
         };
         out.push_str(&format!("{} {label}\n", short(&now)));
         for effect in scheduler.handle(now, input) {
@@ -481,6 +484,63 @@ fn seed_11_recovered_queued_run_waits_for_running_runs() {
             01-05T12:05 finished scheduled__2024-01-04T00:00:00+00:00
                 start d backfill__2024-01-01T00:00:00+00:00
                 wake 01-06T00:00
+        "#]],
+    );
+}
+
+/// Found by the simulator (seed 503): after a restart the scheduler knows only unfinished runs,
+/// so a backfill over a date that already had a finished run asked to create and start a run
+/// the store refused (another run holds that logical date). The refused start kept its place
+/// under `max_active_runs = 1` forever and no scheduled run started again. A refused start now
+/// frees the place when the store holds no such run.
+#[test]
+fn seed_503_a_refused_start_frees_its_place() {
+    let options = DagOptions {
+        max_active_runs: 1,
+        ..daily()
+    };
+    let backfill = "backfill__2024-01-03T00:00:00+00:00";
+    check(
+        vec![
+            (
+                at(2024, 1, 5, 12, 0),
+                SchedulerInput::DagUpserted {
+                    dag: dag("d", options),
+                    paused: false,
+                    last_automated: Some(DataInterval {
+                        start: at(2024, 1, 4, 0, 0),
+                        end: at(2024, 1, 5, 0, 0),
+                    }),
+                },
+            ),
+            (
+                at(2024, 1, 5, 12, 0),
+                SchedulerInput::Backfill {
+                    dag_id: "d".into(),
+                    from: at(2024, 1, 3, 0, 0),
+                    to: at(2024, 1, 3, 0, 0),
+                },
+            ),
+            (
+                at(2024, 1, 5, 12, 0),
+                SchedulerInput::StartRefused {
+                    dag_id: "d".into(),
+                    run_id: backfill.into(),
+                    stored: None,
+                },
+            ),
+            (at(2024, 1, 6, 0, 0), SchedulerInput::Tick),
+        ],
+        expect![[r#"
+            01-05T12:00 upsert d
+                wake 01-06T00:00
+            01-05T12:00 backfill d 01-03T00:00..01-03T00:00
+                create d backfill__2024-01-03T00:00:00+00:00 [01-03T00:00, 01-04T00:00)
+                start d backfill__2024-01-03T00:00:00+00:00
+            01-05T12:00 start refused backfill__2024-01-03T00:00:00+00:00 stored None
+            01-06T00:00 tick
+                create d scheduled__2024-01-05T00:00:00+00:00 [01-05T00:00, 01-06T00:00)
+                start d scheduled__2024-01-05T00:00:00+00:00
         "#]],
     );
 }

@@ -91,8 +91,15 @@ pub fn schedule_exactly_once(history: &History) -> Vec<Violation> {
         let has_run = |date: &Timestamp| runs.contains_key(&(dag.dag_id.as_str(), *date));
         // Without catch-up, ticks missed while the DAG was down or at `max_active_runs` are
         // skipped by design (only the latest due one is created, and none past the end date).
+        // Ticks at or after the drain's pause may go without a run.
+        let before_horizon =
+            |run_after: &Timestamp| history.schedule_horizon.is_none_or(|h| *run_after < h);
         let missed: Vec<&Timestamp> = if dag.catchup {
-            expected.iter().filter(|date| !has_run(date)).collect()
+            expected
+                .iter()
+                .filter(|(date, run_after)| before_horizon(run_after) && !has_run(date))
+                .map(|(date, _)| date)
+                .collect()
         } else {
             Vec::new()
         };
@@ -103,7 +110,7 @@ pub fn schedule_exactly_once(history: &History) -> Vec<Violation> {
         for row in history.final_store.runs.iter().filter(|row| {
             row.key.dag_id == dag.dag_id
                 && row.run_type == RunType::Scheduled
-                && !expected.contains(&row.logical_date)
+                && !expected.contains_key(&row.logical_date)
         }) {
             let message = format!("scheduled run {} is not at a tick", row.key.run_id);
             violations.push(violation(SCHEDULE_EXACTLY_ONCE, None, &row.key, message));
@@ -112,7 +119,11 @@ pub fn schedule_exactly_once(history: &History) -> Vec<Violation> {
     violations
 }
 
-fn expected_ticks(dag: &DagSpec, history_end: Option<Timestamp>) -> Option<BTreeSet<Timestamp>> {
+/// The ticks due by the end of the history: logical date -> when the run is due.
+fn expected_ticks(
+    dag: &DagSpec,
+    history_end: Option<Timestamp>,
+) -> Option<BTreeMap<Timestamp, Timestamp>> {
     if dag.schedule == ScheduleSpec::None {
         return None;
     }
@@ -126,14 +137,14 @@ fn expected_ticks(dag: &DagSpec, history_end: Option<Timestamp>) -> Option<BTree
         Timetable::new(&dag.schedule, &dag.timezone, Some(start), Some(end), true).ok()?;
     // Far enough in the future that every tick up to the end date is due.
     let now = end + chrono::TimeDelta::days(400);
-    let mut ticks = BTreeSet::new();
+    let mut ticks = BTreeMap::new();
     let mut last = None;
     while ticks.len() < EXPECTED_TICKS_MAX {
         let Some(info) = timetable.next_dagrun_info(last.as_ref(), now) else {
             break;
         };
         if history_end.is_none_or(|end| info.run_after <= end) {
-            ticks.insert(info.logical_date);
+            ticks.insert(info.logical_date, info.run_after);
         }
         last = Some(info.data_interval);
     }

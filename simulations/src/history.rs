@@ -64,6 +64,8 @@ pub enum Record {
         what: String,
     },
     NodeCrashed,
+    /// The quiet period ended: every DAG paused, runs in flight drain.
+    AllPaused,
     NodeRestarted,
     WorkerDied {
         worker: usize,
@@ -99,6 +101,8 @@ pub struct History {
     pub worker_slots: u32,
     /// When faults stopped; liveness is judged after this.
     pub faults_end: Option<Timestamp>,
+    /// When every DAG was paused for the drain: ticks due before it must have their run.
+    pub schedule_horizon: Option<Timestamp>,
     /// The simulated time the seed ended.
     pub end: Option<Timestamp>,
     pub final_store: FinalStore,

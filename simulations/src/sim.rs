@@ -11,8 +11,10 @@
 //! - a lost `Release`: the slot stays taken until the next restart rebuilds the dispatcher;
 //! - a lost `RunFinished`: the scheduler counts the run against `max_active_runs` until the
 //!   next restart, which reads run states from the store;
-//! - a dead worker: its supervisor reports the attempt lost and frees the slot (the actors do
-//!   not yet; see the report in ARCHITECTURE.md).
+//! - a dead worker: its supervisor reports the attempt lost and frees the slot (as the
+//!   dispatcher actor does);
+//! - a lost `Kill`: the dispatcher stops an attempt once a newer attempt of the same task
+//!   instance is enqueued (`DispatchEffect::Stop`).
 //!
 //! When faults stop, the node restarts once if anything was dropped or abandoned, and the loop
 //! runs on without faults until nothing is left to do: that is what `liveness` judges.
@@ -43,6 +45,9 @@ use weft_storage::{AttemptRow, DagVersionRow, PoolRow, RunRow, Store, Write};
 pub const RUN_DRIVER_RESTARTS_MAX: u32 = 10;
 /// How long the loop may run after faults stop before unfinished work counts as stuck.
 pub const QUIET_MS_MAX: u64 = 30 * 24 * 60 * 60 * 1000;
+/// After the quiet period every DAG is paused and the runs in flight get this long to finish
+/// (a run created by the last tick before the deadline must not count as stuck; seed 3215).
+pub const DRAIN_MS_MAX: u64 = 7 * 24 * 60 * 60 * 1000;
 /// Events one seed may process; beyond it the seed is reported as not making progress.
 pub const EVENTS_MAX: u64 = 3_000_000;
 /// Node crashes, worker deaths and clock jumps per seed, at most.
@@ -93,6 +98,8 @@ enum Event {
     },
     Operate(Operation),
     FaultsEnd,
+    /// The quiet period is over: pause every DAG so no new run is created, and drain.
+    PauseAll,
 }
 
 #[derive(Debug)]
@@ -219,10 +226,13 @@ impl Simulation {
         let _ = self.restart_node();
         let faults_end = after_ms(self.workload.start, self.workload.fault_window_ms);
         let deadline = after_ms(faults_end, QUIET_MS_MAX);
+        self.schedule(deadline, Event::PauseAll);
+        self.history.schedule_horizon = Some(deadline);
+        let drain_end = after_ms(deadline, DRAIN_MS_MAX);
         while let Some(Reverse(pending)) = self.queue.pop() {
-            // Past the deadline only far-off ticks remain (a monthly schedule's last run is
-            // due a month after its end date); liveness judges what is unfinished.
-            if pending.at > deadline {
+            // Past the drain only far-off ticks remain (a monthly schedule's last run is due a
+            // month after its end date); liveness judges what is unfinished.
+            if pending.at > drain_end {
                 break;
             }
             if self.events >= EVENTS_MAX {
@@ -378,6 +388,20 @@ impl Simulation {
                 Ok(())
             }
             Event::Operate(operation) => self.operate(operation),
+            Event::PauseAll => {
+                let dag_ids: Vec<String> = match self.node.as_ref() {
+                    Some(node) => node.dags.keys().cloned().collect(),
+                    None => Vec::new(),
+                };
+                self.record(Record::AllPaused);
+                for dag_id in dag_ids {
+                    self.feed(SchedulerInput::Paused {
+                        dag_id,
+                        paused: true,
+                    })?;
+                }
+                Ok(())
+            }
             Event::FaultsEnd => {
                 self.faults_on = false;
                 self.rates = FaultRates::NONE;
@@ -688,6 +712,8 @@ impl Simulation {
                 };
                 if self.write(vec![write], record)? {
                     self.spawn_run(&run, None)?;
+                } else {
+                    self.start_refused(run)?;
                 }
             }
             SchedulerEffect::WakeAt(at) => {
@@ -700,6 +726,24 @@ impl Simulation {
                 self.schedule(at, event);
             }
             SchedulerEffect::Rejected { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The store refused to start a run: tell the scheduler what the store holds, and resume
+    /// the run if it is running without a driver (as `scheduler_actor.rs` does).
+    fn start_refused(&mut self, run: RunKey) -> Handled {
+        let stored = block_on(self.store.inner.run(&run))
+            .expect("memory store reads")
+            .map(|row| row.state);
+        self.feed(SchedulerInput::StartRefused {
+            dag_id: run.dag_id.clone(),
+            run_id: run.run_id.clone(),
+            stored,
+        })?;
+        let driverless = self.node.as_ref().is_some_and(|n| !n.runs.contains_key(&run));
+        if stored == Some(DagRunState::Running) && driverless {
+            self.resume_run(&run)?;
         }
         Ok(())
     }
@@ -1020,13 +1064,20 @@ impl Simulation {
             return;
         };
         let effects = node.dispatcher.handle(input);
-        for DispatchEffect::Start(request) in effects {
-            let Some(worker) = self.node.as_mut().and_then(|n| n.idle_workers.pop()) else {
-                // The core started more attempts than there are slots: the limits checker
-                // sees the attempt never run; nothing to execute it on.
-                continue;
-            };
-            self.start_attempt(worker, request);
+        for effect in effects {
+            match effect {
+                DispatchEffect::Start(request) => {
+                    let Some(worker) = self.node.as_mut().and_then(|n| n.idle_workers.pop())
+                    else {
+                        // The core started more attempts than there are slots: the limits
+                        // checker sees the attempt never run; nothing to execute it on.
+                        continue;
+                    };
+                    self.start_attempt(worker, request);
+                }
+                // The dispatcher supervises the worker slots: a local stop, not a message.
+                DispatchEffect::Stop(request) => self.kill_attempt(&request.key, request.token),
+            }
         }
     }
 

@@ -285,7 +285,16 @@ fn generate_operations(
     // the store and the scheduler must give every logical date one run between them.
     let timetable =
         Timetable::new(&dag.schedule, &dag.timezone, None, None, true).expect("the dag validated");
-    let earlier = timetable.runs_between(before_ms(start_date, 40 * DAY_MS), start_date, 400);
+    // The smallest window with a few runs in it: `runs_between` keeps the first runs of a
+    // window, so a window too wide for the schedule would start the backfill weeks early
+    // (thousands of runs, more than the quiet period can finish; seed 671).
+    let mut earlier = Vec::new();
+    for window_ms in [HOUR_MS, DAY_MS, 40 * DAY_MS] {
+        earlier = timetable.runs_between(before_ms(start_date, window_ms), start_date, 400);
+        if earlier.len() >= 6 {
+            break;
+        }
+    }
     let from_index = earlier.len().saturating_sub(rng.between(1, 6) as usize);
     if let Some(first) = earlier.get(from_index) {
         let to = after_ms(start_date, rng.below(3) * HOUR_MS);
