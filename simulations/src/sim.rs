@@ -741,7 +741,10 @@ impl Simulation {
             run_id: run.run_id.clone(),
             stored,
         })?;
-        let driverless = self.node.as_ref().is_some_and(|n| !n.runs.contains_key(&run));
+        let driverless = self
+            .node
+            .as_ref()
+            .is_some_and(|n| !n.runs.contains_key(&run));
         if stored == Some(DagRunState::Running) && driverless {
             self.resume_run(&run)?;
         }
@@ -1067,8 +1070,7 @@ impl Simulation {
         for effect in effects {
             match effect {
                 DispatchEffect::Start(request) => {
-                    let Some(worker) = self.node.as_mut().and_then(|n| n.idle_workers.pop())
-                    else {
+                    let Some(worker) = self.node.as_mut().and_then(|n| n.idle_workers.pop()) else {
                         // The core started more attempts than there are slots: the limits
                         // checker sees the attempt never run; nothing to execute it on.
                         continue;
