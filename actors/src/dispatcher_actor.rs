@@ -38,7 +38,9 @@ pub(crate) enum DispatcherMsg {
     },
     /// Test hook: crash one worker slot.
     #[cfg(any(test, feature = "fault-injection"))]
-    CrashSlot { index: usize },
+    CrashSlot {
+        index: usize,
+    },
 }
 
 pub(crate) struct DispatcherActor;
