@@ -76,3 +76,40 @@ fn seeds_pass_every_checker() {
         );
     }
 }
+
+/// Seeds that once failed, run whole. The production fixes have their own regression tests
+/// (`core/tests/`, `actors/tests/engine.rs`); these keep the seeds themselves green, including
+/// the two that were the simulator's own mistakes.
+fn assert_seed_passes(seed: u64) {
+    let outcome = run_seed(seed, Canary::Off);
+    assert!(
+        outcome.violations.is_empty(),
+        "seed {seed}: {:?}",
+        outcome.violations
+    );
+}
+
+/// A backfill over a date held by a finished run kept a `max_active_runs` place forever.
+#[test]
+fn seed_503_refused_start_after_restart() {
+    assert_seed_passes(503);
+}
+
+/// A `Kill` lost with a crashed run driver left a hung attempt holding its pool's slots.
+#[test]
+fn seed_1701_superseded_attempt_is_stopped() {
+    assert_seed_passes(1701);
+}
+
+/// The workload started a backfill weeks before the schedule (thousands of runs, more than
+/// the quiet period can finish).
+#[test]
+fn seed_671_backfill_window_fits_the_schedule() {
+    assert_seed_passes(671);
+}
+
+/// A monthly run created by the last tick of the quiet period had no time left to finish.
+#[test]
+fn seed_3215_runs_in_flight_drain_after_the_quiet_period() {
+    assert_seed_passes(3215);
+}
