@@ -25,8 +25,10 @@ pub(crate) enum DispatcherMsg {
         try_number: u32,
         token: u64,
     },
+    /// Withdraw the waiting request of the attempt with this token, or of an older one.
     Cancel {
         key: TaskInstanceKey,
+        token: u64,
     },
     SetPool {
         name: String,
@@ -141,11 +143,11 @@ impl Actor for DispatcherActor {
                     token,
                 })
             }
-            DispatcherMsg::Cancel { key } => {
-                state
-                    .waiting
-                    .retain(|(waiting_key, _), _| *waiting_key != key);
-                state.core.handle(DispatchInput::Cancel { key })
+            DispatcherMsg::Cancel { key, token } => {
+                state.waiting.retain(|(waiting_key, _), (assignment, _)| {
+                    *waiting_key != key || assignment.request.token > token
+                });
+                state.core.handle(DispatchInput::Cancel { key, token })
             }
             DispatcherMsg::SetPool { name, slots } => {
                 state.core.handle(DispatchInput::SetPool { name, slots })

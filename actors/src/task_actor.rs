@@ -204,6 +204,7 @@ impl Actor for TaskActor {
                 }
                 args.dispatcher.cast(DispatcherMsg::Cancel {
                     key: args.key.clone(),
+                    token,
                 })?;
             }
             #[cfg(any(test, feature = "fault-injection"))]

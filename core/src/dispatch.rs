@@ -43,8 +43,10 @@ pub enum DispatchInput {
         try_number: u32,
         token: u64,
     },
-    /// A queued request is no longer wanted (cleared, run failed).
-    Cancel { key: TaskInstanceKey },
+    /// A queued request is no longer wanted (cleared, run failed): the waiting request of the
+    /// attempt with this token, or of an older one. Never a newer attempt's: a late cancel must
+    /// not withdraw the retry that replaced the attempt it was about.
+    Cancel { key: TaskInstanceKey, token: u64 },
     /// Create or resize a pool.
     SetPool { name: String, slots: u32 },
     /// Set a DAG's `max_active_tasks`.
@@ -193,8 +195,9 @@ impl Dispatcher {
                 try_number,
                 token,
             } => self.release(&key, try_number, token),
-            DispatchInput::Cancel { key } => {
-                if self.waiting.contains_key(&key) {
+            DispatchInput::Cancel { key, token } => {
+                let waiting = self.waiting.get(&key).map(|w| w.request.token);
+                if waiting.is_some_and(|waiting| waiting <= token) {
                     self.remove_waiting(&key);
                 } else {
                     self.stats.unknown_cancels += 1;

@@ -174,8 +174,15 @@ fn newer_token_replaces_queued_request_and_cancel_withdraws() {
     dispatcher.handle(DispatchInput::Enqueue(request("d", "b", 1)));
     dispatcher.handle(DispatchInput::Cancel {
         key: TaskInstanceKey::new("d", "r", "b", -1),
+        token: 1,
+    });
+    // A late cancel of token 1 leaves token 2, which replaced it, waiting.
+    dispatcher.handle(DispatchInput::Cancel {
+        key: TaskInstanceKey::new("d", "r", "a", -1),
+        token: 1,
     });
     assert_eq!(dispatcher.waiting_len(), 1);
+    assert_eq!(dispatcher.stats().unknown_cancels, 1);
     let effects = dispatcher.handle(DispatchInput::SetWorkerSlots { count: 5 });
     let tokens: Vec<u64> = effects
         .iter()

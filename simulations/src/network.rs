@@ -14,7 +14,7 @@ pub enum Message {
     /// DagRun -> dispatcher: a task instance is ready (sent after its queued state is durable).
     Enqueue(DispatchRequest),
     /// DagRun -> dispatcher: withdraw the waiting request of a task instance.
-    Cancel { key: TaskInstanceKey },
+    Cancel { key: TaskInstanceKey, token: u64 },
     /// Worker -> dispatcher: the slot is free again. `epoch` is the node incarnation that
     /// owned the slot; a release from an older incarnation means nothing to a new dispatcher.
     Release {
@@ -52,7 +52,7 @@ impl Message {
             Message::Enqueue(request) => {
                 format!("enqueue {} try {}", request.key, request.try_number)
             }
-            Message::Cancel { key } => format!("cancel {key}"),
+            Message::Cancel { key, token } => format!("cancel {key} token {token}"),
             Message::Release {
                 key, try_number, ..
             } => format!("release {key} try {try_number}"),

@@ -466,7 +466,7 @@ impl Simulation {
         }
         match message {
             Message::Enqueue(request) => self.dispatch(DispatchInput::Enqueue(request)),
-            Message::Cancel { key } => self.dispatch(DispatchInput::Cancel { key }),
+            Message::Cancel { key, token } => self.dispatch(DispatchInput::Cancel { key, token }),
             Message::Release {
                 epoch,
                 worker,
@@ -1007,7 +1007,7 @@ impl Simulation {
                         },
                         latency_ms,
                     );
-                    self.send(Message::Cancel { key }, latency_ms);
+                    self.send(Message::Cancel { key, token }, latency_ms);
                 }
                 RunEffect::SetTimer { at, timer } => {
                     let event = Event::RunTimer {
