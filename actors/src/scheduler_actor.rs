@@ -755,13 +755,26 @@ impl SchedulerState {
         myself: &ActorRef<SchedulerMsg>,
         run: &RunKey,
     ) -> Result<(), EngineError> {
+        let row = self.shared.store.run(run).await?;
+        if let Some(row) = row.as_ref().filter(|row| row.state.is_finished()) {
+            // Its final state was applied but the acknowledgement lost (the actor failed on
+            // the retry's conflict): the run is over, not to be resumed.
+            self.forget_run(run);
+            self.shared.publish(Event::RunChanged {
+                run: run.clone(),
+                state: row.state,
+                at: crate::shared::now(),
+            });
+            let input = SchedulerInput::RunFinished {
+                dag_id: run.dag_id.clone(),
+                run_id: run.run_id.clone(),
+                state: row.state,
+            };
+            Box::pin(self.feed_collect(myself, input)).await?;
+            return Ok(());
+        }
         let task_instances = self.shared.store.task_instances(run).await?;
-        let started_at = self
-            .shared
-            .store
-            .run(run)
-            .await?
-            .and_then(|row| row.started_at);
+        let started_at = row.and_then(|row| row.started_at);
         let start = RunStart::Recovered {
             state: DagRunState::Running,
             task_instances,

@@ -774,11 +774,18 @@ impl Simulation {
     }
 
     fn resume_run(&mut self, run: &RunKey) -> Handled {
-        let store = &self.store.inner;
+        let store = self.store.inner.clone();
+        let row = block_on(store.run(run)).expect("memory store reads");
+        if let Some(row) = row.as_ref().filter(|row| row.state.is_finished()) {
+            // Its final state was applied but the acknowledgement lost: it is over.
+            return self.feed(SchedulerInput::RunFinished {
+                dag_id: run.dag_id.clone(),
+                run_id: run.run_id.clone(),
+                state: row.state,
+            });
+        }
         let task_instances = block_on(store.task_instances(run)).expect("memory store reads");
-        let started_at = block_on(store.run(run))
-            .expect("memory store reads")
-            .and_then(|row| row.started_at);
+        let started_at = row.and_then(|row| row.started_at);
         self.spawn_run(run, Some((task_instances, started_at)))
     }
 
