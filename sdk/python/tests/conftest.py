@@ -28,3 +28,32 @@ def run_processor(*paths):
         capture_output=True, text=True, env=env, timeout=60, check=True,
     )
     return [json.loads(line) for line in completed.stdout.splitlines()]
+
+
+ROOT = os.path.dirname(os.path.dirname(SDK))
+
+
+def weft_binary():
+    """The `weft` binary the Rust build made (`cargo build -p weft` when there is none)."""
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    path = os.environ.get("WEFT_BIN") or os.path.join(target, "debug", "weft")
+    if not os.path.exists(path):
+        subprocess.run(["cargo", "build", "-q", "-p", "weft"], cwd=ROOT, check=True)
+    return path
+
+
+def dags_test(dags_folder, dag_id, tmp_path, logical_date="2025-03-04", env=None):
+    """`weft --json dags test DAG_ID` on a throwaway home: (run state, {task: state})."""
+    home = tmp_path / f"home-{dag_id}"
+    home.mkdir()
+    completed = subprocess.run(
+        [weft_binary(), "--json", "dags", "test", dag_id, logical_date],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "WEFT_HOME": str(home), "WEFT_DAGS_FOLDER": str(dags_folder),
+             "WEFT_PYTHON_PATH": SDK, **(env or {})},
+    )
+    try:
+        answer = json.loads(completed.stdout)
+    except ValueError:
+        raise AssertionError(f"weft dags test {dag_id} printed no JSON: {completed.stderr[-2000:]}")
+    return answer["run_state"], {name: value["state"] for name, value in answer["tasks"].items()}

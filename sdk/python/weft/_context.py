@@ -5,6 +5,8 @@ import os
 import sys
 
 _WEFT_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# The Airflow compatibility layer sits next to the package; its frames are not the DAG file's.
+_AIRFLOW_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "airflow") + os.sep
 
 # Open `with DAG(...)` / `with TaskGroup(...)` blocks, innermost last.
 _stack = []
@@ -46,6 +48,29 @@ def current_group(dag):
     return None
 
 
+# Set while a task object is built only to run it (a mapped task's instance for one map
+# index): it must not be added to its DAG, which already holds the mapped task.
+_detached_depth = 0
+
+# The template context of the task the runner is executing (`get_current_context()`).
+_current_task_context = []
+
+
+class detached:
+    def __enter__(self):
+        global _detached_depth
+        _detached_depth += 1
+
+    def __exit__(self, *exc_info):
+        global _detached_depth
+        _detached_depth -= 1
+        return False
+
+
+def is_detached():
+    return _detached_depth > 0
+
+
 def start_collecting():
     global _collected
     _collected = []
@@ -69,7 +94,7 @@ def caller_line():
     frame = sys._getframe(1)
     while frame is not None:
         filename = frame.f_code.co_filename
-        if not filename.startswith(_WEFT_DIR) and "contextlib" not in filename:
+        if not filename.startswith((_WEFT_DIR, _AIRFLOW_DIR)) and "contextlib" not in filename:
             return frame.f_lineno
         frame = frame.f_back
     return None

@@ -40,6 +40,13 @@ class BadArgumentError(DagDefinitionError):
     kind = "bad_argument"
 
 
+class UnsupportedFeatureError(DagDefinitionError):
+    """The DAG file uses something weft does not run yet; refusing it is better than a run
+    that silently differs from what the author wrote."""
+
+    kind = "unsupported"
+
+
 class TaskSkipException(Exception):
     """Raise from task code to mark the task skipped (Airflow's AirflowSkipException)."""
 

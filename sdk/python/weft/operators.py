@@ -84,8 +84,15 @@ class DependencyMixin:
     def set_downstream(self, other):
         line = _context.caller_line()
         for target in _flatten(other):
+            target = _as_dependency(target)
+            # An edge modifier (Airflow's `Label`) stands between tasks: it takes this side's
+            # leaves and links them onwards when it is itself linked.
+            absorb = getattr(target, "absorb_upstream", None)
+            if absorb is not None:
+                absorb(self.leaves())
+                continue
             for leaf in self.leaves():
-                for root in _as_dependency(target).roots():
+                for root in target.roots():
                     leaf._add_edge(root, line)
 
     def set_upstream(self, other):
@@ -180,6 +187,9 @@ class BaseOperator(DependencyMixin):
         self.downstream_task_ids = {}
         self.mapping = None
         self.creation_line = _context.caller_line()
+        if _context.is_detached():
+            # Built at run time from a mapped task's arguments: the DAG already has its task.
+            return
         dag.add_task(self)
         if group is not None:
             group.add_child(self)
@@ -252,6 +262,11 @@ class BaseOperator(DependencyMixin):
 
     def execute(self, context):
         raise NotImplementedError(f"{type(self).__name__} does not run in the Python runner")
+
+    def run_attempt(self, context):
+        """What the Python runner calls for one attempt; layers that add steps around
+        `execute` (rendering, callbacks) override this, not `execute`."""
+        return self.execute(context)
 
 
 class EmptyOperator(BaseOperator):

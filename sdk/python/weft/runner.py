@@ -13,6 +13,9 @@ then answers each request line with exactly one response line carrying the reque
     {"id": 3, "op": "ping"}      -> {"id": 3, "ok": true}
     {"id": 4, "op": "shutdown"}  -> {"id": 4, "ok": true}, then the runner exits
 A request the runner cannot serve gets {"id": .., "ok": false, "error": "..."}.
+A task that pushed XComs under other keys (`ti.xcom_push`, `multiple_outputs`) returns them
+with its result as `{"__weft_xcoms__": {"return_value": .., "key": ..}}`; the outcome's
+`branch`, `proceed` and `output_len` are still read from the return value alone.
 
 DAG modules stay loaded between tasks (keyed by path, mtime and size): that is the point of a
 warm runner. During a task, fd 1 and fd 2 lead into the task's log through a pipe, so output
@@ -28,7 +31,7 @@ import traceback
 from .exceptions import TaskFailException, TaskSkipException
 from .loader import load_file
 from .processor import protect_stdout
-from .templates import build_context, render_value
+from .templates import XCOM_KEYS_MARKER, build_context, render_value
 
 PROTOCOL_VERSION = 1
 # Largest request line read; the context carries upstream results, so it may be large.
@@ -152,21 +155,23 @@ def _find_task(request):
     return task, dag
 
 
-def _success(task, value):
-    """The outcome and result JSON of a task that returned `value`."""
-    if not task.do_xcom_push and task.flow == "normal":
+def _success(task, value, pushed=None):
+    """The outcome and result JSON of a task that returned `value` and pushed `pushed`
+    (other XCom keys) on the way."""
+    if not task.do_xcom_push and task.flow == "normal" and not pushed:
         return {"Success": {"branch": None, "proceed": None, "output_len": None}}, None
     try:
         text = json.dumps(value, allow_nan=False)
+        pushed_text = json.dumps(pushed or {}, allow_nan=False)
     except (TypeError, ValueError) as error:
         return _failed(
             f"the task returned a value that is not JSON-serializable ({error}); return "
             "plain dicts, lists, strings, numbers, booleans or None"
         ), None
-    if len(text) > RESULT_BYTES_MAX:
+    if len(text) + len(pushed_text) > RESULT_BYTES_MAX:
         return _failed(
-            f"the task returned {len(text)} bytes of JSON, more than the {RESULT_BYTES_MAX} "
-            "byte limit; store large data elsewhere and return a reference"
+            f"the task returned {len(text) + len(pushed_text)} bytes of JSON, more than the "
+            f"{RESULT_BYTES_MAX} byte limit; store large data elsewhere and return a reference"
         ), None
     result = json.loads(text)
     branch = proceed = None
@@ -178,7 +183,13 @@ def _success(task, value):
         proceed = bool(value)
     output_len = len(result) if isinstance(result, list) else None
     success = {"Success": {"branch": branch, "proceed": proceed, "output_len": output_len}}
-    return success, (result if task.do_xcom_push else None)
+    stored = result if task.do_xcom_push else None
+    if pushed:
+        keys = json.loads(pushed_text)
+        if task.do_xcom_push:
+            keys["return_value"] = result
+        stored = {XCOM_KEYS_MARKER: keys}
+    return success, stored
 
 
 def _execute(request):
@@ -190,7 +201,7 @@ def _execute(request):
         return _failed(str(error)), None
     context = build_context(request["context"], dag=dag, task=task)
     try:
-        value = task.execute(context)
+        value = task.run_attempt(context)
     except TaskSkipException as error:
         print(f"weft: task skipped: {error}", file=sys.stderr)
         return "Skipped", None
@@ -203,7 +214,7 @@ def _execute(request):
         trace = traceback.format_exc()
         sys.stderr.write(trace)
         return _failed(trace), None
-    return _success(task, value)
+    return _success(task, value, context["ti"].pushed)
 
 
 def handle_run(request):

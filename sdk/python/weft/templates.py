@@ -11,9 +11,27 @@ from .operators import XComArg
 _environment = None
 
 
+# A task that pushes results under other keys than `return_value` (`ti.xcom_push`) stores one
+# JSON object `{XCOM_KEYS_MARKER: {key: value, ...}}` as its result; readers unpack it here.
+XCOM_KEYS_MARKER = "__weft_xcoms__"
+# Keys one task may push besides its return value.
+XCOM_KEYS_MAX = 64
+
+_MISSING = object()
+
+
+def xcom_value(stored, key):
+    """The value under `key` of a stored result, or _MISSING."""
+    if isinstance(stored, dict) and len(stored) == 1 and XCOM_KEYS_MARKER in stored:
+        return stored[XCOM_KEYS_MARKER].get(key, _MISSING)
+    if key == "return_value":
+        return stored
+    return _MISSING
+
+
 class TaskInstance:
-    """The `ti` / `task_instance` of the context; `xcom_pull` reads upstream results that the
-    scheduler sent along with the task."""
+    """The `ti` / `task_instance` of the context; `xcom_pull` reads results of the run's
+    finished tasks that the scheduler sent along with the task."""
 
     def __init__(self, task_context, task=None):
         self.dag_id = task_context["dag_id"]
@@ -23,30 +41,57 @@ class TaskInstance:
         self.try_number = task_context.get("try_number", 1)
         self.max_tries = task_context.get("max_tries", 0)
         self.task = task
+        self.state = "running"
         self._xcoms = task_context.get("xcoms") or {}
+        # Values pushed under other keys during this attempt, sent back with the result.
+        self.pushed = {}
+
+    def _is_mapped(self, task_id):
+        dag = getattr(self.task, "dag", None)
+        task = dag.task_dict.get(task_id) if dag is not None else None
+        return task is not None and getattr(task, "mapping", None) is not None
 
     def xcom_pull(self, task_ids=None, key="return_value", dag_id=None, map_indexes=None,
                   include_prior_dates=False, default=None):
-        if key != "return_value":
-            return default
+        if key is None:
+            key = "return_value"
         if task_ids is None:
             return default
         if isinstance(task_ids, str):
-            return self._pull_one(task_ids, map_indexes, default)
-        return [self._pull_one(task_id, map_indexes, default) for task_id in task_ids]
+            return self._pull_one(task_ids, key, map_indexes, default)
+        return [self._pull_one(task_id, key, map_indexes, default) for task_id in task_ids]
 
-    def _pull_one(self, task_id, map_indexes, default):
-        value = self._xcoms.get(task_id, default)
-        if map_indexes is not None and isinstance(value, list):
+    def _pull_one(self, task_id, key, map_indexes, default):
+        if task_id == self.task_id and key in self.pushed:
+            return self.pushed[key]
+        stored = self._xcoms.get(task_id, _MISSING)
+        if stored is _MISSING:
+            return default
+        if self._is_mapped(task_id) and isinstance(stored, list):
+            values = [xcom_value(item, key) for item in stored]
+            values = [None if value is _MISSING else value for value in values]
+            if map_indexes is None:
+                return values
+            if isinstance(map_indexes, int):
+                return values[map_indexes] if 0 <= map_indexes < len(values) else default
+            return [values[index] for index in map_indexes if 0 <= index < len(values)]
+        value = xcom_value(stored, key)
+        if value is _MISSING:
+            return default
+        if map_indexes is not None and isinstance(value, list) and key == "return_value":
             if isinstance(map_indexes, int):
                 return value[map_indexes] if 0 <= map_indexes < len(value) else default
             return [value[index] for index in map_indexes if 0 <= index < len(value)]
         return value
 
     def xcom_push(self, key, value):
-        raise NotImplementedError(
-            "xcom_push is not supported yet; return the value from the task instead"
-        )
+        """Keep `value` under `key` for later tasks of the run (sent back with the result)."""
+        if not isinstance(key, str) or not key:
+            raise ValueError("an XCom key is a non-empty string")
+        if key not in self.pushed and len(self.pushed) >= XCOM_KEYS_MAX:
+            raise ValueError(f"a task may push at most {XCOM_KEYS_MAX} XCom keys")
+        self.pushed[key] = value
+        return ""
 
     def __repr__(self):
         return f"<TaskInstance {self.dag_id}.{self.task_id} {self.run_id} [{self.map_index}]>"
@@ -138,15 +183,23 @@ def environment():
     return _environment
 
 
-def render_string(text, context):
-    if "{{" not in text and "{%" not in text:
-        return text
-    dag = context.get("dag")
+def dag_environment(dag):
+    """The Jinja environment of `dag`: the shared one, or the DAG's own when it brings
+    filters, a search path or other environment options (`jinja_environment`)."""
     env = environment()
+    make = getattr(dag, "jinja_environment", None)
+    if make is not None:
+        return make(env)
     if dag is not None and dag.user_defined_filters:
         env = env.overlay()
         env.filters.update(dag.user_defined_filters)
-    return env.from_string(text).render(**context)
+    return env
+
+
+def render_string(text, context):
+    if "{{" not in text and "{%" not in text:
+        return text
+    return dag_environment(context.get("dag")).from_string(text).render(**context)
 
 
 def render_value(value, context):

@@ -1,0 +1,7 @@
+"""DummyOperator (Airflow 1.x). Part of weft's Airflow compatibility layer."""
+
+from airflow._compat.operators import DummyOperator  # noqa: F401
+from airflow._compat.unsupported import module_getattr
+
+__all__ = ['DummyOperator']
+__getattr__ = module_getattr(__name__)

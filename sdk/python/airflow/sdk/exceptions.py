@@ -1,0 +1,7 @@
+"""Airflow 3's exceptions. Part of weft's Airflow compatibility layer."""
+
+from airflow._compat.models import AirflowException, AirflowSkipException, AirflowFailException, AirflowTaskTimeout, AirflowSensorTimeout, AirflowNotFoundException, ParamValidationError, DuplicateTaskIdFound, TaskDeferred, AirflowBadRequest  # noqa: F401
+from airflow._compat.unsupported import module_getattr
+
+__all__ = ['AirflowException', 'AirflowSkipException', 'AirflowFailException', 'AirflowTaskTimeout', 'AirflowSensorTimeout', 'AirflowNotFoundException', 'ParamValidationError', 'DuplicateTaskIdFound', 'TaskDeferred', 'AirflowBadRequest']
+__getattr__ = module_getattr(__name__)

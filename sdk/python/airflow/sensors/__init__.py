@@ -1,0 +1,5 @@
+"""Sensors (poke mode). Part of weft's Airflow compatibility layer."""
+
+from airflow._compat.unsupported import module_getattr
+
+__getattr__ = module_getattr(__name__)

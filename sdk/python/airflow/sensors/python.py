@@ -1,0 +1,7 @@
+"""PythonSensor. Part of weft's Airflow compatibility layer."""
+
+from airflow._compat.sensors import PokeReturnValue, PythonSensor  # noqa: F401
+from airflow._compat.unsupported import module_getattr
+
+__all__ = ["PythonSensor", "PokeReturnValue"]
+__getattr__ = module_getattr(__name__)

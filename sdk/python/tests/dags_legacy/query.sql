@@ -1,0 +1,1 @@
+select * from events where day = '{{ ds }}' limit {{ params.limit }}
