@@ -29,13 +29,15 @@
 //!   runs newest logical date first then greatest run id, `runs_in_states` by (dag id, logical
 //!   date, run id), task instances by (task id, map index), XComs by (task id, map index,
 //!   name), attempts by try, audit newest id first. `latest_scheduled_run` counts only
-//!   `scheduled` runs; `previous_run` any type with a strictly earlier logical date.
+//!   `scheduled` runs; `previous_run` any type with a strictly earlier logical date;
+//!   `runs_before` the `runs` order from strictly before its cursor. Users by name, API
+//!   tokens by id; deleting a missing token is not an error.
 
 use crate::batch::TRUNCATED_MARKER;
 use crate::{
-    AttemptRow, AuditRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow, Result, RunRow,
-    Store, Write, XcomRow, AUDIT_DETAIL_BYTES_MAX, BATCH_WRITES_MAX, DEFAULT_POOL_NAME,
-    DEFAULT_POOL_SLOTS, IMPORT_ERROR_BYTES_MAX, XCOM_BYTES_MAX,
+    ApiTokenRow, AttemptRow, AuditRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow,
+    Result, RunRow, Store, UserRow, Write, XcomRow, AUDIT_DETAIL_BYTES_MAX, BATCH_WRITES_MAX,
+    DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS, IMPORT_ERROR_BYTES_MAX, XCOM_BYTES_MAX,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -87,6 +89,8 @@ macro_rules! conformance_cases {
             latest_scheduled_run_ignores_other_types,
             previous_run_is_just_before,
             runs_newest_first_with_limit,
+            runs_before_pages_newest_first,
+            users_and_api_tokens_put_read_delete,
             oversize_batch_refused,
         );
     };
@@ -1359,6 +1363,83 @@ pub async fn runs_newest_first_with_limit<B: Backend>(backend: &B) {
     );
     assert!(must(store.runs(DAG, 0).await, "read").is_empty());
     assert!(must(store.runs("unknown", 10).await, "read").is_empty());
+}
+
+pub async fn runs_before_pages_newest_first<B: Backend>(backend: &B) {
+    let store = backend.create().await;
+    must(store.write(vec![put_dag(DAG)]).await, "put dag");
+    let runs = vec![
+        run_row(DAG, "scheduled__1", RunType::Scheduled, 60),
+        run_row(DAG, "scheduled__2", RunType::Scheduled, 120),
+        run_row(DAG, "manual__2", RunType::Manual, 120),
+        run_row(DAG, "scheduled__3", RunType::Scheduled, 180),
+        run_row("other", "scheduled__0", RunType::Scheduled, 0),
+    ];
+    must(store.write(vec![put_dag("other")]).await, "put other dag");
+    must(
+        store
+            .write(runs.into_iter().map(Write::CreateRun).collect())
+            .await,
+        "create runs",
+    );
+    let first = must(store.runs_before(DAG, None, 2).await, "first page");
+    assert_eq!(run_ids(&first), vec!["scheduled__3", "scheduled__2"]);
+    let cursor = first.last().map(|run| run.logical_date);
+    let second = must(store.runs_before(DAG, cursor, 10).await, "second page");
+    assert_eq!(run_ids(&second), vec!["scheduled__1"]);
+    assert!(must(store.runs_before(DAG, Some(at(60)), 10).await, "end").is_empty());
+}
+
+pub async fn users_and_api_tokens_put_read_delete<B: Backend>(backend: &B) {
+    let store = backend.create().await;
+    let user = |name: &str, role: &str| UserRow {
+        username: name.to_string(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".to_string(),
+        role: role.to_string(),
+        dag_grants: vec!["etl".to_string()],
+        disabled: false,
+        created_at: at(1),
+    };
+    let token = ApiTokenRow {
+        id: "t1".to_string(),
+        name: "ci".to_string(),
+        username: "bo".to_string(),
+        secret_hash: "ab12".to_string(),
+        created_at: at(2),
+        expires_at: Some(at(3600)),
+    };
+    let writes = vec![
+        Write::PutUser(user("bo", "viewer")),
+        Write::PutUser(user("al", "admin")),
+        Write::PutApiToken(token.clone()),
+    ];
+    must(store.write(writes).await, "put users and token");
+    let names: Vec<String> = must(store.users().await, "users")
+        .into_iter()
+        .map(|user| user.username)
+        .collect();
+    assert_eq!(names, vec!["al", "bo"]);
+    // Replacing a user changes it in place.
+    let mut changed = user("bo", "op");
+    changed.disabled = true;
+    must(
+        store.write(vec![Write::PutUser(changed.clone())]).await,
+        "replace",
+    );
+    assert_eq!(must(store.user("bo").await, "user"), Some(changed));
+    assert_eq!(must(store.user("nobody").await, "user"), None);
+    assert_eq!(
+        must(store.api_token("t1").await, "token"),
+        Some(token.clone())
+    );
+    assert_eq!(must(store.api_tokens().await, "tokens"), vec![token]);
+    let delete = |id: &str| Write::DeleteApiToken { id: id.to_string() };
+    must(
+        store.write(vec![delete("t1"), delete("missing")]).await,
+        "delete",
+    );
+    assert_eq!(must(store.api_token("t1").await, "token"), None);
+    assert!(must(store.api_tokens().await, "tokens").is_empty());
 }
 
 pub async fn oversize_batch_refused<B: Backend>(backend: &B) {

@@ -46,8 +46,8 @@ mod schema;
 mod write;
 
 use crate::{
-    AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow, Result,
-    RunRow, Store, Write, XcomRow,
+    ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow,
+    PoolRow, Result, RunRow, Store, UserRow, Write, XcomRow,
 };
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -684,6 +684,21 @@ impl Store for CqlStore {
         Ok(runs)
     }
 
+    async fn runs_before(
+        &self,
+        dag_id: &str,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>> {
+        let mut runs = Vec::new();
+        for run_type in RunType::ALL {
+            runs.extend(self.runs_of_type(dag_id, *run_type, before, limit).await?);
+        }
+        newest_first(&mut runs);
+        runs.truncate(limit);
+        Ok(runs)
+    }
+
     async fn runs_in_states(&self, states: &[DagRunState]) -> Result<Vec<RunRow>> {
         let mut runs = Vec::new();
         for state in states {
@@ -875,6 +890,52 @@ impl Store for CqlStore {
             bucket -= 1;
         }
     }
+
+    async fn user(&self, username: &str) -> Result<Option<UserRow>> {
+        let rows: Vec<(String,)> = self
+            .rows(&self.inner.statements.user, (username,), "read a user")
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|(body,)| from_body(&body, "user"))
+            .transpose()
+    }
+
+    async fn users(&self) -> Result<Vec<UserRow>> {
+        let rows: Vec<(String,)> = self
+            .paged(&self.inner.statements.users, (CATALOG,), "list users")
+            .await?;
+        rows.iter().map(|(body,)| from_body(body, "user")).collect()
+    }
+
+    async fn api_token(&self, id: &str) -> Result<Option<ApiTokenRow>> {
+        let rows: Vec<(String,)> = self
+            .rows(&self.inner.statements.api_token, (id,), "read an api token")
+            .await?;
+        rows.into_iter()
+            .next()
+            .map(|(body,)| from_body(&body, "api token"))
+            .transpose()
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>> {
+        let rows: Vec<(String,)> = self
+            .paged(
+                &self.inner.statements.api_tokens,
+                (CATALOG,),
+                "list api tokens",
+            )
+            .await?;
+        rows.iter()
+            .map(|(body,)| from_body(body, "api token"))
+            .collect()
+    }
+}
+
+/// Decodes a row stored as JSON in a `body` column.
+fn from_body<T: serde::de::DeserializeOwned>(body: &str, what: &str) -> Result<T> {
+    serde_json::from_str(body)
+        .map_err(|error| Error::Corrupt(format!("a stored {what} cannot be read: {error}")))
 }
 
 impl CqlStore {

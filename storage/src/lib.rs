@@ -75,6 +75,14 @@ pub trait Store: Send + Sync + 'static {
     async fn run(&self, key: &RunKey) -> Result<Option<RunRow>>;
     /// Runs of a DAG, newest logical date first, at most `limit`.
     async fn runs(&self, dag_id: &str, limit: usize) -> Result<Vec<RunRow>>;
+    /// Runs of a DAG with a logical date strictly before `before` (all when `None`), newest
+    /// first, at most `limit`: the pages of the grid.
+    async fn runs_before(
+        &self,
+        dag_id: &str,
+        before: Option<weft_core::Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>>;
     /// Runs in any of the given states, across DAGs (recovery after a restart).
     async fn runs_in_states(&self, states: &[weft_core::state::DagRunState])
         -> Result<Vec<RunRow>>;
@@ -100,4 +108,12 @@ pub trait Store: Send + Sync + 'static {
     async fn pools(&self) -> Result<Vec<PoolRow>>;
     /// Audit entries, newest first, at most `limit`.
     async fn audit(&self, limit: usize) -> Result<Vec<AuditRow>>;
+
+    // --- users and API tokens of the web UI and API
+    async fn user(&self, username: &str) -> Result<Option<UserRow>>;
+    /// Every user, by name.
+    async fn users(&self) -> Result<Vec<UserRow>>;
+    async fn api_token(&self, id: &str) -> Result<Option<ApiTokenRow>>;
+    /// Every API token, by id.
+    async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>>;
 }

@@ -6,9 +6,9 @@
 //! batch leaves no trace, not even a consumed audit id.
 
 use crate::{
-    batch, AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow,
-    Result, RunRow, Store, Write, XcomRow, DEFAULT_POOL_DESCRIPTION, DEFAULT_POOL_NAME,
-    DEFAULT_POOL_SLOTS,
+    batch, ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow,
+    PoolRow, Result, RunRow, Store, UserRow, Write, XcomRow, DEFAULT_POOL_DESCRIPTION,
+    DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -41,6 +41,8 @@ struct Tables {
     audit: BTreeMap<u64, AuditRow>,
     /// The id of the last audit entry (ids start at 1).
     audit_last_id: u64,
+    users: BTreeMap<String, UserRow>,
+    api_tokens: BTreeMap<String, ApiTokenRow>,
 }
 
 /// Restores what one write changed; applied in reverse when a later write of the batch fails.
@@ -227,6 +229,18 @@ impl Tables {
                 undo.push(Box::new(move |tables| tables.audit_last_id = last_id));
                 entry.id = self.audit_last_id;
                 put(self, undo, |t| &mut t.audit, entry.id, entry);
+                Ok(())
+            }
+            Write::PutUser(user) => {
+                put(self, undo, |t| &mut t.users, user.username.clone(), user);
+                Ok(())
+            }
+            Write::PutApiToken(token) => {
+                put(self, undo, |t| &mut t.api_tokens, token.id.clone(), token);
+                Ok(())
+            }
+            Write::DeleteApiToken { id } => {
+                remove(self, undo, |t| &mut t.api_tokens, &id);
                 Ok(())
             }
         }
@@ -497,6 +511,20 @@ impl Store for MemoryStore {
         Ok(runs)
     }
 
+    async fn runs_before(
+        &self,
+        dag_id: &str,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>> {
+        let runs = self.lock().runs_newest_first(dag_id);
+        Ok(runs
+            .into_iter()
+            .filter(|run| before.is_none_or(|before| run.logical_date < before))
+            .take(limit)
+            .collect())
+    }
+
     async fn runs_in_states(&self, states: &[DagRunState]) -> Result<Vec<RunRow>> {
         let tables = self.lock();
         let mut runs: Vec<RunRow> = tables
@@ -573,5 +601,21 @@ impl Store for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+
+    async fn user(&self, username: &str) -> Result<Option<UserRow>> {
+        Ok(self.lock().users.get(username).cloned())
+    }
+
+    async fn users(&self) -> Result<Vec<UserRow>> {
+        Ok(self.lock().users.values().cloned().collect())
+    }
+
+    async fn api_token(&self, id: &str) -> Result<Option<ApiTokenRow>> {
+        Ok(self.lock().api_tokens.get(id).cloned())
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>> {
+        Ok(self.lock().api_tokens.values().cloned().collect())
     }
 }

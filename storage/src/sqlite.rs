@@ -14,8 +14,8 @@ mod writer;
 pub use migrations::SCHEMA_VERSION;
 
 use crate::{
-    batch, AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow,
-    Result, RunRow, Store, Write, XcomRow,
+    batch, ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow,
+    PoolRow, Result, RunRow, Store, UserRow, Write, XcomRow,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -413,6 +413,19 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn runs_before(
+        &self,
+        dag_id: &str,
+        before: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<RunRow>> {
+        let dag_id = dag_id.to_string();
+        self.read("reading a page of runs", move |c| {
+            rows::runs_before(c, &dag_id, before, limit)
+        })
+        .await
+    }
+
     async fn runs_in_states(&self, states: &[DagRunState]) -> Result<Vec<RunRow>> {
         let states = states.to_vec();
         self.read("reading runs by state", move |c| {
@@ -485,5 +498,25 @@ impl Store for SqliteStore {
     async fn audit(&self, limit: usize) -> Result<Vec<AuditRow>> {
         self.read("reading the audit log", move |c| rows::audit(c, limit))
             .await
+    }
+
+    async fn user(&self, username: &str) -> Result<Option<UserRow>> {
+        let username = username.to_string();
+        self.read("reading a user", move |c| rows::user(c, &username))
+            .await
+    }
+
+    async fn users(&self) -> Result<Vec<UserRow>> {
+        self.read("reading users", rows::users).await
+    }
+
+    async fn api_token(&self, id: &str) -> Result<Option<ApiTokenRow>> {
+        let id = id.to_string();
+        self.read("reading an api token", move |c| rows::api_token(c, &id))
+            .await
+    }
+
+    async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>> {
+        self.read("reading api tokens", rows::api_tokens).await
     }
 }

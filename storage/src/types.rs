@@ -115,6 +115,34 @@ pub struct AuditRow {
     pub detail: String,
 }
 
+/// A person or script that signs in to the web UI and API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRow {
+    pub username: String,
+    /// An argon2 PHC string; never the password.
+    pub password_hash: String,
+    /// `admin`, `op`, `user` or `viewer`.
+    pub role: String,
+    /// DAGs a `user` or `viewer` may see; empty means every DAG.
+    pub dag_grants: Vec<String>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+}
+
+/// An API token for scripts. Only a hash of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiTokenRow {
+    /// The public part of the token, shown in listings.
+    pub id: String,
+    pub name: String,
+    /// The user the token acts as.
+    pub username: String,
+    /// SHA-256 of the secret part, hex.
+    pub secret_hash: String,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}
+
 /// One write of a batch. Guarded writes fail the whole batch with `Error::Conflict` when the
 /// guard does not hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,4 +194,12 @@ pub enum Write {
     },
     /// Append an audit entry (`id` is ignored and assigned by the store).
     Audit(AuditRow),
+    /// Create or replace a user.
+    PutUser(UserRow),
+    /// Create or replace an API token.
+    PutApiToken(ApiTokenRow),
+    /// Remove an API token; removing one that does not exist is not an error.
+    DeleteApiToken {
+        id: String,
+    },
 }

@@ -44,7 +44,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("weft.db");
     let store = open(&path);
-    assert_eq!(store.migrations_applied_at_open(), &[1]);
+    assert_eq!(store.migrations_applied_at_open(), &[1, 2]);
     let resized = PoolRow {
         name: "default_pool".into(),
         slots: 7,

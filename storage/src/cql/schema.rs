@@ -12,11 +12,18 @@ struct Migration {
     cql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial",
-    cql: include_str!("schema/0001_initial.cql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        cql: include_str!("schema/0001_initial.cql"),
+    },
+    Migration {
+        version: 2,
+        name: "users_and_tokens",
+        cql: include_str!("schema/0002_users_and_tokens.cql"),
+    },
+];
 
 /// Create the keyspace with a replication factor per datacenter and apply the migrations it has
 /// not seen. Every statement is `IF NOT EXISTS`, so a migration interrupted half-way is safely
@@ -151,6 +158,6 @@ mod tests {
                 assert!(!statement.contains("--"));
             }
         }
-        assert_eq!(latest_version(), 1);
+        assert_eq!(latest_version(), 2);
     }
 }

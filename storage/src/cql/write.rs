@@ -183,6 +183,13 @@ statements! {
     import_error_clear: Local => "DELETE FROM import_errors WHERE catalog = 0 AND fileloc = ?",
     sequence_init: Guarded => "INSERT INTO sequences (name, last) VALUES (?, 0) IF NOT EXISTS",
     sequence_advance: Guarded => "UPDATE sequences SET last = ? WHERE name = ? IF last = ?",
+    users: Read => "SELECT body FROM users WHERE catalog = ?",
+    user: Read => "SELECT body FROM users WHERE catalog = 0 AND username = ?",
+    user_put: Local => "INSERT INTO users (catalog, username, body) VALUES (0, ?, ?)",
+    api_tokens: Read => "SELECT body FROM api_tokens WHERE catalog = ?",
+    api_token: Read => "SELECT body FROM api_tokens WHERE catalog = 0 AND id = ?",
+    api_token_put: Local => "INSERT INTO api_tokens (catalog, id, body) VALUES (0, ?, ?)",
+    api_token_delete: Local => "DELETE FROM api_tokens WHERE catalog = 0 AND id = ?",
     audit_insert: Local => "INSERT INTO audit (bucket, id, at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
 }
 
@@ -338,9 +345,12 @@ impl Plan {
                     plan.pool_deletions.push(name);
                 }
                 Write::Audit(entry) => plan.audit.push(entry),
-                Write::PutImportError(_) | Write::ClearImportError { .. } | Write::PutPool(_) => {
-                    plan.plain.push(write)
-                }
+                Write::PutImportError(_)
+                | Write::ClearImportError { .. }
+                | Write::PutPool(_)
+                | Write::PutUser(_)
+                | Write::PutApiToken(_)
+                | Write::DeleteApiToken { .. } => plan.plain.push(write),
             }
         }
         for part in &mut plan.runs {
@@ -656,6 +666,24 @@ async fn apply_plain(store: &CqlStore, write: &Write) -> Result<()> {
                 &statements.import_error_clear,
                 (fileloc,),
                 "clear an import error",
+            )
+            .await
+        }
+        Write::PutUser(user) => {
+            let values = (&user.username, to_json(user));
+            execute(store, &statements.user_put, values, "put a user").await
+        }
+        Write::PutApiToken(token) => {
+            let values = (&token.id, to_json(token));
+            execute(store, &statements.api_token_put, values, "put an api token").await
+        }
+        Write::DeleteApiToken { id } => {
+            let values = (id,);
+            execute(
+                store,
+                &statements.api_token_delete,
+                values,
+                "delete an api token",
             )
             .await
         }

@@ -5,7 +5,8 @@
 //! A value that does not decode is reported as corruption, never replaced by a default.
 
 use crate::{
-    AttemptRow, AuditRow, DagRow, DagVersionRow, ImportErrorRow, LogRow, PoolRow, RunRow, XcomRow,
+    ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, ImportErrorRow, LogRow, PoolRow,
+    RunRow, UserRow, XcomRow,
 };
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -290,6 +291,23 @@ pub(crate) fn runs(
     collect(connection, &sql, params![dag_id, sql_limit(limit)], run_row)
 }
 
+pub(crate) fn runs_before(
+    connection: &Connection,
+    dag_id: &str,
+    before: Option<Timestamp>,
+    limit: usize,
+) -> rusqlite::Result<Vec<RunRow>> {
+    let Some(before) = before else {
+        return runs(connection, dag_id, limit);
+    };
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag_id = ?1 AND logical_date < ?2 \
+         ORDER BY logical_date DESC, run_id DESC LIMIT ?3"
+    );
+    let values = params![dag_id, micros(before), sql_limit(limit)];
+    collect(connection, &sql, values, run_row)
+}
+
 pub(crate) fn runs_in_states(
     connection: &Connection,
     states: &[DagRunState],
@@ -436,4 +454,55 @@ pub(crate) fn pools(connection: &Connection) -> rusqlite::Result<Vec<PoolRow>> {
 pub(crate) fn audit(connection: &Connection, limit: usize) -> rusqlite::Result<Vec<AuditRow>> {
     let sql = "SELECT id, at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1";
     collect(connection, sql, [sql_limit(limit)], audit_row)
+}
+
+fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRow> {
+    let grants: String = row.get(3)?;
+    let dag_grants = serde_json::from_str(&grants)
+        .map_err(|error| conversion_error(3, Type::Text, error.to_string()))?;
+    Ok(UserRow {
+        username: row.get(0)?,
+        password_hash: row.get(1)?,
+        role: row.get(2)?,
+        dag_grants,
+        disabled: row.get(4)?,
+        created_at: timestamp_at(row, 5)?,
+    })
+}
+
+fn api_token_row(row: &Row<'_>) -> rusqlite::Result<ApiTokenRow> {
+    Ok(ApiTokenRow {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        username: row.get(2)?,
+        secret_hash: row.get(3)?,
+        created_at: timestamp_at(row, 4)?,
+        expires_at: optional_timestamp_at(row, 5)?,
+    })
+}
+
+const USER_COLUMNS: &str = "username, password_hash, role, dag_grants, disabled, created_at";
+const API_TOKEN_COLUMNS: &str = "id, name, username, secret_hash, created_at, expires_at";
+
+pub(crate) fn user(connection: &Connection, username: &str) -> rusqlite::Result<Option<UserRow>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?1");
+    first(connection, &sql, [username], user_row)
+}
+
+pub(crate) fn users(connection: &Connection) -> rusqlite::Result<Vec<UserRow>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username");
+    collect(connection, &sql, [], user_row)
+}
+
+pub(crate) fn api_token(
+    connection: &Connection,
+    id: &str,
+) -> rusqlite::Result<Option<ApiTokenRow>> {
+    let sql = format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1");
+    first(connection, &sql, [id], api_token_row)
+}
+
+pub(crate) fn api_tokens(connection: &Connection) -> rusqlite::Result<Vec<ApiTokenRow>> {
+    let sql = format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens ORDER BY id");
+    collect(connection, &sql, [], api_token_row)
 }

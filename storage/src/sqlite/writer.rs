@@ -12,8 +12,8 @@ use super::rows::{micros, optional_micros, u64_bits};
 use super::{sqlite_error, SqliteStats};
 use crate::memory::takes_schedule_tick;
 use crate::{
-    AttemptRow, AuditRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow, Result, RunRow,
-    Write, XcomRow, DEFAULT_POOL_NAME,
+    ApiTokenRow, AttemptRow, AuditRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow,
+    Result, RunRow, UserRow, Write, XcomRow, DEFAULT_POOL_NAME,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::Ordering;
@@ -238,6 +238,13 @@ fn apply_write(connection: &Connection, write: &Write) -> Result<()> {
         Write::PutPool(pool) => put_pool(connection, pool).map_err(failed),
         Write::DeletePool { name } => delete_pool(connection, name),
         Write::Audit(entry) => put_audit(connection, entry).map_err(failed),
+        Write::PutUser(user) => put_user(connection, user).map_err(failed),
+        Write::PutApiToken(token) => put_api_token(connection, token).map_err(failed),
+        Write::DeleteApiToken { id } => connection
+            .prepare_cached("DELETE FROM api_tokens WHERE id = ?1")
+            .and_then(|mut statement| statement.execute([id]))
+            .map(|_| ())
+            .map_err(failed),
     }
 }
 
@@ -649,6 +656,42 @@ fn put_audit(connection: &Connection, entry: &AuditRow) -> rusqlite::Result<()> 
             entry.action,
             entry.target,
             entry.detail
+        ])?;
+    Ok(())
+}
+
+fn put_user(connection: &Connection, user: &UserRow) -> rusqlite::Result<()> {
+    let grants = serde_json::to_string(&user.dag_grants)
+        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))?;
+    connection
+        .prepare_cached(
+            "INSERT OR REPLACE INTO users (username, password_hash, role, dag_grants, disabled, \
+             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            user.username,
+            user.password_hash,
+            user.role,
+            grants,
+            user.disabled,
+            micros(user.created_at)
+        ])?;
+    Ok(())
+}
+
+fn put_api_token(connection: &Connection, token: &ApiTokenRow) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached(
+            "INSERT OR REPLACE INTO api_tokens (id, name, username, secret_hash, created_at, \
+             expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            token.id,
+            token.name,
+            token.username,
+            token.secret_hash,
+            micros(token.created_at),
+            optional_micros(token.expires_at)
         ])?;
     Ok(())
 }
