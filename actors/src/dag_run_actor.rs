@@ -76,6 +76,9 @@ pub(crate) enum RunStart {
         task_instances: Vec<TaskInstanceRecord>,
         /// When the run first started (its `dagrun_timeout` counts from here).
         started_at: Option<Timestamp>,
+        /// A finished run re-opened to clear or mark a task: it starts with that change, not
+        /// before it (started first, it would find itself finished and stop at once).
+        start_with_change: bool,
     },
 }
 
@@ -110,6 +113,8 @@ pub(crate) struct DagRunActorState {
     undone: Vec<Decided>,
     /// What to do once the batch being committed is durable; `None` when none is.
     committing: Option<Vec<Decided>>,
+    /// The run was re-opened: `Start` waits for the clear or mark that re-opened it.
+    start_deferred: bool,
 }
 
 /// The effects of one decision that wait for its writes to be durable (write-ahead).
@@ -135,12 +140,20 @@ impl Actor for DagRunActor {
             run_id: args.context.run_id.clone(),
         };
         let results_stored = matches!(args.start, RunStart::Recovered { .. });
+        let start_deferred = matches!(
+            args.start,
+            RunStart::Recovered {
+                start_with_change: true,
+                ..
+            }
+        );
         let (run, stored_state) = match args.start {
             RunStart::Fresh => (DagRun::new(args.context), DagRunState::Running),
             RunStart::Recovered {
                 state,
                 task_instances,
                 started_at,
+                ..
             } => {
                 let run = DagRun::recover(args.context, state, task_instances);
                 let run = match started_at {
@@ -164,6 +177,7 @@ impl Actor for DagRunActor {
             unflushed_rows: HashMap::new(),
             undone: Vec::new(),
             committing: None,
+            start_deferred,
         })
     }
 
@@ -172,6 +186,9 @@ impl Actor for DagRunActor {
         myself: ActorRef<DagRunMsg>,
         state: &mut DagRunActorState,
     ) -> Result<(), ActorProcessingErr> {
+        if state.start_deferred {
+            return Ok(());
+        }
         state.decide(&myself, RunInput::Start, Vec::new()).await
     }
 
@@ -253,9 +270,7 @@ impl Actor for DagRunActor {
                     downstream,
                     upstream,
                 };
-                state
-                    .decide_with(&myself, None, input, extra, |_| true, Some(reply))
-                    .await?;
+                state.decide_change(&myself, input, extra, reply).await?;
             }
             DagRunMsg::MarkState {
                 task_id,
@@ -269,7 +284,7 @@ impl Actor for DagRunActor {
                     state: target,
                 };
                 state
-                    .decide_with(&myself, None, input, Vec::new(), |_| true, Some(reply))
+                    .decide_change(&myself, input, Vec::new(), reply)
                     .await?;
             }
             DagRunMsg::Flushed(result) => state.flushed(&myself, result).await?,
@@ -411,6 +426,31 @@ impl DagRunActorState {
     /// persist the resulting writes (plus `extra`, if `include_extra` says so about the effects
     /// of `input`) as one batch, then perform the other effects.
     #[tracing::instrument(level = "debug", skip_all, fields(run = %self.key))]
+    /// A change by hand (clear, mark); on a re-opened run, the change comes before `Start`.
+    async fn decide_change(
+        &mut self,
+        myself: &ActorRef<DagRunMsg>,
+        change: RunInput,
+        extra: Vec<Write>,
+        reply: RpcReplyPort<()>,
+    ) -> Result<(), ActorProcessingErr> {
+        if std::mem::take(&mut self.start_deferred) {
+            let now = crate::shared::now();
+            return self
+                .decide_with(
+                    myself,
+                    Some((now, change)),
+                    RunInput::Start,
+                    extra,
+                    |_| true,
+                    Some(reply),
+                )
+                .await;
+        }
+        self.decide_with(myself, None, change, extra, |_| true, Some(reply))
+            .await
+    }
+
     async fn decide_with(
         &mut self,
         myself: &ActorRef<DagRunMsg>,

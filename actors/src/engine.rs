@@ -179,6 +179,23 @@ impl Engine {
         &self.shared.store
     }
 
+    /// Where the log of one try of a task instance is written.
+    pub fn log_path(
+        &self,
+        key: &weft_core::ids::TaskInstanceKey,
+        try_number: u32,
+    ) -> std::path::PathBuf {
+        self.shared
+            .config
+            .data_dir
+            .join(crate::task_actor::log_relative_path(key, try_number))
+    }
+
+    /// Attempts this node may run at once.
+    pub fn worker_slots(&self) -> usize {
+        self.shared.config.worker_slots
+    }
+
     /// Register (or update) a DAG from its serialized form.
     pub async fn upsert_dag(&self, spec: DagSpec) -> Result<UpsertOutcome, EngineError> {
         let spec = Box::new(spec);

@@ -600,7 +600,18 @@ impl SchedulerState {
                 }])
                 .await?;
         }
-        self.resume_run(myself, run).await?;
+        if row.state.is_finished() {
+            let task_instances = self.shared.store.task_instances(run).await?;
+            let start = RunStart::Recovered {
+                state: DagRunState::Running,
+                task_instances,
+                started_at: row.started_at,
+                start_with_change: true,
+            };
+            self.spawn_run(myself, run, start).await?;
+        } else {
+            self.resume_run(myself, run).await?;
+        }
         self.runs
             .get(run)
             .cloned()
@@ -779,6 +790,7 @@ impl SchedulerState {
             state: DagRunState::Running,
             task_instances,
             started_at,
+            start_with_change: false,
         };
         self.spawn_run(myself, run, start).await
     }

@@ -389,3 +389,45 @@ async fn an_unknown_dag_and_an_invalid_dag_are_clear_errors() {
     assert!(error.contains("cycle"), "{error}");
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clearing_or_marking_a_task_of_a_finished_run_reopens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let dag = RustDag::new("reopen")
+        .task("first", &[], |_| async { Ok(None) })
+        .task("second", &["first"], |_| async { Ok(None) });
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("reopen", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+
+    tokio::time::timeout(RUN_DEADLINE, engine.clear(&run, &["second"], false, false))
+        .await
+        .expect("clear answers")
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    assert_eq!(
+        states(store.as_ref(), &run).await,
+        vec![
+            ("first".to_string(), TaskState::Success, 1),
+            ("second".to_string(), TaskState::Success, 2),
+        ],
+        "the cleared task ran again, the other did not"
+    );
+
+    tokio::time::timeout(
+        RUN_DEADLINE,
+        engine.mark(&run, "second", -1, TaskState::Failed),
+    )
+    .await
+    .expect("mark answers")
+    .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Failed);
+    engine.shutdown().await;
+}
