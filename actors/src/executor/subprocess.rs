@@ -674,7 +674,13 @@ impl LogFile {
         if self.broken || bytes.is_empty() {
             return;
         }
-        match self.file.write_all(bytes).await {
+        // Flushed at once, so that a reader tailing the log (the UI's live tail) sees output as
+        // the task writes it.
+        let written = match self.file.write_all(bytes).await {
+            Ok(()) => self.file.flush().await,
+            Err(e) => Err(e),
+        };
+        match written {
             Ok(()) => self.written_bytes += bytes.len() as u64,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot write attempt log; output is dropped");
