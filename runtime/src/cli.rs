@@ -46,6 +46,25 @@ pub enum Command {
     /// DAG runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Users of the web UI and API.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user (or replace one of the same name). Without --password-stdin a password is
+    /// generated and printed.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// admin, op, user or viewer.
+        #[arg(long)]
+        role: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +77,9 @@ pub struct StandaloneArgs {
     /// first start shows every example DAG at work).
     #[arg(long)]
     pub trigger_new_dags: bool,
+    /// Address of the UI and API (default: `web.bind`, 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,8 @@
 //! What each CLI verb does.
 
-use crate::cli::{Cli, Command, DagsCommand, RunsCommand, StandaloneArgs, TasksCommand};
+use crate::cli::{
+    Cli, Command, DagsCommand, RunsCommand, StandaloneArgs, TasksCommand, UsersCommand,
+};
 use crate::config::Config;
 use crate::control::{self, Request};
 use crate::node;
@@ -35,10 +37,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(RunsCommand::List { dag_id, limit }) => {
             runs_list(config, json, dag_id, limit).await
         }
+        Command::Users(command) => users(config, command).await,
     }
 }
 
+async fn users(config: Config, command: UsersCommand) -> anyhow::Result<ExitCode> {
+    let UsersCommand::Create {
+        username,
+        role,
+        password_stdin,
+    } = command;
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        crate::web::generate_password()
+    };
+    let store = open(&config).await?;
+    crate::web::create_user(store.as_ref(), &username, &role, &password).await?;
+    if password_stdin {
+        println!("created user `{username}` with role {role}");
+    } else {
+        println!("created user `{username}` with role {role} and password `{password}`");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> {
+    // Installed before the engine starts, so that /metrics sees everything it records.
+    let metrics = weft_web::metrics::install_recorder();
     let LocalNode {
         engine,
         store,
@@ -62,6 +92,10 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         eprintln!("sandbox: {}", weft_actors::executor::sandbox::detect());
     }
     let control = tokio::spawn(control::serve(config.core.home.clone(), engine.clone()));
+    crate::web::bootstrap_admin(&config, &engine).await?;
+    let bind = args.bind.clone().unwrap_or_else(|| config.web.bind.clone());
+    let web_shutdown = Arc::new(tokio::sync::Notify::new());
+    let web = crate::web::start(&config, &engine, &bind, metrics, web_shutdown.clone()).await?;
     if args.trigger_new_dags {
         for dag in store.dags().await? {
             if !dag.is_paused && store.runs(&dag.dag_id, 1).await?.is_empty() {
@@ -100,6 +134,9 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         }
     }
     eprintln!("weft standalone: shutting down");
+    web_shutdown.notify_one();
+    // Open WebSocket streams keep a graceful shutdown waiting: give it a moment, then stop.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), web).await;
     control.abort();
     engine.shutdown().await;
     let _ = std::fs::remove_file(control::socket_path(&config.core.home));

@@ -13,6 +13,7 @@ pub struct Config {
     pub python: PythonConfig,
     pub sandbox: SandboxConfig,
     pub store: StoreConfig,
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +66,36 @@ pub struct StoreConfig {
     pub url: String,
     /// SQLite durability: `full` (fsync every commit group) or `normal`.
     pub synchronous: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebConfig {
+    /// Address the UI and API listen on (`weft standalone --bind` overrides it).
+    pub bind: String,
+    /// Folder of the UI's built WASM/JS/CSS bundle.
+    pub pkg_dir: PathBuf,
+    /// Lifetime of a sign-in session (the access JWT), in seconds.
+    pub session_ttl_s: u64,
+    /// Lifetime of a refresh token, in seconds.
+    pub refresh_ttl_s: u64,
+    /// Sign-in attempts one client address may make per minute.
+    pub login_attempts_per_minute: u32,
+    /// API requests one user may make per minute.
+    pub api_requests_per_minute: u32,
+}
+
+impl Default for WebConfig {
+    fn default() -> WebConfig {
+        WebConfig {
+            bind: "127.0.0.1:8080".to_string(),
+            pkg_dir: PathBuf::from("target/site/pkg"),
+            session_ttl_s: 900,
+            refresh_ttl_s: 604_800,
+            login_attempts_per_minute: 10,
+            api_requests_per_minute: 6_000,
+        }
+    }
 }
 
 impl Default for CoreConfig {
@@ -306,6 +337,12 @@ mod example_file {
             "pids_max",
             "url",
             "synchronous",
+            "bind",
+            "pkg_dir",
+            "session_ttl_s",
+            "refresh_ttl_s",
+            "login_attempts_per_minute",
+            "api_requests_per_minute",
         ] {
             assert!(
                 text.contains(&format!("{key} =")),

@@ -8,6 +8,7 @@ mod dag_processor;
 mod node;
 mod output;
 mod store_url;
+mod web;
 
 use clap::Parser;
 

@@ -134,7 +134,27 @@ fn crates_depend_in_the_allowed_direction() {
         ("core", &[]),
         ("storage", &["weft-core"]),
         ("actors", &["weft-core", "weft-storage"]),
-        ("runtime", &["weft-core", "weft-storage", "weft-actors"]),
+        (
+            "runtime",
+            &[
+                "weft-core",
+                "weft-storage",
+                "weft-actors",
+                "weft-api-types",
+                "weft-web",
+            ],
+        ),
+        ("web/api-types", &[]),
+        (
+            "web",
+            &[
+                "weft-core",
+                "weft-storage",
+                "weft-actors",
+                "weft-api-types",
+                "weft-ui",
+            ],
+        ),
     ];
     for (krate, allowed) in allowed {
         for name in dependency_names(&manifest(krate), "dependencies") {
@@ -158,7 +178,7 @@ fn only_the_runtime_names_a_concrete_backend() {
         "rusqlite",
     ];
     let mut found = Vec::new();
-    for krate in ["core/src", "actors/src"] {
+    for krate in ["core/src", "actors/src", "web/src"] {
         for file in rust_files(&workspace().join(krate)) {
             for (number, line) in code_lines(&file) {
                 for word in backends {

@@ -526,3 +526,136 @@ fn standalone_runs_the_example_dags_on_a_cql_store() {
         "{runs:#?}"
     );
 }
+
+/// Sends one HTTP/1.1 request to `address` and returns (status, body).
+fn http(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn standalone_serves_the_api_and_creates_the_first_admin() {
+    use std::io::{BufRead, Write};
+    let home = Home::new();
+    // A user made with `weft users create` before the first start.
+    let mut create = home
+        .command(&[
+            "users",
+            "create",
+            "--username",
+            "ops",
+            "--role",
+            "op",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(create.stdin.take().unwrap(), "ops password 1").unwrap();
+    let output = create.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let refused = home.run(&["users", "create", "--username", "x", "--role", "king"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("admin, op, user or viewer"));
+
+    let mut node = home
+        .command(&["standalone", "--bind", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(node.stderr.take().unwrap()).lines();
+    let mut address = None;
+    let mut printed_password = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("with password `").nth(1) {
+            printed_password = rest.split('`').next().map(str::to_string);
+        }
+        if let Some(url) = line.split("UI and API on http://").nth(1) {
+            address = Some(url.trim().to_string());
+            break;
+        }
+    }
+    let address = address.expect("standalone says where it serves");
+    // A user exists, so no admin is created.
+    assert!(
+        printed_password.is_none(),
+        "an admin is created only when there is no user"
+    );
+    let (status, body) = http(&address, "GET", "/health", None);
+    assert_eq!(status, 200, "{body}");
+    let login = r#"{"username":"ops","password":"ops password 1"}"#;
+    let (status, body) = http(&address, "POST", "/api/v1/auth/login", Some(login));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"role\":\"op\""), "{body}");
+    let (status, _) = http(&address, "GET", "/api/v1/dags", None);
+    assert_eq!(status, 401);
+    node.kill().unwrap();
+    node.wait().unwrap();
+
+    // A fresh home: the first start creates `admin` and keeps its password in a file.
+    let fresh = Home::new();
+    let mut node = fresh
+        .command(&["standalone", "--bind", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(node.stderr.take().unwrap()).lines();
+    let mut printed = None;
+    let mut address = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("with password `").nth(1) {
+            printed = rest.split('`').next().map(str::to_string);
+        }
+        if let Some(url) = line.split("UI and API on http://").nth(1) {
+            address = Some(url.trim().to_string());
+            break;
+        }
+    }
+    let printed = printed.expect("the admin password is printed");
+    let stored = std::fs::read_to_string(
+        fresh
+            .dir
+            .path()
+            .join("home")
+            .join("standalone_admin_password.txt"),
+    )
+    .unwrap();
+    assert_eq!(stored.trim(), printed);
+    let login = format!(r#"{{"username":"admin","password":"{printed}"}}"#);
+    let (status, body) = http(
+        &address.unwrap(),
+        "POST",
+        "/api/v1/auth/login",
+        Some(&login),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"role\":\"admin\""));
+    node.kill().unwrap();
+    node.wait().unwrap();
+}

@@ -1,0 +1,132 @@
+//! The web side of a node: the session-signing secret kept in the data directory, the first
+//! admin created on standalone's first start, and the HTTP server started next to the engine.
+
+use crate::config::Config;
+use anyhow::Context;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use weft_actors::Engine;
+use weft_api_types::Role;
+
+/// File in the data directory holding the key that signs sessions.
+const SESSION_SECRET_FILE: &str = "web_session_secret";
+/// File in the data directory holding the first admin's generated password, as Airflow's
+/// standalone does.
+pub const ADMIN_PASSWORD_FILE: &str = "standalone_admin_password.txt";
+const SESSION_SECRET_BYTES: usize = 32;
+/// Length of generated passwords.
+const GENERATED_PASSWORD_CHARS: usize = 20;
+
+/// Writes `contents` to a new file readable by its owner only.
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents)?;
+    Ok(())
+}
+
+fn random_bytes(count: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut bytes = vec![0u8; count];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes
+}
+
+/// A password of letters and digits.
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    random_bytes(GENERATED_PASSWORD_CHARS)
+        .iter()
+        .map(|byte| ALPHABET[usize::from(*byte) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// The session secret of this data directory, created on first use, so that sessions
+/// survive a restart.
+fn session_secret(home: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = home.join(SESSION_SECRET_FILE);
+    match std::fs::read(&path) {
+        Ok(secret) if secret.len() >= SESSION_SECRET_BYTES => Ok(secret),
+        Ok(_) | Err(_) => {
+            let secret = random_bytes(SESSION_SECRET_BYTES);
+            write_private(&path, &secret)?;
+            Ok(secret)
+        }
+    }
+}
+
+/// On the first start (no user at all), creates `admin` with a generated password, prints it
+/// and keeps it in `standalone_admin_password.txt`.
+pub async fn bootstrap_admin(config: &Config, engine: &Engine) -> anyhow::Result<()> {
+    let store = engine.store();
+    if !store.users().await?.is_empty() {
+        return Ok(());
+    }
+    let password = generate_password();
+    weft_web::auth::create_user(store.as_ref(), "admin", &password, Role::Admin)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot create the first admin: {error}"))?;
+    let path = config.core.home.join(ADMIN_PASSWORD_FILE);
+    write_private(&path, format!("{password}\n").as_bytes())?;
+    eprintln!(
+        "weft standalone: created user `admin` with password `{password}` (also in {})",
+        path.display()
+    );
+    Ok(())
+}
+
+pub fn web_config(config: &Config) -> anyhow::Result<weft_web::WebConfig> {
+    let mut web = weft_web::WebConfig::new(session_secret(&config.core.home)?);
+    web.session_ttl_s = config.web.session_ttl_s;
+    web.refresh_ttl_s = config.web.refresh_ttl_s;
+    web.login_attempts_per_minute = config.web.login_attempts_per_minute;
+    web.api_requests_per_minute = config.web.api_requests_per_minute;
+    web.pkg_dir = PathBuf::from(&config.web.pkg_dir);
+    Ok(web)
+}
+
+/// Binds `bind` and serves the UI and API until `shutdown` is notified.
+pub async fn start(
+    config: &Config,
+    engine: &Engine,
+    bind: &str,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: std::sync::Arc<tokio::sync::Notify>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let state = weft_web::AppState::new(engine.clone(), web_config(config)?, Some(metrics))?;
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| {
+        format!("cannot listen on {bind}: is another process using it? pass --bind ADDR:PORT")
+    })?;
+    let address = listener.local_addr()?;
+    eprintln!("weft standalone: UI and API on http://{address}");
+    let router = weft_web::router(state);
+    Ok(tokio::spawn(async move {
+        let stopped = async move { shutdown.notified().await };
+        if let Err(error) = weft_web::serve(listener, router, stopped).await {
+            tracing::error!(%error, "the web server stopped");
+        }
+    }))
+}
+
+/// `weft users create`: creates (or replaces) a user in the store.
+pub async fn create_user(
+    store: &dyn weft_storage::Store,
+    username: &str,
+    role: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    let role = Role::parse(role).ok_or_else(|| {
+        anyhow::anyhow!("role `{role}` is unknown: use admin, op, user or viewer")
+    })?;
+    weft_web::auth::create_user(store, username, password, role)
+        .await
+        .map_err(|error| anyhow::anyhow!("{}", error.message))
+}

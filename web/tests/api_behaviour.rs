@@ -1,0 +1,725 @@
+//! What the API does beyond access control: bad input is refused with a clear JSON error and
+//! changes nothing; sessions expire and refresh; sign-in is rate limited; API tokens work
+//! until revoked; every mutating call is audited; /metrics names the engine's metrics; the
+//! grid pages through runs.
+
+mod common;
+
+use common::{Server, PASSWORD, SECRET};
+use serde_json::{json, Value};
+use weft_web::auth::{Claims, Keys, TokenKind};
+
+/// Everything a refused request could have changed.
+async fn snapshot(server: &Server) -> Value {
+    let store = server.store();
+    let mut runs = Vec::new();
+    for dag in store.dags().await.unwrap() {
+        for run in store.runs(&dag.dag_id, 1000).await.unwrap() {
+            runs.push(json!([run.key.to_string(), run.state.as_str()]));
+        }
+    }
+    let dags: Vec<Value> = store
+        .dags()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|dag| json!([dag.dag_id, dag.is_paused]))
+        .collect();
+    let users: Vec<Value> = store
+        .users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|user| json!([user.username, user.role, user.dag_grants, user.disabled]))
+        .collect();
+    let pools: Vec<Value> = store
+        .pools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|pool| json!([pool.name, pool.slots]))
+        .collect();
+    json!({
+        "runs": runs, "dags": dags, "users": users, "pools": pools,
+        "tokens": store.api_tokens().await.unwrap().len(),
+        "audit": store.audit(1).await.unwrap().first().map(|entry| entry.id),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_bodies_get_a_clear_4xx_and_change_nothing() {
+    let server = Server::start().await;
+    let admin = server.login("admin").await;
+    let run = server.finished_run("etl").await;
+    let run_path = format!("/api/v1/dags/etl/runs/{}", run.run_id);
+    let cases: Vec<(&str, String, Value, u16, &str, &str)> = vec![
+        (
+            "PATCH",
+            "/api/v1/dags/toggle".into(),
+            json!({"paused": "yes"}),
+            422,
+            "invalid_body",
+            "paused",
+        ),
+        (
+            "PATCH",
+            "/api/v1/dags/toggle".into(),
+            json!({"pasued": true}),
+            422,
+            "invalid_body",
+            "pasued",
+        ),
+        (
+            "POST",
+            "/api/v1/dags/etl/runs".into(),
+            json!({"conf": {"count": 0}}),
+            422,
+            "invalid_conf",
+            "count",
+        ),
+        (
+            "POST",
+            "/api/v1/dags/etl/runs".into(),
+            json!({"conf": [1, 2]}),
+            422,
+            "invalid_conf",
+            "object",
+        ),
+        (
+            "POST",
+            "/api/v1/dags/etl/runs".into(),
+            json!({"logical_date": "yesterday"}),
+            422,
+            "invalid_date",
+            "logical_date",
+        ),
+        (
+            "POST",
+            "/api/v1/dags/nope/runs".into(),
+            json!({}),
+            404,
+            "not_found",
+            "nope",
+        ),
+        (
+            "POST",
+            format!("{run_path}/clear"),
+            json!({"task_ids": ["ghost"]}),
+            422,
+            "unknown_task",
+            "ghost",
+        ),
+        (
+            "POST",
+            format!("{run_path}/tasks/load/state"),
+            json!({"state": "running"}),
+            422,
+            "invalid_body",
+            "state",
+        ),
+        (
+            "POST",
+            "/api/v1/dags/daily/backfills".into(),
+            json!({"from": "2024-02-01", "to": "2024-01-01"}),
+            422,
+            "invalid_range",
+            "after",
+        ),
+        (
+            "POST",
+            "/api/v1/dags/etl/backfills".into(),
+            json!({"from": "2024-01-01", "to": "2024-01-02"}),
+            422,
+            "no_schedule",
+            "schedule",
+        ),
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"name": "bad name!", "slots": 1}),
+            422,
+            "invalid_pool_name",
+            "pool",
+        ),
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"name": "p", "slots": -1}),
+            422,
+            "invalid_body",
+            "slots",
+        ),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            json!({"username": "x", "password": "short", "role": "viewer"}),
+            422,
+            "invalid_password",
+            "8",
+        ),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            json!({"username": "x y", "password": PASSWORD, "role": "viewer"}),
+            422,
+            "invalid_username",
+            "x y",
+        ),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            json!({"username": "x", "password": PASSWORD, "role": "king"}),
+            422,
+            "invalid_body",
+            "role",
+        ),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            json!({"username": "viewer", "password": PASSWORD, "role": "viewer"}),
+            409,
+            "conflict",
+            "exists",
+        ),
+        (
+            "PATCH",
+            "/api/v1/users/admin".into(),
+            json!({"disabled": true}),
+            422,
+            "self_lockout",
+            "yourself",
+        ),
+        (
+            "PATCH",
+            "/api/v1/users/ghost".into(),
+            json!({"role": "op"}),
+            404,
+            "not_found",
+            "ghost",
+        ),
+        (
+            "POST",
+            "/api/v1/tokens".into(),
+            json!({"name": ""}),
+            422,
+            "invalid_token_name",
+            "name",
+        ),
+        (
+            "POST",
+            "/api/v1/tokens".into(),
+            json!({"name": "t", "expires_in_days": 0}),
+            422,
+            "invalid_expiry",
+            "expires_in_days",
+        ),
+    ];
+    let before = snapshot(&server).await;
+    for (method, path, body, status, code, mentions) in cases {
+        let (got, answer) = server
+            .call(method, &path, Some(&admin), Some(body.clone()))
+            .await;
+        assert_eq!(got, status, "{method} {path} {body}: {answer}");
+        assert_eq!(answer["code"], code, "{method} {path} {body}: {answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(
+            message.contains(mentions),
+            "{method} {path}: `{message}` should mention `{mentions}`"
+        );
+    }
+    // Malformed JSON and a wrong content type.
+    let response = server
+        .client
+        .post(server.url("/api/v1/dags/etl/runs"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["code"], "invalid_json");
+    let response = server
+        .client
+        .post(server.url("/api/v1/dags/etl/runs"))
+        .bearer_auth(&admin)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 415);
+    // An oversize body.
+    let huge = json!({"conf": {"blob": "x".repeat(weft_web::api::REQUEST_BODY_BYTES_MAX)}});
+    let (status, answer) = server
+        .call("POST", "/api/v1/dags/etl/runs", Some(&admin), Some(huge))
+        .await;
+    assert!(status == 413 || status == 400, "{status}: {answer}");
+    assert!(answer["code"].is_string(), "{answer}");
+    assert_eq!(
+        snapshot(&server).await,
+        before,
+        "refused requests changed the store"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_expire_refresh_and_cookies_work() {
+    let server = Server::start().await;
+    let keys = Keys::new(&SECRET).unwrap();
+    let now = weft_web::auth::now_s();
+    let expired = keys.sign(&Claims {
+        sub: "admin".into(),
+        kind: TokenKind::Access,
+        iat: now - 120,
+        exp: now - 60,
+    });
+    let (status, body) = server.call("GET", "/api/v1/me", Some(&expired), None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["code"], "unauthenticated");
+    assert!(body["message"].as_str().unwrap().contains("expired"));
+    // A token signed with another key is refused too.
+    let forged = Keys::new(&[9u8; 32]).unwrap().sign(&Claims {
+        sub: "admin".into(),
+        kind: TokenKind::Access,
+        iat: now,
+        exp: now + 600,
+    });
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/me", Some(&forged), None)
+            .await
+            .0,
+        401
+    );
+
+    // Sign in: cookies are set, and the session cookie alone authenticates.
+    let response = server
+        .client
+        .post(server.url("/api/v1/auth/login"))
+        .json(&json!({"username": "user", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cookies: Vec<String> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_string())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("weft_session="))
+        .unwrap();
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Strict"));
+    assert!(cookies.iter().any(|c| c.starts_with("weft_refresh=")));
+    let login: Value = response.json().await.unwrap();
+    assert_eq!(login["user"]["role"], "user");
+    assert_eq!(login["expires_in"], 900);
+    let cookie_value = session.split(';').next().unwrap().to_string();
+    let me: Value = server
+        .client
+        .get(server.url("/api/v1/me"))
+        .header("cookie", &cookie_value)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "user");
+
+    // Refresh with the body; a refresh token is no access token.
+    let refresh = login["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/me", Some(refresh), None)
+            .await
+            .0,
+        401
+    );
+    let (status, renewed) = server
+        .call(
+            "POST",
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({ "refresh_token": refresh })),
+        )
+        .await;
+    assert_eq!(status, 200, "{renewed}");
+    let access = renewed["access_token"].as_str().unwrap();
+    assert_eq!(
+        server.call("GET", "/api/v1/me", Some(access), None).await.0,
+        200
+    );
+    // And with the cookie.
+    let response = server
+        .client
+        .post(server.url("/api/v1/auth/refresh"))
+        .header("cookie", format!("weft_refresh={refresh}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A disabled user's tokens stop working at once.
+    let admin = server.login("admin").await;
+    let (status, _) = server
+        .call(
+            "PATCH",
+            "/api/v1/users/user",
+            Some(&admin),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        server.call("GET", "/api/v1/me", Some(access), None).await.0,
+        401
+    );
+    let (status, body) = server
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "user", "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["code"], "invalid_credentials");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sign_in_is_rate_limited() {
+    let server = Server::start_with(|config| config.login_attempts_per_minute = 3).await;
+    let wrong = json!({"username": "admin", "password": "wrong password"});
+    for _ in 0..3 {
+        let (status, body) = server
+            .call("POST", "/api/v1/auth/login", None, Some(wrong.clone()))
+            .await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let right = json!({"username": "admin", "password": PASSWORD});
+    let (status, body) = server
+        .call("POST", "/api/v1/auth/login", None, Some(right))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["code"], "rate_limited");
+    assert!(body["message"].as_str().unwrap().contains("wait a minute"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_is_rate_limited_per_user() {
+    let server = Server::start_with(|config| config.api_requests_per_minute = 5).await;
+    let token = server.login("viewer").await;
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(server.call("GET", "/api/v1/me", Some(&token), None).await.0);
+    }
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_tokens_act_as_their_owner_until_revoked() {
+    let server = Server::start().await;
+    let op = server.login("op").await;
+    let (status, created) = server
+        .call(
+            "POST",
+            "/api/v1/tokens",
+            Some(&op),
+            Some(json!({"name": "nightly script"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let token = created["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("weft_"));
+    // Only a hash is stored.
+    let stored = server.store().api_tokens().await.unwrap();
+    assert!(stored.iter().all(|row| !token.contains(&row.secret_hash)));
+    let (status, me) = server.call("GET", "/api/v1/me", Some(&token), None).await;
+    assert_eq!((status, me["username"].as_str()), (200, Some("op")));
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/pools", Some(&token), None)
+            .await
+            .0,
+        200
+    );
+    // A wrong secret with a real id is refused.
+    let id = created["id"].as_str().unwrap();
+    let wrong = format!("weft_{id}_{}", "0".repeat(64));
+    assert_eq!(
+        server.call("GET", "/api/v1/me", Some(&wrong), None).await.0,
+        401
+    );
+    let (status, _) = server
+        .call("DELETE", &format!("/api/v1/tokens/{id}"), Some(&op), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, body) = server.call("GET", "/api/v1/me", Some(&token), None).await;
+    assert_eq!(status, 401);
+    assert!(body["message"].as_str().unwrap().contains("revoked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_mutating_call_writes_an_audit_entry() {
+    let server = Server::start().await;
+    let admin = server.login("admin").await;
+    let run = server.finished_run("etl").await;
+    let run_path = format!("/api/v1/dags/etl/runs/{}", run.run_id);
+    let calls: Vec<(&str, String, Value, &str)> = vec![
+        (
+            "PATCH",
+            "/api/v1/dags/toggle".into(),
+            json!({"paused": true}),
+            "dag.pause",
+        ),
+        (
+            "PATCH",
+            "/api/v1/dags/toggle".into(),
+            json!({"paused": false}),
+            "dag.unpause",
+        ),
+        (
+            "POST",
+            "/api/v1/dags/etl/runs".into(),
+            json!({"conf": {"count": 4}}),
+            "run.trigger",
+        ),
+        (
+            "POST",
+            format!("{run_path}/clear"),
+            json!({"task_ids": ["load"]}),
+            "run.clear",
+        ),
+        (
+            "POST",
+            format!("{run_path}/tasks/extract/state"),
+            json!({"state": "failed"}),
+            "task.mark",
+        ),
+        (
+            "POST",
+            "/api/v1/dags/daily/backfills".into(),
+            json!({"from": "2024-01-01", "to": "2024-01-02"}),
+            "dag.backfill",
+        ),
+        (
+            "POST",
+            "/api/v1/pools".into(),
+            json!({"name": "reports", "slots": 2}),
+            "pool.put",
+        ),
+        (
+            "POST",
+            "/api/v1/users".into(),
+            json!({"username": "ann", "password": PASSWORD, "role": "op"}),
+            "user.create",
+        ),
+        (
+            "PATCH",
+            "/api/v1/users/ann".into(),
+            json!({"role": "user"}),
+            "user.update",
+        ),
+        (
+            "POST",
+            "/api/v1/tokens".into(),
+            json!({"name": "ci"}),
+            "token.create",
+        ),
+        (
+            "POST",
+            "/api/v1/auth/logout".into(),
+            Value::Null,
+            "auth.logout",
+        ),
+    ];
+    let started = chrono::Utc::now() - chrono::Duration::seconds(1);
+    for (method, path, body, action) in &calls {
+        let body = (!body.is_null()).then(|| body.clone());
+        let (status, answer) = server.call(method, path, Some(&admin), body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {answer}"
+        );
+        let (_, audit) = server
+            .call("GET", "/api/v1/audit?limit=1", Some(&admin), None)
+            .await;
+        let entry = &audit["entries"][0];
+        assert_eq!(entry["action"], *action, "{method} {path}: {audit}");
+        assert_eq!(entry["actor"], "admin");
+        assert_eq!(entry["from"], "127.0.0.1");
+        let at = chrono::DateTime::parse_from_rfc3339(entry["at"].as_str().unwrap()).unwrap();
+        assert!(at >= started, "{entry}");
+    }
+    // Revoking the token is audited too, and so is a failed sign-in.
+    let (_, tokens) = server
+        .call("GET", "/api/v1/tokens", Some(&admin), None)
+        .await;
+    let id = tokens["tokens"][0]["id"].as_str().unwrap();
+    server
+        .call(
+            "DELETE",
+            &format!("/api/v1/tokens/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    let (_, audit) = server
+        .call("GET", "/api/v1/audit?limit=1", Some(&admin), None)
+        .await;
+    assert_eq!(audit["entries"][0]["action"], "token.delete");
+    server
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": "admin", "password": "nope nope"})),
+        )
+        .await;
+    let (_, audit) = server
+        .call("GET", "/api/v1/audit?limit=1", Some(&admin), None)
+        .await;
+    assert_eq!(audit["entries"][0]["action"], "auth.login_failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_are_prometheus_text_naming_the_engine_metrics() {
+    let server = Server::start().await;
+    server.finished_run("etl").await;
+    let viewer = server.login("viewer").await;
+    let (status, body) = server.call("GET", "/metrics", Some(&viewer), None).await;
+    assert_eq!(status, 200);
+    let text = body.as_str().unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|line| !line.is_empty()) {
+        if let Some(comment) = line.strip_prefix('#') {
+            assert!(
+                comment.starts_with(" TYPE ") || comment.starts_with(" HELP "),
+                "bad comment line: {line}"
+            );
+            continue;
+        }
+        // `name{labels} value` or `name value`.
+        let (series, value) = line.rsplit_once(' ').expect("a sample has a value");
+        assert!(value.parse::<f64>().is_ok(), "bad value in: {line}");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in: {line}"
+        );
+        names.insert(name.to_string());
+    }
+    for wanted in [
+        "weft_store_writes_total",
+        "weft_task_attempts_total",
+        "weft_dispatched_total",
+        "weft_store_commit_seconds",
+    ] {
+        assert!(
+            names.iter().any(|name| name.starts_with(wanted)),
+            "{wanted} missing from /metrics: {names:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_grid_pages_through_runs_newest_first() {
+    let server = Server::start().await;
+    let viewer = server.login("viewer").await;
+    let mut runs = Vec::new();
+    for day in 1..=5 {
+        let date = format!("2024-03-0{day}T00:00:00Z");
+        let at = chrono::DateTime::parse_from_rfc3339(&date)
+            .unwrap()
+            .to_utc();
+        let run = server
+            .engine
+            .trigger_at("etl", Some(at), json!({}))
+            .await
+            .unwrap();
+        server.engine.wait_for_run(&run).await.unwrap();
+        runs.push(run.run_id);
+    }
+    let (status, first) = server
+        .call("GET", "/api/v1/dags/etl/grid?limit=2", Some(&viewer), None)
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["tasks"], json!(["extract", "transform", "load"]));
+    let ids = |page: &Value| -> Vec<String> {
+        page["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| run["run_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&first), vec![runs[4].clone(), runs[3].clone()]);
+    assert_eq!(first["cells"][0], json!(["success", "success", "success"]));
+    let cursor = first["next_before"].as_str().unwrap();
+    let (_, second) = server
+        .call(
+            "GET",
+            &format!("/api/v1/dags/etl/grid?limit=2&before={cursor}"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(ids(&second), vec![runs[2].clone(), runs[1].clone()]);
+    let cursor = second["next_before"].as_str().unwrap();
+    let (_, last) = server
+        .call(
+            "GET",
+            &format!("/api/v1/dags/etl/grid?limit=2&before={cursor}"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(ids(&last), vec![runs[0].clone()]);
+    assert!(last["next_before"].is_null());
+    // The DAG list shows the same runs, newest first, with durations for the sparkline.
+    let (_, list) = server
+        .call("GET", "/api/v1/dags?tag=nightly", Some(&viewer), None)
+        .await;
+    assert_eq!(list["total"], 1);
+    let etl = &list["dags"][0];
+    assert_eq!(etl["recent_runs"][0]["run_id"], json!(runs[4]));
+    assert_eq!(etl["recent_durations_ms"].as_array().unwrap().len(), 5);
+    assert_eq!(etl["owner"], "data");
+    let (_, none) = server
+        .call("GET", "/api/v1/dags?search=ZZZ", Some(&viewer), None)
+        .await;
+    assert_eq!(none["total"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_log_reads_in_chunks_until_complete() {
+    let server = Server::start().await;
+    let viewer = server.login("viewer").await;
+    let run = server.finished_run("shell").await;
+    let path = format!("/api/v1/dags/shell/runs/{}/tasks/say/logs/1", run.run_id);
+    let (status, chunk) = server.call("GET", &path, Some(&viewer), None).await;
+    assert_eq!(status, 200, "{chunk}");
+    let content = chunk["content"].as_str().unwrap();
+    assert!(content.contains("hello\nworld"), "{content:?}");
+    assert_eq!(chunk["complete"], true);
+    let next = chunk["next_offset"].as_u64().unwrap();
+    let (_, rest) = server
+        .call("GET", &format!("{path}?offset={next}"), Some(&viewer), None)
+        .await;
+    assert_eq!(rest["content"], "");
+    assert_eq!(rest["next_offset"], next);
+    let (status, _) = server
+        .call(
+            "GET",
+            &path.replace("/logs/1", "/logs/2"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
