@@ -19,6 +19,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 use workloads::{Sizes, Workspace};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Repetitions of each floor measurement.
 const FLOOR_REPETITIONS: usize = 500;
 
