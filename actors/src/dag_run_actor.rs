@@ -650,6 +650,7 @@ impl DagRunActorState {
             let _ = self.scheduler.cast(SchedulerMsg::RunFinished {
                 run: self.key.clone(),
                 state,
+                actor: myself.get_id(),
             });
             myself.stop(None);
             return Ok(true);

@@ -8,7 +8,7 @@ use crate::engine::UpsertOutcome;
 use crate::error::EngineError;
 use crate::events::Event;
 use crate::shared::Shared;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use weft_core::dag::Dag;
@@ -60,9 +60,12 @@ pub(crate) enum SchedulerMsg {
         reply: RpcReplyPort<Result<(), EngineError>>,
     },
     Tick,
+    /// A run actor finished its run and stops. `actor` tells a stale report (from an actor
+    /// the scheduler already replaced, see `active_run_actor`) from the current one.
     RunFinished {
         run: RunKey,
         state: DagRunState,
+        actor: ActorId,
     },
     TaskFinalized {
         run: RunKey,
@@ -201,7 +204,13 @@ impl Actor for SchedulerActor {
             SchedulerMsg::RunFinished {
                 run,
                 state: final_state,
+                actor,
             } => {
+                if state.runs.get(&run).map(|current| current.get_id()) != Some(actor) {
+                    // Its finish was already applied when the run was re-opened.
+                    tracing::debug!(%run, "stale run-finished report ignored");
+                    return Ok(());
+                }
                 state.forget_run(&run);
                 let input = SchedulerInput::RunFinished {
                     dag_id: run.dag_id.clone(),
@@ -546,8 +555,9 @@ impl SchedulerState {
                 },
                 None,
             )
-            .await?;
-        Ok(())
+            .await
+            .map_err(EngineError::from)
+            .and_then(answered)
     }
 
     async fn mark(
@@ -569,8 +579,9 @@ impl SchedulerState {
                 },
                 None,
             )
-            .await?;
-        Ok(())
+            .await
+            .map_err(EngineError::from)
+            .and_then(answered)
     }
 
     /// The actor of a run, re-opening a finished run (clearing a task of a finished run makes
@@ -580,15 +591,27 @@ impl SchedulerState {
         myself: &ActorRef<SchedulerMsg>,
         run: &RunKey,
     ) -> Result<ActorRef<DagRunMsg>, EngineError> {
-        if let Some(actor) = self.runs.get(run) {
-            return Ok(actor.clone());
-        }
         let row = self
             .shared
             .store
             .run(run)
             .await?
             .ok_or_else(|| EngineError::UnknownRun(run.to_string()))?;
+        if let Some(actor) = self.runs.get(run) {
+            if !row.state.is_finished() {
+                return Ok(actor.clone());
+            }
+            // The actor finished the run and is stopping; its report is still queued behind
+            // this call. Apply the finish now (the report will be ignored as stale) and re-open
+            // the run with a new actor.
+            self.forget_run(run);
+            let input = SchedulerInput::RunFinished {
+                dag_id: run.dag_id.clone(),
+                run_id: run.run_id.clone(),
+                state: row.state,
+            };
+            Box::pin(self.feed_collect(myself, input)).await?;
+        }
         if row.state.is_finished() {
             self.shared
                 .write(vec![Write::UpdateRun {
@@ -884,6 +907,19 @@ impl SchedulerState {
         if let Some(dates) = self.by_date.get_mut(&run.dag_id) {
             dates.retain(|_, key| key != run);
         }
+    }
+}
+
+/// A run actor's answer to a change: an actor that stopped before answering did not apply it.
+fn answered(result: ractor::rpc::CallResult<()>) -> Result<(), EngineError> {
+    match result {
+        ractor::rpc::CallResult::Success(()) => Ok(()),
+        ractor::rpc::CallResult::Timeout => Err(EngineError::Unavailable(
+            "the run did not answer".to_string(),
+        )),
+        ractor::rpc::CallResult::SenderError => Err(EngineError::Unavailable(
+            "the run stopped before applying the change".to_string(),
+        )),
     }
 }
 

@@ -40,6 +40,9 @@ impl Home {
             .env("WEFT_HOME", self.dir.path().join("home"))
             .env("WEFT_DAGS_FOLDER", &self.dags)
             .env("WEFT_LOG", "warn")
+            // A standalone node serves its UI on a port of its own: tests run side by side, and
+            // something else may hold the default 8080.
+            .env("WEFT_WEB__BIND", "127.0.0.1:0")
             .stdin(Stdio::null());
         command
     }
