@@ -118,13 +118,16 @@ async fn a_signal_is_named_in_the_reason() {
     assert_eq!(report.exit_code, None);
 }
 
+/// As Airflow's BashOperator (stderr goes to stdout): the last line written to either is the
+/// result, and the log holds both in the order they were written.
 #[tokio::test]
-async fn the_last_stdout_line_is_the_result() {
-    let (report, _) = run(ShellCommand::new(
-        "echo first; echo last-line; echo noise >&2",
+async fn the_last_output_line_is_the_result() {
+    let (report, log) = run(ShellCommand::new(
+        "echo first; echo second >&2; echo third; echo last-line >&2",
     ))
     .await;
     assert_eq!(report.result, Some(serde_json::json!("last-line")));
+    assert_eq!(log, "first\nsecond\nthird\nlast-line\n");
 
     let (report, _) = run(ShellCommand::new("true")).await;
     assert_eq!(report.result, Some(serde_json::json!("")));

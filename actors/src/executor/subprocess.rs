@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use std::io::Write as _;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::unix::pipe;
+use tokio::process::{Child, Command};
 use weft_core::dag_run::AttemptOutcome;
 use weft_core::limits::XCOM_BYTES_MAX;
 use weft_core::spec::TaskKind;
@@ -102,25 +104,25 @@ async fn run_attempt(
     limits: &AttemptLimits,
     extra_env: &BTreeMap<String, String>,
 ) -> AttemptReport {
-    let mut log_file = match LogFile::create(&log.path, limits.log_bytes_max).await {
+    let mut log_file = match LogFile::create(&log.path, limits.log_bytes_max) {
         Ok(file) => file,
         Err(e) => {
             let reason = format!("cannot open log file {}: {e}", log.path.display());
-            return failed_before_start(reason, None).await;
+            return failed_before_start(reason, None);
         }
     };
     if let Some(cwd) = &command.cwd {
         if !cwd.is_dir() {
             let reason = format!("working directory {} does not exist", cwd.display());
-            return failed_before_start(reason, Some(log_file)).await;
+            return failed_before_start(reason, Some(log_file));
         }
     }
     let mut launch = match build_launch(command, limits) {
         Ok(launch) => launch,
-        Err(reason) => return failed_before_start(reason, Some(log_file)).await,
+        Err(reason) => return failed_before_start(reason, Some(log_file)),
     };
 
-    let (mut child, stdout, stderr, mut guard) = match start(
+    let (mut child, output, mut guard) = match start(
         &launch.argv,
         launch.direct,
         launch.cgroup.take(),
@@ -128,18 +130,17 @@ async fn run_attempt(
         extra_env,
     ) {
         Ok(started) => started,
-        Err(reason) => return failed_before_start(reason, Some(log_file)).await,
+        Err(reason) => return failed_before_start(reason, Some(log_file)),
     };
     // Written only now that the guard owns the cgroup: a cancellation at this await cleans up.
     if let Some(description) = &launch.sandbox_description {
-        log_file.note(&format!("sandbox: {description}")).await;
+        log_file.note(&format!("sandbox: {description}"));
     }
 
     let mut last_line = LastLine::default();
     let ending = supervise(
         &mut child,
-        stdout,
-        stderr,
+        output,
         &mut log_file,
         &mut last_line,
         &guard,
@@ -148,13 +149,11 @@ async fn run_attempt(
     .await;
     let events = guard.release().await;
     if let Ending::TimedOut { timeout_ms } = ending {
-        log_file
-            .note(&format!(
-                "timed out after {timeout_ms} ms: killed the process tree"
-            ))
-            .await;
+        log_file.note(&format!(
+            "timed out after {timeout_ms} ms: killed the process tree"
+        ));
     }
-    let (log_bytes, log_truncated) = log_file.finish().await;
+    let (log_bytes, log_truncated) = log_file.finish();
 
     let (outcome, result, exit_code) = match ending {
         Ending::TimedOut { .. } => (AttemptOutcome::TimedOut, None, None),
@@ -181,12 +180,12 @@ fn start(
     cgroup: Option<AttemptCgroup>,
     command: &ShellCommand,
     extra_env: &BTreeMap<String, String>,
-) -> Result<(Child, ChildStdout, ChildStderr, TreeGuard), String> {
+) -> Result<(Child, pipe::Receiver, TreeGuard), String> {
     let spawn_started = Instant::now();
     let spawned = spawn(argv, direct, command, extra_env);
     metrics::histogram!("weft_task_spawn_seconds").record(spawn_started.elapsed().as_secs_f64());
-    let mut child = match spawned {
-        Ok(child) => child,
+    let (child, output) = match spawned {
+        Ok(started) => started,
         Err(e) => {
             if let Some(cgroup) = cgroup {
                 // Nothing entered it; removal is quick, but keep /sys writes off this thread.
@@ -195,22 +194,18 @@ fn start(
             return Err(format!("cannot start bash command: {e}"));
         }
     };
-    let (Some(stdout), Some(stderr), Some(pid)) =
-        (child.stdout.take(), child.stderr.take(), child.id())
-    else {
-        // Unreachable with piped stdio; report instead of panicking in a long-running worker.
-        return Err("the bash command started without output pipes".into());
+    let Some(pid) = child.id() else {
+        // Unreachable before the child is waited for; report instead of panicking in a
+        // long-running worker.
+        return Err("the bash command started without a process id".into());
     };
     let tree = ProcessTree {
         // process_group(0): the child's pid is its process group id.
         process_group: pid as i32,
-        pipe_inodes: [pipe_inode(&stdout), pipe_inode(&stderr)]
-            .into_iter()
-            .flatten()
-            .collect(),
+        pipe_inodes: pipe_inode(&output).into_iter().collect(),
         cgroup,
     };
-    Ok((child, stdout, stderr, TreeGuard(Some(tree))))
+    Ok((child, output, TreeGuard(Some(tree))))
 }
 
 /// The argv to spawn, and the sandbox that goes with it.
@@ -401,18 +396,22 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
+/// Starts the child with stdout and stderr on one pipe, as Airflow's BashOperator runs its
+/// command (`stderr=STDOUT`): the log interleaves them as written, and the last line of
+/// either is the result. One pipe also costs one read loop instead of two per task.
 fn spawn(
     argv: &[OsString],
     direct: bool,
     command: &ShellCommand,
     extra_env: &BTreeMap<String, String>,
-) -> std::io::Result<Child> {
+) -> std::io::Result<(Child, pipe::Receiver)> {
+    let (reader, writer) = std::io::pipe()?;
     let mut process = Command::new(&argv[0]);
     process
         .args(&argv[1..])
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(writer.try_clone()?)
+        .stderr(writer)
         // Its own process group, so a timeout can kill the command and all its children.
         .process_group(0);
     if !command.env.is_empty() && !command.append_env {
@@ -444,7 +443,12 @@ fn spawn(
             process.env("PWD", cwd);
         }
     }
-    process.spawn()
+    let child = process.spawn()?;
+    // The parent's copies of the write end go with `process`, so the read end sees EOF once
+    // every process of the attempt has closed it.
+    drop(process);
+    let output = pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
+    Ok((child, output))
 }
 
 /// How the child's run ended.
@@ -458,18 +462,14 @@ enum Ending {
 /// the timeout.
 async fn supervise(
     child: &mut Child,
-    stdout: impl AsyncRead + Unpin,
-    stderr: impl AsyncRead + Unpin,
+    output: impl AsyncRead + Unpin,
     log_file: &mut LogFile,
     last_line: &mut LastLine,
     guard: &TreeGuard,
     limits: &AttemptLimits,
 ) -> Ending {
     let work = async {
-        let ((), status) = tokio::join!(
-            pump_output(stdout, stderr, log_file, last_line),
-            child.wait()
-        );
+        let ((), status) = tokio::join!(pump_output(output, log_file, last_line), child.wait());
         status
     };
     tokio::pin!(work);
@@ -494,28 +494,18 @@ fn exited(status: std::io::Result<ExitStatus>) -> Ending {
 }
 
 async fn pump_output(
-    mut stdout: impl AsyncRead + Unpin,
-    mut stderr: impl AsyncRead + Unpin,
+    mut output: impl AsyncRead + Unpin,
     log_file: &mut LogFile,
     last_line: &mut LastLine,
 ) {
-    let mut stdout_buffer = vec![0u8; READ_CHUNK_BYTES];
-    let mut stderr_buffer = vec![0u8; READ_CHUNK_BYTES];
-    let (mut stdout_open, mut stderr_open) = (true, true);
-    while stdout_open || stderr_open {
-        // Both reads are cancel safe: whichever pipe has data first is written first.
-        tokio::select! {
-            read = stdout.read(&mut stdout_buffer), if stdout_open => match read {
-                Ok(0) | Err(_) => stdout_open = false,
-                Ok(n) => {
-                    last_line.push(&stdout_buffer[..n]);
-                    log_file.write(&stdout_buffer[..n]).await;
-                }
-            },
-            read = stderr.read(&mut stderr_buffer), if stderr_open => match read {
-                Ok(0) | Err(_) => stderr_open = false,
-                Ok(n) => log_file.write(&stderr_buffer[..n]).await,
-            },
+    let mut buffer = vec![0u8; READ_CHUNK_BYTES];
+    loop {
+        match output.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                last_line.push(&buffer[..n]);
+                log_file.write(&buffer[..n]);
+            }
         }
     }
 }
@@ -604,11 +594,11 @@ fn describe_signal(signal: i32) -> String {
 }
 
 /// A report for an attempt that never ran user code.
-async fn failed_before_start(reason: String, log_file: Option<LogFile>) -> AttemptReport {
+fn failed_before_start(reason: String, log_file: Option<LogFile>) -> AttemptReport {
     let (log_bytes, log_truncated) = match log_file {
         Some(mut file) => {
-            file.note(&reason).await;
-            file.finish().await
+            file.note(&reason);
+            file.finish()
         }
         None => (0, false),
     };
@@ -625,8 +615,14 @@ async fn failed_before_start(reason: String, log_file: Option<LogFile>) -> Attem
 }
 
 /// The attempt's log file: task output up to `log_bytes_max`, plus weft's own `[weft]` lines.
+///
+/// Plain `std::fs` calls on the runtime's thread, not `tokio::fs`: creating the file and
+/// appending one read's worth of output (at most `READ_CHUNK_BYTES`) to the page cache take
+/// microseconds, while each `tokio::fs` call is a round trip through the blocking pool that
+/// cost about 0.25 ms here (measured: directory + file creation 0.52 ms through `tokio::fs`,
+/// 0.04 ms direct), paid by every shell task.
 struct LogFile {
-    file: BufWriter<tokio::fs::File>,
+    file: std::fs::File,
     log_bytes_max: u64,
     /// Task output bytes seen (written or not), to say where truncation happened.
     output_bytes: u64,
@@ -638,13 +634,13 @@ struct LogFile {
 }
 
 impl LogFile {
-    async fn create(path: &Path, log_bytes_max: u64) -> std::io::Result<LogFile> {
+    fn create(path: &Path, log_bytes_max: u64) -> std::io::Result<LogFile> {
         if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await?;
+            std::fs::create_dir_all(parent)?;
         }
-        let file = tokio::fs::File::create(path).await?;
+        let file = std::fs::File::create(path)?;
         Ok(LogFile {
-            file: BufWriter::new(file),
+            file,
             log_bytes_max,
             output_bytes: 0,
             written_bytes: 0,
@@ -654,33 +650,28 @@ impl LogFile {
     }
 
     /// Appends task output, dropping what goes beyond `log_bytes_max`.
-    async fn write(&mut self, bytes: &[u8]) {
+    fn write(&mut self, bytes: &[u8]) {
         let room = self.log_bytes_max.saturating_sub(self.output_bytes);
         self.output_bytes += bytes.len() as u64;
         let kept = &bytes[..bytes.len().min(room as usize)];
         if kept.len() < bytes.len() && !self.truncated {
             self.truncated = true;
         }
-        self.write_raw(kept).await;
+        self.write_raw(kept);
     }
 
     /// Appends a line of weft's own, outside the output limit.
-    async fn note(&mut self, message: &str) {
-        self.write_raw(format!("[weft] {message}\n").as_bytes())
-            .await;
+    fn note(&mut self, message: &str) {
+        self.write_raw(format!("[weft] {message}\n").as_bytes());
     }
 
-    async fn write_raw(&mut self, bytes: &[u8]) {
+    fn write_raw(&mut self, bytes: &[u8]) {
         if self.broken || bytes.is_empty() {
             return;
         }
-        // Flushed at once, so that a reader tailing the log (the UI's live tail) sees output as
-        // the task writes it.
-        let written = match self.file.write_all(bytes).await {
-            Ok(()) => self.file.flush().await,
-            Err(e) => Err(e),
-        };
-        match written {
+        // Unbuffered, so that a reader tailing the log (the UI's live tail) sees output as the
+        // task writes it.
+        match self.file.write_all(bytes) {
             Ok(()) => self.written_bytes += bytes.len() as u64,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot write attempt log; output is dropped");
@@ -690,23 +681,21 @@ impl LogFile {
     }
 
     /// Adds the truncation line if needed and flushes. Returns (bytes in the file, truncated).
-    async fn finish(mut self) -> (u64, bool) {
+    fn finish(mut self) -> (u64, bool) {
         if self.truncated {
             let message = format!(
                 "\n[weft] log truncated at {} bytes ({} bytes of output dropped)\n",
                 self.log_bytes_max,
                 self.output_bytes - self.log_bytes_max
             );
-            self.write_raw(message.as_bytes()).await;
-        }
-        if let Err(e) = self.file.flush().await {
-            tracing::warn!(error = %e, "cannot flush attempt log");
+            self.write_raw(message.as_bytes());
         }
         (self.written_bytes, self.truncated)
     }
 }
 
-/// The last line of stdout, as Airflow's BashOperator pushes it to XCom. Bounded: holds at
+/// The last line of the output (stdout and stderr share one pipe), as Airflow's BashOperator
+/// pushes it to XCom. Bounded: holds at
 /// most `XCOM_BYTES_MAX` bytes of each of two lines whatever the output's size.
 #[derive(Default)]
 struct LastLine {
