@@ -209,12 +209,10 @@ fn apply_write(connection: &Connection, write: &Write) -> Result<()> {
         }
         Write::PutTaskInstance { expected, record } => put_task_instance(connection, *expected, record),
         Write::PutAttempt(attempt) => {
-            require_task_instance(connection, &attempt.key)?;
-            put_attempt(connection, attempt).map_err(failed)
+            put_attempt(connection, attempt).map_err(|error| of_task_instance(error, &attempt.key, doing))
         }
         Write::PutXcom(xcom) => {
-            require_task_instance(connection, &xcom.key)?;
-            put_xcom(connection, xcom).map_err(failed)
+            put_xcom(connection, xcom).map_err(|error| of_task_instance(error, &xcom.key, doing))
         }
         Write::DeleteXcoms { key } => connection
             .prepare_cached(
@@ -226,8 +224,7 @@ fn apply_write(connection: &Connection, write: &Write) -> Result<()> {
             .map(|_| ())
             .map_err(failed),
         Write::PutLog(log) => {
-            require_task_instance(connection, &log.key)?;
-            put_log(connection, log).map_err(failed)
+            put_log(connection, log).map_err(|error| of_task_instance(error, &log.key, doing))
         }
         Write::PutImportError(error) => put_import_error(connection, error).map_err(failed),
         Write::ClearImportError { fileloc } => connection
@@ -404,6 +401,24 @@ fn put_task_instance(
 ) -> Result<()> {
     let doing = "writing a task instance";
     let key = &record.key;
+    let missing_run = || {
+        not_found(format!(
+            "run {}/{} of task instance {key}",
+            key.dag_id, key.run_id
+        ))
+    };
+    // The foreign key finds a missing run on insert; an update changes no row of a missing
+    // run (its rows cannot outlive it), which the lookup below tells from a conflict.
+    let changed = match expected {
+        None => insert_task_instance(connection, record),
+        Some(expected) => update_task_instance(connection, expected, record),
+    };
+    match changed {
+        Ok(1) => return Ok(()),
+        Ok(_) => {}
+        Err(error) if is_foreign_key_violation(&error) => return Err(missing_run()),
+        Err(error) => return Err(sqlite_error(error, doing)),
+    }
     let run_exists: Option<String> = connection
         .prepare_cached("SELECT run_id FROM dag_runs WHERE dag_id = ?1 AND run_id = ?2")
         .and_then(|mut statement| {
@@ -413,18 +428,7 @@ fn put_task_instance(
         })
         .map_err(|error| sqlite_error(error, doing))?;
     if run_exists.is_none() {
-        return Err(not_found(format!(
-            "run {}/{} of task instance {key}",
-            key.dag_id, key.run_id
-        )));
-    }
-    let changed = match expected {
-        None => insert_task_instance(connection, record),
-        Some(expected) => update_task_instance(connection, expected, record),
-    }
-    .map_err(|error| sqlite_error(error, doing))?;
-    if changed == 1 {
-        return Ok(());
+        return Err(missing_run());
     }
     let found = current_version(connection, key).map_err(|error| sqlite_error(error, doing))?;
     let detail = match (expected, found) {
@@ -526,25 +530,22 @@ fn current_version(
         .optional()
 }
 
-fn require_task_instance(connection: &Connection, key: &TaskInstanceKey) -> Result<()> {
-    let found = connection
-        .prepare_cached(
-            "SELECT 1 FROM task_instances \
-             WHERE dag_id = ?1 AND run_id = ?2 AND task_id = ?3 AND map_index = ?4",
-        )
-        .and_then(|mut statement| {
-            statement
-                .query_row(
-                    params![key.dag_id, key.run_id, key.task_id, key.map_index],
-                    |row| row.get::<_, i64>(0),
-                )
-                .optional()
-        })
-        .map_err(|error| sqlite_error(error, "looking up a task instance"))?;
-    match found {
-        Some(_) => Ok(()),
-        None => Err(not_found(format!("task instance {key}"))),
+/// A write of a task instance's attempt, XCom or log: the foreign key refuses it when the task
+/// instance does not exist (checked by SQLite on insert, so no lookup of our own first).
+fn of_task_instance(error: rusqlite::Error, key: &TaskInstanceKey, doing: &str) -> Error {
+    if is_foreign_key_violation(&error) {
+        not_found(format!("task instance {key}"))
+    } else {
+        sqlite_error(error, doing)
     }
+}
+
+fn is_foreign_key_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+    )
 }
 
 fn put_attempt(connection: &Connection, attempt: &AttemptRow) -> rusqlite::Result<()> {
