@@ -120,8 +120,17 @@ fn merge_airflow_results(paths: &[PathBuf]) -> anyhow::Result<Option<serde_json:
 async fn main() -> anyhow::Result<()> {
     let options = parse_options()?;
     let sizes = sizes(options.smoke, options.runs);
+    // A directory of this invocation's own, removed only once everything is measured: on a
+    // file system without a journal, ext4 skips inodes deleted in the last one to six minutes
+    // when it allocates new ones, scanning past each of them, and deleting a previous run's
+    // thousands of log files just before a workload made every file creation of that workload
+    // pay for the scan (40 % of the engine's CPU in fanout1000 on the machine of
+    // docs/performance.md).
+    remove_stale_invocations(&options.data_dir);
     let workspace = Workspace {
-        root: options.data_dir.clone(),
+        root: options
+            .data_dir
+            .join(format!("{INVOCATION_PREFIX}{}", std::process::id())),
         sdk: std::env::var_os("WEFT_PYTHON_PATH")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -225,5 +234,27 @@ async fn main() -> anyhow::Result<()> {
     }
     std::fs::write(&options.out, serde_json::to_vec_pretty(&report)?)?;
     eprintln!("results written to {}", options.out.display());
+    if let Err(error) = std::fs::remove_dir_all(&workspace.root) {
+        eprintln!("cannot remove {}: {error}", workspace.root.display());
+    }
     Ok(())
+}
+
+/// Names of the per-invocation directories under `--data-dir`.
+const INVOCATION_PREFIX: &str = "invocation-";
+
+/// Removes what an interrupted earlier invocation left behind (a finished one removes its own).
+fn remove_stale_invocations(data_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(INVOCATION_PREFIX)
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
