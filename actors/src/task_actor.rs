@@ -33,7 +33,7 @@ pub(crate) enum TaskMsg {
         slot: ActorRef<WorkerSlotMsg>,
     },
     /// Report the start of the attempt with this token to the run, unless its end already
-    /// carried it (sent to itself when the grace period is over).
+    /// carried it (sent by the worker slot when the grace period is over).
     ReportStarted { token: u64 },
     /// The attempt ended.
     Finished {
@@ -78,7 +78,7 @@ pub(crate) struct TaskState {
 /// critical path of a chain. Nothing depends on `running` before it is durable; a crash in
 /// this window leaves the instance `queued`, which recovery re-dispatches with a new token,
 /// as it would after a crash just before the start.
-const RUNNING_REPORT_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
+pub(crate) const RUNNING_REPORT_GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl Actor for TaskActor {
     type Msg = TaskMsg;
@@ -145,11 +145,10 @@ impl Actor for TaskActor {
                 state.running = Some((token, slot));
                 state.started_at = Some(crate::shared::now());
                 // Held back for a moment: an attempt that ends within the grace period reports
-                // its start with its end, and the run commits both in one batch.
+                // its start with its end, and the run commits both in one batch. The worker
+                // slot sends `ReportStarted` when the grace is over (one timer inside the
+                // attempt's own task, instead of a timer task per attempt here).
                 state.start_unreported = Some((try_number, token));
-                myself.send_after(RUNNING_REPORT_GRACE, move || TaskMsg::ReportStarted {
-                    token,
-                });
             }
             TaskMsg::ReportStarted { token } => {
                 if let Some((try_number, _)) =

@@ -4,7 +4,7 @@
 use crate::dispatcher_actor::DispatcherMsg;
 use crate::executor::{self, AttemptLimits, AttemptReport, LogTarget, TaskContext};
 use crate::shared::Shared;
-use crate::task_actor::TaskMsg;
+use crate::task_actor::{TaskMsg, RUNNING_REPORT_GRACE};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -56,7 +56,7 @@ pub(crate) struct WorkerSlotState {
 }
 
 struct Running {
-    assignment: Box<AttemptAssignment>,
+    assignment: Arc<AttemptAssignment>,
     reply: ActorRef<TaskMsg>,
     execution: tokio::task::JoinHandle<()>,
     started: Instant,
@@ -158,9 +158,21 @@ impl WorkerSlotState {
             slot: myself.clone(),
         });
         let shared = self.shared.clone();
+        let assignment: Arc<AttemptAssignment> = Arc::from(assignment);
         let work = assignment.clone();
+        let task = reply.clone();
         let execution = tokio::spawn(async move {
-            let report = execute(&shared, &work).await;
+            let attempt = execute(&shared, &work);
+            tokio::pin!(attempt);
+            // An attempt still running after the grace period has its start reported on its
+            // own (see `RUNNING_REPORT_GRACE`); a shorter one reports it with its end.
+            let report = tokio::select! {
+                report = &mut attempt => report,
+                () = tokio::time::sleep(RUNNING_REPORT_GRACE) => {
+                    let _ = task.cast(TaskMsg::ReportStarted { token });
+                    attempt.await
+                }
+            };
             let _ = myself.cast(WorkerSlotMsg::Done {
                 token,
                 report: Box::new(report),
