@@ -8,8 +8,8 @@ use crate::executor::AttemptReport;
 use crate::scheduler_actor::SchedulerMsg;
 use crate::shared::Shared;
 use crate::task_actor::{log_relative_path, TaskActor, TaskArgs, TaskMsg};
+use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use std::collections::HashMap;
 use std::sync::Arc;
 use weft_core::dag_run::{
     AttemptOutcome, DagRun, RunContext, RunEffect, RunInput, RunTimer, TaskInstanceRecord,

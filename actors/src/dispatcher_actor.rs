@@ -4,8 +4,8 @@
 use crate::shared::Shared;
 use crate::task_actor::{lost_report, TaskMsg};
 use crate::worker_slot::{AttemptAssignment, WorkerSlot, WorkerSlotArgs, WorkerSlotMsg};
+use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use std::collections::HashMap;
 use std::sync::Arc;
 use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher};
 use weft_core::ids::TaskInstanceKey;

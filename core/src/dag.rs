@@ -71,7 +71,8 @@ pub struct Dag {
     timetable: Timetable,
     /// Edge `a -> b` when `a` is a direct upstream of `b`; node `i` is `spec.tasks[i]`.
     graph: DiGraph<(), ()>,
-    index: HashMap<String, usize>,
+    /// Task id -> position; read for every task-id lookup (foldhash: see `dispatch`).
+    index: foldhash::HashMap<String, usize>,
     /// Task indices, upstream before downstream; ties keep the order of `spec.tasks`.
     topological: Vec<usize>,
     /// Inverse of `topological`: `topological[topological_position[i]] == i`.

@@ -18,7 +18,10 @@ use crate::ids::TaskInstanceKey;
 use crate::spec::DEFAULT_POOL;
 use crate::state::RunType;
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+// Hashed with foldhash: these maps are read and written for every dispatched task, and
+// SipHash over their string keys was a visible share of the dispatch path's CPU.
+use foldhash::{HashMap, HashMapExt};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Slots of `default_pool` until `SetPool` changes them (Airflow's default).
 pub const DEFAULT_POOL_SLOTS: u32 = 128;
@@ -167,7 +170,9 @@ impl Default for Dispatcher {
         Dispatcher {
             worker_slots: WORKER_SLOTS_DEFAULT,
             workers_used: 0,
-            pools: HashMap::from([(DEFAULT_POOL.to_string(), default_pool)]),
+            pools: [(DEFAULT_POOL.to_string(), default_pool)]
+                .into_iter()
+                .collect(),
             dags: HashMap::new(),
             queues: HashMap::new(),
             heads: BTreeSet::new(),
