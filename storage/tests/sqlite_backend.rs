@@ -44,7 +44,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("weft.db");
     let store = open(&path);
-    assert_eq!(store.migrations_applied_at_open(), &[1, 2]);
+    assert_eq!(store.migrations_applied_at_open(), &[1, 2, 3]);
     let resized = PoolRow {
         name: "default_pool".into(),
         slots: 7,
@@ -72,6 +72,59 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
         schema_versions(&path),
         (1..=SCHEMA_VERSION).collect::<Vec<_>>()
     );
+}
+
+/// A file written by a build at schema version 2 opens, gets migration 3 (the unused task
+/// instance indices dropped) and keeps its rows.
+#[tokio::test]
+async fn a_version_2_file_is_upgraded_and_keeps_its_rows() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("weft.db");
+    {
+        let connection = Connection::open(&path).unwrap();
+        connection
+            .execute_batch(include_str!("../src/sqlite/migrations/0001_initial.sql"))
+            .unwrap();
+        connection
+            .execute_batch(include_str!(
+                "../src/sqlite/migrations/0002_users_and_tokens.sql"
+            ))
+            .unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, \
+                 name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT; \
+                 INSERT INTO schema_migrations VALUES (1, 'initial', 0), (2, 'users_and_tokens', 0); \
+                 INSERT INTO pools (name, slots, description) VALUES ('etl', 3, 'kept');",
+            )
+            .unwrap();
+    }
+    let indices = |path: &Path| -> Vec<String> {
+        let connection = Connection::open(path).unwrap();
+        let mut statement = connection
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' \
+                 AND tbl_name = 'task_instances' AND sql IS NOT NULL ORDER BY name",
+            )
+            .unwrap();
+        let names = statement.query_map([], |row| row.get(0)).unwrap();
+        names.collect::<Result<_, _>>().unwrap()
+    };
+    assert_eq!(
+        indices(&path),
+        vec!["task_instances_by_pool_state", "task_instances_by_state"]
+    );
+
+    let store = open(&path);
+    assert_eq!(store.migrations_applied_at_open(), &[3]);
+    assert!(store.pools().await.unwrap().contains(&PoolRow {
+        name: "etl".into(),
+        slots: 3,
+        description: "kept".into(),
+    }));
+    drop(store);
+    assert!(indices(&path).is_empty(), "{:?}", indices(&path));
+    assert_eq!(schema_versions(&path), vec![1, 2, 3]);
 }
 
 #[tokio::test]

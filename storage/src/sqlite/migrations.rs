@@ -27,10 +27,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         name: "users_and_tokens",
         sql: include_str!("migrations/0002_users_and_tokens.sql"),
     },
+    Migration {
+        version: 3,
+        name: "drop_unused_task_instance_indices",
+        sql: include_str!("migrations/0003_drop_unused_task_instance_indices.sql"),
+    },
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER NOT NULL PRIMARY KEY,
