@@ -84,6 +84,11 @@ if [[ $airflow == 1 ]]; then
         --workloads "$workloads" --out "$airflow_json"
     stop_postgres
     pg_started=0
+    # Let the disk settle before weft's side: Airflow's database and log writes are still being
+    # written back, and its deleted temporary files slow file creation for about a minute on
+    # ext4 without a journal (see docs/performance.md).
+    sync
+    sleep "${WEFT_BENCH_SETTLE_S:-60}"
     bench_args+=(--airflow-results "$airflow_json")
 fi
 
