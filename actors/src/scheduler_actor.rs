@@ -211,13 +211,7 @@ impl Actor for SchedulerActor {
                     tracing::debug!(%run, "stale run-finished report ignored");
                     return Ok(());
                 }
-                state.forget_run(&run);
-                let input = SchedulerInput::RunFinished {
-                    dag_id: run.dag_id.clone(),
-                    run_id: run.run_id.clone(),
-                    state: final_state,
-                };
-                state.feed(&myself, input).await?;
+                state.run_over(&myself, &run, final_state).await?;
             }
             SchedulerMsg::TaskFinalized {
                 run,
@@ -604,13 +598,7 @@ impl SchedulerState {
             // The actor finished the run and is stopping; its report is still queued behind
             // this call. Apply the finish now (the report will be ignored as stale) and re-open
             // the run with a new actor.
-            self.forget_run(run);
-            let input = SchedulerInput::RunFinished {
-                dag_id: run.dag_id.clone(),
-                run_id: run.run_id.clone(),
-                state: row.state,
-            };
-            Box::pin(self.feed_collect(myself, input)).await?;
+            Box::pin(self.run_over(myself, run, row.state)).await?;
         }
         if row.state.is_finished() {
             self.shared
@@ -793,18 +781,12 @@ impl SchedulerState {
         if let Some(row) = row.as_ref().filter(|row| row.state.is_finished()) {
             // Its final state was applied but the acknowledgement lost (the actor failed on
             // the retry's conflict): the run is over, not to be resumed.
-            self.forget_run(run);
             self.shared.publish(Event::RunChanged {
                 run: run.clone(),
                 state: row.state,
                 at: crate::shared::now(),
             });
-            let input = SchedulerInput::RunFinished {
-                dag_id: run.dag_id.clone(),
-                run_id: run.run_id.clone(),
-                state: row.state,
-            };
-            Box::pin(self.feed_collect(myself, input)).await?;
+            Box::pin(self.run_over(myself, run, row.state)).await?;
             return Ok(());
         }
         let task_instances = self.shared.store.task_instances(run).await?;
@@ -899,6 +881,23 @@ impl SchedulerState {
             .filter(|record| record.key.map_index < 0)
             .map(|record| (record.key.task_id, record.state))
             .collect())
+    }
+
+    /// A run is over: drop its actor's entry and tell the core, which frees its place and
+    /// starts what waited for it.
+    async fn run_over(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        run: &RunKey,
+        state: DagRunState,
+    ) -> Result<(), EngineError> {
+        self.forget_run(run);
+        let input = SchedulerInput::RunFinished {
+            dag_id: run.dag_id.clone(),
+            run_id: run.run_id.clone(),
+            state,
+        };
+        self.feed(myself, input).await
     }
 
     fn forget_run(&mut self, run: &RunKey) {

@@ -216,17 +216,7 @@ impl Scheduler {
                 self.handle_backfill(now, &dag_id, from, to, &mut effects)
             }
             SchedulerInput::RunFinished { dag_id, run_id, .. } => {
-                // Unknown DAGs and runs are ignored: a duplicated message finishes nothing twice.
-                let removed = self
-                    .dags
-                    .get_mut(&dag_id)
-                    .and_then(|state| state.active.remove(&run_id))
-                    .is_some();
-                if removed {
-                    self.create_due_runs(now, &dag_id, &mut effects);
-                    self.start_runs(&dag_id, &mut effects);
-                    self.reschedule(&dag_id);
-                }
+                self.run_left(now, &dag_id, &run_id, &mut effects);
             }
             SchedulerInput::StartRefused {
                 dag_id,
@@ -339,13 +329,29 @@ impl Scheduler {
                     self.recovered_queued.insert(dag_id.to_string());
                 }
             }
-            Some(_) | None => {
-                if state.active.remove(run_id).is_some() {
-                    self.create_due_runs(now, dag_id, effects);
-                    self.start_runs(dag_id, effects);
-                    self.reschedule(dag_id);
-                }
-            }
+            Some(_) | None => self.run_left(now, dag_id, run_id, effects),
+        }
+    }
+
+    /// A run no longer holds an active place (it finished, or the store does not have it
+    /// running): free the place and create and start what waited for it. Unknown DAGs and runs
+    /// are ignored, so a duplicated message frees nothing twice.
+    fn run_left(
+        &mut self,
+        now: Timestamp,
+        dag_id: &str,
+        run_id: &str,
+        effects: &mut Vec<SchedulerEffect>,
+    ) {
+        let removed = self
+            .dags
+            .get_mut(dag_id)
+            .and_then(|state| state.active.remove(run_id))
+            .is_some();
+        if removed {
+            self.create_due_runs(now, dag_id, effects);
+            self.start_runs(dag_id, effects);
+            self.reschedule(dag_id);
         }
     }
 
