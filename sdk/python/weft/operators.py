@@ -343,6 +343,16 @@ class BashOperator(BaseOperator):
         return [name for name in self.template_fields if _has_template(getattr(self, name))]
 
 
+def callable_name(function):
+    """How a Python task's callable is named in its task kind: `module.qualname`, or the plain
+    qualname for one defined in the DAG file (imported under a generated module name)."""
+    module = getattr(function, "__module__", None) or ""
+    name = getattr(function, "__qualname__", None) or type(function).__name__
+    if module.startswith("weft_dag_") or module == "__main__":
+        return name
+    return f"{module}.{name}" if module else name
+
+
 def call_with_context(function, args, kwargs, context):
     """Call `function` with `args`/`kwargs`, adding context values its signature asks for by
     name, or all of them when it takes `**kwargs` (Airflow's rule)."""
@@ -400,13 +410,7 @@ class PythonOperator(BaseOperator):
                 value.operator.set_downstream(self)
 
     def callable_name(self):
-        function = self.python_callable
-        module = getattr(function, "__module__", None) or ""
-        name = getattr(function, "__qualname__", None) or type(function).__name__
-        # DAG files are imported under generated module names; show the plain name.
-        if module.startswith("weft_dag_") or module == "__main__":
-            return name
-        return f"{module}.{name}" if module else name
+        return callable_name(self.python_callable)
 
     def task_kind(self):
         return {"type": "python", "callable": self.callable_name()}

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import tempfile
 
-from weft.operators import call_with_context
+from weft.operators import call_with_context, callable_name
 
 from .models import (
     AirflowException,
@@ -170,12 +170,7 @@ class PythonOperator(BaseOperator):
         self.show_return_value_in_logs = show_return_value_in_logs
 
     def callable_name(self):
-        function = self.python_callable
-        module = getattr(function, "__module__", None) or ""
-        name = getattr(function, "__qualname__", None) or type(function).__name__
-        if module.startswith("weft_dag_") or module == "__main__":
-            return name
-        return f"{module}.{name}" if module else name
+        return callable_name(self.python_callable)
 
     def task_kind(self):
         return {"type": "python", "callable": self.callable_name()}
