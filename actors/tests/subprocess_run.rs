@@ -271,3 +271,49 @@ async fn background_stragglers_are_reaped_when_the_task_ends() {
     assert!(is_success(&report.outcome), "{report:?}");
     wait_until("the straggler is gone", || sleeps_with(marker).is_empty()).await;
 }
+
+#[tokio::test]
+async fn a_silent_attempt_leaves_no_log_file_and_a_talkative_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_target(dir.path());
+    let silent = run_shell(
+        &ShellCommand::new("true"),
+        &log,
+        &limits(),
+        &BTreeMap::new(),
+    )
+    .await;
+    assert!(is_success(&silent.outcome), "{:?}", silent.outcome);
+    assert_eq!((silent.log_bytes, silent.log_truncated), (0, false));
+    assert!(!log.path.exists(), "no output, no file");
+    assert!(!log.path.parent().unwrap().exists(), "nor its directory");
+
+    let talkative = run_shell(
+        &ShellCommand::new("echo spoken"),
+        &log,
+        &limits(),
+        &BTreeMap::new(),
+    )
+    .await;
+    assert!(is_success(&talkative.outcome), "{:?}", talkative.outcome);
+    assert_eq!(std::fs::read_to_string(&log.path).unwrap(), "spoken\n");
+    assert_eq!(talkative.log_bytes, 7);
+}
+
+#[tokio::test]
+async fn output_that_cannot_be_logged_is_reported_as_truncated_and_the_task_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // The log's directory cannot be created: a file stands where it would go.
+    std::fs::write(dir.path().join("logs"), b"not a directory").unwrap();
+    let log = log_target(dir.path());
+    let report = run_shell(
+        &ShellCommand::new("echo lost"),
+        &log,
+        &limits(),
+        &BTreeMap::new(),
+    )
+    .await;
+    assert!(is_success(&report.outcome), "{:?}", report.outcome);
+    assert_eq!(report.result, Some(serde_json::json!("lost")));
+    assert_eq!((report.log_bytes, report.log_truncated), (0, true));
+}

@@ -854,10 +854,20 @@ async fn tasks(config: Config, json: bool, command: TasksCommand) -> anyhow::Res
                         .try_number
                 }
             };
-            let entry = store
-                .log_entry(&key, try_number)
-                .await?
-                .ok_or_else(|| anyhow!("no log for {key} try {try_number}"))?;
+            let Some(entry) = store.log_entry(&key, try_number).await? else {
+                // A try that printed nothing has no log (nor a file behind it).
+                let attempts = store.attempts(&key).await?;
+                if !attempts
+                    .iter()
+                    .any(|attempt| attempt.try_number == try_number)
+                {
+                    bail!("no log for {key} try {try_number}");
+                }
+                if json {
+                    print_json(&serde_json::json!({ "path": null, "truncated": false, "log": "" }));
+                }
+                return Ok(ExitCode::SUCCESS);
+            };
             let text = std::fs::read_to_string(config.core.home.join(&entry.path))
                 .with_context(|| format!("cannot read the log file {}", entry.path))?;
             if json {

@@ -370,7 +370,7 @@ fn an_unknown_configuration_key_is_a_clear_error() {
 #[test]
 fn a_triggered_run_without_a_node_is_started_by_the_next_node() {
     let home = Home::new();
-    home.write("hello.py", "from weft import DAG, BashOperator\nwith DAG(dag_id='hello', schedule=None) as dag:\n    BashOperator(task_id='say', bash_command='echo hello {{ run_id }}')\n");
+    home.write("hello.py", "from weft import DAG, BashOperator\nwith DAG(dag_id='hello', schedule=None) as dag:\n    BashOperator(task_id='say', bash_command='echo hello {{ run_id }}')\n    BashOperator(task_id='quiet', bash_command='true')\n");
     let triggered = home.json(&["dags", "trigger", "hello", "--conf", "{\"x\": 1}"]);
     let run_id = triggered["run_id"].as_str().unwrap().to_string();
     let runs = home.json(&["runs", "list", "hello"]);
@@ -385,6 +385,14 @@ fn a_triggered_run_without_a_node_is_started_by_the_next_node() {
     assert_eq!(state["state"], "success");
     let logs = home.run(&["tasks", "logs", "hello", "say", &run_id]);
     assert!(String::from_utf8_lossy(&logs.stdout).contains(&format!("hello {run_id}")));
+    // A task that printed nothing has an empty log (and no file behind it).
+    let quiet = home.run(&["tasks", "logs", "hello", "quiet", &run_id]);
+    assert!(
+        quiet.status.success(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&quiet.stdout), "");
 }
 
 /// kill -9 the node while tasks run, restart it: every run completes, no attempt result is

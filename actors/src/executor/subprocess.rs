@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -104,22 +103,16 @@ async fn run_attempt(
     limits: &AttemptLimits,
     extra_env: &BTreeMap<String, String>,
 ) -> AttemptReport {
-    let mut log_file = match LogFile::create(&log.path, limits.log_bytes_max) {
-        Ok(file) => file,
-        Err(e) => {
-            let reason = format!("cannot open log file {}: {e}", log.path.display());
-            return failed_before_start(reason, None);
-        }
-    };
+    let mut log_file = LogFile::new(&log.path, limits.log_bytes_max);
     if let Some(cwd) = &command.cwd {
         if !cwd.is_dir() {
             let reason = format!("working directory {} does not exist", cwd.display());
-            return failed_before_start(reason, Some(log_file));
+            return failed_before_start(reason, log_file);
         }
     }
     let mut launch = match build_launch(command, limits) {
         Ok(launch) => launch,
-        Err(reason) => return failed_before_start(reason, Some(log_file)),
+        Err(reason) => return failed_before_start(reason, log_file),
     };
 
     let (mut child, output, mut guard) = match start(
@@ -130,7 +123,7 @@ async fn run_attempt(
         extra_env,
     ) {
         Ok(started) => started,
-        Err(reason) => return failed_before_start(reason, Some(log_file)),
+        Err(reason) => return failed_before_start(reason, log_file),
     };
     // Written only now that the guard owns the cgroup: a cancellation at this await cleans up.
     if let Some(description) = &launch.sandbox_description {
@@ -380,14 +373,45 @@ fn direct_argv(command: &ShellCommand) -> Option<Vec<OsString>> {
             None if replaced => return None,
             None => std::env::var_os("PATH")?,
         };
-        std::env::split_paths(&search)
-            .filter(|dir| dir.is_absolute())
-            .map(|dir| dir.join(program))
-            .find(|candidate| is_executable(candidate))?
+        find_on_path(&search, program)?
     };
     let mut argv = vec![path.into_os_string()];
     argv.extend(arguments.iter().map(OsString::from));
     Some(argv)
+}
+
+/// How long a PATH lookup is reused: bash hashes a command's location for the whole session;
+/// weft keeps it a second, so a program installed meanwhile is found soon after.
+const PATH_LOOKUP_TTL: Duration = Duration::from_secs(1);
+/// Distinct (PATH, program) lookups kept; the table is emptied when it is full.
+const PATH_LOOKUPS_MAX: usize = 256;
+
+type PathLookups = std::collections::HashMap<(OsString, String), (Instant, Option<PathBuf>)>;
+
+/// The first executable `program` in the absolute directories of `search`. Probing every
+/// directory of PATH was several `stat`s per shell task, so answers are reused briefly.
+fn find_on_path(search: &std::ffi::OsStr, program: &str) -> Option<PathBuf> {
+    static LOOKUPS: std::sync::Mutex<Option<PathLookups>> = std::sync::Mutex::new(None);
+    let key = (search.to_os_string(), program.to_string());
+    if let Ok(lookups) = LOOKUPS.lock() {
+        if let Some((at, found)) = lookups.as_ref().and_then(|table| table.get(&key)) {
+            if at.elapsed() < PATH_LOOKUP_TTL {
+                return found.clone();
+            }
+        }
+    }
+    let found = std::env::split_paths(search)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate));
+    if let Ok(mut lookups) = LOOKUPS.lock() {
+        let table = lookups.get_or_insert_with(PathLookups::new);
+        if table.len() >= PATH_LOOKUPS_MAX {
+            table.clear();
+        }
+        table.insert(key, (Instant::now(), found.clone()));
+    }
+    found
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -498,13 +522,16 @@ async fn pump_output(
     log_file: &mut LogFile,
     last_line: &mut LastLine,
 ) {
-    let mut buffer = vec![0u8; READ_CHUNK_BYTES];
+    // Not zeroed: `read_buf` fills the spare capacity (a zeroed 64 KiB per attempt showed in
+    // profiles of short tasks, most of which print nothing).
+    let mut buffer = Vec::with_capacity(READ_CHUNK_BYTES);
     loop {
-        match output.read(&mut buffer).await {
+        buffer.clear();
+        match output.read_buf(&mut buffer).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => {
-                last_line.push(&buffer[..n]);
-                log_file.write(&buffer[..n]);
+            Ok(_) => {
+                last_line.push(&buffer);
+                log_file.write(&buffer);
             }
         }
     }
@@ -594,14 +621,9 @@ fn describe_signal(signal: i32) -> String {
 }
 
 /// A report for an attempt that never ran user code.
-fn failed_before_start(reason: String, log_file: Option<LogFile>) -> AttemptReport {
-    let (log_bytes, log_truncated) = match log_file {
-        Some(mut file) => {
-            file.note(&reason);
-            file.finish()
-        }
-        None => (0, false),
-    };
+fn failed_before_start(reason: String, mut log_file: LogFile) -> AttemptReport {
+    log_file.note(&reason);
+    let (log_bytes, log_truncated) = log_file.finish();
     AttemptReport {
         outcome: AttemptOutcome::Failed {
             reason,
@@ -616,37 +638,49 @@ fn failed_before_start(reason: String, log_file: Option<LogFile>) -> AttemptRepo
 
 /// The attempt's log file: task output up to `log_bytes_max`, plus weft's own `[weft]` lines.
 ///
-/// Plain `std::fs` calls on the runtime's thread, not `tokio::fs`: creating the file and
-/// appending one read's worth of output (at most `READ_CHUNK_BYTES`) to the page cache take
-/// microseconds, while each `tokio::fs` call is a round trip through the blocking pool that
-/// cost about 0.25 ms here (measured: directory + file creation 0.52 ms through `tokio::fs`,
-/// 0.04 ms direct), paid by every shell task.
+/// Created on the first byte to write, so an attempt that prints nothing (most `true`-like
+/// tasks) creates no directory and no file: readers treat a missing log as an empty one. On
+/// this machine's ext4 the two inodes per attempt were a fifth of the engine's CPU in a fan-out
+/// of 1,000 shell tasks. Plain `std::fs` calls on the runtime's thread, not `tokio::fs`:
+/// creating the file and appending one read's worth of output (at most `READ_CHUNK_BYTES`) to
+/// the page cache take microseconds, while each `tokio::fs` call is a round trip through the
+/// blocking pool that cost about 0.25 ms here, paid by every shell task.
 struct LogFile {
-    file: std::fs::File,
+    path: PathBuf,
+    /// `None` until the first write.
+    file: Option<std::fs::File>,
     log_bytes_max: u64,
     /// Task output bytes seen (written or not), to say where truncation happened.
     output_bytes: u64,
     /// Bytes in the file, weft's lines included.
     written_bytes: u64,
     truncated: bool,
-    /// A write failed (disk full): stop writing, keep draining.
+    /// Creating or writing the file failed (disk full, no permission): stop writing, keep
+    /// draining, and report the log as truncated.
     broken: bool,
 }
 
 impl LogFile {
-    fn create(path: &Path, log_bytes_max: u64) -> std::io::Result<LogFile> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let file = std::fs::File::create(path)?;
-        Ok(LogFile {
-            file,
+    fn new(path: &Path, log_bytes_max: u64) -> LogFile {
+        LogFile {
+            path: path.to_path_buf(),
+            file: None,
             log_bytes_max,
             output_bytes: 0,
             written_bytes: 0,
             truncated: false,
             broken: false,
-        })
+        }
+    }
+
+    fn open(&mut self) -> std::io::Result<&mut std::fs::File> {
+        if self.file.is_none() {
+            if let Some(parent) = self.path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            self.file = Some(std::fs::File::create(&self.path)?);
+        }
+        Ok(self.file.as_mut().expect("opened above"))
     }
 
     /// Appends task output, dropping what goes beyond `log_bytes_max`.
@@ -671,10 +705,14 @@ impl LogFile {
         }
         // Unbuffered, so that a reader tailing the log (the UI's live tail) sees output as the
         // task writes it.
-        match self.file.write_all(bytes) {
+        match self.open().and_then(|file| file.write_all(bytes)) {
             Ok(()) => self.written_bytes += bytes.len() as u64,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot write attempt log; output is dropped");
+                tracing::warn!(
+                    error = %e,
+                    path = %self.path.display(),
+                    "cannot write attempt log; output is dropped"
+                );
                 self.broken = true;
             }
         }
@@ -690,7 +728,7 @@ impl LogFile {
             );
             self.write_raw(message.as_bytes());
         }
-        (self.written_bytes, self.truncated)
+        (self.written_bytes, self.truncated || self.broken)
     }
 }
 
@@ -749,11 +787,15 @@ impl LastLine {
     }
 }
 
-/// The inode of a pipe, to find processes that still hold it.
+/// The inode of a pipe, to find processes that still hold it. `fstat` on the descriptor: a
+/// `stat` of `/proc/self/fd/N` walks procfs and showed in profiles of short tasks.
+#[allow(unsafe_code)]
 fn pipe_inode(pipe: &impl std::os::fd::AsRawFd) -> Option<u64> {
-    std::fs::metadata(format!("/proc/self/fd/{}", pipe.as_raw_fd()))
-        .ok()
-        .map(|m| m.ino())
+    let mut stat = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fstat` writes a `stat` for a descriptor we hold open, or fails without writing.
+    let status = unsafe { libc::fstat(pipe.as_raw_fd(), stat.as_mut_ptr()) };
+    // SAFETY: initialised by the successful call above.
+    (status == 0).then(|| unsafe { stat.assume_init() }.st_ino)
 }
 
 /// Everything that belongs to one attempt: its process group, its output pipes (held by any
