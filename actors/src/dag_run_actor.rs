@@ -14,7 +14,7 @@ use std::sync::Arc;
 use weft_core::dag_run::{
     AttemptOutcome, DagRun, RunContext, RunEffect, RunInput, RunTimer, TaskInstanceRecord,
 };
-use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::ids::{Name, RunKey, TaskInstanceKey};
 use weft_core::state::{DagRunState, TaskState};
 use weft_core::Timestamp;
 use weft_storage::{AttemptRow, LogRow, Write, XcomRow};
@@ -24,13 +24,13 @@ const TASK_ACTOR_RESTARTS_MAX: u32 = 5;
 
 pub(crate) enum DagRunMsg {
     AttemptStarted {
-        task_id: String,
+        task_id: Name,
         map_index: i32,
         try_number: u32,
         token: u64,
     },
     AttemptFinished {
-        task_id: String,
+        task_id: Name,
         map_index: i32,
         try_number: u32,
         token: u64,
@@ -97,8 +97,11 @@ pub(crate) struct DagRunActorState {
     stored_state: DagRunState,
     scheduler: ActorRef<SchedulerMsg>,
     dispatcher: ActorRef<DispatcherMsg>,
-    tasks: HashMap<(String, i32), ActorRef<TaskMsg>>,
-    restarts: HashMap<(String, i32), u32>,
+    tasks: HashMap<(Name, i32), ActorRef<TaskMsg>>,
+    /// The task instance of each live task actor, for its supervision events (a scan of
+    /// `tasks` per event was quadratic in the run's width).
+    children: HashMap<ractor::ActorId, (Name, i32)>,
+    restarts: HashMap<(Name, i32), u32>,
     /// Whether the store may hold task results of this run: set by the first result this
     /// actor writes, and from the start for a recovered run. While it is clear, dispatches
     /// skip reading results that cannot exist.
@@ -136,8 +139,8 @@ impl Actor for DagRunActor {
         args: DagRunArgs,
     ) -> Result<DagRunActorState, ActorProcessingErr> {
         let key = RunKey {
-            dag_id: args.context.dag.dag_id().to_string(),
-            run_id: args.context.run_id.clone(),
+            dag_id: args.context.dag.dag_id().into(),
+            run_id: args.context.run_id.as_str().into(),
         };
         let results_stored = matches!(args.start, RunStart::Recovered { .. });
         let start_deferred = matches!(
@@ -171,6 +174,7 @@ impl Actor for DagRunActor {
             scheduler: args.scheduler,
             dispatcher: args.dispatcher,
             tasks: HashMap::new(),
+            children: HashMap::new(),
             restarts: HashMap::new(),
             results_stored,
             unflushed: Vec::new(),
@@ -332,11 +336,9 @@ impl Actor for DagRunActor {
 }
 
 impl DagRunActorState {
-    fn child_of(&self, cell: &ractor::ActorCell) -> Option<(String, i32)> {
-        self.tasks
-            .iter()
-            .find(|(_, task)| task.get_id() == cell.get_id())
-            .map(|(slot, _)| slot.clone())
+    /// The task instance of a task actor that stopped or failed; forgets the actor.
+    fn child_of(&mut self, cell: &ractor::ActorCell) -> Option<(Name, i32)> {
+        self.children.remove(&cell.get_id())
     }
 
     async fn attempt_finished(
@@ -633,7 +635,7 @@ impl DagRunActorState {
                     let _ = self.scheduler.cast(SchedulerMsg::TaskFinalized {
                         run: self.key.clone(),
                         logical_date: self.run.context().logical_date,
-                        task_id: key.task_id.clone(),
+                        task_id: key.task_id.to_string(),
                         state: *state,
                     });
                 }
@@ -701,28 +703,35 @@ impl DagRunActorState {
     async fn spawn_task(
         &mut self,
         myself: &ActorRef<DagRunMsg>,
-        task_id: &str,
+        task_id: &Name,
         map_index: i32,
         recovering: bool,
     ) -> Result<ActorRef<TaskMsg>, ActorProcessingErr> {
         let args = TaskArgs {
             shared: self.shared.clone(),
-            context: self.run.context().clone(),
-            key: TaskInstanceKey::new(&self.key.dag_id, &self.key.run_id, task_id, map_index),
+            context: self.run.shared_context().clone(),
+            key: TaskInstanceKey {
+                dag_id: self.key.dag_id.clone(),
+                run_id: self.key.run_id.clone(),
+                task_id: task_id.clone(),
+                map_index,
+            },
             run: myself.clone(),
             dispatcher: self.dispatcher.clone(),
             recovering,
         };
         let (task, _) = Actor::spawn_linked(None, TaskActor, args, myself.get_cell()).await?;
         self.tasks
-            .insert((task_id.to_string(), map_index), task.clone());
+            .insert((task_id.clone(), map_index), task.clone());
+        self.children
+            .insert(task.get_id(), (task_id.clone(), map_index));
         Ok(task)
     }
 }
 
 /// The attempt an `AttemptFinished` is about.
 struct FinishedAttempt {
-    task_id: String,
+    task_id: Name,
     map_index: i32,
     try_number: u32,
     token: u64,

@@ -221,7 +221,7 @@ impl Actor for SchedulerActor {
             } => {
                 let next = state
                     .by_date
-                    .get(&run.dag_id)
+                    .get(run.dag_id.as_str())
                     .and_then(|runs| runs.range(logical_date..).find(|(_, key)| **key != run))
                     .and_then(|(_, key)| state.runs.get(key));
                 if let Some(next) = next {
@@ -310,12 +310,12 @@ impl SchedulerState {
             .runs_in_states(&[DagRunState::Queued, DagRunState::Running])
             .await?;
         for run in &active {
-            if !self.dags.contains_key(&run.key.dag_id) {
+            if !self.dags.contains_key(run.key.dag_id.as_str()) {
                 continue;
             }
             let input = SchedulerInput::RunRecovered {
-                dag_id: run.key.dag_id.clone(),
-                run_id: run.key.run_id.clone(),
+                dag_id: run.key.dag_id.to_string(),
+                run_id: run.key.run_id.to_string(),
                 run_type: run.run_type,
                 logical_date: run.logical_date,
                 data_interval: run.data_interval,
@@ -327,7 +327,7 @@ impl SchedulerState {
             .iter()
             .filter(|run| run.state == DagRunState::Running)
         {
-            if self.dags.contains_key(&run.key.dag_id) {
+            if self.dags.contains_key(run.key.dag_id.as_str()) {
                 self.resume_run(myself, &run.key).await?;
             }
         }
@@ -479,8 +479,8 @@ impl SchedulerState {
                     ..
                 } if *created == dag_id => {
                     return Ok(RunKey {
-                        dag_id,
-                        run_id: run_id.clone(),
+                        dag_id: dag_id.into(),
+                        run_id: run_id.as_str().into(),
                     });
                 }
                 SchedulerEffect::Rejected { reason, .. } => {
@@ -518,8 +518,8 @@ impl SchedulerState {
                     run_type: RunType::Backfill,
                     ..
                 } => created.push(RunKey {
-                    dag_id: dag_id.clone(),
-                    run_id: run_id.clone(),
+                    dag_id: dag_id.as_str().into(),
+                    run_id: run_id.as_str().into(),
                 }),
                 SchedulerEffect::Rejected { reason, .. } => {
                     return Err(EngineError::Rejected(reason.clone()))
@@ -673,8 +673,8 @@ impl SchedulerState {
                 self.seed_counter += 1;
                 let row = RunRow {
                     key: RunKey {
-                        dag_id: dag_id.clone(),
-                        run_id: run_id.clone(),
+                        dag_id: dag_id.as_str().into(),
+                        run_id: run_id.as_str().into(),
                     },
                     run_type: *run_type,
                     state: DagRunState::Queued,
@@ -702,8 +702,8 @@ impl SchedulerState {
             }
             SchedulerEffect::StartRun { dag_id, run_id } => {
                 let run = RunKey {
-                    dag_id: dag_id.clone(),
-                    run_id: run_id.clone(),
+                    dag_id: dag_id.as_str().into(),
+                    run_id: run_id.as_str().into(),
                 };
                 self.start_run(myself, &run, now).await?;
             }
@@ -760,8 +760,8 @@ impl SchedulerState {
     ) -> Result<(), EngineError> {
         let stored = self.shared.store.run(run).await?.map(|row| row.state);
         let input = SchedulerInput::StartRefused {
-            dag_id: run.dag_id.clone(),
-            run_id: run.run_id.clone(),
+            dag_id: run.dag_id.to_string(),
+            run_id: run.run_id.to_string(),
             stored,
         };
         Box::pin(self.feed_collect(myself, input)).await?;
@@ -837,7 +837,7 @@ impl SchedulerState {
         let (actor, _) = Actor::spawn_linked(None, DagRunActor, args, myself.get_cell()).await?;
         self.runs.insert(run.clone(), actor);
         self.by_date
-            .entry(run.dag_id.clone())
+            .entry(run.dag_id.to_string())
             .or_default()
             .insert(row.logical_date, run.clone());
         Ok(())
@@ -879,7 +879,7 @@ impl SchedulerState {
         Ok(records
             .into_iter()
             .filter(|record| record.key.map_index < 0)
-            .map(|record| (record.key.task_id, record.state))
+            .map(|record| (record.key.task_id.to_string(), record.state))
             .collect())
     }
 
@@ -893,8 +893,8 @@ impl SchedulerState {
     ) -> Result<(), EngineError> {
         self.forget_run(run);
         let input = SchedulerInput::RunFinished {
-            dag_id: run.dag_id.clone(),
-            run_id: run.run_id.clone(),
+            dag_id: run.dag_id.to_string(),
+            run_id: run.run_id.to_string(),
             state,
         };
         self.feed(myself, input).await
@@ -903,7 +903,7 @@ impl SchedulerState {
     fn forget_run(&mut self, run: &RunKey) {
         self.runs.remove(run);
         self.restarts.remove(run);
-        if let Some(dates) = self.by_date.get_mut(&run.dag_id) {
+        if let Some(dates) = self.by_date.get_mut(run.dag_id.as_str()) {
             dates.retain(|_, key| key != run);
         }
     }

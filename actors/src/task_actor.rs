@@ -54,7 +54,7 @@ pub(crate) struct TaskActor;
 
 pub(crate) struct TaskArgs {
     pub shared: Arc<Shared>,
-    pub context: RunContext,
+    pub context: Arc<RunContext>,
     pub key: TaskInstanceKey,
     pub run: ActorRef<DagRunMsg>,
     pub dispatcher: ActorRef<DispatcherMsg>,
@@ -264,10 +264,10 @@ async fn build_assignment(
             continue;
         }
         if row.key.map_index < 0 {
-            xcoms.insert(row.key.task_id.clone(), row.value);
+            xcoms.insert(row.key.task_id.to_string(), row.value);
         } else {
             let slot = xcoms
-                .entry(row.key.task_id.clone())
+                .entry(row.key.task_id.to_string())
                 .or_insert_with(|| serde_json::Value::Array(Vec::new()));
             if let serde_json::Value::Array(items) = slot {
                 let index = row.key.map_index as usize;
@@ -290,9 +290,9 @@ async fn build_assignment(
     let rfc3339 =
         |at: weft_core::Timestamp| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let task_context = TaskContext {
-        dag_id: args.key.dag_id.clone(),
-        task_id: args.key.task_id.clone(),
-        run_id: args.key.run_id.clone(),
+        dag_id: args.key.dag_id.to_string(),
+        task_id: args.key.task_id.to_string(),
+        run_id: args.key.run_id.to_string(),
         map_index: args.key.map_index,
         try_number: request.try_number,
         max_tries: task.retries + 1,

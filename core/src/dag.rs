@@ -5,6 +5,7 @@
 //! priority weight, the tasks that decide a run's state and the setups relevant to each task.
 //! Tasks are addressed by their index in `spec.tasks`; node `i` of the graph is task `i`.
 
+use crate::ids::Name;
 use crate::limits::{DAG_EDGES_MAX, DAG_TASKS_MAX, ID_BYTES_MAX, MAP_INDEX_MAX, RETRIES_MAX};
 use crate::priority::{effective_weights, WeightInput};
 use crate::spec::{DagSpec, MappingSpec, TaskRole, TaskSpec, SCHEMA_VERSION};
@@ -86,6 +87,11 @@ pub struct Dag {
     /// Per task: the indirect setup tasks it waits for (Airflow's relevant setups that are not
     /// direct upstream tasks). Empty for teardowns and in DAGs without setups.
     indirect_setups: Vec<Vec<usize>>,
+    /// The DAG id, and each task's id and pool, as shared names: every task instance key and
+    /// dispatch request clones them instead of copying strings.
+    dag_name: Name,
+    task_names: Vec<Name>,
+    pool_names: Vec<Name>,
 }
 
 impl Dag {
@@ -156,7 +162,21 @@ impl Dag {
         }
         let run_state_tasks = effective_leaves(&spec, &downstream);
         let indirect_setups = indirect_setups(&spec, &upstream, &downstream);
+        let dag_name = Name::from(spec.dag_id.as_str());
+        let task_names = spec
+            .tasks
+            .iter()
+            .map(|task| Name::from(task.task_id.as_str()))
+            .collect();
+        let pool_names = spec
+            .tasks
+            .iter()
+            .map(|task| Name::from(task.pool.as_str()))
+            .collect();
         Dag {
+            dag_name,
+            task_names,
+            pool_names,
             spec,
             timetable,
             graph,
@@ -244,6 +264,20 @@ impl Dag {
 
     pub fn task_id_at(&self, index: usize) -> &str {
         &self.spec.tasks[index].task_id
+    }
+
+    pub fn dag_name(&self) -> &Name {
+        &self.dag_name
+    }
+
+    /// `task_id_at` as a shared name.
+    pub fn task_name_at(&self, index: usize) -> &Name {
+        &self.task_names[index]
+    }
+
+    /// The pool of the task at `index`, as a shared name.
+    pub fn pool_name_at(&self, index: usize) -> &Name {
+        &self.pool_names[index]
     }
 
     pub fn topological_indices(&self) -> &[usize] {

@@ -17,7 +17,7 @@
 //! an `up_for_retry` instance gets its retry timer again.
 
 use crate::dag::Dag;
-use crate::ids::TaskInstanceKey;
+use crate::ids::{Name, TaskInstanceKey};
 use crate::limits::MAP_INDEX_MAX;
 use crate::retry::{jitter, RetryPolicy};
 use crate::spec::{FlowControl, MappingSpec, TaskKind, TaskRole};
@@ -33,7 +33,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct RunContext {
     pub dag: Arc<Dag>,
-    pub run_id: String,
+    pub run_id: Name,
     pub run_type: RunType,
     pub logical_date: Timestamp,
     pub data_interval: DataInterval,
@@ -67,7 +67,7 @@ pub struct TaskInstanceRecord {
     /// 1 + retries.
     pub max_tries: u32,
     pub priority_weight: i64,
-    pub pool: String,
+    pub pool: Name,
     pub pool_slots: u32,
     pub queued_at: Option<Timestamp>,
     pub started_at: Option<Timestamp>,
@@ -184,14 +184,14 @@ pub enum RunInput {
     Start,
     /// A worker began the attempt: queued -> running.
     AttemptStarted {
-        task_id: String,
+        task_id: Name,
         map_index: i32,
         try_number: u32,
         token: u64,
     },
     /// An attempt ended. Ignored unless `(try_number, token)` is current.
     AttemptFinished {
-        task_id: String,
+        task_id: Name,
         map_index: i32,
         try_number: u32,
         token: u64,
@@ -225,7 +225,7 @@ pub struct DispatchRequest {
     pub token: u64,
     pub priority_weight: i64,
     pub run_type: RunType,
-    pub pool: String,
+    pub pool: Name,
     pub pool_slots: u32,
     pub execution_timeout_ms: Option<u64>,
 }
@@ -271,7 +271,8 @@ pub struct RunStats {
 
 #[derive(Debug, Clone)]
 pub struct DagRun {
-    context: RunContext,
+    /// Shared with the driver's task actors, which each need the whole context.
+    context: Arc<RunContext>,
     state: DagRunState,
     /// Task instances per task index of `context.dag`, by map index.
     task_instances: Vec<BTreeMap<i32, TaskInstanceRecord>>,
@@ -300,7 +301,7 @@ impl DagRun {
     pub fn new(context: RunContext) -> DagRun {
         let tasks = context.dag.task_count();
         DagRun {
-            context,
+            context: Arc::new(context),
             state: DagRunState::Queued,
             task_instances: vec![BTreeMap::new(); tasks],
             orphans: Vec::new(),
@@ -339,6 +340,11 @@ impl DagRun {
     }
 
     pub fn context(&self) -> &RunContext {
+        &self.context
+    }
+
+    /// The context, shared: cloning it costs a reference count, not a copy of `conf`.
+    pub fn shared_context(&self) -> &Arc<RunContext> {
         &self.context
     }
 
@@ -618,7 +624,7 @@ impl DagRun {
             self.stats.ignored_inputs += 1;
             return;
         };
-        self.context.past.insert(task_id, state);
+        Arc::make_mut(&mut self.context).past.insert(task_id, state);
         // The task itself (depends_on_past) and its upstream tasks (wait_for_downstream).
         self.mark_dirty(step, task);
         for &up in self.context.dag.upstream_indices(task) {
@@ -863,7 +869,7 @@ impl DagRun {
             token: record.token,
             priority_weight: self.context.dag.priority_weight_at(task),
             run_type: self.context.run_type,
-            pool: spec.pool.clone(),
+            pool: self.context.dag.pool_name_at(task).clone(),
             pool_slots: spec.pool_slots,
             execution_timeout_ms: spec.execution_timeout_ms,
         }));
@@ -1072,7 +1078,7 @@ impl DagRun {
                 TaskState::UpForRetry => {
                     let record = &self.task_instances[task][&map_index];
                     let at = record.next_retry_at.unwrap_or(step.now);
-                    let task_id = record.key.task_id.clone();
+                    let task_id = record.key.task_id.to_string();
                     let timer = RunTimer::Retry {
                         task_id,
                         map_index,
@@ -1199,13 +1205,12 @@ impl DagRun {
     }
 
     fn key(&self, task: usize, map_index: i32) -> TaskInstanceKey {
-        let dag_id = self.context.dag.dag_id();
-        TaskInstanceKey::new(
-            dag_id,
-            &self.context.run_id,
-            self.context.dag.task_id_at(task),
+        TaskInstanceKey {
+            dag_id: self.context.dag.dag_name().clone(),
+            run_id: self.context.run_id.clone(),
+            task_id: self.context.dag.task_name_at(task).clone(),
             map_index,
-        )
+        }
     }
 
     fn kill_if_active(&self, step: &mut Step, task: usize, map_index: i32) {
@@ -1250,7 +1255,7 @@ impl DagRun {
             token: 0,
             max_tries: 1 + spec.retries,
             priority_weight: self.context.dag.priority_weight_at(task),
-            pool: spec.pool.clone(),
+            pool: self.context.dag.pool_name_at(task).clone(),
             pool_slots: spec.pool_slots,
             queued_at: None,
             started_at: None,

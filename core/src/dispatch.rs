@@ -14,7 +14,7 @@
 //! them; they are counted in [`DispatchStats::waiting_for_unknown_pool`].
 
 use crate::dag_run::DispatchRequest;
-use crate::ids::TaskInstanceKey;
+use crate::ids::{Name, TaskInstanceKey};
 use crate::spec::DEFAULT_POOL;
 use crate::state::RunType;
 use std::cmp::Reverse;
@@ -110,8 +110,8 @@ impl Rank {
 /// One queue per pool and DAG.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct QueueId {
-    pool: String,
-    dag_id: String,
+    pool: Name,
+    dag_id: Name,
 }
 
 #[derive(Debug, Clone)]
@@ -140,8 +140,8 @@ pub struct Dispatcher {
     worker_slots: u32,
     /// Invariant: `workers_used == started.values().map(Vec::len).sum()`.
     workers_used: u32,
-    pools: HashMap<String, Pool>,
-    dags: HashMap<String, DagUsage>,
+    pools: HashMap<Name, Pool>,
+    dags: HashMap<Name, DagUsage>,
     queues: HashMap<QueueId, BTreeMap<Rank, TaskInstanceKey>>,
     /// The best rank of each non-empty queue.
     heads: BTreeSet<(Rank, QueueId)>,
@@ -170,7 +170,7 @@ impl Default for Dispatcher {
         Dispatcher {
             worker_slots: WORKER_SLOTS_DEFAULT,
             workers_used: 0,
-            pools: [(DEFAULT_POOL.to_string(), default_pool)]
+            pools: [(Name::from(DEFAULT_POOL), default_pool)]
                 .into_iter()
                 .collect(),
             dags: HashMap::new(),
@@ -210,7 +210,7 @@ impl Dispatcher {
             }
             DispatchInput::SetPool { name, slots } => {
                 self.pools
-                    .entry(name)
+                    .entry(name.into())
                     .or_insert(Pool { slots, used: 0 })
                     .slots = slots;
             }
@@ -218,7 +218,7 @@ impl Dispatcher {
                 dag_id,
                 max_active_tasks,
             } => {
-                self.dags.entry(dag_id).or_default().limit = Some(max_active_tasks);
+                self.dags.entry(dag_id.into()).or_default().limit = Some(max_active_tasks);
             }
             DispatchInput::SetWorkerSlots { count } => self.worker_slots = count,
         }

@@ -14,7 +14,7 @@ fn request(dag_id: &str, task_id: &str, priority_weight: i64) -> DispatchRequest
         token: 1,
         priority_weight,
         run_type: RunType::Scheduled,
-        pool: "default_pool".to_string(),
+        pool: "default_pool".into(),
         pool_slots: 1,
         execution_timeout_ms: None,
     }
@@ -74,7 +74,7 @@ fn pool_slots_limit_and_release() {
     let mut log = String::new();
     for (task_id, slots) in [("a", 2), ("b", 1), ("c", 1)] {
         let mut r = request("d", task_id, 1);
-        r.pool = "small".to_string();
+        r.pool = "small".into();
         r.pool_slots = slots;
         log += &format!(
             "enqueue {task_id}: [{}]\n",
@@ -125,7 +125,7 @@ fn max_active_tasks_per_dag() {
 fn unknown_pool_waits_until_created() {
     let mut dispatcher = Dispatcher::new();
     let mut r = request("d", "a", 1);
-    r.pool = "later".to_string();
+    r.pool = "later".into();
     assert_eq!(started(dispatcher.handle(DispatchInput::Enqueue(r))), "");
     assert_eq!(dispatcher.stats().waiting_for_unknown_pool, 1);
     let effects = dispatcher.handle(DispatchInput::SetPool {
@@ -250,11 +250,11 @@ fn a_duplicated_release_frees_only_its_own_attempt() {
     });
     let in_pool = |token| DispatchRequest {
         token,
-        pool: "p".to_string(),
+        pool: "p".into(),
         ..request("d", "t", 1)
     };
     let other = DispatchRequest {
-        pool: "p".to_string(),
+        pool: "p".into(),
         ..request("d", "u", 1)
     };
     started(dispatcher.handle(DispatchInput::Enqueue(in_pool(3))));

@@ -321,8 +321,8 @@ async fn trigger_offline(
     let run_id = weft_core::ids::run_id_for(weft_core::state::RunType::Manual, logical_date);
     let run = weft_storage::RunRow {
         key: RunKey {
-            dag_id: dag_id.to_string(),
-            run_id: run_id.clone(),
+            dag_id: dag_id.into(),
+            run_id: run_id.as_str().into(),
         },
         run_type: weft_core::state::RunType::Manual,
         state: DagRunState::Queued,
@@ -559,7 +559,7 @@ async fn dags_test(
         let name = if record.key.map_index >= 0 {
             format!("{}[{}]", record.key.task_id, record.key.map_index)
         } else {
-            record.key.task_id.clone()
+            record.key.task_id.to_string()
         };
         tasks.insert(
             name,
@@ -678,7 +678,7 @@ async fn backfill(
                 .filter(|record| {
                     matches!(record.state, TaskState::Failed | TaskState::UpstreamFailed)
                 })
-                .map(|record| record.key.task_id)
+                .map(|record| record.key.task_id.to_string())
                 .collect();
             send(Request::Clear {
                 run: run.key.clone(),
@@ -703,8 +703,8 @@ async fn backfill(
         .filter_map(|id| id.as_str())
     {
         runs.push(RunKey {
-            dag_id: dag_id.to_string(),
-            run_id: run_id.to_string(),
+            dag_id: dag_id.into(),
+            run_id: run_id.into(),
         });
     }
     let total = runs.len();
@@ -784,7 +784,10 @@ async fn tasks(config: Config, json: bool, command: TasksCommand) -> anyhow::Res
             upstream,
         } => {
             let store = open(&config).await?;
-            let run = RunKey { dag_id, run_id };
+            let run = RunKey {
+                dag_id: dag_id.into(),
+                run_id: run_id.into(),
+            };
             let task_ids = if tasks.is_empty() {
                 store
                     .task_instances(&run)
@@ -793,7 +796,7 @@ async fn tasks(config: Config, json: bool, command: TasksCommand) -> anyhow::Res
                     .filter(|record| {
                         matches!(record.state, TaskState::Failed | TaskState::UpstreamFailed)
                     })
-                    .map(|record| record.key.task_id)
+                    .map(|record| record.key.task_id.to_string())
                     .collect()
             } else {
                 tasks
@@ -959,8 +962,8 @@ async fn runs_list(
         .iter()
         .map(|run| {
             vec![
-                run.key.dag_id.clone(),
-                run.key.run_id.clone(),
+                run.key.dag_id.to_string(),
+                run.key.run_id.to_string(),
                 run.state.to_string(),
                 run.logical_date.to_rfc3339(),
                 time(run.started_at),

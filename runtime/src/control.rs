@@ -141,7 +141,7 @@ pub async fn execute(engine: &Engine, request: Request) -> Response {
             engine.backfill(&dag_id, from, to).await.map(|runs| {
                 serde_json::Value::Array(
                     runs.into_iter()
-                        .map(|run| serde_json::Value::String(run.run_id))
+                        .map(|run| serde_json::Value::String(run.run_id.to_string()))
                         .collect(),
                 )
             })

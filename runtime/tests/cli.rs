@@ -461,7 +461,7 @@ with DAG(dag_id="crashy", schedule=None, default_args={"retries": 3, "retry_dela
         let store = weft_storage::sqlite::SqliteStore::open(&db, Default::default()).unwrap();
         let run = weft_core::ids::RunKey {
             dag_id: "crashy".into(),
-            run_id: run_id.clone(),
+            run_id: run_id.as_str().into(),
         };
         let records = store.task_instances(&run).await.unwrap();
         assert_eq!(records.len(), 12);

@@ -350,8 +350,8 @@ fn skips_propagated(history: &History) -> Vec<Violation> {
     }
     for ((dag_id, run_id), states) in &by_run {
         let run = RunKey {
-            dag_id: dag_id.to_string(),
-            run_id: run_id.to_string(),
+            dag_id: (*dag_id).into(),
+            run_id: (*run_id).into(),
         };
         let Some(dag) = history.dag(dag_id) else {
             continue;

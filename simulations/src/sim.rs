@@ -526,8 +526,8 @@ impl Simulation {
                     node.restarts.remove(&run);
                 }
                 let input = SchedulerInput::RunFinished {
-                    dag_id: run.dag_id,
-                    run_id: run.run_id,
+                    dag_id: run.dag_id.to_string(),
+                    run_id: run.run_id.to_string(),
                     state,
                 };
                 return self.feed(input);
@@ -615,8 +615,8 @@ impl Simulation {
             .expect("memory store reads");
         for run in &active {
             self.feed(SchedulerInput::RunRecovered {
-                dag_id: run.key.dag_id.clone(),
-                run_id: run.key.run_id.clone(),
+                dag_id: run.key.dag_id.to_string(),
+                run_id: run.key.run_id.to_string(),
                 run_type: run.run_type,
                 logical_date: run.logical_date,
                 data_interval: run.data_interval,
@@ -675,7 +675,10 @@ impl Simulation {
                 let Some((_, version_hash)) = node.dags.get(&dag_id) else {
                     return Ok(());
                 };
-                let key = RunKey { dag_id, run_id };
+                let key = RunKey {
+                    dag_id: dag_id.into(),
+                    run_id: run_id.into(),
+                };
                 let row = RunRow {
                     key: key.clone(),
                     run_type,
@@ -698,7 +701,10 @@ impl Simulation {
                 self.write(vec![Write::CreateRun(row)], record)?;
             }
             SchedulerEffect::StartRun { dag_id, run_id } => {
-                let run = RunKey { dag_id, run_id };
+                let run = RunKey {
+                    dag_id: dag_id.into(),
+                    run_id: run_id.into(),
+                };
                 let write = Write::UpdateRun {
                     key: run.clone(),
                     expected: DagRunState::Queued,
@@ -737,8 +743,8 @@ impl Simulation {
             .expect("memory store reads")
             .map(|row| row.state);
         self.feed(SchedulerInput::StartRefused {
-            dag_id: run.dag_id.clone(),
-            run_id: run.run_id.clone(),
+            dag_id: run.dag_id.to_string(),
+            run_id: run.run_id.to_string(),
             stored,
         })?;
         let driverless = self
@@ -779,8 +785,8 @@ impl Simulation {
         if let Some(row) = row.as_ref().filter(|row| row.state.is_finished()) {
             // Its final state was applied but the acknowledgement lost: it is over.
             return self.feed(SchedulerInput::RunFinished {
-                dag_id: run.dag_id.clone(),
-                run_id: run.run_id.clone(),
+                dag_id: run.dag_id.to_string(),
+                run_id: run.run_id.to_string(),
                 state: row.state,
             });
         }
@@ -1103,7 +1109,7 @@ impl Simulation {
             try_number: request.try_number,
             token: request.token,
             worker,
-            pool: request.pool.clone(),
+            pool: request.pool.to_string(),
             pool_slots: request.pool_slots,
         });
         self.send(

@@ -102,11 +102,11 @@ async fn measure<S: Store + Clone>(
     transitions: usize,
 ) -> BenchResult<Measurement> {
     let run = RunKey {
-        dag_id: format!("bench_{writers}"),
-        run_id: "manual__1".to_string(),
+        dag_id: format!("bench_{writers}").into(),
+        run_id: "manual__1".into(),
     };
     let version = DagVersionRow {
-        dag_id: run.dag_id.clone(),
+        dag_id: run.dag_id.to_string(),
         version_hash: "v1".into(),
         spec_json: "{}".into(),
         created_at: at(0),
@@ -177,7 +177,7 @@ async fn transitions_of<S: Store>(
         token: 0,
         max_tries: u32::MAX,
         priority_weight: 1,
-        pool: DEFAULT_POOL_NAME.to_string(),
+        pool: DEFAULT_POOL_NAME.into(),
         pool_slots: 1,
         queued_at: None,
         started_at: None,

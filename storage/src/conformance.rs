@@ -148,8 +148,8 @@ fn put_dag(dag_id: &str) -> Write {
 fn run_row(dag_id: &str, run_id: &str, run_type: RunType, logical: i64) -> RunRow {
     RunRow {
         key: RunKey {
-            dag_id: dag_id.to_string(),
-            run_id: run_id.to_string(),
+            dag_id: dag_id.into(),
+            run_id: run_id.into(),
         },
         run_type,
         state: DagRunState::Queued,
@@ -176,7 +176,7 @@ fn task_record(run: &RunKey, task_id: &str, map_index: i32) -> TaskInstanceRecor
         token: 0,
         max_tries: 3,
         priority_weight: 5,
-        pool: DEFAULT_POOL_NAME.to_string(),
+        pool: DEFAULT_POOL_NAME.into(),
         pool_slots: 1,
         queued_at: None,
         started_at: None,
@@ -558,7 +558,7 @@ pub async fn task_instance_create_once<B: Backend>(backend: &B) {
     );
     let listed: Vec<(String, i32)> = must(store.task_instances(&run).await, "read")
         .into_iter()
-        .map(|record| (record.key.task_id, record.key.map_index))
+        .map(|record| (record.key.task_id.to_string(), record.key.map_index))
         .collect();
     let expected: Vec<(String, i32)> = [("check", -1), ("extract", -1), ("load", 0), ("load", 1)]
         .iter()

@@ -289,7 +289,11 @@ impl CqlStore {
             &statements.run_static
         };
         let rows: Vec<RunStaticColumns> = self
-            .rows(statement, (&key.dag_id, &key.run_id), "read a run")
+            .rows(
+                statement,
+                (key.dag_id.as_str(), key.run_id.as_str()),
+                "read a run",
+            )
             .await?;
         let Some((Some(state), version, Some(body), write_id)) = rows.into_iter().next() else {
             return Ok(None);
@@ -364,8 +368,8 @@ impl CqlStore {
                             self.error("list runs", DriverError::Text(error.to_string()))
                         })?;
                         let key = RunKey {
-                            dag_id: dag_id.to_string(),
-                            run_id,
+                            dag_id: dag_id.into(),
+                            run_id: run_id.into(),
                         };
                         chunk.push(Candidate {
                             key,
@@ -411,7 +415,9 @@ impl Candidate {
 
 /// Newest logical date first, then greatest run id (the SQL order of every backend).
 fn newest_first(runs: &mut [RunRow]) {
-    runs.sort_by(|a, b| (b.logical_date, &b.key.run_id).cmp(&(a.logical_date, &a.key.run_id)));
+    runs.sort_by(|a, b| {
+        (b.logical_date, b.key.run_id.as_str()).cmp(&(a.logical_date, a.key.run_id.as_str()))
+    });
 }
 
 async fn open_session(options: &CqlOptions) -> Result<Session> {
@@ -712,7 +718,10 @@ impl Store for CqlStore {
             let candidates = entries
                 .into_iter()
                 .map(|(dag_id, logical_date, run_id)| Candidate {
-                    key: RunKey { dag_id, run_id },
+                    key: RunKey {
+                        dag_id: dag_id.into(),
+                        run_id: run_id.into(),
+                    },
                     logical_date: Some(logical_date),
                     run_type: None,
                     state: Some(*state),
@@ -721,10 +730,10 @@ impl Store for CqlStore {
             runs.extend(self.verified_runs(candidates).await?);
         }
         runs.sort_by(|a, b| {
-            (&a.key.dag_id, a.logical_date, &a.key.run_id).cmp(&(
-                &b.key.dag_id,
+            (a.key.dag_id.as_str(), a.logical_date, a.key.run_id.as_str()).cmp(&(
+                b.key.dag_id.as_str(),
                 b.logical_date,
-                &b.key.run_id,
+                b.key.run_id.as_str(),
             ))
         });
         runs.dedup_by(|a, b| a.key == b.key);
@@ -762,7 +771,7 @@ impl Store for CqlStore {
         let rows: Vec<(Option<String>,)> = self
             .paged(
                 &self.inner.statements.task_instances,
-                (&run.dag_id, &run.run_id),
+                (run.dag_id.as_str(), run.run_id.as_str()),
                 "list task instances",
             )
             .await?;
@@ -774,10 +783,10 @@ impl Store for CqlStore {
 
     async fn attempts(&self, key: &TaskInstanceKey) -> Result<Vec<AttemptRow>> {
         let values = (
-            &key.dag_id,
-            &key.run_id,
+            key.dag_id.as_str(),
+            key.run_id.as_str(),
             write::KIND_ATTEMPT,
-            &key.task_id,
+            key.task_id.as_str(),
             key.map_index,
         );
         let rows: Vec<(Option<String>,)> = self
@@ -794,7 +803,7 @@ impl Store for CqlStore {
     }
 
     async fn xcoms(&self, run: &RunKey) -> Result<Vec<XcomRow>> {
-        let values = (&run.dag_id, &run.run_id, write::KIND_XCOM);
+        let values = (run.dag_id.as_str(), run.run_id.as_str(), write::KIND_XCOM);
         let rows: Vec<(Option<String>,)> = self
             .paged(&self.inner.statements.items_of_run, values, "list xcoms")
             .await?;
@@ -806,10 +815,10 @@ impl Store for CqlStore {
 
     async fn log_entry(&self, key: &TaskInstanceKey, try_number: u32) -> Result<Option<LogRow>> {
         let values = (
-            &key.dag_id,
-            &key.run_id,
+            key.dag_id.as_str(),
+            key.run_id.as_str(),
             write::KIND_LOG,
-            &key.task_id,
+            key.task_id.as_str(),
             key.map_index,
             try_item(try_number),
         );
@@ -950,7 +959,12 @@ impl CqlStore {
         } else {
             &statements.task_instance
         };
-        let values = (&key.dag_id, &key.run_id, &key.task_id, key.map_index);
+        let values = (
+            key.dag_id.as_str(),
+            key.run_id.as_str(),
+            key.task_id.as_str(),
+            key.map_index,
+        );
         let rows: Vec<(Option<String>, Option<i64>)> =
             self.rows(statement, values, "read a task instance").await?;
         let Some((Some(body), write_id)) = rows.into_iter().next() else {

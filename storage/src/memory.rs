@@ -289,7 +289,7 @@ impl Tables {
     }
 
     fn create_run(&mut self, undo: &mut UndoLog, run: RunRow) -> Result<()> {
-        if !self.dags.contains_key(&run.key.dag_id) {
+        if !self.dags.contains_key(run.key.dag_id.as_str()) {
             return Err(not_found(format!(
                 "dag `{}` of run {}",
                 run.key.dag_id, run.key
@@ -418,8 +418,8 @@ impl Tables {
 
     fn runs_of<'a>(&'a self, dag_id: &'a str) -> impl Iterator<Item = &'a RunRow> + 'a {
         let start = RunKey {
-            dag_id: dag_id.to_string(),
-            run_id: String::new(),
+            dag_id: dag_id.into(),
+            run_id: "".into(),
         };
         self.runs
             .range(start..)

@@ -61,8 +61,8 @@ fn cluster_script(arguments: &[&str]) {
 fn run_row(run_id: &str, logical: i64) -> RunRow {
     RunRow {
         key: RunKey {
-            dag_id: "regions".to_string(),
-            run_id: run_id.to_string(),
+            dag_id: "regions".into(),
+            run_id: run_id.into(),
         },
         run_type: RunType::Scheduled,
         state: DagRunState::Running,
@@ -88,7 +88,7 @@ fn task(run: &RunKey, task_id: &str) -> TaskInstanceRecord {
         token: 0,
         max_tries: 1,
         priority_weight: 1,
-        pool: DEFAULT_POOL_NAME.to_string(),
+        pool: DEFAULT_POOL_NAME.into(),
         pool_slots: 1,
         queued_at: None,
         started_at: None,

@@ -63,8 +63,8 @@ fn put_dag(spec: &DagSpec, at: weft_core::Timestamp) -> Write {
 /// A finished run with every task instance successful.
 fn finished_run(spec: &DagSpec, logical: weft_core::Timestamp) -> Vec<Write> {
     let key = RunKey {
-        dag_id: spec.dag_id.clone(),
-        run_id: weft_core::ids::run_id_for(RunType::Scheduled, logical),
+        dag_id: spec.dag_id.as_str().into(),
+        run_id: weft_core::ids::run_id_for(RunType::Scheduled, logical).into(),
     };
     let started = logical + chrono::Duration::seconds(1);
     let ended = started + chrono::Duration::seconds(30);
@@ -91,7 +91,7 @@ fn finished_run(spec: &DagSpec, logical: weft_core::Timestamp) -> Vec<Write> {
                 token: 1,
                 max_tries: 1,
                 priority_weight: 1,
-                pool: "default_pool".to_string(),
+                pool: "default_pool".into(),
                 pool_slots: 1,
                 queued_at: Some(started),
                 started_at: Some(started),

@@ -259,9 +259,9 @@ async fn tail_log(
 
 fn publish_line(hub: &Hub, key: &TaskInstanceKey, try_number: u32, line: &[u8]) {
     hub.publish(StreamEvent::Log {
-        dag_id: key.dag_id.clone(),
-        run_id: key.run_id.clone(),
-        task_id: key.task_id.clone(),
+        dag_id: key.dag_id.to_string(),
+        run_id: key.run_id.to_string(),
+        task_id: key.task_id.to_string(),
         try_number,
         line: String::from_utf8_lossy(line).into_owned(),
     });
@@ -270,8 +270,8 @@ fn publish_line(hub: &Hub, key: &TaskInstanceKey, try_number: u32, line: &[u8]) 
 fn stream_event(event: Event) -> StreamEvent {
     match event {
         Event::RunChanged { run, state, at } => StreamEvent::Run {
-            dag_id: run.dag_id,
-            run_id: run.run_id,
+            dag_id: run.dag_id.to_string(),
+            run_id: run.run_id.to_string(),
             state: run_state(state),
             at: crate::views::time(at),
         },
@@ -281,9 +281,9 @@ fn stream_event(event: Event) -> StreamEvent {
             try_number,
             at,
         } => StreamEvent::Task {
-            dag_id: key.dag_id,
-            run_id: key.run_id,
-            task_id: key.task_id,
+            dag_id: key.dag_id.to_string(),
+            run_id: key.run_id.to_string(),
+            task_id: key.task_id.to_string(),
             state: task_state(state),
             try_number,
             at: crate::views::time(at),

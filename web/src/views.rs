@@ -160,7 +160,7 @@ pub async fn summary_with_runs(
     summary.recent_runs = runs
         .iter()
         .map(|run| api::RecentRun {
-            run_id: run.key.run_id.clone(),
+            run_id: run.key.run_id.to_string(),
             state: run_state(run.state),
             logical_date: time(run.logical_date),
         })
@@ -188,8 +188,8 @@ pub async fn summary_with_runs(
 
 pub fn run(row: &RunRow) -> api::Run {
     api::Run {
-        dag_id: row.key.dag_id.clone(),
-        run_id: row.key.run_id.clone(),
+        dag_id: row.key.dag_id.to_string(),
+        run_id: row.key.run_id.to_string(),
         state: run_state(row.state),
         run_type: run_type(row.run_type),
         logical_date: time(row.logical_date),
@@ -222,7 +222,7 @@ pub fn task_instance(
         _ => None,
     };
     api::TaskInstance {
-        task_id: record.key.task_id.clone(),
+        task_id: record.key.task_id.to_string(),
         state: task_state(record.state),
         try_number: record.try_number,
         max_tries: record.max_tries,
@@ -230,7 +230,7 @@ pub fn task_instance(
         end_date: optional_time(record.ended_at),
         duration_ms,
         operator: task.map(|task| task.operator.clone()).unwrap_or_default(),
-        pool: record.pool.clone(),
+        pool: record.pool.to_string(),
         map_index: record.key.map_index,
     }
 }

@@ -83,7 +83,7 @@ pub fn context(spec: DagSpec) -> RunContext {
     let dag = Dag::from_spec(spec).expect("the fixture is a valid dag");
     RunContext {
         dag: Arc::new(dag),
-        run_id: "r".to_string(),
+        run_id: "r".into(),
         run_type: RunType::Manual,
         logical_date: t0(),
         data_interval: DataInterval {
@@ -200,7 +200,7 @@ impl Harness {
         let (task_id, map_index) = parse_instance(name);
         let (try_number, token) = self.attempt(name);
         let input = RunInput::AttemptStarted {
-            task_id,
+            task_id: task_id.into(),
             map_index,
             try_number,
             token,
@@ -226,7 +226,7 @@ impl Harness {
             outcome_label(&outcome)
         );
         let input = RunInput::AttemptFinished {
-            task_id,
+            task_id: task_id.into(),
             map_index,
             try_number,
             token,
@@ -287,7 +287,7 @@ fn name(key: &TaskInstanceKey) -> String {
     if key.map_index >= 0 {
         format!("{}[{}]", key.task_id, key.map_index)
     } else {
-        key.task_id.clone()
+        key.task_id.to_string()
     }
 }
 

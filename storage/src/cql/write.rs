@@ -258,8 +258,8 @@ impl Plan {
                     plan.plain.push(write);
                 }
                 Write::CreateRun(run) => {
-                    if !registered.contains(&run.key.dag_id) {
-                        plan.dags_required.insert(run.key.dag_id.clone());
+                    if !registered.contains(run.key.dag_id.as_str()) {
+                        plan.dags_required.insert(run.key.dag_id.to_string());
                     }
                     let part = plan.run_part(&run.key);
                     if part.create.is_some() {
@@ -735,9 +735,9 @@ async fn apply_run_part(store: &CqlStore, part: &RunPart) -> Result<()> {
         if let (Some(update), Some(current)) = (&part.update, &current) {
             let values = (
                 update.state.as_str(),
-                &key.dag_id,
+                key.dag_id.as_str(),
                 current.run.logical_date.timestamp_micros(),
-                &key.run_id,
+                key.run_id.as_str(),
             );
             let index = (values.0, values.1, values.2, values.3, current.version + 1);
             execute(
@@ -904,7 +904,7 @@ async fn check_tick_free(store: &CqlStore, run: &RunRow) -> Result<()> {
     if !crate::memory::takes_schedule_tick(run.run_type) {
         return Ok(());
     }
-    let claim = (&run.key.dag_id, run.logical_date.timestamp_micros());
+    let claim = (run.key.dag_id.as_str(), run.logical_date.timestamp_micros());
     let rows: Vec<(Option<String>,)> = store
         .rows(
             &store.inner.statements.tick_serial,
@@ -913,11 +913,12 @@ async fn check_tick_free(store: &CqlStore, run: &RunRow) -> Result<()> {
         )
         .await?;
     match rows.into_iter().next().and_then(|(holder,)| holder) {
-        Some(holder) if holder != run.key.run_id => Err(conflict(
+        Some(holder) if holder != run.key.run_id.as_str() => Err(conflict(
             format!("run {}", run.key),
             format!(
                 "run {}/{holder} already has logical date {}",
-                run.key.dag_id, run.logical_date
+                run.key.dag_id.as_str(),
+                run.logical_date
             ),
         )),
         _ => Ok(()),
@@ -930,17 +931,17 @@ async fn prepare_creation(store: &CqlStore, run: &RunRow) -> Result<bool> {
     let statements = &store.inner.statements;
     let logical_date = run.logical_date.timestamp_micros();
     let listing = (
-        &run.key.dag_id,
+        run.key.dag_id.as_str(),
         run.run_type.as_str(),
         logical_date,
-        &run.key.run_id,
+        run.key.run_id.as_str(),
     );
     execute(store, &statements.dag_runs_insert, listing, "list a run").await?;
     let index = (
         run.state.as_str(),
-        &run.key.dag_id,
+        run.key.dag_id.as_str(),
         logical_date,
-        &run.key.run_id,
+        run.key.run_id.as_str(),
         1_i64,
     );
     execute(
@@ -953,7 +954,11 @@ async fn prepare_creation(store: &CqlStore, run: &RunRow) -> Result<bool> {
     if !crate::memory::takes_schedule_tick(run.run_type) {
         return Ok(false);
     }
-    let claim = (&run.key.dag_id, logical_date, &run.key.run_id);
+    let claim = (
+        run.key.dag_id.as_str(),
+        logical_date,
+        run.key.run_id.as_str(),
+    );
     let result = store
         .inner
         .session
@@ -972,16 +977,17 @@ async fn prepare_creation(store: &CqlStore, run: &RunRow) -> Result<bool> {
     // Not applied: the result carries the claim's current row (`[applied], dag_id,
     // logical_date, run_id`). Our own claim, left by an interrupted attempt, is ours to use.
     let holder = row.columns.iter().rev().find_map(|column| match column {
-        Some(CqlValue::Text(text)) if *text != run.key.dag_id => Some(text.clone()),
+        Some(CqlValue::Text(text)) if *text != run.key.dag_id.as_str() => Some(text.clone()),
         _ => None,
     });
     match holder {
-        Some(holder) if holder == run.key.run_id => Ok(false),
+        Some(holder) if holder == run.key.run_id.as_str() => Ok(false),
         Some(holder) => Err(conflict(
             format!("run {}", run.key),
             format!(
                 "run {}/{holder} already has logical date {}",
-                run.key.dag_id, run.logical_date
+                run.key.dag_id.as_str(),
+                run.logical_date
             ),
         )),
         None if row.columns.len() >= 4 => Ok(false),
@@ -995,9 +1001,9 @@ async fn prepare_creation(store: &CqlStore, run: &RunRow) -> Result<bool> {
 async fn release_tick(store: &CqlStore, part: &RunPart) {
     let Some(run) = &part.create else { return };
     let values = (
-        &run.key.dag_id,
+        run.key.dag_id.as_str(),
         run.logical_date.timestamp_micros(),
-        &run.key.run_id,
+        run.key.run_id.as_str(),
     );
     if let Err(error) = execute_conditional(
         store,
@@ -1022,9 +1028,9 @@ async fn remove_old_state_index(
     let values = (
         current.version + 1,
         old_state.as_str(),
-        &key.dag_id,
+        key.dag_id.as_str(),
         current.run.logical_date.timestamp_micros(),
-        &key.run_id,
+        key.run_id.as_str(),
     );
     let result = execute(
         store,
@@ -1060,7 +1066,7 @@ fn conditional_batch(
     let key = part.key.as_ref().expect("a run part has a key");
     let mut batch = Batch::new(BatchType::Unlogged);
     let mut values: Values = Vec::new();
-    let partition = [text(&key.dag_id), text(&key.run_id)];
+    let partition = [text(key.dag_id.as_str()), text(key.run_id.as_str())];
     if let Some(run) = &part.create {
         batch.append_statement(statements.run_create.clone());
         values.push(vec![
@@ -1103,7 +1109,7 @@ fn conditional_batch(
             text(&to_json(record)),
             partition[0].clone(),
             partition[1].clone(),
-            text(&record.key.task_id),
+            text(record.key.task_id.as_str()),
             Some(CqlValue::Int(record.key.map_index)),
         ];
         match expected {

@@ -75,9 +75,9 @@ fn u64_at(row: &Row<'_>, column: usize) -> rusqlite::Result<u64> {
 /// Reads the four key columns starting at `first`.
 fn task_instance_key_at(row: &Row<'_>, first: usize) -> rusqlite::Result<TaskInstanceKey> {
     Ok(TaskInstanceKey {
-        dag_id: row.get(first)?,
-        run_id: row.get(first + 1)?,
-        task_id: row.get(first + 2)?,
+        dag_id: row.get::<_, String>(first)?.into(),
+        run_id: row.get::<_, String>(first + 1)?.into(),
+        task_id: row.get::<_, String>(first + 2)?.into(),
         map_index: row.get(first + 3)?,
     })
 }
@@ -111,8 +111,8 @@ const RUN_COLUMNS: &str = "dag_id, run_id, run_type, state, logical_date, interv
 fn run_row(row: &Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
         key: RunKey {
-            dag_id: row.get(0)?,
-            run_id: row.get(1)?,
+            dag_id: row.get::<_, String>(0)?.into(),
+            run_id: row.get::<_, String>(1)?.into(),
         },
         run_type: parsed_at(row, 2)?,
         state: parsed_at(row, 3)?,
@@ -142,7 +142,7 @@ fn task_instance_row(row: &Row<'_>) -> rusqlite::Result<TaskInstanceRecord> {
         token: u64_at(row, 6)?,
         max_tries: row.get(7)?,
         priority_weight: row.get(8)?,
-        pool: row.get(9)?,
+        pool: row.get::<_, String>(9)?.into(),
         pool_slots: row.get(10)?,
         queued_at: optional_timestamp_at(row, 11)?,
         started_at: optional_timestamp_at(row, 12)?,
@@ -276,7 +276,12 @@ pub(crate) fn dag_versions(
 
 pub(crate) fn run(connection: &Connection, key: &RunKey) -> rusqlite::Result<Option<RunRow>> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM dag_runs WHERE dag_id = ?1 AND run_id = ?2");
-    first(connection, &sql, [&key.dag_id, &key.run_id], run_row)
+    first(
+        connection,
+        &sql,
+        [key.dag_id.as_str(), key.run_id.as_str()],
+        run_row,
+    )
 }
 
 pub(crate) fn runs(
@@ -323,10 +328,10 @@ pub(crate) fn runs_in_states(
         runs.extend(collect(connection, &sql, [state.as_str()], run_row)?);
     }
     runs.sort_by(|a, b| {
-        (&a.key.dag_id, a.logical_date, &a.key.run_id).cmp(&(
-            &b.key.dag_id,
+        (a.key.dag_id.as_str(), a.logical_date, a.key.run_id.as_str()).cmp(&(
+            b.key.dag_id.as_str(),
             b.logical_date,
-            &b.key.run_id,
+            b.key.run_id.as_str(),
         ))
     });
     Ok(runs)
@@ -371,7 +376,12 @@ pub(crate) fn task_instance(
     first(
         connection,
         &sql,
-        params![key.dag_id, key.run_id, key.task_id, key.map_index],
+        params![
+            key.dag_id.as_str(),
+            key.run_id.as_str(),
+            key.task_id.as_str(),
+            key.map_index
+        ],
         task_instance_row,
     )
 }
@@ -387,7 +397,7 @@ pub(crate) fn task_instances(
     collect(
         connection,
         &sql,
-        [&run.dag_id, &run.run_id],
+        [run.dag_id.as_str(), run.run_id.as_str()],
         task_instance_row,
     )
 }
@@ -404,7 +414,12 @@ pub(crate) fn attempts(
     collect(
         connection,
         &sql,
-        params![key.dag_id, key.run_id, key.task_id, key.map_index],
+        params![
+            key.dag_id.as_str(),
+            key.run_id.as_str(),
+            key.task_id.as_str(),
+            key.map_index
+        ],
         attempt_row,
     )
 }
@@ -412,7 +427,12 @@ pub(crate) fn attempts(
 pub(crate) fn xcoms(connection: &Connection, run: &RunKey) -> rusqlite::Result<Vec<XcomRow>> {
     let sql = "SELECT dag_id, run_id, task_id, map_index, name, value FROM xcoms \
                WHERE dag_id = ?1 AND run_id = ?2 ORDER BY task_id, map_index, name";
-    collect(connection, sql, [&run.dag_id, &run.run_id], xcom_row)
+    collect(
+        connection,
+        sql,
+        [run.dag_id.as_str(), run.run_id.as_str()],
+        xcom_row,
+    )
 }
 
 pub(crate) fn log_entry(
@@ -427,9 +447,9 @@ pub(crate) fn log_entry(
         connection,
         sql,
         params![
-            key.dag_id,
-            key.run_id,
-            key.task_id,
+            key.dag_id.as_str(),
+            key.run_id.as_str(),
+            key.task_id.as_str(),
             key.map_index,
             try_number
         ],

@@ -219,7 +219,7 @@ fn apply_write(connection: &Connection, write: &Write) -> Result<()> {
                 "DELETE FROM xcoms WHERE dag_id = ?1 AND run_id = ?2 AND task_id = ?3 AND map_index = ?4",
             )
             .and_then(|mut statement| {
-                statement.execute(params![key.dag_id, key.run_id, key.task_id, key.map_index])
+                statement.execute(params![key.dag_id.as_str(), key.run_id.as_str(), key.task_id.as_str(), key.map_index])
             })
             .map(|_| ())
             .map_err(failed),
@@ -290,17 +290,23 @@ fn create_run(connection: &Connection, run: &RunRow) -> Result<()> {
     };
     if exists(
         "SELECT dag_id FROM dags WHERE dag_id = ?1",
-        &[&run.key.dag_id],
+        &[&run.key.dag_id.as_str()],
     )?
     .is_none()
     {
         return Err(not_found(format!(
             "dag `{}` of run {}",
-            run.key.dag_id, run.key
+            run.key.dag_id.as_str(),
+            run.key
         )));
     }
     let same_id = "SELECT run_id FROM dag_runs WHERE dag_id = ?1 AND run_id = ?2";
-    if exists(same_id, &[&run.key.dag_id, &run.key.run_id])?.is_some() {
+    if exists(
+        same_id,
+        &[&run.key.dag_id.as_str(), &run.key.run_id.as_str()],
+    )?
+    .is_some()
+    {
         return Err(conflict(
             format!("run {}", run.key),
             "a run with this id exists",
@@ -309,12 +315,16 @@ fn create_run(connection: &Connection, run: &RunRow) -> Result<()> {
     if takes_schedule_tick(run.run_type) {
         let same_tick = "SELECT run_id FROM dag_runs WHERE dag_id = ?1 AND logical_date = ?2 \
                          AND run_type IN ('scheduled', 'backfill')";
-        if let Some(other) = exists(same_tick, &[&run.key.dag_id, &micros(run.logical_date)])? {
+        if let Some(other) = exists(
+            same_tick,
+            &[&run.key.dag_id.as_str(), &micros(run.logical_date)],
+        )? {
             return Err(conflict(
                 format!("run {}", run.key),
                 format!(
                     "run {}/{other} already has logical date {}",
-                    run.key.dag_id, run.logical_date
+                    run.key.dag_id.as_str(),
+                    run.logical_date
                 ),
             ));
         }
@@ -330,8 +340,8 @@ fn create_run(connection: &Connection, run: &RunRow) -> Result<()> {
         )
         .and_then(|mut statement| {
             statement.execute(params![
-                run.key.dag_id,
-                run.key.run_id,
+                run.key.dag_id.as_str(),
+                run.key.run_id.as_str(),
                 run.run_type.as_str(),
                 run.state.as_str(),
                 micros(run.logical_date),
@@ -365,8 +375,8 @@ fn update_run(
         )
         .and_then(|mut statement| {
             statement.execute(params![
-                key.dag_id,
-                key.run_id,
+                key.dag_id.as_str(),
+                key.run_id.as_str(),
                 expected.as_str(),
                 state.as_str(),
                 optional_micros(started_at),
@@ -381,7 +391,7 @@ fn update_run(
         .prepare_cached("SELECT state FROM dag_runs WHERE dag_id = ?1 AND run_id = ?2")
         .and_then(|mut statement| {
             statement
-                .query_row([&key.dag_id, &key.run_id], |row| row.get(0))
+                .query_row([key.dag_id.as_str(), key.run_id.as_str()], |row| row.get(0))
                 .optional()
         })
         .map_err(|error| sqlite_error(error, doing))?;
@@ -404,7 +414,8 @@ fn put_task_instance(
     let missing_run = || {
         not_found(format!(
             "run {}/{} of task instance {key}",
-            key.dag_id, key.run_id
+            key.dag_id.as_str(),
+            key.run_id.as_str()
         ))
     };
     // The foreign key finds a missing run on insert; an update changes no row of a missing
@@ -423,7 +434,7 @@ fn put_task_instance(
         .prepare_cached("SELECT run_id FROM dag_runs WHERE dag_id = ?1 AND run_id = ?2")
         .and_then(|mut statement| {
             statement
-                .query_row([&key.dag_id, &key.run_id], |row| row.get(0))
+                .query_row([key.dag_id.as_str(), key.run_id.as_str()], |row| row.get(0))
                 .optional()
         })
         .map_err(|error| sqlite_error(error, doing))?;
@@ -452,16 +463,16 @@ fn insert_task_instance(
              ON CONFLICT DO NOTHING",
         )?
         .execute(params![
-            record.key.dag_id,
-            record.key.run_id,
-            record.key.task_id,
+            record.key.dag_id.as_str(),
+            record.key.run_id.as_str(),
+            record.key.task_id.as_str(),
             record.key.map_index,
             record.state.as_str(),
             record.try_number,
             u64_bits(record.token),
             record.max_tries,
             record.priority_weight,
-            record.pool,
+            record.pool.as_str(),
             record.pool_slots,
             optional_micros(record.queued_at),
             optional_micros(record.started_at),
@@ -486,16 +497,16 @@ fn update_task_instance(
              AND state = ?17 AND try_number = ?18 AND token = ?19",
         )?
         .execute(params![
-            record.key.dag_id,
-            record.key.run_id,
-            record.key.task_id,
+            record.key.dag_id.as_str(),
+            record.key.run_id.as_str(),
+            record.key.task_id.as_str(),
             record.key.map_index,
             record.state.as_str(),
             record.try_number,
             u64_bits(record.token),
             record.max_tries,
             record.priority_weight,
-            record.pool,
+            record.pool.as_str(),
             record.pool_slots,
             optional_micros(record.queued_at),
             optional_micros(record.started_at),
@@ -519,7 +530,12 @@ fn current_version(
              WHERE dag_id = ?1 AND run_id = ?2 AND task_id = ?3 AND map_index = ?4",
         )?
         .query_row(
-            params![key.dag_id, key.run_id, key.task_id, key.map_index],
+            params![
+                key.dag_id.as_str(),
+                key.run_id.as_str(),
+                key.task_id.as_str(),
+                key.map_index
+            ],
             |row| {
                 let state: String = row.get(0)?;
                 let try_number: u32 = row.get(1)?;
@@ -557,9 +573,9 @@ fn put_attempt(connection: &Connection, attempt: &AttemptRow) -> rusqlite::Resul
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
-            key.dag_id,
-            key.run_id,
-            key.task_id,
+            key.dag_id.as_str(),
+            key.run_id.as_str(),
+            key.task_id.as_str(),
             key.map_index,
             attempt.try_number,
             u64_bits(attempt.token),
@@ -581,9 +597,9 @@ fn put_xcom(connection: &Connection, xcom: &XcomRow) -> rusqlite::Result<()> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
-            key.dag_id,
-            key.run_id,
-            key.task_id,
+            key.dag_id.as_str(),
+            key.run_id.as_str(),
+            key.task_id.as_str(),
             key.map_index,
             xcom.name,
             value
@@ -599,9 +615,9 @@ fn put_log(connection: &Connection, log: &LogRow) -> rusqlite::Result<()> {
              bytes, truncated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?
         .execute(params![
-            key.dag_id,
-            key.run_id,
-            key.task_id,
+            key.dag_id.as_str(),
+            key.run_id.as_str(),
+            key.task_id.as_str(),
             key.map_index,
             log.try_number,
             log.path,

@@ -94,7 +94,7 @@ pub async fn pools(State(state): State<AppState>, principal: Principal) -> Resul
     principal.require(Role::Op)?;
     let mut occupied: BTreeMap<String, u32> = BTreeMap::new();
     for record in active_task_instances(&state).await? {
-        *occupied.entry(record.pool.clone()).or_default() += record.pool_slots;
+        *occupied.entry(record.pool.to_string()).or_default() += record.pool_slots;
     }
     let rows = state.store().pools().await?;
     Ok(Json(PoolList {
@@ -175,9 +175,9 @@ pub async fn workers(
         .into_iter()
         .filter(|record| record.state == TaskState::Running)
         .map(|record| RunningTry {
-            dag_id: record.key.dag_id,
-            run_id: record.key.run_id,
-            task_id: record.key.task_id,
+            dag_id: record.key.dag_id.to_string(),
+            run_id: record.key.run_id.to_string(),
+            task_id: record.key.task_id.to_string(),
             map_index: record.key.map_index,
             try_number: record.try_number,
             started_at: views::optional_time(record.started_at).unwrap_or_default(),

@@ -353,7 +353,7 @@ pub async fn grid(
     let runs = runs
         .iter()
         .map(|run| GridRun {
-            run_id: run.key.run_id.clone(),
+            run_id: run.key.run_id.to_string(),
             state: crate::stream::run_state(run.state),
             logical_date: views::time(run.logical_date),
             start_date: views::optional_time(run.started_at),

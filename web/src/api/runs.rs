@@ -184,8 +184,8 @@ async fn load_run(state: &AppState, key: &RunKey) -> Result<RunRow> {
 
 fn run_key(dag_id: &str, run_id: &str) -> RunKey {
     RunKey {
-        dag_id: dag_id.to_string(),
-        run_id: run_id.to_string(),
+        dag_id: dag_id.into(),
+        run_id: run_id.into(),
     }
 }
 
@@ -639,7 +639,7 @@ async fn rerun_failed(
             .await?
             .into_iter()
             .filter(|record| matches!(record.state, TaskState::Failed | TaskState::UpstreamFailed))
-            .map(|record| record.key.task_id)
+            .map(|record| record.key.task_id.to_string())
             .collect();
         let ids: Vec<&str> = failed.iter().map(String::as_str).collect();
         state.engine().clear(&run.key, &ids, true, false).await?;
