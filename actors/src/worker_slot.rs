@@ -5,6 +5,7 @@ use crate::dispatcher_actor::DispatcherMsg;
 use crate::executor::{self, AttemptLimits, AttemptReport, LogTarget, TaskContext};
 use crate::shared::Shared;
 use crate::task_actor::{TaskMsg, RUNNING_REPORT_GRACE};
+use futures::FutureExt as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -222,10 +223,29 @@ fn interpret_result(task: &TaskSpec, mut report: AttemptReport) -> AttemptReport
     report
 }
 
+/// The shell and Python executors' futures are boxed: they are large, and every attempt's
+/// future (moved into its tokio task) is as large as its largest branch, which made moving an
+/// in-process attempt's future a visible share of the engine's CPU.
 async fn execute_kind(shared: &Shared, assignment: &AttemptAssignment) -> AttemptReport {
     match &assignment.task.kind {
         TaskKind::Empty => success(None),
         TaskKind::InProcess { handler } => run_in_process(shared, handler, assignment).await,
+        TaskKind::Shell { .. } => Box::pin(run_shell_kind(shared, assignment)).await,
+        TaskKind::Python { .. } => {
+            Box::pin(async {
+                shared
+                    .python()
+                    .await
+                    .run_callable(&assignment.context, &assignment.log, &assignment.limits)
+                    .await
+            })
+            .await
+        }
+    }
+}
+
+async fn run_shell_kind(shared: &Shared, assignment: &AttemptAssignment) -> AttemptReport {
+    match &assignment.task.kind {
         TaskKind::Shell { templated, .. } => {
             let mut kind = assignment.task.kind.clone();
             if *templated {
@@ -246,13 +266,7 @@ async fn execute_kind(shared: &Shared, assignment: &AttemptAssignment) -> Attemp
             )
             .await
         }
-        TaskKind::Python { .. } => {
-            shared
-                .python()
-                .await
-                .run_callable(&assignment.context, &assignment.log, &assignment.limits)
-                .await
-        }
+        _ => failed("not a shell task".to_string(), false),
     }
 }
 
@@ -299,8 +313,9 @@ async fn run_in_process(
             false,
         );
     };
-    let context = assignment.context.clone();
-    let call = tokio::spawn(async move { function(context).await });
+    // A panic in the handler fails the attempt, not the worker slot; polled in place rather
+    // than in a task of its own (a spawn per attempt), and dropped at the timeout.
+    let call = std::panic::AssertUnwindSafe(function(assignment.context.clone())).catch_unwind();
     let outcome = match assignment.limits.timeout_ms {
         Some(timeout_ms) => {
             match tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), call).await {
@@ -317,15 +332,11 @@ async fn run_in_process(
             ..success(None)
         },
         Ok(Err(crate::engine::TaskError::Fail { reason, retryable })) => failed(reason, retryable),
-        Err(join_error) if join_error.is_panic() => {
-            failed(format!("task panicked: {}", panic_text(join_error)), true)
-        }
-        Err(join_error) => failed(format!("task was cancelled: {join_error}"), true),
+        Err(payload) => failed(format!("task panicked: {}", panic_text(payload)), true),
     }
 }
 
-fn panic_text(error: tokio::task::JoinError) -> String {
-    let payload = error.into_panic();
+fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
     if let Some(text) = payload.downcast_ref::<&str>() {
         text.to_string()
     } else if let Some(text) = payload.downcast_ref::<String>() {

@@ -26,7 +26,13 @@ async fn states(store: &dyn Store, run: &RunKey) -> Vec<(String, TaskState, u32)
         .await
         .unwrap()
         .into_iter()
-        .map(|record| (record.key.task_id, record.state, record.try_number))
+        .map(|record| {
+            (
+                record.key.task_id.to_string(),
+                record.state,
+                record.try_number,
+            )
+        })
         .collect();
     states.sort();
     states
@@ -164,6 +170,45 @@ async fn retries_run_out_and_the_run_fails() {
             ("fails".to_string(), TaskState::Failed, 2)
         ]
     );
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_fails_its_task_and_the_engine_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let dag = RustDag::new("panicky")
+        .task("boom", &[], |_| async { panic!("the handler broke") })
+        .task("after", &["boom"], |_| async { Ok(None) })
+        .task("beside", &[], |_| async {
+            Ok(Some(serde_json::json!("fine")))
+        });
+    engine.register(dag).await.unwrap();
+    for _ in 0..2 {
+        let run = engine
+            .trigger("panicky", serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(wait(&engine, &run).await, DagRunState::Failed);
+        assert_eq!(
+            states(store.as_ref(), &run).await,
+            vec![
+                ("after".to_string(), TaskState::UpstreamFailed, 0),
+                ("beside".to_string(), TaskState::Success, 1),
+                ("boom".to_string(), TaskState::Failed, 1),
+            ]
+        );
+        let key = TaskInstanceKey::new("panicky", &run.run_id, "boom", -1);
+        let record = store.task_instance(&key).await.unwrap().unwrap();
+        let note = record.note.unwrap_or_default();
+        assert!(
+            note.contains("task panicked: the handler broke"),
+            "note: {note}"
+        );
+    }
     engine.shutdown().await;
 }
 
