@@ -48,15 +48,24 @@ impl Workspace {
 }
 
 async fn durable_engine(dir: &Path, worker_slots: Option<usize>) -> anyhow::Result<Engine> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
+    Ok(durable_engine_and_store(dir, worker_slots).await?.0)
+}
+
+/// `durable_engine`, and its store for the commit counts.
+async fn durable_engine_and_store(
+    dir: &Path,
+    worker_slots: Option<usize>,
+) -> anyhow::Result<(Engine, Arc<SqliteStore>)> {
+    let sqlite = Arc::new(SqliteStore::open(
         dir.join("weft.db"),
         SqliteOptions::default(),
     )?);
+    let store: Arc<dyn Store> = sqlite.clone();
     let mut config = EngineConfig::new(dir);
     if let Some(slots) = worker_slots {
         config.worker_slots = slots;
     }
-    Ok(Engine::start(store, config).await?)
+    Ok((Engine::start(store, config).await?, sqlite))
 }
 
 fn shell_task(task_id: &str, upstream: &[String]) -> TaskSpec {
@@ -327,7 +336,7 @@ pub async fn fanout(
 ) -> anyhow::Result<WorkloadResult> {
     let dir = workspace.fresh_dir("fanout")?;
     let usage = Usage::start();
-    let engine = durable_engine(&dir, None).await?;
+    let (engine, sqlite) = durable_engine_and_store(&dir, None).await?;
     let width = sizes.fanout_width;
     let middle: Vec<String> = (0..width).map(|index| format!("t{index:05}")).collect();
     let mut tasks = vec![shell_task("start", &[])];
@@ -341,7 +350,9 @@ pub async fn fanout(
     spec.max_active_tasks = width as u32 + 2;
     spec.max_active_runs = 1_000;
     engine.upsert_dag(spec).await?;
+    let before = sqlite.counts();
     let measured = sequential_runs(&engine, "bench_fanout", sizes.runs.min(3)).await;
+    let after = sqlite.counts();
     engine.shutdown().await;
     let seconds: Vec<f64> = measured?.iter().map(|(_, seconds)| *seconds).collect();
     let end_to_end = Summary::of(&seconds);
@@ -353,6 +364,14 @@ pub async fn fanout(
             .with_note(
                 "share_of_parallel_fork_exec_floor",
                 json!(rate / fork_exec_per_s),
+            )
+            .with_note(
+                "store_commits_per_task",
+                // The warm-up run is counted too.
+                json!(
+                    (after.transactions_committed - before.transactions_committed) as f64
+                        / ((seconds.len() + 1) * (width + 2)) as f64
+                ),
             ),
     )
 }
