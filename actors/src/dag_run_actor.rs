@@ -139,8 +139,8 @@ impl Actor for DagRunActor {
         args: DagRunArgs,
     ) -> Result<DagRunActorState, ActorProcessingErr> {
         let key = RunKey {
-            dag_id: args.context.dag.dag_id().into(),
-            run_id: args.context.run_id.as_str().into(),
+            dag_id: args.context.dag.dag_name().clone(),
+            run_id: args.context.run_id.clone(),
         };
         let results_stored = matches!(args.start, RunStart::Recovered { .. });
         let start_deferred = matches!(

@@ -32,12 +32,6 @@ impl AsRef<str> for Name {
     }
 }
 
-impl AsRef<std::path::Path> for Name {
-    fn as_ref(&self) -> &std::path::Path {
-        std::path::Path::new(&*self.0)
-    }
-}
-
 impl Borrow<str> for Name {
     fn borrow(&self) -> &str {
         &self.0
@@ -191,6 +185,30 @@ mod tests {
     use super::*;
     use crate::state::RunType;
     use chrono::TimeZone;
+
+    #[test]
+    fn names_serialize_as_plain_strings_and_compare_with_strs() {
+        let key = TaskInstanceKey::new("etl", "manual__1", "load", 2);
+        let json = serde_json::to_value(&key).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"dag_id": "etl", "run_id": "manual__1", "task_id": "load", "map_index": 2})
+        );
+        assert_eq!(
+            serde_json::from_value::<TaskInstanceKey>(json).unwrap(),
+            key
+        );
+        assert_eq!(key.task_id, "load");
+        assert_eq!(key.task_id, "load".to_string());
+        let mut by_name = std::collections::HashMap::new();
+        by_name.insert(key.dag_id.clone(), 1);
+        assert_eq!(by_name.get("etl"), Some(&1));
+        let shared = key.run_id.clone();
+        assert!(
+            std::ptr::eq(shared.as_str(), key.run_id.as_str()),
+            "a clone shares the text"
+        );
+    }
 
     #[test]
     fn run_ids_look_like_airflow_ones() {
