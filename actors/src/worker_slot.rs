@@ -230,7 +230,9 @@ async fn execute_kind(shared: &Shared, assignment: &AttemptAssignment) -> Attemp
     match &assignment.task.kind {
         TaskKind::Empty => success(None),
         TaskKind::InProcess { handler } => run_in_process(shared, handler, assignment).await,
-        TaskKind::Shell { .. } => Box::pin(run_shell_kind(shared, assignment)).await,
+        TaskKind::Shell { templated, .. } => {
+            Box::pin(run_shell_kind(shared, assignment, *templated)).await
+        }
         TaskKind::Python { .. } => {
             Box::pin(async {
                 shared
@@ -244,30 +246,26 @@ async fn execute_kind(shared: &Shared, assignment: &AttemptAssignment) -> Attemp
     }
 }
 
-async fn run_shell_kind(shared: &Shared, assignment: &AttemptAssignment) -> AttemptReport {
-    match &assignment.task.kind {
-        TaskKind::Shell { templated, .. } => {
-            let mut kind = assignment.task.kind.clone();
-            if *templated {
-                match render_shell(shared, assignment).await {
-                    Ok(rendered) => kind = rendered,
-                    Err(reason) => return failed(reason, false),
-                }
-            }
-            let Some(command) = executor::subprocess::ShellCommand::from_kind(&kind) else {
-                return failed("not a shell task".to_string(), false);
-            };
-            let extra_env = context_env(&assignment.context);
-            executor::subprocess::run_shell(
-                &command,
-                &assignment.log,
-                &assignment.limits,
-                &extra_env,
-            )
-            .await
+async fn run_shell_kind(
+    shared: &Shared,
+    assignment: &AttemptAssignment,
+    templated: bool,
+) -> AttemptReport {
+    let rendered;
+    let kind = if templated {
+        match render_shell(shared, assignment).await {
+            Ok(kind) => rendered = kind,
+            Err(reason) => return failed(reason, false),
         }
-        _ => failed("not a shell task".to_string(), false),
-    }
+        &rendered
+    } else {
+        &assignment.task.kind
+    };
+    let Some(command) = executor::subprocess::ShellCommand::from_kind(kind) else {
+        return failed("not a shell task".to_string(), false);
+    };
+    let extra_env = context_env(&assignment.context);
+    executor::subprocess::run_shell(&command, &assignment.log, &assignment.limits, &extra_env).await
 }
 
 async fn render_shell(shared: &Shared, assignment: &AttemptAssignment) -> Result<TaskKind, String> {

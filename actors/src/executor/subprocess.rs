@@ -391,10 +391,11 @@ type PathLookups = std::collections::HashMap<(OsString, String), (Instant, Optio
 /// The first executable `program` in the absolute directories of `search`. Probing every
 /// directory of PATH was several `stat`s per shell task, so answers are reused briefly.
 fn find_on_path(search: &std::ffi::OsStr, program: &str) -> Option<PathBuf> {
-    static LOOKUPS: std::sync::Mutex<Option<PathLookups>> = std::sync::Mutex::new(None);
+    static LOOKUPS: std::sync::LazyLock<std::sync::Mutex<PathLookups>> =
+        std::sync::LazyLock::new(Default::default);
     let key = (search.to_os_string(), program.to_string());
     if let Ok(lookups) = LOOKUPS.lock() {
-        if let Some((at, found)) = lookups.as_ref().and_then(|table| table.get(&key)) {
+        if let Some((at, found)) = lookups.get(&key) {
             if at.elapsed() < PATH_LOOKUP_TTL {
                 return found.clone();
             }
@@ -405,11 +406,10 @@ fn find_on_path(search: &std::ffi::OsStr, program: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate));
     if let Ok(mut lookups) = LOOKUPS.lock() {
-        let table = lookups.get_or_insert_with(PathLookups::new);
-        if table.len() >= PATH_LOOKUPS_MAX {
-            table.clear();
+        if lookups.len() >= PATH_LOOKUPS_MAX {
+            lookups.clear();
         }
-        table.insert(key, (Instant::now(), found.clone()));
+        lookups.insert(key, (Instant::now(), found.clone()));
     }
     found
 }
@@ -685,13 +685,16 @@ impl LogFile {
     }
 
     fn open(&mut self) -> std::io::Result<&mut std::fs::File> {
-        if self.file.is_none() {
-            if let Some(parent) = self.path.parent() {
-                std::fs::create_dir_all(parent)?;
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => {
+                if let Some(parent) = self.path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::File::create(&self.path)?
             }
-            self.file = Some(std::fs::File::create(&self.path)?);
-        }
-        Ok(self.file.as_mut().expect("opened above"))
+        };
+        Ok(self.file.insert(file))
     }
 
     /// Appends task output, dropping what goes beyond `log_bytes_max`.
