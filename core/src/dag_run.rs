@@ -281,6 +281,18 @@ pub struct DagRun {
     /// Invariant: `state_counts[s as usize]` is the number of task instances (orphans
     /// included) in state `s`.
     state_counts: [usize; TaskState::ALL.len()],
+    /// Invariant: `instance_counts[t]` counts every instance in `task_instances[t]` (as an
+    /// upstream of something, so with task `t`'s `is_setup`), hidden placeholders included.
+    /// Kept per change so that `live_counts` is refreshed without walking the instances.
+    instance_counts: Vec<UpstreamCounts>,
+    /// Invariant: `live_counts[t]` counts `live_instances(t)`, which is what task `t` adds to
+    /// the upstream counts of each of its direct downstream tasks.
+    live_counts: Vec<UpstreamCounts>,
+    /// Invariant: `upstream_sums[t]` is the sum of `live_counts` over the direct upstream
+    /// tasks of `t`, which is `upstream_counts(upstream_indices(t))`. Evaluating a task reads
+    /// it instead of recounting: a join after a fan-out of n tasks is evaluated once per
+    /// finished upstream, and a recount each time made that O(n^2).
+    upstream_sums: Vec<UpstreamCounts>,
     /// Whether `Start` was handled by this instance of the state machine.
     started: bool,
     /// When the run started; `dagrun_timeout_ms` counts from here.
@@ -306,6 +318,9 @@ impl DagRun {
             task_instances: vec![BTreeMap::new(); tasks],
             orphans: Vec::new(),
             state_counts: [0; TaskState::ALL.len()],
+            instance_counts: vec![UpstreamCounts::default(); tasks],
+            live_counts: vec![UpstreamCounts::default(); tasks],
+            upstream_sums: vec![UpstreamCounts::default(); tasks],
             started: false,
             started_at: None,
             stats: RunStats::default(),
@@ -324,7 +339,9 @@ impl DagRun {
             run.state_counts[record.state as usize] += 1;
             match run.context.dag.task_index(&record.key.task_id) {
                 Some(task) => {
-                    run.task_instances[task].insert(record.key.map_index, record);
+                    let state = record.state;
+                    let replaced = run.task_instances[task].insert(record.key.map_index, record);
+                    run.count_change(task, replaced.map(|r| r.state), state);
                 }
                 None => run.orphans.push(record),
             }
@@ -734,7 +751,16 @@ impl DagRun {
         if waiting.is_empty() {
             return;
         }
-        let counts = self.upstream_counts(self.context.dag.upstream_indices(task));
+        let counts = self.upstream_sums[task];
+        // The recount is the reference for the kept sums: debug builds (every test and the
+        // simulator) compare them at each evaluation.
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(
+            counts,
+            self.upstream_counts(self.context.dag.upstream_indices(task)),
+            "kept upstream counts of task `{}`",
+            self.context.dag.task_id_at(task)
+        );
         let setups = self.context.dag.indirect_setup_indices(task);
         let setup_counts = (!setups.is_empty()).then(|| self.upstream_counts(setups));
         for map_index in waiting {
@@ -823,10 +849,12 @@ impl DagRun {
                     .all(|&down| done(down)))
     }
 
+    /// Counts the live instances of `tasks` from scratch: O(their instances). Used for the
+    /// indirect setups, which are few, and in debug builds to check `upstream_sums`.
     fn upstream_counts(&self, tasks: &[usize]) -> UpstreamCounts {
         let mut counts = UpstreamCounts::default();
         for &up in tasks {
-            let is_setup = self.context.dag.task_at(up).role == TaskRole::Setup;
+            let is_setup = self.is_setup(up);
             for record in self.live_instances(up) {
                 counts.add(record.state, is_setup);
             }
@@ -837,9 +865,57 @@ impl DagRun {
     /// The instances of a task, without the placeholder (map index -1) an expansion removed.
     fn live_instances(&self, task: usize) -> impl Iterator<Item = &TaskInstanceRecord> {
         let expanded = self.task_instances[task].len() > 1;
-        self.task_instances[task].values().filter(move |record| {
-            !(expanded && record.key.map_index < 0 && record.state == TaskState::Removed)
-        })
+        self.task_instances[task]
+            .values()
+            .filter(move |record| !hidden_by_expansion(expanded, record))
+    }
+
+    fn is_setup(&self, task: usize) -> bool {
+        self.context.dag.task_at(task).role == TaskRole::Setup
+    }
+
+    /// Keeps `instance_counts`, `live_counts` and `upstream_sums` true after one change to
+    /// `task_instances[task]`: an instance went from state `before` to `after`, or was added
+    /// in state `after` (`before: None`). Every change to `task_instances` calls it.
+    /// O(out-degree of `task`) plus the task's negative map indices (at most the placeholder).
+    fn count_change(&mut self, task: usize, before: Option<TaskState>, after: TaskState) {
+        if before == Some(after) {
+            return;
+        }
+        let is_setup = self.is_setup(task);
+        let counts = &mut self.instance_counts[task];
+        if let Some(before) = before {
+            *counts -= UpstreamCounts::from_states([(before, is_setup)]);
+        }
+        *counts += UpstreamCounts::from_states([(after, is_setup)]);
+        // Whether the placeholder is hidden depends on how many instances the task has, so
+        // the hidden part is looked at again on every change rather than tracked by delta.
+        let mut live = *counts;
+        live -= self.hidden_counts(task);
+        let previous = std::mem::replace(&mut self.live_counts[task], live);
+        if previous == live {
+            return;
+        }
+        for &down in self.context.dag.downstream_indices(task) {
+            let sum = &mut self.upstream_sums[down];
+            *sum -= previous;
+            *sum += live;
+        }
+    }
+
+    /// The counts of the instances `live_instances` leaves out. Only negative map indices can
+    /// be hidden, and the map is ordered by map index, so only those are looked at.
+    fn hidden_counts(&self, task: usize) -> UpstreamCounts {
+        let instances = &self.task_instances[task];
+        let expanded = instances.len() > 1;
+        let is_setup = self.is_setup(task);
+        UpstreamCounts::from_states(
+            instances
+                .range(..0)
+                .map(|(_, record)| record)
+                .filter(|record| hidden_by_expansion(expanded, record))
+                .map(|record| (record.state, is_setup)),
+        )
     }
 
     // ---- attempts ----
@@ -1268,7 +1344,8 @@ impl DagRun {
             expected: None,
             record: record.clone(),
         });
-        self.task_instances[task].insert(map_index, record);
+        let replaced = self.task_instances[task].insert(map_index, record);
+        self.count_change(task, replaced.map(|r| r.state), state);
         if state.is_finished() {
             self.mark_downstream_dirty(step, task);
         }
@@ -1294,6 +1371,7 @@ impl DagRun {
             expected: Some(expected),
             record: record.clone(),
         });
+        self.count_change(task, Some(expected.state), state);
         if state.is_finished() && state != expected.state {
             self.mark_downstream_dirty(step, task);
         }
@@ -1317,6 +1395,12 @@ impl DagRun {
             }
         }
     }
+}
+
+/// Whether `live_instances` leaves `record` out: the placeholder (map index -1) of a task
+/// that was expanded (`expanded`: it has more than one instance) and so marked removed.
+fn hidden_by_expansion(expanded: bool, record: &TaskInstanceRecord) -> bool {
+    expanded && record.key.map_index < 0 && record.state == TaskState::Removed
 }
 
 /// What a successful attempt decided.

@@ -62,6 +62,49 @@ impl UpstreamCounts {
     fn all_done(&self) -> bool {
         self.done >= self.total
     }
+
+    /// Applies `op` to each field of `self` and the same field of `other`. The destructuring
+    /// names every field, so a field added later cannot be left out of `+=` and `-=`.
+    fn combine(&mut self, other: UpstreamCounts, op: fn(&mut usize, usize)) {
+        let UpstreamCounts {
+            total,
+            success,
+            skipped,
+            failed,
+            upstream_failed,
+            removed,
+            done,
+            setup_total,
+            setup_success,
+            setup_skipped,
+        } = other;
+        op(&mut self.total, total);
+        op(&mut self.success, success);
+        op(&mut self.skipped, skipped);
+        op(&mut self.failed, failed);
+        op(&mut self.upstream_failed, upstream_failed);
+        op(&mut self.removed, removed);
+        op(&mut self.done, done);
+        op(&mut self.setup_total, setup_total);
+        op(&mut self.setup_success, setup_success);
+        op(&mut self.setup_skipped, setup_skipped);
+    }
+}
+
+/// The counts of two disjoint sets of instances together.
+impl std::ops::AddAssign for UpstreamCounts {
+    fn add_assign(&mut self, other: UpstreamCounts) {
+        self.combine(other, |field, other| *field += other);
+    }
+}
+
+/// Takes out the counts of instances that `self` counted: the inverse of `+=`, so that kept
+/// sums stay exact. Taking out more than was counted is the caller's bug (a panic in debug
+/// builds).
+impl std::ops::SubAssign for UpstreamCounts {
+    fn sub_assign(&mut self, other: UpstreamCounts) {
+        self.combine(other, |field, other| *field -= other);
+    }
 }
 
 /// What the trigger rule decides for a task instance that has not run yet.

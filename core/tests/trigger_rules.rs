@@ -121,3 +121,17 @@ fn indirect_setups_fail_or_skip_without_waiting_for_the_rest() {
     );
     assert_eq!(evaluate_indirect_setups(&counts("ss"), UNMAPPED), None);
 }
+
+#[test]
+fn counts_add_and_take_out_exactly() {
+    let mut sum = UpstreamCounts::default();
+    for situation in SITUATIONS {
+        sum += counts(situation);
+    }
+    let all: String = SITUATIONS.concat();
+    assert_eq!(sum, counts(&all), "adding counts is counting the union");
+    for situation in SITUATIONS {
+        sum -= counts(situation);
+    }
+    assert_eq!(sum, UpstreamCounts::default(), "taking out is the inverse");
+}
