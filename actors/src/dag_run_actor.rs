@@ -1,28 +1,30 @@
 //! DagRun actors: one per active run. Each drives a `weft_core::dag_run::DagRun`, persists its
-//! decisions (one store batch per decision, durable before anything is dispatched), supervises
-//! one Task actor per dispatched task instance and restarts a failed one from the store.
+//! decisions (one store batch per decision, durable before anything is dispatched), builds the
+//! assignment of each attempt it dispatches and hears the attempt's start and end from its
+//! worker slot. There is no actor per task instance: an attempt's state lives in the core's
+//! task instance (try number, fencing token) and in the dispatcher and worker slot running it.
 
+use crate::attempt::{self, log_relative_path, lost_report};
 use crate::dispatcher_actor::DispatcherMsg;
 use crate::events::Event;
 use crate::executor::AttemptReport;
 use crate::scheduler_actor::SchedulerMsg;
 use crate::shared::Shared;
-use crate::task_actor::{log_relative_path, TaskActor, TaskArgs, TaskMsg};
+use crate::worker_slot::AttemptAssignment;
 use foldhash::{HashMap, HashMapExt};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::Arc;
 use weft_core::dag_run::{
-    AttemptOutcome, DagRun, RunContext, RunEffect, RunInput, RunTimer, TaskInstanceRecord,
+    AttemptOutcome, DagRun, DispatchRequest, RunContext, RunEffect, RunInput, RunTimer,
+    TaskInstanceRecord,
 };
 use weft_core::ids::{Name, RunKey, TaskInstanceKey};
 use weft_core::state::{DagRunState, TaskState};
 use weft_core::Timestamp;
 use weft_storage::{AttemptRow, LogRow, Write, XcomRow};
 
-/// Restarts of one task actor before the run stops restarting it and reports the attempt lost.
-const TASK_ACTOR_RESTARTS_MAX: u32 = 5;
-
 pub(crate) enum DagRunMsg {
+    /// An attempt has run for `RUNNING_REPORT_GRACE` (sent by its worker slot).
     AttemptStarted {
         task_id: Name,
         map_index: i32,
@@ -36,11 +38,13 @@ pub(crate) enum DagRunMsg {
         token: u64,
         report: Box<AttemptReport>,
         started_at: Option<Timestamp>,
-        /// The task actor held back `AttemptStarted` (the attempt ended within its grace
+        /// The worker slot held back `AttemptStarted` (the attempt ended within its grace
         /// period): the run feeds the start at `started_at` first, and both transitions go
         /// in one store batch (one commit instead of two).
         start_unreported: bool,
     },
+    /// An attempt's assignment, built once the upstream results it needs were read.
+    AssignmentReady(Box<AttemptAssignment>),
     Timer(RunTimer),
     PastTaskFinished {
         task_id: String,
@@ -60,11 +64,9 @@ pub(crate) enum DagRunMsg {
     },
     /// The store answered the batch this actor handed it (see `DagRunActorState::flush`).
     Flushed(weft_storage::Result<()>),
-    /// Test hook: crash one task actor.
+    /// Test hook: fail the actor as a crash would.
     #[cfg(any(test, feature = "fault-injection"))]
-    CrashTask {
-        task_id: String,
-    },
+    Crash,
 }
 
 pub(crate) struct DagRunActor;
@@ -97,11 +99,6 @@ pub(crate) struct DagRunActorState {
     stored_state: DagRunState,
     scheduler: ActorRef<SchedulerMsg>,
     dispatcher: ActorRef<DispatcherMsg>,
-    tasks: HashMap<(Name, i32), ActorRef<TaskMsg>>,
-    /// The task instance of each live task actor, for its supervision events (a scan of
-    /// `tasks` per event was quadratic in the run's width).
-    children: HashMap<ractor::ActorId, (Name, i32)>,
-    restarts: HashMap<(Name, i32), u32>,
     /// Whether the store may hold task results of this run: set by the first result this
     /// actor writes, and from the start for a recovered run. While it is clear, dispatches
     /// skip reading results that cannot exist.
@@ -173,9 +170,6 @@ impl Actor for DagRunActor {
             stored_state,
             scheduler: args.scheduler,
             dispatcher: args.dispatcher,
-            tasks: HashMap::new(),
-            children: HashMap::new(),
-            restarts: HashMap::new(),
             results_stored,
             unflushed: Vec::new(),
             unflushed_rows: HashMap::new(),
@@ -291,56 +285,16 @@ impl Actor for DagRunActor {
                     .decide_change(&myself, input, Vec::new(), reply)
                     .await?;
             }
+            DagRunMsg::AssignmentReady(assignment) => state.enqueue_if_current(&myself, assignment),
             DagRunMsg::Flushed(result) => state.flushed(&myself, result).await?,
             #[cfg(any(test, feature = "fault-injection"))]
-            DagRunMsg::CrashTask { task_id } => {
-                for ((id, _), task) in &state.tasks {
-                    if *id == task_id {
-                        let _ = task.cast(TaskMsg::Crash);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<DagRunMsg>,
-        event: SupervisionEvent,
-        state: &mut DagRunActorState,
-    ) -> Result<(), ActorProcessingErr> {
-        match event {
-            SupervisionEvent::ActorFailed(cell, error) => {
-                let Some(slot) = state.child_of(&cell) else {
-                    return Ok(());
-                };
-                state.tasks.remove(&slot);
-                let restarts = state.restarts.entry(slot.clone()).or_insert(0);
-                *restarts += 1;
-                metrics::counter!("weft_task_actor_restarts_total").increment(1);
-                tracing::warn!(run = %state.key, task = %slot.0, %error, restarts = *restarts, "task actor failed; restarting from the store");
-                if *restarts <= TASK_ACTOR_RESTARTS_MAX {
-                    state.spawn_task(&myself, &slot.0, slot.1, true).await?;
-                }
-            }
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some(slot) = state.child_of(&cell) {
-                    state.tasks.remove(&slot);
-                }
-            }
-            _ => {}
+            DagRunMsg::Crash => return Err("injected dag run actor crash".into()),
         }
         Ok(())
     }
 }
 
 impl DagRunActorState {
-    /// The task instance of a task actor that stopped or failed; forgets the actor.
-    fn child_of(&mut self, cell: &ractor::ActorCell) -> Option<(Name, i32)> {
-        self.children.remove(&cell.get_id())
-    }
-
     async fn attempt_finished(
         &mut self,
         myself: &ActorRef<DagRunMsg>,
@@ -675,21 +629,10 @@ impl DagRunActorState {
         now: Timestamp,
     ) -> Result<(), ActorProcessingErr> {
         match effect {
-            RunEffect::Dispatch(request) => {
-                let slot = (request.key.task_id.clone(), request.key.map_index);
-                let task = match self.tasks.get(&slot) {
-                    Some(task) => task.clone(),
-                    None => self.spawn_task(myself, &slot.0, slot.1, false).await?,
-                };
-                task.cast(TaskMsg::Dispatch {
-                    request,
-                    results_stored: self.results_stored,
-                })?;
-            }
+            RunEffect::Dispatch(request) => self.dispatch(myself, request)?,
             RunEffect::Kill { key, token, .. } => {
-                if let Some(task) = self.tasks.get(&(key.task_id.clone(), key.map_index)) {
-                    let _ = task.cast(TaskMsg::Kill { token });
-                }
+                // The dispatcher withdraws the attempt if it waits, or stops it if it runs.
+                let _ = self.dispatcher.cast(DispatcherMsg::Cancel { key, token });
             }
             RunEffect::SetTimer { at, timer } => {
                 let delay = (at - now).to_std().unwrap_or_default();
@@ -700,32 +643,83 @@ impl DagRunActorState {
         Ok(())
     }
 
-    async fn spawn_task(
+    /// Hands an attempt to the dispatcher. A task that reads upstream results, once the run
+    /// has stored some, gets them read in a task of its own so that the run keeps deciding;
+    /// its assignment comes back as `AssignmentReady`.
+    fn dispatch(
         &mut self,
         myself: &ActorRef<DagRunMsg>,
-        task_id: &Name,
-        map_index: i32,
-        recovering: bool,
-    ) -> Result<ActorRef<TaskMsg>, ActorProcessingErr> {
-        let args = TaskArgs {
-            shared: self.shared.clone(),
-            context: self.run.shared_context().clone(),
-            key: TaskInstanceKey {
-                dag_id: self.key.dag_id.clone(),
-                run_id: self.key.run_id.clone(),
-                task_id: task_id.clone(),
-                map_index,
-            },
-            run: myself.clone(),
-            dispatcher: self.dispatcher.clone(),
-            recovering,
+        request: DispatchRequest,
+    ) -> Result<(), ActorProcessingErr> {
+        let context = self.run.shared_context();
+        let Some(task) = context.dag.task(&request.key.task_id).cloned() else {
+            // The core dispatches only tasks of its DAG; report rather than fail the run.
+            let reason = format!("task `{}` is not in the DAG", request.key.task_id);
+            return Ok(myself.cast(lost_attempt(&request, &reason))?);
         };
-        let (task, _) = Actor::spawn_linked(None, TaskActor, args, myself.get_cell()).await?;
-        self.tasks
-            .insert((task_id.clone(), map_index), task.clone());
-        self.children
-            .insert(task.get_id(), (task_id.clone(), map_index));
-        Ok(task)
+        if !(self.results_stored && attempt::reads_results(&task)) {
+            let assignment =
+                attempt::build_assignment(&self.shared, context, task, request, Default::default());
+            self.dispatcher.cast(DispatcherMsg::Enqueue {
+                assignment: Box::new(assignment),
+                reply: myself.clone(),
+            })?;
+            return Ok(());
+        }
+        let (shared, context, run) = (self.shared.clone(), context.clone(), self.key.clone());
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let message = match attempt::read_results(&shared, &run).await {
+                Ok(results) => DagRunMsg::AssignmentReady(Box::new(attempt::build_assignment(
+                    &shared, &context, task, request, results,
+                ))),
+                Err(error) => {
+                    lost_attempt(&request, &format!("cannot read upstream results: {error}"))
+                }
+            };
+            let _ = myself.cast(message);
+        });
+        Ok(())
+    }
+
+    /// Enqueues an assignment whose results were read, unless its attempt was superseded or
+    /// killed meanwhile (the core has moved its task instance on; nothing waits for it).
+    fn enqueue_if_current(
+        &mut self,
+        myself: &ActorRef<DagRunMsg>,
+        assignment: Box<AttemptAssignment>,
+    ) {
+        let request = &assignment.request;
+        let current = self
+            .run
+            .task_instance(&request.key.task_id, request.key.map_index)
+            .is_some_and(|record| {
+                record.state == TaskState::Queued
+                    && record.try_number == request.try_number
+                    && record.token == request.token
+            });
+        if !current {
+            metrics::counter!("weft_stale_assignments_dropped_total").increment(1);
+            return;
+        }
+        let _ = self.dispatcher.cast(DispatcherMsg::Enqueue {
+            assignment,
+            reply: myself.clone(),
+        });
+    }
+}
+
+/// An attempt that could not be handed to a worker, reported as lost (retried as the task's
+/// policy allows).
+fn lost_attempt(request: &DispatchRequest, reason: &str) -> DagRunMsg {
+    DagRunMsg::AttemptFinished {
+        task_id: request.key.task_id.clone(),
+        map_index: request.key.map_index,
+        try_number: request.try_number,
+        token: request.token,
+        report: Box::new(lost_report(reason)),
+        started_at: None,
+        start_unreported: false,
     }
 }
 

@@ -1,8 +1,9 @@
 //! The Dispatcher actor: runs the core dispatcher (priorities, pools, `max_active_tasks`) and
 //! hands started attempts to idle worker slots.
 
+use crate::attempt::lost_report;
+use crate::dag_run_actor::DagRunMsg;
 use crate::shared::Shared;
-use crate::task_actor::{lost_report, TaskMsg};
 use crate::worker_slot::{AttemptAssignment, WorkerSlot, WorkerSlotArgs, WorkerSlotMsg};
 use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -10,14 +11,15 @@ use std::sync::Arc;
 use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher};
 use weft_core::ids::TaskInstanceKey;
 
-/// Attempts waiting for a slot; beyond this, new requests are refused (and retried by their
-/// task actors) rather than growing memory without bound.
+/// Attempts waiting for a slot; beyond this, new requests are refused (reported lost to their
+/// runs, which retry them as the policy allows) rather than growing memory without bound.
 pub const DISPATCH_QUEUE_MAX: usize = 1_000_000;
 
 pub(crate) enum DispatcherMsg {
+    /// Queue an attempt; its worker slot reports to `reply`, the run it belongs to.
     Enqueue {
         assignment: Box<AttemptAssignment>,
-        reply: ActorRef<TaskMsg>,
+        reply: ActorRef<DagRunMsg>,
     },
     SlotFree {
         slot: usize,
@@ -25,7 +27,8 @@ pub(crate) enum DispatcherMsg {
         try_number: u32,
         token: u64,
     },
-    /// Withdraw the waiting request of the attempt with this token, or of an older one.
+    /// Withdraw the waiting request of the attempt with this token, or of an older one, and
+    /// stop the attempt with this token if a worker slot is running it.
     Cancel {
         key: TaskInstanceKey,
         token: u64,
@@ -51,12 +54,20 @@ pub(crate) struct DispatcherActor;
 struct RunningAttempt {
     slot: usize,
     try_number: u32,
-    reply: ActorRef<TaskMsg>,
+    reply: ActorRef<DagRunMsg>,
+    started_at: weft_core::Timestamp,
+}
+
+/// An attempt waiting for a slot.
+struct Waiting {
+    assignment: Box<AttemptAssignment>,
+    reply: ActorRef<DagRunMsg>,
+    since: std::time::Instant,
 }
 
 pub(crate) struct DispatcherState {
     core: Dispatcher,
-    waiting: HashMap<(TaskInstanceKey, u32), (Box<AttemptAssignment>, ActorRef<TaskMsg>)>,
+    waiting: HashMap<(TaskInstanceKey, u32), Waiting>,
     idle: Vec<usize>,
     /// The slot of every attempt started and not yet freed, by (task instance, token), so a
     /// superseded attempt can be stopped. Bounded by the number of slots.
@@ -116,17 +127,27 @@ impl Actor for DispatcherActor {
             DispatcherMsg::Enqueue { assignment, reply } => {
                 if state.waiting.len() >= DISPATCH_QUEUE_MAX {
                     metrics::counter!("weft_dispatch_rejected_total").increment(1);
-                    let _ = reply.cast(TaskMsg::DispatchRefused {
-                        try_number: assignment.request.try_number,
-                        token: assignment.request.token,
+                    let request = &assignment.request;
+                    let _ = reply.cast(DagRunMsg::AttemptFinished {
+                        task_id: request.key.task_id.clone(),
+                        map_index: request.key.map_index,
+                        try_number: request.try_number,
+                        token: request.token,
+                        report: Box::new(lost_report("dispatch queue full")),
+                        started_at: None,
+                        start_unreported: false,
                     });
                     return Ok(());
                 }
                 let request = assignment.request.clone();
-                state.waiting.insert(
-                    (request.key.clone(), request.try_number),
-                    (assignment, reply),
-                );
+                let waiting = Waiting {
+                    assignment,
+                    reply,
+                    since: std::time::Instant::now(),
+                };
+                state
+                    .waiting
+                    .insert((request.key.clone(), request.try_number), waiting);
                 state.core.handle(DispatchInput::Enqueue(request))
             }
             DispatcherMsg::SlotFree {
@@ -144,9 +165,12 @@ impl Actor for DispatcherActor {
                 })
             }
             DispatcherMsg::Cancel { key, token } => {
-                state.waiting.retain(|(waiting_key, _), (assignment, _)| {
-                    *waiting_key != key || assignment.request.token > token
+                state.waiting.retain(|(waiting_key, _), waiting| {
+                    *waiting_key != key || waiting.assignment.request.token > token
                 });
+                // A running attempt stops too (a timeout, a cleared or marked task, a run
+                // rebuilt while the attempt ran); its slot frees itself as usual.
+                state.stop(&key, token, "cancelled");
                 state.core.handle(DispatchInput::Cancel { key, token })
             }
             DispatcherMsg::SetPool { name, slots } => {
@@ -178,8 +202,8 @@ impl Actor for DispatcherActor {
         state: &mut DispatcherState,
     ) -> Result<(), ActorProcessingErr> {
         if let SupervisionEvent::ActorFailed(cell, error) = event {
-            // A slot died: replace it, report its attempt lost to the task actor (which
-            // retries it as the policy allows) and give its capacity back.
+            // A slot died: replace it, report its attempt lost to its run (which retries it
+            // as the policy allows) and give its capacity back.
             if let Some(index) = state
                 .slots
                 .iter()
@@ -208,7 +232,9 @@ impl DispatcherState {
         for effect in effects {
             match effect {
                 DispatchEffect::Start(request) => self.start(request),
-                DispatchEffect::Stop(request) => self.stop(&request.key, request.token),
+                DispatchEffect::Stop(request) => {
+                    self.stop(&request.key, request.token, "superseded")
+                }
             }
         }
     }
@@ -229,10 +255,15 @@ impl DispatcherState {
             };
             metrics::counter!("weft_attempts_lost_total", "reason" => "worker_slot_died")
                 .increment(1);
-            let _ = attempt.reply.cast(TaskMsg::Finished {
+            let _ = attempt.reply.cast(DagRunMsg::AttemptFinished {
+                task_id: key.task_id.clone(),
+                map_index: key.map_index,
                 try_number: attempt.try_number,
                 token,
                 report: Box::new(lost_report("worker slot died")),
+                // The start may not have been reported yet; the run ignores a second one.
+                started_at: Some(attempt.started_at),
+                start_unreported: true,
             });
             effects.extend(self.core.handle(DispatchInput::Release {
                 key,
@@ -247,7 +278,7 @@ impl DispatcherState {
     }
 
     fn start(&mut self, request: weft_core::dag_run::DispatchRequest) {
-        let Some((assignment, reply)) = self
+        let Some(waiting) = self
             .waiting
             .remove(&(request.key.clone(), request.try_number))
         else {
@@ -263,26 +294,31 @@ impl DispatcherState {
             tracing::error!("dispatcher started an attempt with no idle worker slot");
             metrics::counter!("weft_invariant_violations_total", "name" => "no_idle_slot")
                 .increment(1);
-            self.waiting.insert(
-                (request.key.clone(), request.try_number),
-                (assignment, reply),
-            );
+            self.waiting
+                .insert((request.key.clone(), request.try_number), waiting);
             return;
         };
         metrics::counter!("weft_dispatched_total").increment(1);
+        metrics::histogram!("weft_dispatch_latency_seconds")
+            .record(waiting.since.elapsed().as_secs_f64());
+        let Waiting {
+            assignment, reply, ..
+        } = waiting;
         let attempt = RunningAttempt {
             slot,
             try_number: request.try_number,
             reply: reply.clone(),
+            started_at: crate::shared::now(),
         };
         self.running.insert((request.key, request.token), attempt);
         let _ = self.slots[slot].cast(WorkerSlotMsg::Run { assignment, reply });
     }
 
-    /// Stops a superseded attempt that still holds its slot; the slot frees itself as usual.
-    fn stop(&mut self, key: &TaskInstanceKey, token: u64) {
+    /// Stops a running attempt (superseded by a newer token, or cancelled by its run); the
+    /// slot frees itself as usual.
+    fn stop(&mut self, key: &TaskInstanceKey, token: u64, reason: &'static str) {
         if let Some(attempt) = self.running.get(&(key.clone(), token)) {
-            metrics::counter!("weft_superseded_attempts_stopped_total").increment(1);
+            metrics::counter!("weft_attempts_stopped_total", "reason" => reason).increment(1);
             let _ = self.slots[attempt.slot].cast(WorkerSlotMsg::Kill { token });
         }
     }

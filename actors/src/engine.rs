@@ -188,7 +188,7 @@ impl Engine {
         self.shared
             .config
             .data_dir
-            .join(crate::task_actor::log_relative_path(key, try_number))
+            .join(crate::attempt::log_relative_path(key, try_number))
     }
 
     /// Attempts this node may run at once.
@@ -365,7 +365,9 @@ impl Engine {
 
     /// Wait until a run reaches a final state.
     pub async fn wait_for_run(&self, run: &RunKey) -> Result<DagRunState, EngineError> {
-        let mut events = self.subscribe();
+        // Runs' changes only: a waiter woken by every task's change costs the engine a
+        // context switch per change.
+        let mut events = self.shared.run_events.subscribe();
         loop {
             let row = self
                 .shared
@@ -409,12 +411,11 @@ impl Engine {
     }
 
     #[cfg(any(test, feature = "fault-injection"))]
-    /// Test hook: crash the task actor of a task in an active run.
-    pub fn crash_task_actor(&self, run: &RunKey, task_id: &str) {
-        let _ = self.scheduler.cast(SchedulerMsg::CrashTask {
-            run: run.clone(),
-            task_id: task_id.to_string(),
-        });
+    /// Test hook: crash the actor of an active run (the scheduler rebuilds it from the store).
+    pub fn crash_run_actor(&self, run: &RunKey) {
+        let _ = self
+            .scheduler
+            .cast(SchedulerMsg::CrashRun { run: run.clone() });
     }
 }
 

@@ -4,13 +4,16 @@
 //! Actor tree (each arrow is supervision):
 //!
 //! ```text
-//! Scheduler ─┬─> DagRun (one per active run) ──> Task (one per dispatched task instance)
-//!            └─> ...
+//! Scheduler ──> DagRun (one per active run)
 //! Dispatcher ──> WorkerSlot × N
 //! ```
 //!
+//! A run hands each attempt to the dispatcher and hears its start and end from the worker slot
+//! that runs it; there is no actor per task instance.
+//!
 //! Decisions are made by `weft_core`; actors only persist, send and wait.
 
+mod attempt;
 mod dag_run_actor;
 mod dispatcher_actor;
 mod engine;
@@ -19,7 +22,6 @@ mod events;
 pub mod executor;
 mod scheduler_actor;
 mod shared;
-mod task_actor;
 mod worker_slot;
 
 pub use engine::{Engine, EngineConfig, RustDag, TaskError, TaskFn, UpsertOutcome};

@@ -73,11 +73,10 @@ pub(crate) enum SchedulerMsg {
         task_id: String,
         state: TaskState,
     },
-    /// Test hook: crash one task actor of an active run.
+    /// Test hook: crash the actor of an active run.
     #[cfg(any(test, feature = "fault-injection"))]
-    CrashTask {
+    CrashRun {
         run: RunKey,
-        task_id: String,
     },
 }
 
@@ -232,9 +231,9 @@ impl Actor for SchedulerActor {
                 }
             }
             #[cfg(any(test, feature = "fault-injection"))]
-            SchedulerMsg::CrashTask { run, task_id } => {
+            SchedulerMsg::CrashRun { run } => {
                 if let Some(actor) = state.runs.get(&run) {
-                    let _ = actor.cast(DagRunMsg::CrashTask { task_id });
+                    let _ = actor.cast(DagRunMsg::Crash);
                 }
             }
         }

@@ -12,6 +12,9 @@ use weft_storage::{Store, Write};
 pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub events: broadcast::Sender<Event>,
+    /// The `RunChanged` events alone, for waiters on a run (`Engine::wait_for_run`): they
+    /// would otherwise wake for every task's change, several times per task.
+    pub run_events: broadcast::Sender<Event>,
     pub config: EngineConfig,
     pub handlers: RwLock<HashMap<String, TaskFn>>,
     python: OnceCell<Arc<PythonRunnerPool>>,
@@ -20,9 +23,11 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Shared {
         let (events, _) = broadcast::channel(crate::events::EVENTS_BUFFER_MAX);
+        let (run_events, _) = broadcast::channel(crate::events::EVENTS_BUFFER_MAX);
         Shared {
             store,
             events,
+            run_events,
             config,
             handlers: RwLock::new(HashMap::new()),
             python: OnceCell::new(),
@@ -31,6 +36,9 @@ impl Shared {
 
     pub fn publish(&self, event: Event) {
         // No subscriber is not an error: events are a view of the store, not the record.
+        if matches!(event, Event::RunChanged { .. }) {
+            let _ = self.run_events.send(event.clone());
+        }
         let _ = self.events.send(event);
     }
 

@@ -1,14 +1,16 @@
 //! WorkerSlot actors: each runs one attempt at a time. Their messages carry serializable
 //! assignments, so that a later transport can place slots in other processes and cells.
 
+use crate::attempt::RUNNING_REPORT_GRACE;
+use crate::dag_run_actor::DagRunMsg;
 use crate::dispatcher_actor::DispatcherMsg;
 use crate::executor::{self, AttemptLimits, AttemptReport, LogTarget, TaskContext};
 use crate::shared::Shared;
-use crate::task_actor::{TaskMsg, RUNNING_REPORT_GRACE};
 use futures::FutureExt as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use weft_core::dag_run::{AttemptOutcome, DispatchRequest};
@@ -25,9 +27,10 @@ pub struct AttemptAssignment {
 }
 
 pub(crate) enum WorkerSlotMsg {
+    /// Run this attempt and report to `reply`, the run it belongs to.
     Run {
         assignment: Box<AttemptAssignment>,
-        reply: ActorRef<TaskMsg>,
+        reply: ActorRef<DagRunMsg>,
     },
     /// Stop the attempt with this token if it is the one running.
     Kill { token: u64 },
@@ -58,9 +61,13 @@ pub(crate) struct WorkerSlotState {
 
 struct Running {
     assignment: Arc<AttemptAssignment>,
-    reply: ActorRef<TaskMsg>,
+    reply: ActorRef<DagRunMsg>,
     execution: tokio::task::JoinHandle<()>,
     started: Instant,
+    started_at: weft_core::Timestamp,
+    /// Set by the execution once it has told the run that the attempt started (after
+    /// `RUNNING_REPORT_GRACE`); until then the end carries the start.
+    start_reported: Arc<AtomicBool>,
 }
 
 impl Actor for WorkerSlot {
@@ -140,7 +147,7 @@ impl WorkerSlotState {
         &mut self,
         myself: ActorRef<WorkerSlotMsg>,
         assignment: Box<AttemptAssignment>,
-        reply: ActorRef<TaskMsg>,
+        reply: ActorRef<DagRunMsg>,
     ) {
         if let Some(running) = &self.running {
             // The dispatcher only assigns idle slots; a second assignment is a bug upstream.
@@ -152,30 +159,31 @@ impl WorkerSlotState {
             metrics::counter!("weft_invariant_violations_total", "name" => "slot_double_booked")
                 .increment(1);
         }
-        let token = assignment.request.token;
-        let _ = reply.cast(TaskMsg::Started {
-            try_number: assignment.request.try_number,
-            token,
-            slot: myself.clone(),
-        });
         let shared = self.shared.clone();
         let assignment: Arc<AttemptAssignment> = Arc::from(assignment);
-        let work = assignment.clone();
-        let task = reply.clone();
+        let start_reported = Arc::new(AtomicBool::new(false));
+        let (work, run, reported) = (assignment.clone(), reply.clone(), start_reported.clone());
         let execution = tokio::spawn(async move {
             let attempt = execute(&shared, &work);
             tokio::pin!(attempt);
+            let request = &work.request;
             // An attempt still running after the grace period has its start reported on its
             // own (see `RUNNING_REPORT_GRACE`); a shorter one reports it with its end.
             let report = tokio::select! {
                 report = &mut attempt => report,
                 () = tokio::time::sleep(RUNNING_REPORT_GRACE) => {
-                    let _ = task.cast(TaskMsg::ReportStarted { token });
+                    reported.store(true, Ordering::Release);
+                    let _ = run.cast(DagRunMsg::AttemptStarted {
+                        task_id: request.key.task_id.clone(),
+                        map_index: request.key.map_index,
+                        try_number: request.try_number,
+                        token: request.token,
+                    });
                     attempt.await
                 }
             };
             let _ = myself.cast(WorkerSlotMsg::Done {
-                token,
+                token: request.token,
                 report: Box::new(report),
             });
         });
@@ -184,6 +192,8 @@ impl WorkerSlotState {
             reply,
             execution,
             started: Instant::now(),
+            started_at: crate::shared::now(),
+            start_reported,
         });
     }
 
@@ -195,10 +205,14 @@ impl WorkerSlotState {
         running.execution.abort();
         let request = &running.assignment.request;
         metrics::histogram!("weft_attempt_seconds").record(running.started.elapsed().as_secs_f64());
-        let _ = running.reply.cast(TaskMsg::Finished {
+        let _ = running.reply.cast(DagRunMsg::AttemptFinished {
+            task_id: request.key.task_id.clone(),
+            map_index: request.key.map_index,
             try_number: request.try_number,
             token: request.token,
             report: Box::new(report),
+            started_at: Some(running.started_at),
+            start_unreported: !running.start_reported.load(Ordering::Acquire),
         });
         let _ = self.dispatcher.cast(DispatcherMsg::SlotFree {
             slot: self.index,

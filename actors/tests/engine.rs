@@ -1,5 +1,5 @@
 //! The engine end to end on real stores: runs of Rust-closure DAGs, retries, supervision
-//! (a crashed task actor is rebuilt from the store), restart recovery, and a large fan-out.
+//! (a crashed run actor is rebuilt from the store), restart recovery, and a large fan-out.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -212,13 +212,22 @@ async fn a_panicking_handler_fails_its_task_and_the_engine_goes_on() {
     engine.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_task_actor_is_rebuilt_and_the_run_completes() {
+/// The run actor crashes while its only worker slot runs an attempt that would take five
+/// minutes. The scheduler rebuilds the run from the store; how the attempt goes on depends on
+/// what the store says of it:
+/// - `running` (its start was reported): the rebuilt run fails that try and has the
+///   dispatcher stop it, so the retry (try 2) gets the slot;
+/// - `queued` (crashed within the start-report grace): the rebuilt run dispatches the same try
+///   with a new fencing token, which supersedes the old attempt and stops it.
+///
+/// Either way exactly one result is accepted, and a stop that did not reach the slot would
+/// leave the run waiting for the slot past the test's deadline.
+async fn crash_the_run_actor_during_an_attempt(wait_for_running: bool) -> (u32, usize) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
-    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
-        .await
-        .unwrap();
+    let mut config = EngineConfig::new(dir.path());
+    config.worker_slots = 1;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let started_tx = Arc::new(std::sync::Mutex::new(Some(started_tx)));
     let calls = Arc::new(AtomicU32::new(0));
@@ -232,7 +241,7 @@ async fn a_crashed_task_actor_is_rebuilt_and_the_run_completes() {
                 let first = started_tx.lock().unwrap().take();
                 if let Some(tx) = first {
                     let _ = tx.send(());
-                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    tokio::time::sleep(Duration::from_secs(300)).await;
                 }
                 Ok(Some(serde_json::json!("done")))
             }
@@ -248,13 +257,24 @@ async fn a_crashed_task_actor_is_rebuilt_and_the_run_completes() {
         .await
         .unwrap();
     started_rx.await.unwrap();
-    engine.crash_task_actor(&run, "slow");
-    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
-    // The first try was lost with its actor; the second ran and is the only accepted result.
     let key = TaskInstanceKey::new("crashy", &run.run_id, "slow", -1);
+    if wait_for_running {
+        tokio::time::timeout(RUN_DEADLINE, async {
+            loop {
+                let record = store.task_instance(&key).await.unwrap().unwrap();
+                if record.state == TaskState::Running {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the attempt's start is reported");
+    }
+    engine.crash_run_actor(&run);
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
     let record = store.task_instance(&key).await.unwrap().unwrap();
     assert_eq!(record.state, TaskState::Success);
-    assert_eq!(record.try_number, 2);
     let accepted: Vec<_> = store
         .attempts(&key)
         .await
@@ -267,8 +287,31 @@ async fn a_crashed_task_actor_is_rebuilt_and_the_run_completes() {
         1,
         "exactly one accepted result: {accepted:?}"
     );
-    assert_eq!(accepted[0].try_number, 2);
+    assert_eq!(accepted[0].try_number, record.try_number);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the stopped attempt and the one that succeeded"
+    );
     engine.shutdown().await;
+    (record.try_number, accepted.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_run_actor_stops_its_running_attempt_and_retries_it() {
+    let (try_number, _) = crash_the_run_actor_during_an_attempt(true).await;
+    assert_eq!(try_number, 2, "the interrupted try failed and was retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_run_actor_redispatches_a_queued_attempt_with_a_new_token() {
+    let (try_number, _) = crash_the_run_actor_during_an_attempt(false).await;
+    // The start was not yet durable: the same try runs again under a newer fencing token (or,
+    // if the start report raced the crash, the try is failed and retried).
+    assert!(
+        (1..=2).contains(&try_number),
+        "try {try_number} of a 3-try task"
+    );
 }
 
 /// A worker slot that dies mid-attempt: the attempt is reported lost and retried, and the

@@ -460,7 +460,7 @@ fn spawn(
             + 1;
         let cwd = match &command.cwd {
             Some(cwd) => Some(cwd.clone()),
-            None => std::env::current_dir().ok(),
+            None => worker_dir().clone(),
         };
         process.env("SHLVL", level.to_string()).env("_", &argv[0]);
         if let Some(cwd) = cwd {
@@ -473,6 +473,13 @@ fn spawn(
     drop(process);
     let output = pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
     Ok((child, output))
+}
+
+/// The worker's working directory, which tasks without a `cwd` inherit. Read once: weft never
+/// changes it, and a `getcwd` per task showed in profiles of short tasks.
+fn worker_dir() -> &'static Option<PathBuf> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| std::env::current_dir().ok())
 }
 
 /// The child's stdin: a duplicate of one `/dev/null` opened once (`Stdio::null` opens the
