@@ -353,8 +353,13 @@ pub async fn fanout(
     let before = sqlite.counts();
     let measured = sequential_runs(&engine, "bench_fanout", sizes.runs.min(3)).await;
     let after = sqlite.counts();
+    let measured = measured?;
+    let phases = match measured.last() {
+        Some((run, _)) => fanout_phases(engine.store(), run, &middle).await?,
+        None => json!(null),
+    };
     engine.shutdown().await;
-    let seconds: Vec<f64> = measured?.iter().map(|(_, seconds)| *seconds).collect();
+    let seconds: Vec<f64> = measured.iter().map(|(_, seconds)| *seconds).collect();
     let end_to_end = Summary::of(&seconds);
     let rate = (width + 2) as f64 / end_to_end.p50;
     let description = format!("1 -> {width} parallel shell `true` -> 1");
@@ -365,6 +370,7 @@ pub async fn fanout(
                 "share_of_parallel_fork_exec_floor",
                 json!(rate / fork_exec_per_s),
             )
+            .with_note("phases_of_the_last_run_ms", phases)
             .with_note(
                 "store_commits_per_task",
                 // The warm-up run is counted too.
@@ -374,6 +380,51 @@ pub async fn fanout(
                 ),
             ),
     )
+}
+
+/// Where a fan-out run's time goes, from its run row and attempt rows: from the run's creation
+/// to the end of `start`, from there to the first and to the last middle attempt's start, the
+/// middle attempts' span, and from the last middle attempt's end to the run's end.
+async fn fanout_phases(
+    store: &Arc<dyn Store>,
+    run: &RunKey,
+    middle: &[String],
+) -> anyhow::Result<serde_json::Value> {
+    let attempt = |task_id: String| async move {
+        let key = TaskInstanceKey::new(&run.dag_id, &run.run_id, &task_id, -1);
+        store
+            .attempts(&key)
+            .await?
+            .pop()
+            .with_context(|| format!("no attempt of {task_id}"))
+    };
+    let row = store.run(run).await?.context("the run is stored")?;
+    let start = attempt("start".to_string()).await?;
+    let start_end = start.ended_at.unwrap_or(start.started_at);
+    let (mut first_start, mut last_start, mut last_end) = (None, None, None);
+    for task_id in middle {
+        let middle = attempt(task_id.clone()).await?;
+        let end = middle.ended_at.unwrap_or(middle.started_at);
+        first_start = first_start
+            .min(Some(middle.started_at))
+            .or(Some(middle.started_at));
+        last_start = last_start.max(Some(middle.started_at));
+        last_end = last_end.max(Some(end));
+    }
+    let (Some(first_start), Some(last_start), Some(last_end)) = (first_start, last_start, last_end)
+    else {
+        return Ok(json!(null));
+    };
+    let ms = |from: weft_core::Timestamp, to: weft_core::Timestamp| {
+        (to - from).num_microseconds().unwrap_or(0) as f64 / 1_000.0
+    };
+    Ok(json!({
+        "created_to_start_ended": ms(row.created_at, start_end),
+        "start_ended_to_first_middle_started": ms(start_end, first_start),
+        "start_ended_to_last_middle_started": ms(start_end, last_start),
+        "middle_span": ms(first_start, last_end),
+        "last_middle_ended_to_run_ended": row.ended_at.map(|end| ms(last_end, end)),
+    }))
 }
 
 pub async fn many_dags(workspace: &Workspace, sizes: &Sizes) -> anyhow::Result<WorkloadResult> {
