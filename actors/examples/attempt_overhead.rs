@@ -1,6 +1,8 @@
 //! What one shell attempt costs beyond starting its process: `run_shell` (log file, output
 //! pipe, process group, reaping) against bare spawns of `/bin/true`, and log-file creation
-//! through `tokio::fs` against `std::fs`. Prints p50 / p90 / p99 in milliseconds.
+//! through `tokio::fs` against `std::fs`. Prints p50 / p90 / p99 in milliseconds; then, with
+//! eight attempts in flight as in a fan-out, the CPU this process spends per attempt (its own
+//! user + system time, the children's excluded), which is what bounds a fan-out's rate.
 //!
 //!     cargo run --release -p weft-actors --example attempt_overhead [REPETITIONS]
 
@@ -77,7 +79,88 @@ async fn main() -> std::io::Result<()> {
         samples.push(started.elapsed());
     }
     report("std::fs mkdir + create", &mut samples);
+
+    let in_flight = 8;
+    let per_flight = repetitions.max(in_flight) / in_flight;
+    let attempts = per_flight * in_flight;
+    let cpu = own_cpu_seconds();
+    let mut flights = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        flights.spawn_blocking(move || {
+            for _ in 0..per_flight {
+                let _ = std::process::Command::new("/bin/true").status();
+            }
+        });
+    }
+    while flights.join_next().await.is_some() {}
+    report_cpu(
+        "std::process spawn + wait",
+        own_cpu_seconds() - cpu,
+        attempts,
+    );
+
+    let cpu = own_cpu_seconds();
+    let mut flights = tokio::task::JoinSet::new();
+    for _ in 0..in_flight {
+        flights.spawn(async move {
+            for _ in 0..per_flight {
+                let mut command = tokio::process::Command::new("/bin/true");
+                command.env("WEFT_CTX_TASK_ID", "t");
+                let _ = command.status().await;
+            }
+        });
+    }
+    while flights.join_next().await.is_some() {}
+    report_cpu(
+        "tokio::process, one env var",
+        own_cpu_seconds() - cpu,
+        attempts,
+    );
+
+    let cpu = own_cpu_seconds();
+    let mut flights = tokio::task::JoinSet::new();
+    for flight in 0..in_flight {
+        let (dir, limits) = (dir.path().to_path_buf(), limits.clone());
+        flights.spawn(async move {
+            let extra_env = [("WEFT_CTX_TASK_ID".to_string(), "t".to_string())].into();
+            for index in 0..per_flight {
+                let task_id = format!("f{flight}_{index}");
+                let log = LogTarget {
+                    key: TaskInstanceKey::new("d", "r", &task_id, -1),
+                    try_number: 1,
+                    path: dir.join(format!("flights/{task_id}/1.log")),
+                };
+                run_shell(&ShellCommand::new("true"), &log, &limits, &extra_env).await;
+            }
+        });
+    }
+    while flights.join_next().await.is_some() {}
+    report_cpu("run_shell(\"true\")", own_cpu_seconds() - cpu, attempts);
     Ok(())
+}
+
+/// User + system CPU seconds of this process so far (its threads, not its children), from
+/// `/proc/self/stat` (in clock ticks of 10 ms: use enough repetitions).
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at field 3.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn report_cpu(name: &str, seconds: f64, attempts: usize) {
+    println!(
+        "{name:28} {:.1} us of this process's CPU per attempt, 8 in flight",
+        seconds / attempts as f64 * 1e6
+    );
 }
 
 fn parent(path: &Path) -> &Path {

@@ -4,6 +4,7 @@
 
 pub mod python;
 pub mod sandbox;
+mod spawn;
 pub mod subprocess;
 
 use serde::{Deserialize, Serialize};

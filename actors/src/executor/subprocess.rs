@@ -4,20 +4,21 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::fd::AsFd as _;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use std::io::Write as _;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::unix::pipe;
-use tokio::process::{Child, Command};
 use weft_core::dag_run::AttemptOutcome;
 use weft_core::limits::XCOM_BYTES_MAX;
 use weft_core::spec::TaskKind;
 
 use super::sandbox::{self, AttemptCgroup, CgroupEvents, SandboxedCommand};
+use super::spawn::{self, ChildEnv, Process};
 use super::{AttemptLimits, AttemptReport, LogTarget};
 
 /// A shell task ready to run: `TaskKind::Shell` without the templating flag (rendering happens
@@ -173,7 +174,7 @@ fn start(
     cgroup: Option<AttemptCgroup>,
     command: &ShellCommand,
     extra_env: &BTreeMap<String, String>,
-) -> Result<(Child, pipe::Receiver, TreeGuard), String> {
+) -> Result<(Process, pipe::Receiver, TreeGuard), String> {
     let spawn_started = Instant::now();
     let spawned = spawn(argv, direct, command, extra_env);
     metrics::histogram!("weft_task_spawn_seconds").record(spawn_started.elapsed().as_secs_f64());
@@ -187,11 +188,7 @@ fn start(
             return Err(format!("cannot start bash command: {e}"));
         }
     };
-    let Some(pid) = child.id() else {
-        // Unreachable before the child is waited for; report instead of panicking in a
-        // long-running worker.
-        return Err("the bash command started without a process id".into());
-    };
+    let pid = child.id();
     let tree = ProcessTree {
         // process_group(0): the child's pid is its process group id.
         process_group: pid as i32,
@@ -428,49 +425,46 @@ fn spawn(
     direct: bool,
     command: &ShellCommand,
     extra_env: &BTreeMap<String, String>,
-) -> std::io::Result<(Child, pipe::Receiver)> {
-    let (reader, writer) = std::io::pipe()?;
-    let mut process = Command::new(&argv[0]);
-    process
-        .args(&argv[1..])
-        .stdin(dev_null()?)
-        .stdout(writer.try_clone()?)
-        .stderr(writer)
-        // Its own process group, so a timeout can kill the command and all its children.
-        .process_group(0);
-    if !command.env.is_empty() && !command.append_env {
-        // Airflow's BashOperator: a given env replaces the worker's.
-        process.env_clear();
-    }
-    process.envs(&command.env).envs(extra_env);
-    if let Some(cwd) = &command.cwd {
-        process.current_dir(cwd);
+) -> std::io::Result<(Process, pipe::Receiver)> {
+    // Airflow's BashOperator: a given env replaces the worker's, unless appended to it.
+    let mut env = if !command.env.is_empty() && !command.append_env {
+        ChildEnv::cleared()
+    } else {
+        ChildEnv::inherit()
+    };
+    for (name, value) in command.env.iter().chain(extra_env) {
+        env.set(name, value)?;
     }
     if direct {
         // Exec'd directly (see `direct_argv`): the variables bash would have exported.
-        let inherited = || std::env::var("SHLVL").ok();
-        let level = match command.env.get("SHLVL") {
-            Some(level) => Some(level.clone()),
-            None if !command.env.is_empty() && !command.append_env => None,
-            None => inherited(),
-        };
-        let level = level
-            .and_then(|level| level.parse::<u32>().ok())
+        let level = env
+            .get("SHLVL")
+            .and_then(|level| level.to_str()?.parse::<u32>().ok())
             .unwrap_or(0)
             + 1;
-        let cwd = match &command.cwd {
-            Some(cwd) => Some(cwd.clone()),
-            None => worker_dir().clone(),
-        };
-        process.env("SHLVL", level.to_string()).env("_", &argv[0]);
+        env.set("SHLVL", level.to_string())?;
+        env.set("_", &argv[0])?;
+        let cwd = command.cwd.as_ref().or(worker_dir().as_ref());
         if let Some(cwd) = cwd {
-            process.env("PWD", cwd);
+            env.set("PWD", cwd)?;
         }
     }
-    let child = process.spawn()?;
-    // The parent's copies of the write end go with `process`, so the read end sees EOF once
-    // every process of the attempt has closed it.
-    drop(process);
+    let (reader, writer) = std::io::pipe()?;
+    let stdin = dev_null()?;
+    let request = spawn::SpawnRequest {
+        argv,
+        env: &env,
+        cwd: command.cwd.as_deref(),
+        stdin: stdin.as_fd(),
+        stdout: writer.as_fd(),
+        stderr: writer.as_fd(),
+        // Its own process group, so a timeout can kill the command and all its children.
+        process_group: true,
+    };
+    let child = spawn::spawn(&request)?;
+    // The write end closes here, so the read end sees EOF once every process of the attempt
+    // has closed it.
+    drop(writer);
     let output = pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
     Ok((child, output))
 }
@@ -482,14 +476,14 @@ fn worker_dir() -> &'static Option<PathBuf> {
     DIR.get_or_init(|| std::env::current_dir().ok())
 }
 
-/// The child's stdin: a duplicate of one `/dev/null` opened once (`Stdio::null` opens the
-/// path on every spawn, a lookup that showed in profiles of short tasks).
-fn dev_null() -> std::io::Result<Stdio> {
+/// The child's stdin: one `/dev/null` opened once and duplicated into each child (opening the
+/// path on every spawn was a lookup that showed in profiles of short tasks).
+fn dev_null() -> std::io::Result<&'static std::fs::File> {
     static DEV_NULL: std::sync::OnceLock<std::io::Result<std::fs::File>> =
         std::sync::OnceLock::new();
     match DEV_NULL.get_or_init(|| std::fs::File::open("/dev/null")) {
-        Ok(file) => Ok(Stdio::from(file.try_clone()?)),
-        Err(_) => Ok(Stdio::null()),
+        Ok(file) => Ok(file),
+        Err(error) => Err(std::io::Error::new(error.kind(), error.to_string())),
     }
 }
 
@@ -503,16 +497,18 @@ enum Ending {
 /// Copies output into the log until the pipes close and the child exits, or kills the tree at
 /// the timeout.
 async fn supervise(
-    child: &mut Child,
+    child: &mut Process,
     output: impl AsyncRead + Unpin,
     log_file: &mut LogFile,
     last_line: &mut LastLine,
     guard: &TreeGuard,
     limits: &AttemptLimits,
 ) -> Ending {
+    // Output first, then the exit: a short task's pipe closes as it exits, so it is usually
+    // reaped at once, without registering to be told of its exit.
     let work = async {
-        let ((), status) = tokio::join!(pump_output(output, log_file, last_line), child.wait());
-        status
+        pump_output(output, log_file, last_line).await;
+        child.wait().await
     };
     tokio::pin!(work);
     let Some(timeout_ms) = limits.timeout_ms else {

@@ -1,0 +1,536 @@
+//! Starting and reaping task processes without `std::process::Command`.
+//!
+//! `Command` rebuilds the child's whole environment on every spawn that sets a variable: it
+//! copies the worker's environment into a map, merges the variables set, and allocates a C
+//! string for each. Every shell task sets its context variables (`WEFT_CTX_*`), so that copy
+//! was the largest cost of starting a task beyond the process start itself (about 40 µs of
+//! the worker's CPU per task, more than everything else on the path together). Here the
+//! worker's environment is turned into C strings once, and a spawn lists pointers to them
+//! plus the few variables it sets. weft never changes its own environment after start, so
+//! the copy stays true.
+//!
+//! Processes start with `posix_spawn` as `Command` starts them (vfork and exec, stdin, stdout
+//! and stderr duplicated in, `SIGPIPE` back to its default, an empty signal mask, optionally
+//! a process group of their own). Waiting needs no registration when the process has exited
+//! by the time it is waited for (a short task's output pipe closes as it exits); otherwise a
+//! pidfd wakes the waiter, or, on kernels without pidfds, a short poll.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::LazyLock;
+use std::time::Duration;
+use tokio::io::unix::AsyncFd;
+
+/// Longest pause between two polls of a process on a kernel without pidfds.
+const POLL_PAUSE_MAX: Duration = Duration::from_millis(50);
+
+/// The worker's environment, as `NAME=value` C strings, read once.
+static WORKER_ENV: LazyLock<Vec<(OsString, CString)>> = LazyLock::new(|| {
+    std::env::vars_os()
+        .filter_map(|(name, value)| Some((name.clone(), entry(&name, &value).ok()?)))
+        .collect()
+});
+
+/// The environment of one child: the worker's (unless cleared) with some variables set.
+#[derive(Debug, Default)]
+pub(crate) struct ChildEnv {
+    clear: bool,
+    /// Set variables, at most one per name (a later `set` replaces an earlier one).
+    set: Vec<(OsString, CString)>,
+}
+
+impl ChildEnv {
+    /// The worker's environment.
+    pub fn inherit() -> ChildEnv {
+        ChildEnv::default()
+    }
+
+    /// No inherited variable: only those `set`.
+    pub fn cleared() -> ChildEnv {
+        ChildEnv {
+            clear: true,
+            set: Vec::new(),
+        }
+    }
+
+    /// Sets `name`; a name or value with a NUL byte is refused, as `Command` refuses it.
+    pub fn set(&mut self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> io::Result<()> {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        let entry = entry(name, value)?;
+        match self.set.iter_mut().find(|(set, _)| set == name) {
+            Some(slot) => slot.1 = entry,
+            None => self.set.push((name.to_os_string(), entry)),
+        }
+        Ok(())
+    }
+
+    /// The value `name` has in this environment.
+    pub fn get(&self, name: &str) -> Option<&OsStr> {
+        fn value<'a>(entry: &'a CString, name: &str) -> &'a OsStr {
+            OsStr::from_bytes(&entry.as_bytes()[name.len() + 1..])
+        }
+        if let Some((_, entry)) = self.set.iter().find(|(set, _)| set == name) {
+            return Some(value(entry, name));
+        }
+        if self.clear {
+            return None;
+        }
+        WORKER_ENV
+            .iter()
+            .find(|(inherited, _)| inherited == name)
+            .map(|(_, entry)| value(entry, name))
+    }
+
+    /// The `envp` array: pointers into the worker's environment and into `self`, valid while
+    /// both live, ending with a null pointer.
+    fn pointers(&self) -> Vec<*const libc::c_char> {
+        let mut pointers = Vec::with_capacity(WORKER_ENV.len() + self.set.len() + 1);
+        if !self.clear {
+            pointers.extend(
+                WORKER_ENV
+                    .iter()
+                    .filter(|(name, _)| !self.set.iter().any(|(set, _)| set == name))
+                    .map(|(_, entry)| entry.as_ptr()),
+            );
+        }
+        pointers.extend(self.set.iter().map(|(_, entry)| entry.as_ptr()));
+        pointers.push(std::ptr::null());
+        pointers
+    }
+}
+
+fn entry(name: &OsStr, value: &OsStr) -> io::Result<CString> {
+    let mut bytes = Vec::with_capacity(name.len() + value.len() + 1);
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.push(b'=');
+    bytes.extend_from_slice(value.as_bytes());
+    CString::new(bytes).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "environment variable {} has a NUL byte",
+                name.to_string_lossy()
+            ),
+        )
+    })
+}
+
+/// How to start one process.
+pub(crate) struct SpawnRequest<'a> {
+    /// The program and its arguments; a program without a `/` is looked up on the worker's
+    /// PATH, as `Command` does.
+    pub argv: &'a [OsString],
+    pub env: &'a ChildEnv,
+    pub cwd: Option<&'a std::path::Path>,
+    pub stdin: BorrowedFd<'a>,
+    pub stdout: BorrowedFd<'a>,
+    pub stderr: BorrowedFd<'a>,
+    /// Start a process group of its own (its id is the process's).
+    pub process_group: bool,
+}
+
+/// A started process, reaped by `wait` (or in the background if dropped before).
+#[derive(Debug)]
+pub(crate) struct Process {
+    pid: libc::pid_t,
+    status: Option<ExitStatus>,
+}
+
+pub(crate) fn spawn(request: &SpawnRequest<'_>) -> io::Result<Process> {
+    let c_string = |text: &OsStr| {
+        CString::new(text.as_bytes()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has a NUL byte", text.to_string_lossy()),
+            )
+        })
+    };
+    let Some(program) = request.argv.first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no program"));
+    };
+    let argv = request
+        .argv
+        .iter()
+        .map(|arg| c_string(arg))
+        .collect::<io::Result<Vec<CString>>>()?;
+    let mut argv_pointers: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_pointers.push(std::ptr::null());
+    let envp = request.env.pointers();
+    let cwd = request
+        .cwd
+        .map(|cwd| c_string(cwd.as_os_str()))
+        .transpose()?;
+    let search_path = !program.as_bytes().contains(&b'/');
+    let pid = posix_spawn(
+        &argv[0],
+        search_path,
+        &argv_pointers,
+        &envp,
+        cwd.as_deref(),
+        [request.stdin, request.stdout, request.stderr],
+        request.process_group,
+    )?;
+    Ok(Process { pid, status: None })
+}
+
+/// Owns the `posix_spawn` attributes and file actions of one spawn and destroys them.
+struct SpawnSettings {
+    attributes: libc::posix_spawnattr_t,
+    actions: libc::posix_spawn_file_actions_t,
+}
+
+#[allow(unsafe_code)]
+fn posix_spawn(
+    program: &CStr,
+    search_path: bool,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    cwd: Option<&CStr>,
+    stdio: [BorrowedFd<'_>; 3],
+    process_group: bool,
+) -> io::Result<libc::pid_t> {
+    let check = |code: libc::c_int| match code {
+        0 => Ok(()),
+        code => Err(io::Error::from_raw_os_error(code)),
+    };
+    // SAFETY: zeroed storage is what the `*_init` calls below overwrite; `SpawnSettings`
+    // destroys both only after both were initialised (`init` failing leaves nothing to free,
+    // and then the function returns before a `SpawnSettings` exists).
+    let mut settings = unsafe {
+        let mut attributes: libc::posix_spawnattr_t = std::mem::zeroed();
+        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+        check(libc::posix_spawnattr_init(&mut attributes))?;
+        if let Err(error) = check(libc::posix_spawn_file_actions_init(&mut actions)) {
+            libc::posix_spawnattr_destroy(&mut attributes);
+            return Err(error);
+        }
+        SpawnSettings {
+            attributes,
+            actions,
+        }
+    };
+    // SAFETY: every pointer passed is valid for the call: the settings are initialised, the
+    // descriptors are borrowed open for the duration, `program`, `cwd`, `argv` and `envp` are
+    // NUL-terminated strings in null-terminated arrays that outlive `posix_spawn`, which
+    // copies what it needs before returning.
+    unsafe {
+        let attributes = &mut settings.attributes;
+        let actions = &mut settings.actions;
+        for (target, fd) in stdio.iter().enumerate() {
+            check(libc::posix_spawn_file_actions_adddup2(
+                actions,
+                fd.as_raw_fd(),
+                target as libc::c_int,
+            ))?;
+        }
+        if let Some(cwd) = cwd {
+            check(libc::posix_spawn_file_actions_addchdir_np(
+                actions,
+                cwd.as_ptr(),
+            ))?;
+        }
+        // As `Command`: an empty signal mask, and SIGPIPE (which Rust programs ignore) back to
+        // its default, so the task's pipelines end as in a shell.
+        let mut signals: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut signals);
+        check(libc::posix_spawnattr_setsigmask(attributes, &signals))?;
+        libc::sigaddset(&mut signals, libc::SIGPIPE);
+        check(libc::posix_spawnattr_setsigdefault(attributes, &signals))?;
+        let mut flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+        if process_group {
+            check(libc::posix_spawnattr_setpgroup(attributes, 0))?;
+            flags |= libc::POSIX_SPAWN_SETPGROUP;
+        }
+        check(libc::posix_spawnattr_setflags(
+            attributes,
+            flags as libc::c_short,
+        ))?;
+        let mut pid: libc::pid_t = 0;
+        let spawn = if search_path {
+            libc::posix_spawnp
+        } else {
+            libc::posix_spawn
+        };
+        check(spawn(
+            &mut pid,
+            program.as_ptr(),
+            actions,
+            attributes,
+            argv.as_ptr() as *const *mut libc::c_char,
+            envp.as_ptr() as *const *mut libc::c_char,
+        ))?;
+        Ok(pid)
+    }
+}
+
+impl Drop for SpawnSettings {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: both were initialised (see `posix_spawn`) and are destroyed once.
+        unsafe {
+            libc::posix_spawn_file_actions_destroy(&mut self.actions);
+            libc::posix_spawnattr_destroy(&mut self.attributes);
+        }
+    }
+}
+
+impl Process {
+    pub fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Waits for the process to exit and reaps it.
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        if let Some(status) = self.try_wait()? {
+            return Ok(status);
+        }
+        match pidfd_open(self.pid) {
+            Ok(pidfd) => {
+                let pidfd = register(pidfd)?;
+                loop {
+                    if let Some(status) = self.try_wait()? {
+                        return Ok(status);
+                    }
+                    // Readable once the process has exited.
+                    pidfd.readable().await?.clear_ready();
+                }
+            }
+            Err(_) => {
+                // No pidfds (Linux before 5.3): poll, quickly at first.
+                let mut pause = Duration::from_micros(200);
+                loop {
+                    if let Some(status) = self.try_wait()? {
+                        return Ok(status);
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(POLL_PAUSE_MAX);
+                }
+            }
+        }
+    }
+
+    /// Reaps the process if it has exited.
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        let status = reap(self.pid, false)?;
+        self.status = status;
+        Ok(status)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.status.is_some() || matches!(self.try_wait(), Ok(Some(_)) | Err(_)) {
+            return;
+        }
+        // Dropped while running (a cancelled attempt: its tree guard kills the group). Reap it
+        // when it dies so that it does not stay a zombie.
+        let pid = self.pid;
+        if let Err(error) = std::thread::Builder::new()
+            .name("weft-attempt-reap".into())
+            .spawn(move || {
+                let _ = reap(pid, true);
+            })
+        {
+            tracing::warn!(pid, %error, "cannot start the thread that reaps a cancelled attempt");
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn register(pidfd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: the `AsyncFd` owns the descriptor from here until it is dropped, and an
+    // `OwnedFd` always answers the same `as_raw_fd`.
+    Ok(unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }?)
+}
+
+/// `waitpid` for one child: its status once it has exited, `None` while it runs (unless
+/// `block`).
+#[allow(unsafe_code)]
+fn reap(pid: libc::pid_t, block: bool) -> io::Result<Option<ExitStatus>> {
+    let options = if block { 0 } else { libc::WNOHANG };
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes the status of our own child into a local.
+        let reaped = unsafe { libc::waitpid(pid, &mut status, options) };
+        match reaped {
+            0 => return Ok(None),
+            -1 => {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            _ => return Ok(Some(ExitStatus::from_raw(status))),
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes plain integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and nothing else owns it. pidfds are created
+    // close-on-exec.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+
+    fn run(argv: &[&str], env: &ChildEnv, cwd: Option<&std::path::Path>) -> (String, i32) {
+        let (mut reader, writer) = std::io::pipe().unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let request = SpawnRequest {
+            argv: &argv,
+            env,
+            cwd,
+            stdin: std::os::fd::AsFd::as_fd(&null),
+            stdout: std::os::fd::AsFd::as_fd(&writer),
+            stderr: std::os::fd::AsFd::as_fd(&writer),
+            process_group: true,
+        };
+        let mut process = spawn(&request).unwrap();
+        drop(writer);
+        let mut output = String::new();
+        reader.read_to_string(&mut output).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let status = runtime.block_on(process.wait()).unwrap();
+        (output, status.code().unwrap_or(-1))
+    }
+
+    #[test]
+    fn the_child_sees_the_worker_environment_with_its_own_variables_on_top() {
+        let mut env = ChildEnv::inherit();
+        env.set("WEFT_SPAWN_TEST", "first").unwrap();
+        env.set("WEFT_SPAWN_TEST", "second").unwrap();
+        env.set("HOME", "/nowhere").unwrap();
+        let (output, code) = run(&["/usr/bin/env"], &env, None);
+        assert_eq!(code, 0);
+        let lines: Vec<&str> = output.lines().collect();
+        assert!(lines.contains(&"WEFT_SPAWN_TEST=second"), "{output}");
+        assert!(lines.contains(&"HOME=/nowhere"), "{output}");
+        assert_eq!(lines.iter().filter(|l| l.starts_with("HOME=")).count(), 1);
+        // Everything else is the worker's, once each.
+        for (name, value) in std::env::vars_os() {
+            if name == "HOME" {
+                continue;
+            }
+            use std::os::unix::ffi::OsStringExt;
+            let line = [name.into_vec(), b"=".to_vec(), value.into_vec()].concat();
+            let line = String::from_utf8_lossy(&line).to_string();
+            assert_eq!(lines.iter().filter(|l| **l == line).count(), 1, "{line}");
+        }
+        assert_eq!(env.get("HOME"), Some(OsStr::new("/nowhere")));
+        assert_eq!(env.get("PATH"), std::env::var_os("PATH").as_deref());
+    }
+
+    #[test]
+    fn a_cleared_environment_has_only_what_was_set() {
+        let mut env = ChildEnv::cleared();
+        env.set("ONLY", "this").unwrap();
+        let (output, _) = run(&["/usr/bin/env"], &env, None);
+        assert_eq!(output, "ONLY=this\n");
+        assert_eq!(env.get("PATH"), None);
+    }
+
+    #[test]
+    fn programs_are_found_on_the_path_and_run_in_their_directory_and_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let (output, code) = run(
+            &["sh", "-c", "pwd; ps -o pgid= -p $$; echo $$; exit 3"],
+            &ChildEnv::inherit(),
+            Some(dir.path()),
+        );
+        assert_eq!(code, 3);
+        let lines: Vec<&str> = output.lines().map(str::trim).collect();
+        assert_eq!(
+            std::path::Path::new(lines[0]).canonicalize().unwrap(),
+            dir.path().canonicalize().unwrap()
+        );
+        assert_eq!(lines[1], lines[2], "its own process group: {output}");
+    }
+
+    #[test]
+    fn bad_requests_are_errors_not_panics() {
+        let mut env = ChildEnv::inherit();
+        assert!(env.set("BAD", "nul\0byte").is_err());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsFd::as_fd(&null);
+        let missing = [OsString::from("/nonexistent/program")];
+        let request = SpawnRequest {
+            argv: &missing,
+            env: &env,
+            cwd: None,
+            stdin: fd,
+            stdout: fd,
+            stderr: fd,
+            process_group: false,
+        };
+        let error = spawn(&request).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound, "{error}");
+        let request = SpawnRequest {
+            argv: &[],
+            ..request
+        };
+        assert!(spawn(&request).is_err());
+    }
+
+    #[test]
+    fn a_running_process_is_waited_for_and_a_dropped_one_is_reaped() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsFd::as_fd(&null);
+        let argv = [
+            OsString::from("/bin/sh"),
+            OsString::from("-c"),
+            OsString::from("sleep 0.2; exit 7"),
+        ];
+        let env = ChildEnv::inherit();
+        let request = SpawnRequest {
+            argv: &argv,
+            env: &env,
+            cwd: None,
+            stdin: fd,
+            stdout: fd,
+            stderr: fd,
+            process_group: false,
+        };
+        let mut process = spawn(&request).unwrap();
+        assert!(process.try_wait().unwrap().is_none());
+        let status = runtime.block_on(process.wait()).unwrap();
+        assert_eq!(status.code(), Some(7));
+
+        let process = spawn(&request).unwrap();
+        let pid = process.id() as i32;
+        drop(process);
+        // The reaper thread collects it once it exits: then its pid is no child of ours.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(std::time::Instant::now() < deadline, "pid {pid} not reaped");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
