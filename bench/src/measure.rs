@@ -59,6 +59,14 @@ impl Usage {
         }
     }
 
+    /// Runs `work` without counting its CPU (and its children's) in this measurement.
+    pub fn excluding<T>(&mut self, work: impl FnOnce() -> T) -> T {
+        let before = cpu_seconds();
+        let result = work();
+        self.cpu_s += cpu_seconds() - before;
+        result
+    }
+
     pub fn cpu_since(&self) -> f64 {
         cpu_seconds() - self.cpu_s
     }
@@ -128,24 +136,7 @@ pub fn measure_floor(dir: &Path, repetitions: usize) -> anyhow::Result<Floor> {
         std::process::Command::new("/bin/true").status()?;
         fork_exec.push(millis(started.elapsed()));
     }
-    let cores = std::thread::available_parallelism()
-        .map(|count| count.get())
-        .unwrap_or(1);
-    let per_thread = repetitions.max(cores) / cores;
-    let started = Instant::now();
-    let threads: Vec<_> = (0..cores)
-        .map(|_| {
-            std::thread::spawn(move || {
-                for _ in 0..per_thread {
-                    let _ = std::process::Command::new("/bin/true").status();
-                }
-            })
-        })
-        .collect();
-    for thread in threads {
-        let _ = thread.join();
-    }
-    let fork_exec_parallel_per_s = (per_thread * cores) as f64 / started.elapsed().as_secs_f64();
+    let fork_exec_parallel_per_s = fork_exec_parallel_per_s(repetitions);
 
     std::fs::create_dir_all(dir)?;
     let path = dir.join("floor-fsync.bin");
@@ -168,6 +159,29 @@ pub fn measure_floor(dir: &Path, repetitions: usize) -> anyhow::Result<Floor> {
         fork_exec_parallel_per_s,
         append_fsync_4k_ms: Summary::of(&fsync),
     })
+}
+
+/// fork+exec+wait of `/bin/true` per second, with one process per core at once, over about
+/// `processes` processes.
+pub fn fork_exec_parallel_per_s(processes: usize) -> f64 {
+    let cores = std::thread::available_parallelism()
+        .map(|count| count.get())
+        .unwrap_or(1);
+    let per_thread = processes.max(cores) / cores;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..cores)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..per_thread {
+                    let _ = std::process::Command::new("/bin/true").status();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        let _ = thread.join();
+    }
+    (per_thread * cores) as f64 / started.elapsed().as_secs_f64()
 }
 
 pub fn millis(duration: Duration) -> f64 {

@@ -2,7 +2,7 @@
 //! (`synchronous=FULL`: every state change is on disk before anything depends on it):
 //! chain100 (shell, in-process, Python), light40, fanout1000, many_dags and inproc.
 
-use crate::measure::{millis, Summary, Usage};
+use crate::measure::{self, millis, Summary, Usage};
 use crate::report::{Throughput, WorkloadResult};
 use anyhow::Context as _;
 use serde_json::json;
@@ -335,7 +335,7 @@ pub async fn fanout(
     fork_exec_per_s: f64,
 ) -> anyhow::Result<WorkloadResult> {
     let dir = workspace.fresh_dir("fanout")?;
-    let usage = Usage::start();
+    let mut usage = Usage::start();
     let (engine, sqlite) = durable_engine_and_store(&dir, None).await?;
     let width = sizes.fanout_width;
     let middle: Vec<String> = (0..width).map(|index| format!("t{index:05}")).collect();
@@ -351,9 +351,29 @@ pub async fn fanout(
     spec.max_active_runs = 1_000;
     engine.upsert_dag(spec).await?;
     let before = sqlite.counts();
-    let measured = sequential_runs(&engine, "bench_fanout", sizes.runs.min(3)).await;
+    // The floor again, right before each run and after the last, at the size of one run (its
+    // CPU not counted as the workload's): the host's speed drifts within minutes, and the
+    // floor measured at the start of the suite can be minutes away from this workload.
+    let tasks = width + 2;
+    let warm_up = engine.trigger("bench_fanout", json!({})).await?;
+    expect_success(engine.wait_for_run(&warm_up).await?, "bench_fanout")?;
+    let floor = |usage: &mut Usage| usage.excluding(|| measure::fork_exec_parallel_per_s(tasks));
+    let mut floors = vec![floor(&mut usage)];
+    let mut measured = Vec::new();
+    for _ in 0..sizes.runs.min(3) {
+        let started = Instant::now();
+        let run = engine.trigger("bench_fanout", json!({})).await?;
+        expect_success(engine.wait_for_run(&run).await?, "bench_fanout")?;
+        measured.push((run, started.elapsed().as_secs_f64()));
+        floors.push(floor(&mut usage));
+    }
     let after = sqlite.counts();
-    let measured = measured?;
+    // Each run's rate against the mean of the floors just before and just after it.
+    let adjacent_shares: Vec<f64> = measured
+        .iter()
+        .zip(floors.windows(2))
+        .map(|((_, seconds), pair)| (tasks as f64 / seconds) / ((pair[0] + pair[1]) / 2.0))
+        .collect();
     let phases = match measured.last() {
         Some((run, _)) => fanout_phases(engine.store(), run, &middle).await?,
         None => json!(null),
@@ -369,6 +389,14 @@ pub async fn fanout(
             .with_note(
                 "share_of_parallel_fork_exec_floor",
                 json!(rate / fork_exec_per_s),
+            )
+            .with_note(
+                "share_of_adjacent_fork_exec_floor",
+                json!({
+                    "p50": Summary::of(&adjacent_shares).p50,
+                    "runs": adjacent_shares,
+                    "floors_per_s": floors,
+                }),
             )
             .with_note("phases_of_the_last_run_ms", phases)
             .with_note(
