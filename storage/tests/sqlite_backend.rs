@@ -44,7 +44,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("weft.db");
     let store = open(&path);
-    assert_eq!(store.migrations_applied_at_open(), &[1, 2, 3]);
+    assert_eq!(store.migrations_applied_at_open(), &[1, 2, 3, 4]);
     let resized = PoolRow {
         name: "default_pool".into(),
         slots: 7,
@@ -116,7 +116,7 @@ async fn a_version_2_file_is_upgraded_and_keeps_its_rows() {
     );
 
     let store = open(&path);
-    assert_eq!(store.migrations_applied_at_open(), &[3]);
+    assert_eq!(store.migrations_applied_at_open(), &[3, 4]);
     assert!(store.pools().await.unwrap().contains(&PoolRow {
         name: "etl".into(),
         slots: 3,
@@ -124,7 +124,126 @@ async fn a_version_2_file_is_upgraded_and_keeps_its_rows() {
     }));
     drop(store);
     assert!(indices(&path).is_empty(), "{:?}", indices(&path));
+    assert_eq!(schema_versions(&path), vec![1, 2, 3, 4]);
+}
+
+/// A file at schema version 3, as its migrations left it, with one of each row on a task's
+/// path (and `extra` SQL run after them).
+fn version_3_file(path: &Path, extra: &str) {
+    let connection = Connection::open(path).unwrap();
+    for migration in [
+        include_str!("../src/sqlite/migrations/0001_initial.sql"),
+        include_str!("../src/sqlite/migrations/0002_users_and_tokens.sql"),
+        include_str!("../src/sqlite/migrations/0003_drop_unused_task_instance_indices.sql"),
+    ] {
+        connection.execute_batch(migration).unwrap();
+    }
+    connection
+        .execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER NOT NULL PRIMARY KEY, \
+             name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT; \
+             INSERT INTO schema_migrations VALUES (1, 'initial', 0), (2, 'users_and_tokens', 0), \
+                 (3, 'drop_unused_task_instance_indices', 0); \
+             INSERT INTO dags VALUES ('etl', 'v1', NULL, 0, 0); \
+             INSERT INTO dag_runs VALUES ('etl', 'r1', 'manual', 'running', 0, 0, 0, 'v1', '{}', \
+                 7, 0, 1, NULL); \
+             INSERT INTO task_instances VALUES ('etl', 'r1', 'extract', -1, 'success', 1, 5, 1, 1, \
+                 'default_pool', 1, 2, 3, 4, NULL, NULL); \
+             INSERT INTO attempts VALUES ('etl', 'r1', 'extract', -1, 1, 5, 'success', 3, 4, \
+                 'local', NULL); \
+             INSERT INTO xcoms VALUES ('etl', 'r1', 'extract', -1, 'return_value', '[1,2,3]'); \
+             INSERT INTO logs VALUES ('etl', 'r1', 'extract', -1, 1, 'logs/x.log', 12, 0);",
+        )
+        .unwrap();
+    connection.execute_batch(extra).unwrap();
+}
+
+fn table_sql(path: &Path, table: &str) -> String {
+    let connection = Connection::open(path).unwrap();
+    connection
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |row| row.get(0),
+        )
+        .unwrap()
+}
+
+/// Migration 4 rebuilds the tables of a task's path as WITHOUT ROWID tables: the rows come
+/// through, and foreign keys hold again afterwards.
+#[tokio::test]
+async fn a_version_3_file_gets_clustered_task_tables_and_keeps_its_rows() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("weft.db");
+    version_3_file(&path, "");
+    assert!(!table_sql(&path, "attempts").contains("WITHOUT ROWID"));
+
+    let store = open(&path);
+    assert_eq!(store.migrations_applied_at_open(), &[4]);
+    let run = RunKey {
+        dag_id: "etl".into(),
+        run_id: "r1".into(),
+    };
+    let key = TaskInstanceKey::new("etl", "r1", "extract", -1);
+    let record = store.task_instance(&key).await.unwrap().unwrap();
+    assert_eq!(
+        (record.state, record.try_number, record.token),
+        (TaskState::Success, 1, 5)
+    );
+    let attempts = store.attempts(&key).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].worker, "local");
+    let xcoms = store.xcoms(&run).await.unwrap();
+    assert_eq!(xcoms.len(), 1);
+    assert_eq!(xcoms[0].value, serde_json::json!([1, 2, 3]));
+    // Foreign keys are enforced again: a result of a task instance that does not exist is
+    // refused.
+    let orphan = Write::PutXcom(weft_storage::XcomRow {
+        key: TaskInstanceKey::new("etl", "r1", "missing", -1),
+        name: "return_value".into(),
+        value: serde_json::json!(1),
+    });
+    assert!(store.write(vec![orphan]).await.is_err());
+    drop(store);
+    for table in ["task_instances", "attempts", "xcoms", "logs"] {
+        let sql = table_sql(&path, table);
+        assert!(sql.contains("WITHOUT ROWID"), "{table}: {sql}");
+        assert!(
+            sql.starts_with(&format!("CREATE TABLE \"{table}\""))
+                || sql.starts_with(&format!("CREATE TABLE {table}")),
+            "{sql}"
+        );
+    }
+    assert_eq!(schema_versions(&path), vec![1, 2, 3, 4]);
+}
+
+/// A version-3 file whose rows refer to rows that do not exist (written with foreign keys
+/// off) is not migrated: the error says so and the file stays at version 3, rows and all.
+#[tokio::test]
+async fn a_version_3_file_with_dangling_rows_is_refused_and_left_as_it_was() {
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("weft.db");
+    version_3_file(
+        &path,
+        "PRAGMA foreign_keys = OFF; \
+         INSERT INTO xcoms VALUES ('etl', 'r1', 'gone', -1, 'return_value', '1');",
+    );
+    let Err(error) = SqliteStore::open(&path, SqliteOptions::default()) else {
+        panic!("the migration is refused");
+    };
+    assert!(
+        error
+            .to_string()
+            .contains("refer to rows that do not exist"),
+        "{error}"
+    );
     assert_eq!(schema_versions(&path), vec![1, 2, 3]);
+    assert!(!table_sql(&path, "xcoms").contains("WITHOUT ROWID"));
+    let connection = Connection::open(&path).unwrap();
+    let rows: i64 = connection
+        .query_row("SELECT COUNT(*) FROM xcoms", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 2);
 }
 
 #[tokio::test]

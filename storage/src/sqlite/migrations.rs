@@ -13,6 +13,9 @@ pub(crate) struct Migration {
     pub version: u32,
     pub name: &'static str,
     pub sql: &'static str,
+    /// Rebuilds tables that others refer to: runs with foreign keys off (they cannot be turned
+    /// off inside a transaction) and commits only if `PRAGMA foreign_key_check` finds nothing.
+    pub rebuilds_tables: bool,
 }
 
 /// Every migration this build knows, in version order; append, never edit a released one.
@@ -21,21 +24,30 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "initial",
         sql: include_str!("migrations/0001_initial.sql"),
+        rebuilds_tables: false,
     },
     Migration {
         version: 2,
         name: "users_and_tokens",
         sql: include_str!("migrations/0002_users_and_tokens.sql"),
+        rebuilds_tables: false,
     },
     Migration {
         version: 3,
         name: "drop_unused_task_instance_indices",
         sql: include_str!("migrations/0003_drop_unused_task_instance_indices.sql"),
+        rebuilds_tables: false,
+    },
+    Migration {
+        version: 4,
+        name: "clustered_task_tables",
+        sql: include_str!("migrations/0004_clustered_task_tables.sql"),
+        rebuilds_tables: true,
     },
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER NOT NULL PRIMARY KEY,
@@ -86,25 +98,61 @@ fn apply(connection: &mut Connection, migration: &Migration, now_micros: i64) ->
         "applying migration {:04}_{}",
         migration.version, migration.name
     );
+    if !migration.rebuilds_tables {
+        return apply_in_transaction(connection, migration, now_micros, &doing);
+    }
+    let foreign_keys = |connection: &Connection, on: bool| {
+        connection
+            .pragma_update(None, "foreign_keys", on)
+            .map_err(|error| sqlite_error(error, &doing))
+    };
+    let enforced: bool = connection
+        .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+        .map_err(|error| sqlite_error(error, &doing))?;
+    foreign_keys(connection, false)?;
+    let applied = apply_in_transaction(connection, migration, now_micros, &doing);
+    foreign_keys(connection, enforced)?;
+    applied
+}
+
+fn apply_in_transaction(
+    connection: &mut Connection,
+    migration: &Migration,
+    now_micros: i64,
+    doing: &str,
+) -> Result<()> {
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|error| sqlite_error(error, &doing))?;
+        .map_err(|error| sqlite_error(error, doing))?;
     // Another process may have migrated while this one waited for the write lock.
     if current_version(&transaction)? >= migration.version {
         return Ok(());
     }
     transaction
         .execute_batch(migration.sql)
-        .map_err(|error| sqlite_error(error, &doing))?;
+        .map_err(|error| sqlite_error(error, doing))?;
+    if migration.rebuilds_tables {
+        let violations: i64 = transaction
+            .query_row("SELECT COUNT(*) FROM pragma_foreign_key_check", [], |row| {
+                row.get(0)
+            })
+            .map_err(|error| sqlite_error(error, doing))?;
+        if violations > 0 {
+            // Dropping the transaction rolls the migration back.
+            return Err(Error::Corrupt(format!(
+                "{doing}: {violations} rows refer to rows that do not exist; the file was left                  as it was"
+            )));
+        }
+    }
     transaction
         .execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
             params![migration.version, migration.name, now_micros],
         )
-        .map_err(|error| sqlite_error(error, &doing))?;
+        .map_err(|error| sqlite_error(error, doing))?;
     transaction
         .commit()
-        .map_err(|error| sqlite_error(error, &doing))?;
+        .map_err(|error| sqlite_error(error, doing))?;
     tracing::info!(
         version = migration.version,
         name = migration.name,
