@@ -72,6 +72,47 @@ impl Usage {
     }
 }
 
+/// CPU seconds of this process's own threads and of its reaped children, apart.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSplit {
+    pub own: f64,
+    pub children: f64,
+}
+
+impl CpuSplit {
+    pub fn now() -> CpuSplit {
+        let fields = stat_cpu_fields();
+        CpuSplit {
+            own: (fields[0] + fields[1]) / USER_HZ,
+            children: (fields[2] + fields[3]) / USER_HZ,
+        }
+    }
+
+    /// The CPU spent since `earlier`, added to `self`.
+    pub fn add_since(&mut self, earlier: CpuSplit) {
+        let now = CpuSplit::now();
+        self.own += now.own - earlier.own;
+        self.children += now.children - earlier.children;
+    }
+}
+
+/// utime, stime, cutime and cstime of this process, in clock ticks.
+fn stat_cpu_fields() -> [f64; 4] {
+    let mut fields = [0.0; 4];
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return fields;
+    };
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
+        return fields;
+    };
+    // rest[0] is field 3 (state); utime is field 14, so index 11.
+    for (slot, field) in fields.iter_mut().zip(rest.split_whitespace().skip(11)) {
+        *slot = field.parse::<f64>().unwrap_or(0.0);
+    }
+    fields
+}
+
 /// utime + stime + cutime + cstime of this process, in seconds.
 pub fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {

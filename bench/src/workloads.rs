@@ -2,7 +2,7 @@
 //! (`synchronous=FULL`: every state change is on disk before anything depends on it):
 //! chain100 (shell, in-process, Python), light40, fanout1000, many_dags and inproc.
 
-use crate::measure::{self, millis, Summary, Usage};
+use crate::measure::{self, millis, CpuSplit, Summary, Usage};
 use crate::report::{Throughput, WorkloadResult};
 use anyhow::Context as _;
 use serde_json::json;
@@ -357,14 +357,24 @@ pub async fn fanout(
     let tasks = width + 2;
     let warm_up = engine.trigger("bench_fanout", json!({})).await?;
     expect_success(engine.wait_for_run(&warm_up).await?, "bench_fanout")?;
-    let floor = |usage: &mut Usage| usage.excluding(|| measure::fork_exec_parallel_per_s(tasks));
+    // CPU of the measured runs and of the floors, the engine's own apart from its children's.
+    let (mut runs_cpu, mut floors_cpu) = (CpuSplit::default(), CpuSplit::default());
+    let mut floor = |usage: &mut Usage| {
+        usage.excluding(|| {
+            let started = CpuSplit::now();
+            let rate = measure::fork_exec_parallel_per_s(tasks);
+            floors_cpu.add_since(started);
+            rate
+        })
+    };
     let mut floors = vec![floor(&mut usage)];
     let mut measured = Vec::new();
     for _ in 0..sizes.runs.min(3) {
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), CpuSplit::now());
         let run = engine.trigger("bench_fanout", json!({})).await?;
         expect_success(engine.wait_for_run(&run).await?, "bench_fanout")?;
         measured.push((run, started.elapsed().as_secs_f64()));
+        runs_cpu.add_since(cpu);
         floors.push(floor(&mut usage));
     }
     let after = sqlite.counts();
@@ -374,40 +384,51 @@ pub async fn fanout(
         .zip(floors.windows(2))
         .map(|((_, seconds), pair)| (tasks as f64 / seconds) / ((pair[0] + pair[1]) / 2.0))
         .collect();
+    let seconds: Vec<f64> = measured.iter().map(|(_, seconds)| *seconds).collect();
+    let end_to_end = Summary::of(&seconds);
+    let rate = (width + 2) as f64 / end_to_end.p50;
+    let description = format!("1 -> {width} parallel shell `true` -> 1");
+    let per_task_us = |seconds: f64, count: usize| seconds * 1e6 / count.max(1) as f64;
+    let result = WorkloadResult::new("fanout1000", &description, end_to_end, usage)
+        .with_throughput(Throughput::new(rate, "tasks/s"))
+        .with_note(
+            "share_of_parallel_fork_exec_floor",
+            json!(rate / fork_exec_per_s),
+        )
+        .with_note(
+            "share_of_adjacent_fork_exec_floor",
+            json!({
+                "p50": Summary::of(&adjacent_shares).p50,
+                "runs": adjacent_shares,
+                "floors_per_s": floors,
+            }),
+        )
+        .with_note(
+            // What a task costs the engine and its process, against what a process costs the
+            // floor's loop and the process itself (clock ticks of 10 ms, summed over runs).
+            "cpu_us",
+            json!({
+                "engine_per_task": per_task_us(runs_cpu.own, measured.len() * tasks),
+                "task_process_per_task": per_task_us(runs_cpu.children, measured.len() * tasks),
+                "floor_loop_per_process": per_task_us(floors_cpu.own, floors.len() * tasks),
+                "floor_process_per_process": per_task_us(floors_cpu.children, floors.len() * tasks),
+            }),
+        )
+        .with_note(
+            "store_commits_per_task",
+            // The warm-up run is counted too.
+            json!(
+                (after.transactions_committed - before.transactions_committed) as f64
+                    / ((seconds.len() + 1) * (width + 2)) as f64
+            ),
+        );
+    // Read after the workload's CPU is taken: these reads are not the workload's.
     let phases = match measured.last() {
         Some((run, _)) => fanout_phases(engine.store(), run, &middle).await?,
         None => json!(null),
     };
     engine.shutdown().await;
-    let seconds: Vec<f64> = measured.iter().map(|(_, seconds)| *seconds).collect();
-    let end_to_end = Summary::of(&seconds);
-    let rate = (width + 2) as f64 / end_to_end.p50;
-    let description = format!("1 -> {width} parallel shell `true` -> 1");
-    Ok(
-        WorkloadResult::new("fanout1000", &description, end_to_end, usage)
-            .with_throughput(Throughput::new(rate, "tasks/s"))
-            .with_note(
-                "share_of_parallel_fork_exec_floor",
-                json!(rate / fork_exec_per_s),
-            )
-            .with_note(
-                "share_of_adjacent_fork_exec_floor",
-                json!({
-                    "p50": Summary::of(&adjacent_shares).p50,
-                    "runs": adjacent_shares,
-                    "floors_per_s": floors,
-                }),
-            )
-            .with_note("phases_of_the_last_run_ms", phases)
-            .with_note(
-                "store_commits_per_task",
-                // The warm-up run is counted too.
-                json!(
-                    (after.transactions_committed - before.transactions_committed) as f64
-                        / ((seconds.len() + 1) * (width + 2)) as f64
-                ),
-            ),
-    )
+    Ok(result.with_note("phases_of_the_last_run_ms", phases))
 }
 
 /// Where a fan-out run's time goes, from its run row and attempt rows: from the run's creation
