@@ -156,8 +156,13 @@ impl Actor for DispatcherActor {
                 try_number,
                 token,
             } => {
+                // Only once per attempt: a slot that died after freeing itself may have had
+                // its attempts released already (supervision events overtake messages), and
+                // a second release would list the slot as idle twice.
+                if state.running.remove(&(key.clone(), token)).is_none() {
+                    return Ok(());
+                }
                 state.idle.push(slot);
-                state.running.remove(&(key.clone(), token));
                 state.core.handle(DispatchInput::Release {
                     key,
                     try_number,
