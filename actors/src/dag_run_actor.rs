@@ -64,12 +64,24 @@ pub(crate) enum DagRunMsg {
     },
     /// The store answered the batch this actor handed it (see `DagRunActorState::flush`).
     Flushed(weft_storage::Result<()>),
+    /// The decisions held back for a shared commit wait no longer (see `COMMIT_DELAY`).
+    FlushDue,
     /// Test hook: fail the actor as a crash would.
     #[cfg(any(test, feature = "fault-injection"))]
     Crash,
 }
 
 pub(crate) struct DagRunActor;
+
+/// Group commit across a wide run, as a database's commit delay with its "siblings" rule: while
+/// at least `COMMIT_SIBLINGS_MIN` of the run's task instances hold or wait for a worker slot,
+/// decisions that nothing waits on (an attempt's end that dispatches, kills and answers
+/// nothing, and does not end the run) are held back up to `COMMIT_DELAY`, or until
+/// `COMMIT_BATCH_DECISIONS` of them wait, so that many attempts' ends share one commit. A chain
+/// (one active instance) and every decision that dispatches or answers commit at once.
+const COMMIT_SIBLINGS_MIN: usize = 16;
+const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(3);
+const COMMIT_BATCH_DECISIONS: usize = 256;
 
 pub(crate) enum RunStart {
     Fresh,
@@ -113,6 +125,8 @@ pub(crate) struct DagRunActorState {
     undone: Vec<Decided>,
     /// What to do once the batch being committed is durable; `None` when none is.
     committing: Option<Vec<Decided>>,
+    /// A `FlushDue` is on its way: decisions are being held back for a shared commit.
+    flush_due_armed: bool,
     /// The run was re-opened: `Start` waits for the clear or mark that re-opened it.
     start_deferred: bool,
 }
@@ -175,6 +189,7 @@ impl Actor for DagRunActor {
             unflushed_rows: HashMap::new(),
             undone: Vec::new(),
             committing: None,
+            flush_due_armed: false,
             start_deferred,
         })
     }
@@ -287,6 +302,10 @@ impl Actor for DagRunActor {
             }
             DagRunMsg::AssignmentReady(assignment) => state.enqueue_if_current(&myself, assignment),
             DagRunMsg::Flushed(result) => state.flushed(&myself, result).await?,
+            DagRunMsg::FlushDue => {
+                state.flush_due_armed = false;
+                state.flush_now(&myself).await?;
+            }
             #[cfg(any(test, feature = "fault-injection"))]
             DagRunMsg::Crash => return Err("injected dag run actor crash".into()),
         }
@@ -521,6 +540,31 @@ impl DagRunActorState {
     /// share the next commit instead of waiting one commit each). The decisions' effects are
     /// performed, in order, only once their batch is durable (`flushed`).
     async fn flush(&mut self, myself: &ActorRef<DagRunMsg>) -> Result<(), ActorProcessingErr> {
+        if self.committing.is_none() && !self.undone.is_empty() && self.may_hold_back() {
+            if !self.flush_due_armed {
+                self.flush_due_armed = true;
+                myself.send_after(COMMIT_DELAY, || DagRunMsg::FlushDue);
+            }
+            return Ok(());
+        }
+        self.flush_now(myself).await
+    }
+
+    /// Whether the decisions waiting for a commit may wait for more (see `COMMIT_DELAY`).
+    fn may_hold_back(&self) -> bool {
+        self.run.active_instances() >= COMMIT_SIBLINGS_MIN
+            && self.undone.len() < COMMIT_BATCH_DECISIONS
+            && self.undone.iter().all(|decision| {
+                decision.reply.is_none()
+                    && decision.finished.is_none()
+                    && decision.effects.iter().all(|effect| {
+                        !matches!(effect, RunEffect::Dispatch(_) | RunEffect::Kill { .. })
+                    })
+            })
+    }
+
+    /// `flush` without holding anything back.
+    async fn flush_now(&mut self, myself: &ActorRef<DagRunMsg>) -> Result<(), ActorProcessingErr> {
         while self.committing.is_none() && !self.undone.is_empty() {
             let decided = std::mem::take(&mut self.undone);
             let batch = std::mem::take(&mut self.unflushed);

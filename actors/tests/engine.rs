@@ -459,6 +459,51 @@ async fn a_thousand_task_fan_out_completes() {
     engine.shutdown().await;
 }
 
+/// In a wide run, attempts' ends that nothing waits on share commits (see the run actor's
+/// commit delay): 300 tasks finishing a few at a time over about 60 ms commit in far fewer
+/// transactions than one per task, yet every result is stored and the join after them runs
+/// (its dispatch is not held back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_run_shares_commits_between_attempts_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite =
+        Arc::new(SqliteStore::open(dir.path().join("weft.db"), Default::default()).unwrap());
+    let store: Arc<dyn Store> = sqlite.clone();
+    let mut config = EngineConfig::new(dir.path());
+    config.worker_slots = 300;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let width = 300;
+    let mut dag = RustDag::new("wide").task("start", &[], |_| async { Ok(None) });
+    for index in 0..width {
+        // Ends spread over about 60 ms, a few tasks per millisecond.
+        let pause = Duration::from_micros(200 * (index % 300) as u64);
+        dag = dag.task(&format!("leaf_{index}"), &["start"], move |_| async move {
+            tokio::time::sleep(pause).await;
+            Ok(Some(serde_json::json!(index)))
+        });
+    }
+    let leaves: Vec<String> = (0..width).map(|index| format!("leaf_{index}")).collect();
+    let leaf_refs: Vec<&str> = leaves.iter().map(String::as_str).collect();
+    dag = dag
+        .task("end", &leaf_refs, |_| async { Ok(None) })
+        .settings(|spec| spec.max_active_tasks = 400);
+    engine.register(dag).await.unwrap();
+    let run = engine.trigger("wide", serde_json::json!({})).await.unwrap();
+    let before = sqlite.counts().transactions_committed;
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    let commits = sqlite.counts().transactions_committed - before;
+    let states = states(store.as_ref(), &run).await;
+    assert!(states
+        .iter()
+        .all(|(_, state, tries)| *state == TaskState::Success && *tries == 1));
+    assert_eq!(store.xcoms(&run).await.unwrap().len(), width);
+    assert!(
+        commits < (width / 4) as u64,
+        "{commits} commits for {width} attempts' ends"
+    );
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_dag_and_an_invalid_dag_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -386,6 +386,12 @@ impl DagRun {
         self.stats
     }
 
+    /// Task instances that hold or wait for a worker slot (`queued` or `running`).
+    pub fn active_instances(&self) -> usize {
+        self.state_counts[TaskState::Queued as usize]
+            + self.state_counts[TaskState::Running as usize]
+    }
+
     pub fn handle(&mut self, now: Timestamp, input: RunInput) -> Vec<RunEffect> {
         let mut step = Step {
             now,
