@@ -53,8 +53,10 @@ if [[ $airflow == 1 ]]; then
     # Airflow in its own virtualenv, at the pinned version (reused when it is already there).
     if ! "$AIRFLOW_VENV/bin/python" -c "import airflow, sys; sys.exit(airflow.__version__ != '$AIRFLOW_VERSION')" 2>/dev/null; then
         python3 -m venv "$AIRFLOW_VENV"
+        # Pinned by a constraints file kept in the repository (the versions PyPI resolved for
+        # this Airflow), since only package registries can be reached from these machines.
         "$AIRFLOW_VENV/bin/pip" install -q "apache-airflow==$AIRFLOW_VERSION" \
-            --constraint "https://raw.githubusercontent.com/apache/airflow/constraints-$AIRFLOW_VERSION/constraints-3.11.txt"
+            --constraint "$repo/bench/airflow/constraints-$AIRFLOW_VERSION-py3.11.txt"
     fi
     "$AIRFLOW_VENV/bin/python" -c 'import psycopg2, asyncpg' 2>/dev/null \
         || "$AIRFLOW_VENV/bin/pip" install -q psycopg2-binary asyncpg
