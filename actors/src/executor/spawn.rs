@@ -470,22 +470,31 @@ mod tests {
         assert_eq!(lines[1], lines[2], "its own process group: {output}");
     }
 
-    #[test]
-    fn bad_requests_are_errors_not_panics() {
-        let mut env = ChildEnv::inherit();
-        assert!(env.set("BAD", "nul\0byte").is_err());
-        let null = std::fs::File::open("/dev/null").unwrap();
-        let fd = std::os::fd::AsFd::as_fd(&null);
-        let missing = [OsString::from("/nonexistent/program")];
-        let request = SpawnRequest {
-            argv: &missing,
-            env: &env,
+    /// A request with every standard stream on `null`.
+    fn silent<'a>(
+        argv: &'a [OsString],
+        env: &'a ChildEnv,
+        null: &'a std::fs::File,
+    ) -> SpawnRequest<'a> {
+        let fd = std::os::fd::AsFd::as_fd(null);
+        SpawnRequest {
+            argv,
+            env,
             cwd: None,
             stdin: fd,
             stdout: fd,
             stderr: fd,
             process_group: false,
-        };
+        }
+    }
+
+    #[test]
+    fn bad_requests_are_errors_not_panics() {
+        let mut env = ChildEnv::inherit();
+        assert!(env.set("BAD", "nul\0byte").is_err());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let missing = [OsString::from("/nonexistent/program")];
+        let request = silent(&missing, &env, &null);
         let error = spawn(&request).unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::NotFound, "{error}");
         let request = SpawnRequest {
@@ -502,22 +511,13 @@ mod tests {
             .build()
             .unwrap();
         let null = std::fs::File::open("/dev/null").unwrap();
-        let fd = std::os::fd::AsFd::as_fd(&null);
         let argv = [
             OsString::from("/bin/sh"),
             OsString::from("-c"),
             OsString::from("sleep 0.2; exit 7"),
         ];
         let env = ChildEnv::inherit();
-        let request = SpawnRequest {
-            argv: &argv,
-            env: &env,
-            cwd: None,
-            stdin: fd,
-            stdout: fd,
-            stderr: fd,
-            process_group: false,
-        };
+        let request = silent(&argv, &env, &null);
         let mut process = spawn(&request).unwrap();
         assert!(process.try_wait().unwrap().is_none());
         let status = runtime.block_on(process.wait()).unwrap();
