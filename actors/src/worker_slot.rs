@@ -10,8 +10,7 @@ use futures::FutureExt as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use weft_core::dag_run::{AttemptOutcome, DispatchRequest};
 use weft_core::spec::{TaskKind, TaskSpec};
@@ -34,11 +33,6 @@ pub(crate) enum WorkerSlotMsg {
     },
     /// Stop the attempt with this token if it is the one running.
     Kill { token: u64 },
-    /// The running attempt ended (sent by the slot's own execution task).
-    Done {
-        token: u64,
-        report: Box<AttemptReport>,
-    },
     /// Test hook: fail the actor as a crash would.
     #[cfg(any(test, feature = "fault-injection"))]
     Crash,
@@ -56,18 +50,22 @@ pub(crate) struct WorkerSlotState {
     shared: Arc<Shared>,
     index: usize,
     dispatcher: ActorRef<DispatcherMsg>,
-    running: Option<Running>,
+    /// The attempt this slot runs, shared with the attempt's own task. Whichever ends it takes
+    /// it out and reports: the task when the attempt returns (straight to the run and the
+    /// dispatcher, without a message through the slot), the slot on a kill.
+    running: Arc<Mutex<Option<Running>>>,
 }
 
 struct Running {
     assignment: Arc<AttemptAssignment>,
     reply: ActorRef<DagRunMsg>,
-    execution: tokio::task::JoinHandle<()>,
+    /// Set once the attempt's task is spawned (it may have ended before).
+    execution: Option<tokio::task::AbortHandle>,
     started: Instant,
     started_at: weft_core::Timestamp,
-    /// Set by the execution once it has told the run that the attempt started (after
-    /// `RUNNING_REPORT_GRACE`); until then the end carries the start.
-    start_reported: Arc<AtomicBool>,
+    /// The run was told that the attempt started (after `RUNNING_REPORT_GRACE`); until then
+    /// the end carries the start.
+    start_reported: bool,
 }
 
 impl Actor for WorkerSlot {
@@ -84,24 +82,25 @@ impl Actor for WorkerSlot {
             shared: args.shared,
             index: args.index,
             dispatcher: args.dispatcher,
-            running: None,
+            running: Arc::new(Mutex::new(None)),
         })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<WorkerSlotMsg>,
+        _myself: ActorRef<WorkerSlotMsg>,
         message: WorkerSlotMsg,
         state: &mut WorkerSlotState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            WorkerSlotMsg::Run { assignment, reply } => state.start(myself, assignment, reply),
+            WorkerSlotMsg::Run { assignment, reply } => state.start(assignment, reply),
             WorkerSlotMsg::Kill { token } => {
-                let current = state
-                    .running
-                    .as_ref()
-                    .map(|running| running.assignment.request.token);
-                if current == Some(token) {
+                if let Some(running) = take_running(&state.running, token) {
+                    // Dropping the execution kills its process tree (the executors hold kill
+                    // guards).
+                    if let Some(execution) = &running.execution {
+                        execution.abort();
+                    }
                     let report = AttemptReport {
                         outcome: AttemptOutcome::Failed {
                             reason: "attempt killed".to_string(),
@@ -112,20 +111,11 @@ impl Actor for WorkerSlot {
                         log_truncated: false,
                         exit_code: None,
                     };
-                    state.finish(report);
+                    report_end(&state.dispatcher, state.index, running, report);
                 }
             }
             #[cfg(any(test, feature = "fault-injection"))]
             WorkerSlotMsg::Crash => return Err("injected worker slot crash".into()),
-            WorkerSlotMsg::Done { token, report } => {
-                let current = state
-                    .running
-                    .as_ref()
-                    .map(|running| running.assignment.request.token);
-                if current == Some(token) {
-                    state.finish(*report);
-                }
-            }
         }
         Ok(())
     }
@@ -135,91 +125,115 @@ impl Actor for WorkerSlot {
         _myself: ActorRef<WorkerSlotMsg>,
         state: &mut WorkerSlotState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(running) = state.running.take() {
-            running.execution.abort();
+        // The dispatcher reports the attempt of a slot that stopped as lost.
+        let running = lock(&state.running).take();
+        if let Some(execution) = running.and_then(|running| running.execution) {
+            execution.abort();
         }
         Ok(())
     }
 }
 
+fn lock(running: &Mutex<Option<Running>>) -> std::sync::MutexGuard<'_, Option<Running>> {
+    // Nothing panics while holding it; a poisoned lock still holds a consistent value.
+    running
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Takes the running attempt out if it is the one with `token`.
+fn take_running(running: &Mutex<Option<Running>>, token: u64) -> Option<Running> {
+    lock(running).take_if(|running| running.assignment.request.token == token)
+}
+
+/// Tells the run how the attempt ended and frees the slot at the dispatcher.
+fn report_end(
+    dispatcher: &ActorRef<DispatcherMsg>,
+    slot: usize,
+    running: Running,
+    report: AttemptReport,
+) {
+    let request = &running.assignment.request;
+    metrics::histogram!("weft_attempt_seconds").record(running.started.elapsed().as_secs_f64());
+    let _ = running.reply.cast(DagRunMsg::AttemptFinished {
+        task_id: request.key.task_id.clone(),
+        map_index: request.key.map_index,
+        try_number: request.try_number,
+        token: request.token,
+        report: Box::new(report),
+        started_at: Some(running.started_at),
+        start_unreported: !running.start_reported,
+    });
+    let _ = dispatcher.cast(DispatcherMsg::SlotFree {
+        slot,
+        key: request.key.clone(),
+        try_number: request.try_number,
+        token: request.token,
+    });
+}
+
 impl WorkerSlotState {
-    fn start(
-        &mut self,
-        myself: ActorRef<WorkerSlotMsg>,
-        assignment: Box<AttemptAssignment>,
-        reply: ActorRef<DagRunMsg>,
-    ) {
-        if let Some(running) = &self.running {
-            // The dispatcher only assigns idle slots; a second assignment is a bug upstream.
-            tracing::error!(
-                slot = self.index,
-                busy_with = %running.assignment.request.key,
-                "worker slot got a second attempt while busy"
-            );
-            metrics::counter!("weft_invariant_violations_total", "name" => "slot_double_booked")
-                .increment(1);
+    fn start(&mut self, assignment: Box<AttemptAssignment>, reply: ActorRef<DagRunMsg>) {
+        let assignment: Arc<AttemptAssignment> = Arc::from(assignment);
+        let token = assignment.request.token;
+        {
+            let mut running = lock(&self.running);
+            if let Some(busy) = running.as_ref() {
+                // The dispatcher only assigns idle slots; a second assignment is a bug upstream.
+                tracing::error!(
+                    slot = self.index,
+                    busy_with = %busy.assignment.request.key,
+                    "worker slot got a second attempt while busy"
+                );
+                metrics::counter!("weft_invariant_violations_total", "name" => "slot_double_booked")
+                    .increment(1);
+            }
+            *running = Some(Running {
+                assignment: assignment.clone(),
+                reply: reply.clone(),
+                execution: None,
+                started: Instant::now(),
+                started_at: crate::shared::now(),
+                start_reported: false,
+            });
         }
         let shared = self.shared.clone();
-        let assignment: Arc<AttemptAssignment> = Arc::from(assignment);
-        let start_reported = Arc::new(AtomicBool::new(false));
-        let (work, run, reported) = (assignment.clone(), reply.clone(), start_reported.clone());
+        let (slot, dispatcher, index) = (self.running.clone(), self.dispatcher.clone(), self.index);
         let execution = tokio::spawn(async move {
-            let attempt = execute(&shared, &work);
+            let attempt = execute(&shared, &assignment);
             tokio::pin!(attempt);
-            let request = &work.request;
+            let request = &assignment.request;
             // An attempt still running after the grace period has its start reported on its
             // own (see `RUNNING_REPORT_GRACE`); a shorter one reports it with its end.
             let report = tokio::select! {
                 report = &mut attempt => report,
                 () = tokio::time::sleep(RUNNING_REPORT_GRACE) => {
-                    reported.store(true, Ordering::Release);
-                    let _ = run.cast(DagRunMsg::AttemptStarted {
-                        task_id: request.key.task_id.clone(),
-                        map_index: request.key.map_index,
-                        try_number: request.try_number,
-                        token: request.token,
-                    });
+                    let current = lock(&slot)
+                        .as_mut()
+                        .filter(|running| running.assignment.request.token == token)
+                        .map(|running| running.start_reported = true)
+                        .is_some();
+                    if current {
+                        let _ = reply.cast(DagRunMsg::AttemptStarted {
+                            task_id: request.key.task_id.clone(),
+                            map_index: request.key.map_index,
+                            try_number: request.try_number,
+                            token,
+                        });
+                    }
                     attempt.await
                 }
             };
-            let _ = myself.cast(WorkerSlotMsg::Done {
-                token: request.token,
-                report: Box::new(report),
-            });
+            if let Some(running) = take_running(&slot, token) {
+                report_end(&dispatcher, index, running, report);
+            }
         });
-        self.running = Some(Running {
-            assignment,
-            reply,
-            execution,
-            started: Instant::now(),
-            started_at: crate::shared::now(),
-            start_reported,
-        });
-    }
-
-    fn finish(&mut self, report: AttemptReport) {
-        let Some(running) = self.running.take() else {
-            return;
-        };
-        // Dropping the execution kills its process tree (the executors hold kill guards).
-        running.execution.abort();
-        let request = &running.assignment.request;
-        metrics::histogram!("weft_attempt_seconds").record(running.started.elapsed().as_secs_f64());
-        let _ = running.reply.cast(DagRunMsg::AttemptFinished {
-            task_id: request.key.task_id.clone(),
-            map_index: request.key.map_index,
-            try_number: request.try_number,
-            token: request.token,
-            report: Box::new(report),
-            started_at: Some(running.started_at),
-            start_unreported: !running.start_reported.load(Ordering::Acquire),
-        });
-        let _ = self.dispatcher.cast(DispatcherMsg::SlotFree {
-            slot: self.index,
-            key: request.key.clone(),
-            try_number: request.try_number,
-            token: request.token,
-        });
+        if let Some(running) = lock(&self.running)
+            .as_mut()
+            .filter(|running| running.assignment.request.token == token)
+        {
+            running.execution = Some(execution.abort_handle());
+        }
     }
 }
 
