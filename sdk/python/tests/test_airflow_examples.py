@@ -36,3 +36,31 @@ def test_weft_matches_the_stored_airflow_results():
     )
     assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-3000:]
     assert "REGRESSION" not in completed.stdout
+
+
+def _comparison_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "airflow_examples", os.path.join(ROOT, "scripts", "airflow_examples.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_wall_clock_branch_is_compared_with_the_branch_of_the_time_weft_ran():
+    import datetime
+    script = _comparison_script()
+    key = ("example_branch_datetime_operator.py", "example_branch_datetime_operator_2")
+    at = lambda hour, minute=0: datetime.datetime(2026, 12, 3, hour, minute, tzinfo=datetime.timezone.utc)
+    # 15:00 to midnight UTC is in the example's range, as Airflow reads two times of day.
+    assert [script.wall_clock_in_range(at(h), (15, 0, 0), (0, 0, 0)) for h in (1, 14, 15, 23)] \
+        == [False, False, True, True]
+    stored = {"run_state": "success", "tasks": {
+        "datetime_branch": "success", "date_in_range": "success", "date_outside_range": "skipped"}}
+    [morning] = script.expected_for_wall_clock(key, stored, [at(9), at(9, 5)])
+    assert morning["tasks"]["date_in_range"] == "skipped"
+    assert morning["tasks"]["date_outside_range"] == "success"
+    [evening] = script.expected_for_wall_clock(key, stored, [at(20), at(20, 5)])
+    assert evening["tasks"] == stored["tasks"]
+    # The edge passed during the run: either branch is right.
+    assert len(script.expected_for_wall_clock(key, stored, [at(14, 59), at(15, 1)])) == 2
