@@ -271,7 +271,7 @@ pub struct RunStats {
 
 #[derive(Debug, Clone)]
 pub struct DagRun {
-    /// Shared with the driver's task actors, which each need the whole context.
+    /// Shared with the driver's builders of attempt assignments, which need the whole context.
     context: Arc<RunContext>,
     state: DagRunState,
     /// Task instances per task index of `context.dag`, by map index.

@@ -1012,7 +1012,8 @@ impl Simulation {
             match effect {
                 RunEffect::Dispatch(request) => self.send(Message::Enqueue(request), latency_ms),
                 RunEffect::Kill { key, token, .. } => {
-                    // The task actor kills its slot's attempt and withdraws any waiting request.
+                    // The run asks the dispatcher to stop the slot's attempt with this token
+                    // and to withdraw any waiting request (`DispatcherMsg::Cancel`).
                     self.send(
                         Message::Kill {
                             key: key.clone(),
