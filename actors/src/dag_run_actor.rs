@@ -734,15 +734,13 @@ impl DagRunActorState {
         assignment: Box<AttemptAssignment>,
     ) {
         let request = &assignment.request;
-        let current = self
-            .run
-            .task_instance(&request.key.task_id, request.key.map_index)
-            .is_some_and(|record| {
-                record.state == TaskState::Queued
-                    && record.try_number == request.try_number
-                    && record.token == request.token
-            });
-        if !current {
+        let key = &request.key;
+        if !self.run.awaits_start(
+            &key.task_id,
+            key.map_index,
+            request.try_number,
+            request.token,
+        ) {
             metrics::counter!("weft_stale_assignments_dropped_total").increment(1);
             return;
         }

@@ -386,6 +386,19 @@ impl DagRun {
         self.stats
     }
 
+    /// Whether this attempt (try number, fencing token) is the one its task instance is queued
+    /// for: a dispatch prepared meanwhile for an attempt that was since killed, superseded or
+    /// retried must not start.
+    pub fn awaits_start(&self, task_id: &str, map_index: i32, try_number: u32, token: u64) -> bool {
+        self.current_attempt(
+            task_id,
+            map_index,
+            (try_number, token),
+            &[TaskState::Queued],
+        )
+        .is_some()
+    }
+
     /// Task instances that hold or wait for a worker slot (`queued` or `running`).
     pub fn active_instances(&self) -> usize {
         self.state_counts[TaskState::Queued as usize]

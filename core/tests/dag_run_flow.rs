@@ -486,6 +486,21 @@ fn clear_with_downstream_reruns_and_reopens_the_run() {
     .assert_eq(&h.take_log());
 }
 
+/// Only the attempt a task instance is queued for may start: not a stale token or try, not
+/// one that already started, not an unknown task.
+#[test]
+fn only_the_queued_attempt_awaits_its_start() {
+    let mut h = Harness::new(dag("a >> b"));
+    h.start();
+    assert!(h.run.awaits_start("a", -1, 1, 1));
+    assert!(!h.run.awaits_start("a", -1, 1, 2), "another token");
+    assert!(!h.run.awaits_start("a", -1, 2, 1), "another try");
+    assert!(!h.run.awaits_start("b", -1, 1, 1), "not queued yet");
+    assert!(!h.run.awaits_start("missing", -1, 1, 1));
+    h.started("a");
+    assert!(!h.run.awaits_start("a", -1, 1, 1), "already running");
+}
+
 #[test]
 fn mark_success_kills_the_attempt_and_moves_on() {
     let mut h = Harness::new(dag("a >> b"));
