@@ -699,7 +699,7 @@ impl DagRunActorState {
         let Some(task) = context.dag.task(&request.key.task_id).cloned() else {
             // The core dispatches only tasks of its DAG; report rather than fail the run.
             let reason = format!("task `{}` is not in the DAG", request.key.task_id);
-            return Ok(myself.cast(lost_attempt(&request, &reason))?);
+            return Ok(myself.cast(DagRunMsg::attempt_lost(&request, &reason))?);
         };
         if !(self.results_stored && attempt::reads_results(&task)) {
             let assignment =
@@ -717,9 +717,10 @@ impl DagRunActorState {
                 Ok(results) => DagRunMsg::AssignmentReady(Box::new(attempt::build_assignment(
                     &shared, &context, task, request, results,
                 ))),
-                Err(error) => {
-                    lost_attempt(&request, &format!("cannot read upstream results: {error}"))
-                }
+                Err(error) => DagRunMsg::attempt_lost(
+                    &request,
+                    &format!("cannot read upstream results: {error}"),
+                ),
             };
             let _ = myself.cast(message);
         });
@@ -751,17 +752,39 @@ impl DagRunActorState {
     }
 }
 
-/// An attempt that could not be handed to a worker, reported as lost (retried as the task's
-/// policy allows).
-fn lost_attempt(request: &DispatchRequest, reason: &str) -> DagRunMsg {
-    DagRunMsg::AttemptFinished {
-        task_id: request.key.task_id.clone(),
-        map_index: request.key.map_index,
-        try_number: request.try_number,
-        token: request.token,
-        report: Box::new(lost_report(reason)),
-        started_at: None,
-        start_unreported: false,
+impl DagRunMsg {
+    /// The end of an attempt, as the run hears it. `started` is when the attempt started and
+    /// whether its start is still unreported (it ended within the grace), for an attempt that
+    /// reached a worker slot.
+    pub(crate) fn attempt_finished(
+        key: &TaskInstanceKey,
+        try_number: u32,
+        token: u64,
+        report: AttemptReport,
+        started: Option<(Timestamp, bool)>,
+    ) -> DagRunMsg {
+        DagRunMsg::AttemptFinished {
+            task_id: key.task_id.clone(),
+            map_index: key.map_index,
+            try_number,
+            token,
+            report: Box::new(report),
+            started_at: started.map(|(at, _)| at),
+            start_unreported: started.is_some_and(|(_, unreported)| unreported),
+        }
+    }
+
+    /// An attempt that could not be handed to a worker, reported as lost (retried as the
+    /// task's policy allows).
+    pub(crate) fn attempt_lost(request: &DispatchRequest, reason: &str) -> DagRunMsg {
+        let report = lost_report(reason);
+        DagRunMsg::attempt_finished(
+            &request.key,
+            request.try_number,
+            request.token,
+            report,
+            None,
+        )
     }
 }
 

@@ -127,16 +127,8 @@ impl Actor for DispatcherActor {
             DispatcherMsg::Enqueue { assignment, reply } => {
                 if state.waiting.len() >= DISPATCH_QUEUE_MAX {
                     metrics::counter!("weft_dispatch_rejected_total").increment(1);
-                    let request = &assignment.request;
-                    let _ = reply.cast(DagRunMsg::AttemptFinished {
-                        task_id: request.key.task_id.clone(),
-                        map_index: request.key.map_index,
-                        try_number: request.try_number,
-                        token: request.token,
-                        report: Box::new(lost_report("dispatch queue full")),
-                        started_at: None,
-                        start_unreported: false,
-                    });
+                    let lost = DagRunMsg::attempt_lost(&assignment.request, "dispatch queue full");
+                    let _ = reply.cast(lost);
                     return Ok(());
                 }
                 let request = assignment.request.clone();
@@ -260,16 +252,12 @@ impl DispatcherState {
             };
             metrics::counter!("weft_attempts_lost_total", "reason" => "worker_slot_died")
                 .increment(1);
-            let _ = attempt.reply.cast(DagRunMsg::AttemptFinished {
-                task_id: key.task_id.clone(),
-                map_index: key.map_index,
-                try_number: attempt.try_number,
-                token,
-                report: Box::new(lost_report("worker slot died")),
-                // The start may not have been reported yet; the run ignores a second one.
-                started_at: Some(attempt.started_at),
-                start_unreported: true,
-            });
+            let report = lost_report("worker slot died");
+            // The start may not have been reported yet; the run ignores a second one.
+            let started = Some((attempt.started_at, true));
+            let lost =
+                DagRunMsg::attempt_finished(&key, attempt.try_number, token, report, started);
+            let _ = attempt.reply.cast(lost);
             effects.extend(self.core.handle(DispatchInput::Release {
                 key,
                 try_number: attempt.try_number,

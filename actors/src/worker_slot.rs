@@ -155,15 +155,14 @@ fn report_end(
 ) {
     let request = &running.assignment.request;
     metrics::histogram!("weft_attempt_seconds").record(running.started.elapsed().as_secs_f64());
-    let _ = running.reply.cast(DagRunMsg::AttemptFinished {
-        task_id: request.key.task_id.clone(),
-        map_index: request.key.map_index,
-        try_number: request.try_number,
-        token: request.token,
-        report: Box::new(report),
-        started_at: Some(running.started_at),
-        start_unreported: !running.start_reported,
-    });
+    let started = Some((running.started_at, !running.start_reported));
+    let _ = running.reply.cast(DagRunMsg::attempt_finished(
+        &request.key,
+        request.try_number,
+        request.token,
+        report,
+        started,
+    ));
     let _ = dispatcher.cast(DispatcherMsg::SlotFree {
         slot,
         key: request.key.clone(),
