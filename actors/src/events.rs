@@ -10,6 +10,11 @@ use weft_core::Timestamp;
 /// is told so (`RecvError::Lagged`), then re-reads the store.
 pub const EVENTS_BUFFER_MAX: usize = 65_536;
 
+/// Run state changes buffered for waiters on a run (`Engine::wait_for_run`): a few per run, and
+/// a waiter that falls behind re-reads the run from the store. The channel's buffer is
+/// allocated whole when the engine starts, so it is kept small.
+pub const RUN_EVENTS_BUFFER_MAX: usize = 1_024;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Event {
     RunChanged {

@@ -23,7 +23,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Shared {
         let (events, _) = broadcast::channel(crate::events::EVENTS_BUFFER_MAX);
-        let (run_events, _) = broadcast::channel(crate::events::EVENTS_BUFFER_MAX);
+        let (run_events, _) = broadcast::channel(crate::events::RUN_EVENTS_BUFFER_MAX);
         Shared {
             store,
             events,
