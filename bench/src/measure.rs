@@ -115,22 +115,7 @@ fn stat_cpu_fields() -> [f64; 4] {
 
 /// utime + stime + cutime + cstime of this process, in seconds.
 pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest[0] is field 3 (state); utime is field 14, so index 11.
-    let ticks: f64 = fields
-        .iter()
-        .skip(11)
-        .take(4)
-        .filter_map(|field| field.parse::<f64>().ok())
-        .sum();
-    ticks / USER_HZ
+    stat_cpu_fields().iter().sum::<f64>() / USER_HZ
 }
 
 /// Peak resident memory of this process since the last reset, in MiB (`VmHWM`).

@@ -285,9 +285,6 @@ impl Process {
 
     /// Waits for the process to exit and reaps it.
     pub async fn wait(&mut self) -> io::Result<ExitStatus> {
-        if let Some(status) = self.status {
-            return Ok(status);
-        }
         if let Some(status) = self.try_wait()? {
             return Ok(status);
         }
