@@ -2,7 +2,7 @@
 //! pipe, process group, reaping) against bare spawns of `/bin/true`, and log-file creation
 //! through `tokio::fs` against `std::fs`. Prints p50 / p90 / p99 in milliseconds; then, with
 //! eight attempts in flight as in a fan-out, the CPU this process spends per attempt (its own
-//! user + system time, the children's excluded), which is what bounds a fan-out's rate.
+//! user + system time) and the child's, which is what bounds a fan-out's rate.
 //!
 //!     cargo run --release -p weft-actors --example attempt_overhead [REPETITIONS]
 
@@ -83,7 +83,7 @@ async fn main() -> std::io::Result<()> {
     let in_flight = 8;
     let per_flight = repetitions.max(in_flight) / in_flight;
     let attempts = per_flight * in_flight;
-    let cpu = own_cpu_seconds();
+    let cpu = cpu_seconds();
     let mut flights = tokio::task::JoinSet::new();
     for _ in 0..in_flight {
         flights.spawn_blocking(move || {
@@ -93,13 +93,9 @@ async fn main() -> std::io::Result<()> {
         });
     }
     while flights.join_next().await.is_some() {}
-    report_cpu(
-        "std::process spawn + wait",
-        own_cpu_seconds() - cpu,
-        attempts,
-    );
+    report_cpu("std::process spawn + wait", cpu, attempts);
 
-    let cpu = own_cpu_seconds();
+    let cpu = cpu_seconds();
     let mut flights = tokio::task::JoinSet::new();
     for _ in 0..in_flight {
         flights.spawn(async move {
@@ -111,13 +107,9 @@ async fn main() -> std::io::Result<()> {
         });
     }
     while flights.join_next().await.is_some() {}
-    report_cpu(
-        "tokio::process, one env var",
-        own_cpu_seconds() - cpu,
-        attempts,
-    );
+    report_cpu("tokio::process, one env var", cpu, attempts);
 
-    let cpu = own_cpu_seconds();
+    let cpu = cpu_seconds();
     let mut flights = tokio::task::JoinSet::new();
     for flight in 0..in_flight {
         let (dir, limits) = (dir.path().to_path_buf(), limits.clone());
@@ -135,13 +127,14 @@ async fn main() -> std::io::Result<()> {
         });
     }
     while flights.join_next().await.is_some() {}
-    report_cpu("run_shell(\"true\")", own_cpu_seconds() - cpu, attempts);
+    report_cpu("run_shell(\"true\")", cpu, attempts);
     Ok(())
 }
 
 /// User + system CPU seconds of this process so far (its threads, not its children), from
 /// `/proc/self/stat` (in clock ticks of 10 ms: use enough repetitions).
-fn own_cpu_seconds() -> f64 {
+/// (this process's, its reaped children's) user + system CPU seconds so far.
+fn cpu_seconds() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // The fields after the command name (which may hold spaces) start at field 3.
     let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
@@ -152,14 +145,22 @@ fn own_cpu_seconds() -> f64 {
             .and_then(|field| field.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of the whole line.
-    (ticks(11) + ticks(12)) / 100.0
+    // utime, stime, cutime and cstime are fields 14 to 17 of the whole line.
+    (
+        (ticks(11) + ticks(12)) / 100.0,
+        (ticks(13) + ticks(14)) / 100.0,
+    )
 }
 
-fn report_cpu(name: &str, seconds: f64, attempts: usize) {
+/// The CPU spent per attempt since `before` (from `cpu_seconds`): this process's own, and its
+/// children's (the processes the attempts ran).
+fn report_cpu(name: &str, before: (f64, f64), attempts: usize) {
+    let now = cpu_seconds();
+    let per_attempt_us = |seconds: f64| seconds / attempts as f64 * 1e6;
     println!(
-        "{name:28} {:.1} us of this process's CPU per attempt, 8 in flight",
-        seconds / attempts as f64 * 1e6
+        "{name:28} {:.1} us of this process's CPU and {:.1} us of the child's per attempt, 8 in flight",
+        per_attempt_us(now.0 - before.0),
+        per_attempt_us(now.1 - before.1),
     );
 }
 

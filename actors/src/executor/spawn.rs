@@ -9,9 +9,14 @@
 //! plus the few variables it sets. weft never changes its own environment after start, so
 //! the copy stays true.
 //!
-//! Processes start with `posix_spawn` as `Command` starts them (vfork and exec, stdin, stdout
+//! Processes start as `Command` starts them with `posix_spawn` (vfork and exec, stdin, stdout
 //! and stderr duplicated in, `SIGPIPE` back to its default, an empty signal mask, optionally
-//! a process group of their own). Waiting needs no registration when the process has exited
+//! a process group of their own). A program given by its path starts with `clone(CLONE_VM |
+//! CLONE_VFORK)` on a stack kept per thread, which is what glibc's `posix_spawn` does on a
+//! stack it maps and unmaps on every call: in a multi-threaded worker the unmap flushes the
+//! TLB on every core running one of its threads, and the map and unmap were about a sixth of
+//! the worker's own CPU per task in a fan-out of `true`. A program to look up on PATH still
+//! starts with `posix_spawnp`. Waiting needs no registration when the process has exited
 //! by the time it is waited for (a short task's output pipe closes as it exits); otherwise a
 //! pidfd wakes the waiter, or, on kernels without pidfds, a short poll.
 
@@ -164,17 +169,161 @@ pub(crate) fn spawn(request: &SpawnRequest<'_>) -> io::Result<Process> {
         .cwd
         .map(|cwd| c_string(cwd.as_os_str()))
         .transpose()?;
-    let search_path = !program.as_bytes().contains(&b'/');
-    let pid = posix_spawn(
-        &argv[0],
-        search_path,
-        &argv_pointers,
-        &envp,
-        cwd.as_deref(),
-        [request.stdin, request.stdout, request.stderr],
-        request.process_group,
-    )?;
+    let stdio = [request.stdin, request.stdout, request.stderr];
+    let pid = if program.as_bytes().contains(&b'/') {
+        clone_spawn(ChildPlan {
+            program: argv[0].as_ptr(),
+            argv: argv_pointers.as_ptr(),
+            envp: envp.as_ptr(),
+            cwd: cwd.as_deref().map_or(std::ptr::null(), CStr::as_ptr),
+            stdio: stdio.map(|fd| fd.as_raw_fd()),
+            process_group: request.process_group,
+            error: std::sync::atomic::AtomicI32::new(0),
+        })?
+    } else {
+        posix_spawnp(
+            &argv[0],
+            &argv_pointers,
+            &envp,
+            cwd.as_deref(),
+            stdio,
+            request.process_group,
+        )?
+    };
     Ok(Process { pid, status: None })
+}
+
+/// Size of the stack a child runs on between `clone` and `execve`, where it makes a few
+/// system calls and nothing else (glibc's `posix_spawn` gives its children 32 KiB and the
+/// argument vector).
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// The stack this thread's children start on. `CLONE_VFORK` suspends the thread until its
+    /// child has exec'd or exited, so one stack serves every spawn of the thread. `u128`s keep
+    /// it 16-byte aligned, as the ABI wants a stack.
+    static CHILD_STACK: std::cell::RefCell<Box<[u128]>> =
+        std::cell::RefCell::new(vec![0; CHILD_STACK_BYTES / 16].into_boxed_slice());
+}
+
+/// Everything the child of `clone_spawn` needs, prepared by the parent: between `clone` and
+/// `execve` the child shares the parent's memory and must not allocate or take locks.
+struct ChildPlan {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// Null: the worker's directory.
+    cwd: *const libc::c_char,
+    stdio: [libc::c_int; 3],
+    process_group: bool,
+    /// The errno of the step that failed, set by the child before it exits; 0 if it exec'd.
+    error: std::sync::atomic::AtomicI32,
+}
+
+/// Starts `plan.program` as `posix_spawn` would with the same settings, on this thread's
+/// child stack instead of a freshly mapped one.
+#[allow(unsafe_code)]
+fn clone_spawn(plan: ChildPlan) -> io::Result<libc::pid_t> {
+    // SAFETY: signal sets are plain data initialised by `sigfillset`/`pthread_sigmask`. All
+    // signals stay blocked in this thread while the child runs on shared memory, so that no
+    // handler runs in the child before it has reset them (the child inherits the mask).
+    // `clone` gets the top of a stack that nothing else uses while the child runs (the thread
+    // is suspended by `CLONE_VFORK` until the child has exec'd or exited, and the `RefCell`
+    // borrow is held across the call), `child_main` as entry point and a pointer to `plan`,
+    // which outlives the child's use of it for the same reason.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let blocked = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+        if blocked != 0 {
+            return Err(io::Error::from_raw_os_error(blocked));
+        }
+        let pid = CHILD_STACK.with(|stack| {
+            let mut stack = stack.borrow_mut();
+            let top = stack.as_mut_ptr().add(stack.len()) as *mut libc::c_void;
+            libc::clone(
+                child_main,
+                top,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                &plan as *const ChildPlan as *mut libc::c_void,
+            )
+        });
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+        if pid == -1 {
+            return Err(clone_error);
+        }
+        let error = plan.error.load(std::sync::atomic::Ordering::SeqCst);
+        if error != 0 {
+            // It exited without exec'ing: collect it.
+            let _ = reap(pid, true);
+            return Err(io::Error::from_raw_os_error(error));
+        }
+        Ok(pid)
+    }
+}
+
+/// The child of `clone_spawn`, on the parent's memory until `execve`: resets signal handlers
+/// (a handler of the parent's must not run here), sets up the standard streams, directory and
+/// process group, unblocks signals and execs. Only async-signal-safe calls; on failure it
+/// leaves the errno in the plan and exits with 127.
+#[allow(unsafe_code)]
+extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `plan` points to the parent's `ChildPlan`, alive while the parent is suspended;
+    // every pointer in it is valid (see `clone_spawn`), and the calls below are the system
+    // calls `posix_spawn`'s child makes.
+    unsafe {
+        let plan = &*(plan as *const ChildPlan);
+        let fail = || -> libc::c_int {
+            let errno = *libc::__errno_location();
+            plan.error
+                .store(errno.max(1), std::sync::atomic::Ordering::SeqCst);
+            libc::_exit(127)
+        };
+        // As `posix_spawn`: every caught signal back to its default, and, as `Command`,
+        // SIGPIPE too (Rust programs ignore it). glibc's internal signals cannot be changed
+        // through `sigaction`; they are never sent to another process.
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..libc::SIGRTMAX() + 1 {
+            if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+                continue;
+            }
+            let mut current: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(signal, std::ptr::null(), &mut current) != 0 {
+                continue;
+            }
+            let caught =
+                current.sa_sigaction != libc::SIG_DFL && current.sa_sigaction != libc::SIG_IGN;
+            if caught || signal == libc::SIGPIPE {
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
+        for (target, &fd) in plan.stdio.iter().enumerate() {
+            let target = target as libc::c_int;
+            let duplicated = if fd == target {
+                // dup2 onto itself keeps close-on-exec: clear it instead.
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            };
+            if duplicated == -1 {
+                return fail();
+            }
+        }
+        if !plan.cwd.is_null() && libc::chdir(plan.cwd) == -1 {
+            return fail();
+        }
+        if plan.process_group && libc::setpgid(0, 0) == -1 {
+            return fail();
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(plan.program, plan.argv, plan.envp);
+        fail()
+    }
 }
 
 /// Owns the `posix_spawn` attributes and file actions of one spawn and destroys them.
@@ -183,10 +332,10 @@ struct SpawnSettings {
     actions: libc::posix_spawn_file_actions_t,
 }
 
+/// `posix_spawnp`: for a program looked up on PATH.
 #[allow(unsafe_code)]
-fn posix_spawn(
+fn posix_spawnp(
     program: &CStr,
-    search_path: bool,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     cwd: Option<&CStr>,
@@ -215,7 +364,7 @@ fn posix_spawn(
     };
     // SAFETY: every pointer passed is valid for the call: the settings are initialised, the
     // descriptors are borrowed open for the duration, `program`, `cwd`, `argv` and `envp` are
-    // NUL-terminated strings in null-terminated arrays that outlive `posix_spawn`, which
+    // NUL-terminated strings in null-terminated arrays that outlive `posix_spawnp`, which
     // copies what it needs before returning.
     unsafe {
         let attributes = &mut settings.attributes;
@@ -250,12 +399,7 @@ fn posix_spawn(
             flags as libc::c_short,
         ))?;
         let mut pid: libc::pid_t = 0;
-        let spawn = if search_path {
-            libc::posix_spawnp
-        } else {
-            libc::posix_spawn
-        };
-        check(spawn(
+        check(libc::posix_spawnp(
             &mut pid,
             program.as_ptr(),
             actions,
@@ -439,6 +583,56 @@ mod tests {
         }
         assert_eq!(env.get("HOME"), Some(OsStr::new("/nowhere")));
         assert_eq!(env.get("PATH"), std::env::var_os("PATH").as_deref());
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn children_start_with_no_blocked_signal_and_sigpipe_at_its_default() {
+        let status_field = |status: &str, name: &str| -> u64 {
+            let line = status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .unwrap_or_else(|| panic!("no {name} in {status}"));
+            u64::from_str_radix(line[name.len()..].trim(), 16).unwrap()
+        };
+        let bit = |signal: libc::c_int| 1u64 << (signal - 1);
+        // This process ignores SIGPIPE (every Rust program does) and this thread blocks
+        // SIGUSR2 while it spawns: neither reaches the child.
+        let own = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert_ne!(status_field(&own, "SigIgn:") & bit(libc::SIGPIPE), 0);
+        // SAFETY: signal sets are plain data; the mask is restored before the test ends.
+        let previous = unsafe {
+            let mut blocked: libc::sigset_t = std::mem::zeroed();
+            let mut previous: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut blocked);
+            libc::sigaddset(&mut blocked, libc::SIGUSR2);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, &mut previous);
+            previous
+        };
+        let (output, code) = run(
+            &["/bin/cat", "/proc/self/status"],
+            &ChildEnv::inherit(),
+            None,
+        );
+        // SAFETY: restores the mask saved above.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut()) };
+        assert_eq!(code, 0);
+        assert_eq!(status_field(&output, "SigBlk:"), 0, "{output}");
+        assert_eq!(status_field(&output, "SigIgn:") & bit(libc::SIGPIPE), 0);
+    }
+
+    #[test]
+    fn a_missing_working_directory_fails_the_spawn() {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let argv = [OsString::from("/bin/true")];
+        let env = ChildEnv::inherit();
+        let missing = std::path::Path::new("/nonexistent/directory");
+        let request = SpawnRequest {
+            cwd: Some(missing),
+            ..silent(&argv, &env, &null)
+        };
+        let error = spawn(&request).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::NotFound, "{error}");
     }
 
     #[test]
