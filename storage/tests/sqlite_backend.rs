@@ -351,6 +351,39 @@ async fn an_undecodable_value_reads_as_corrupt() {
     assert!(message.contains("bogus"), "{message}");
 }
 
+/// A batch alone in its transaction (no savepoint) that is refused part-way leaves nothing
+/// of its earlier writes, commits nothing, and leaves the writer ready for the next batch.
+#[tokio::test]
+async fn a_lone_batch_refused_midway_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir.path().join("weft.db"));
+    let before = store.counts();
+    let orphan = Write::PutXcom(weft_storage::XcomRow {
+        key: TaskInstanceKey::new("etl", "r1", "missing", -1),
+        name: "return_value".into(),
+        value: serde_json::json!(1),
+    });
+    let refused = store
+        .write(vec![audit("written first", 10), orphan])
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, Error::NotFound { .. }), "{refused}");
+    assert!(store.audit(10).await.unwrap().is_empty());
+    let after = store.counts();
+    assert_eq!(after.transactions_committed, before.transactions_committed);
+    assert_eq!(after.batches_refused, before.batches_refused + 1);
+    assert_eq!(after.transactions_failed, before.transactions_failed);
+
+    store.write(vec![audit("next", 10)]).await.unwrap();
+    let entries = store.audit(10).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].action, "next");
+    assert_eq!(
+        store.counts().transactions_committed,
+        before.transactions_committed + 1
+    );
+}
+
 /// Writers for the group-commit test: half append audit entries, half race for one CAS.
 const GROUP_WRITERS: usize = 64;
 const BATCHES_PER_WRITER: usize = 5;

@@ -1,7 +1,8 @@
 //! The single writer thread of the SQLite backend: group commit.
 //!
 //! Writers queue their batch and wait. The thread takes everything queued (up to
-//! `group_commit_batches_max`), applies each batch inside its own SAVEPOINT of one transaction,
+//! `group_commit_batches_max`), applies each batch inside its own SAVEPOINT of one transaction
+//! (a group of one batch needs none: the transaction itself is rolled back if it is refused),
 //! commits once and then answers every waiter. One fsync thus covers many batches, which is what
 //! keeps throughput up with `synchronous=FULL`. A batch whose guard fails is rolled back to its
 //! savepoint alone; the others in the group still commit. A storage failure (full disk, IO
@@ -76,15 +77,33 @@ impl Writer {
         let connection = &self.connection;
         run_cached(connection, "BEGIN IMMEDIATE")
             .map_err(|error| sqlite_error(error, "starting a write transaction"))?;
-        let mut outcomes = Vec::with_capacity(group.len());
+        let outcomes = match group {
+            // One batch needs no savepoint: a refusal rolls the transaction back instead. (A
+            // savepoint copies each page the batch changes, the first time it changes it.)
+            [only] => match apply_writes(connection, &only.batch) {
+                Ok(()) => vec![Ok(())],
+                Err(error) if is_batch_refusal(&error) => {
+                    run_cached(connection, "ROLLBACK")
+                        .map_err(|error| sqlite_error(error, "rolling back a refused batch"))?;
+                    self.stats.batches_refused.fetch_add(1, Ordering::Relaxed);
+                    if error.is_conflict() {
+                        metrics::counter!("weft_store_conflicts_total").increment(1);
+                    }
+                    return Ok(vec![Err(error)]);
+                }
+                Err(error) => return Err(error),
+            },
+            _ => group
+                .iter()
+                .map(|request| apply_batch(connection, &request.batch))
+                .collect::<Result<Vec<_>>>()?,
+        };
         let mut writes_committed = 0;
-        for request in group {
-            let outcome = apply_batch(connection, &request.batch)?;
+        for (request, outcome) in group.iter().zip(&outcomes) {
             if outcome.is_ok() {
                 writes_committed += request.batch.len();
                 metrics::histogram!("weft_store_batch_writes").record(request.batch.len() as f64);
             }
-            outcomes.push(outcome);
         }
         run_cached(connection, "COMMIT").map_err(|error| sqlite_error(error, "committing"))?;
 
@@ -125,14 +144,7 @@ impl Writer {
 fn apply_batch(connection: &Connection, batch: &[Write]) -> Result<Result<()>> {
     run_cached(connection, "SAVEPOINT batch")
         .map_err(|error| sqlite_error(error, "opening a savepoint"))?;
-    let mut outcome = Ok(());
-    for write in batch {
-        if let Err(error) = apply_write(connection, write) {
-            outcome = Err(error);
-            break;
-        }
-    }
-    match outcome {
+    match apply_writes(connection, batch) {
         Ok(()) => {
             run_cached(connection, "RELEASE batch")
                 .map_err(|error| sqlite_error(error, "releasing a savepoint"))?;
@@ -146,6 +158,13 @@ fn apply_batch(connection: &Connection, batch: &[Write]) -> Result<Result<()>> {
         }
         Err(error) => Err(error),
     }
+}
+
+/// Applies a batch's writes in order, up to the first that fails.
+fn apply_writes(connection: &Connection, batch: &[Write]) -> Result<()> {
+    batch
+        .iter()
+        .try_for_each(|write| apply_write(connection, write))
 }
 
 /// Runs one statement from the connection's cache: the transaction and savepoint statements
