@@ -1,5 +1,6 @@
 //! DagRun actors: one per active run. Each drives a `weft_core::dag_run::DagRun`, persists its
-//! decisions (one store batch per decision, durable before anything is dispatched), builds the
+//! decisions (one store batch per decision, or per chunk of a wide fan-out's opening, durable
+//! before anything it dispatches is), builds the
 //! assignment of each attempt it dispatches and hears the attempt's start and end from its
 //! worker slot. There is no actor per task instance: an attempt's state lives in the core's
 //! task instance (try number, fencing token) and in the dispatcher and worker slot running it.
@@ -13,6 +14,7 @@ use crate::shared::Shared;
 use crate::worker_slot::AttemptAssignment;
 use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use weft_core::dag_run::{
     AttemptOutcome, DagRun, DispatchRequest, RunContext, RunEffect, RunInput, RunTimer,
@@ -78,10 +80,24 @@ pub(crate) struct DagRunActor;
 /// decisions that nothing waits on (an attempt's end that dispatches, kills and answers
 /// nothing, and does not end the run) are held back up to `COMMIT_DELAY`, or until
 /// `COMMIT_BATCH_DECISIONS` of them wait, so that many attempts' ends share one commit. A chain
-/// (one active instance) and every decision that dispatches or answers commit at once.
+/// (one active instance) and every decision that dispatches or answers commit at once. Each
+/// commit rewrites the pages its rows are on and syncs the log: in a fan-out of 1,000 shell
+/// tasks, 10 ms took about a tenth off the engine's CPU per task against 3 ms. What waits is
+/// only the durability (and events) of ends nothing depends on; a crash within the delay
+/// retries those attempts, as it would any attempt whose end was not yet stored.
 const COMMIT_SIBLINGS_MIN: usize = 16;
-const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(3);
+const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
 const COMMIT_BATCH_DECISIONS: usize = 256;
+
+/// A decision that dispatches more than `DISPATCH_SPLIT_MIN` attempts (a fan-out opening) is
+/// committed in chunks: its own writes with the first `DISPATCH_CHUNK_FIRST` dispatches, then
+/// the rest in chunks of twice the size each time. Each chunk's attempts start once the chunk is
+/// durable, so the first ones run while the writer is still writing the others' rows instead of
+/// waiting for every row (a 1,000-wide opening took 7 ms to commit in one piece). Each chunk is a
+/// consistent state: a prefix of the decision's dispatches, which recovery resumes as it would a
+/// run whose other tasks were not queued yet.
+const DISPATCH_SPLIT_MIN: usize = 64;
+const DISPATCH_CHUNK_FIRST: usize = 32;
 
 pub(crate) enum RunStart {
     Fresh,
@@ -125,6 +141,10 @@ pub(crate) struct DagRunActorState {
     undone: Vec<Decided>,
     /// What to do once the batch being committed is durable; `None` when none is.
     committing: Option<Vec<Decided>>,
+    /// Batches to commit before `unflushed`, oldest first, each with what to do once it is
+    /// durable: a wide decision cut in chunks, and the decisions before it (see
+    /// `DISPATCH_SPLIT_MIN`).
+    sealed: VecDeque<(Vec<Write>, Vec<Decided>)>,
     /// A `FlushDue` is on its way: decisions are being held back for a shared commit.
     flush_due_armed: bool,
     /// The run was re-opened: `Start` waits for the clear or mark that re-opened it.
@@ -189,6 +209,7 @@ impl Actor for DagRunActor {
             unflushed_rows: HashMap::new(),
             undone: Vec::new(),
             committing: None,
+            sealed: VecDeque::new(),
             flush_due_armed: false,
             start_deferred,
         })
@@ -397,10 +418,6 @@ impl DagRunActorState {
             .await
     }
 
-    /// Feed one input to the core (after `prelude`, an earlier input at its own time, if any),
-    /// persist the resulting writes (plus `extra`, if `include_extra` says so about the effects
-    /// of `input`) as one batch, then perform the other effects.
-    #[tracing::instrument(level = "debug", skip_all, fields(run = %self.key))]
     /// A change by hand (clear, mark); on a re-opened run, the change comes before `Start`.
     async fn decide_change(
         &mut self,
@@ -426,6 +443,11 @@ impl DagRunActorState {
             .await
     }
 
+    /// Feed one input to the core (after `prelude`, an earlier input at its own time, if any),
+    /// persist the resulting writes (plus `extra`, if `include_extra` says so about the effects
+    /// of `input`) as one batch (cut in chunks if it opens a wide fan-out, see
+    /// `DISPATCH_SPLIT_MIN`), then perform the other effects.
+    #[tracing::instrument(level = "debug", skip_all, fields(run = %self.key))]
     async fn decide_with(
         &mut self,
         myself: &ActorRef<DagRunMsg>,
@@ -453,6 +475,8 @@ impl DagRunActorState {
         }
         let mut events = Vec::new();
         let mut finished = None;
+        // Rows first written by this decision are at `own_from` or later.
+        let own_from = batch.len();
         let written = &mut self.unflushed_rows;
         for effect in &effects {
             match effect {
@@ -525,13 +549,26 @@ impl DagRunActorState {
         if batch.iter().any(|write| matches!(write, Write::PutXcom(_))) {
             self.results_stored = true;
         }
-        self.unflushed = batch;
-        self.undone.push(Decided {
+        let mut decision = Decided {
             events,
             effects,
             finished,
             reply,
-        });
+        };
+        let chunks = split_wide_dispatch(&mut batch, own_from, &mut decision);
+        self.unflushed = batch;
+        self.undone.push(decision);
+        if !chunks.is_empty() {
+            // The chunks commit after this decision and the ones before it, and before any
+            // later decision (which may change their rows).
+            self.unflushed_rows.clear();
+            let before = (
+                std::mem::take(&mut self.unflushed),
+                std::mem::take(&mut self.undone),
+            );
+            self.sealed.push_back(before);
+            self.sealed.extend(chunks);
+        }
         self.flush(myself).await
     }
 
@@ -540,7 +577,11 @@ impl DagRunActorState {
     /// share the next commit instead of waiting one commit each). The decisions' effects are
     /// performed, in order, only once their batch is durable (`flushed`).
     async fn flush(&mut self, myself: &ActorRef<DagRunMsg>) -> Result<(), ActorProcessingErr> {
-        if self.committing.is_none() && !self.undone.is_empty() && self.may_hold_back() {
+        if self.committing.is_none()
+            && self.sealed.is_empty()
+            && !self.undone.is_empty()
+            && self.may_hold_back()
+        {
             if !self.flush_due_armed {
                 self.flush_due_armed = true;
                 myself.send_after(COMMIT_DELAY, || DagRunMsg::FlushDue);
@@ -565,10 +606,18 @@ impl DagRunActorState {
 
     /// `flush` without holding anything back.
     async fn flush_now(&mut self, myself: &ActorRef<DagRunMsg>) -> Result<(), ActorProcessingErr> {
-        while self.committing.is_none() && !self.undone.is_empty() {
-            let decided = std::mem::take(&mut self.undone);
-            let batch = std::mem::take(&mut self.unflushed);
-            self.unflushed_rows.clear();
+        while self.committing.is_none() {
+            let (batch, decided) = match self.sealed.pop_front() {
+                Some(sealed) => sealed,
+                None if !self.undone.is_empty() => {
+                    self.unflushed_rows.clear();
+                    (
+                        std::mem::take(&mut self.unflushed),
+                        std::mem::take(&mut self.undone),
+                    )
+                }
+                None => break,
+            };
             if batch.is_empty() {
                 self.perform_decided(myself, decided).await?;
                 continue;
@@ -788,6 +837,109 @@ impl DagRunMsg {
     }
 }
 
+/// Cuts a wide decision (see `DISPATCH_SPLIT_MIN`): its dispatches after the first
+/// `DISPATCH_CHUNK_FIRST` move, with their rows' writes and events, into chunks to commit after
+/// `batch`, each twice the size of the one before. Only rows this decision writes first (at
+/// `own_from` or later in `batch`) move; a row that an earlier decision of the batch writes too
+/// stays. A decision that answers someone, ends the run or kills is not cut. Returns the chunks
+/// in commit order; none when the decision stays whole.
+fn split_wide_dispatch(
+    batch: &mut Vec<Write>,
+    own_from: usize,
+    decision: &mut Decided,
+) -> Vec<(Vec<Write>, Vec<Decided>)> {
+    let dispatches = decision
+        .effects
+        .iter()
+        .filter(|effect| matches!(effect, RunEffect::Dispatch(_)))
+        .count();
+    let cuttable = decision.reply.is_none()
+        && decision.finished.is_none()
+        && !decision
+            .effects
+            .iter()
+            .any(|effect| matches!(effect, RunEffect::Kill { .. }));
+    if dispatches <= DISPATCH_SPLIT_MIN || !cuttable {
+        return Vec::new();
+    }
+    let own_rows: HashMap<TaskInstanceKey, usize> = batch
+        .iter()
+        .enumerate()
+        .skip(own_from)
+        .filter_map(|(index, write)| match write {
+            Write::PutTaskInstance { record, .. } => Some((record.key.clone(), index)),
+            _ => None,
+        })
+        .collect();
+    // The chunk each moved write goes to, by its index in `batch`; a row's events follow it.
+    let mut chunk_of_write: Vec<Option<usize>> = vec![None; batch.len()];
+    let mut chunk_effects: Vec<Vec<RunEffect>> = Vec::new();
+    let (mut seen, mut capacity) = (0, DISPATCH_CHUNK_FIRST);
+    let mut kept = Vec::with_capacity(decision.effects.len());
+    for effect in std::mem::take(&mut decision.effects) {
+        let moved = match &effect {
+            RunEffect::Dispatch(request) => {
+                seen += 1;
+                own_rows
+                    .get(&request.key)
+                    .filter(|_| seen > DISPATCH_CHUNK_FIRST)
+            }
+            _ => None,
+        };
+        let Some(&index) = moved else {
+            kept.push(effect);
+            continue;
+        };
+        if chunk_effects
+            .last()
+            .is_none_or(|chunk| chunk.len() >= capacity)
+        {
+            capacity *= 2;
+            chunk_effects.push(Vec::with_capacity(capacity));
+        }
+        let chunk = chunk_effects.len() - 1;
+        chunk_of_write[index] = Some(chunk);
+        chunk_effects[chunk].push(effect);
+    }
+    decision.effects = kept;
+    let mut chunk_writes: Vec<Vec<Write>> = chunk_effects.iter().map(|_| Vec::new()).collect();
+    let mut kept_writes = Vec::with_capacity(batch.len());
+    for (write, chunk) in std::mem::take(batch).into_iter().zip(&chunk_of_write) {
+        match chunk {
+            Some(chunk) => chunk_writes[*chunk].push(write),
+            None => kept_writes.push(write),
+        }
+    }
+    *batch = kept_writes;
+    let mut chunk_events: Vec<Vec<Event>> = chunk_effects.iter().map(|_| Vec::new()).collect();
+    let mut kept_events = Vec::with_capacity(decision.events.len());
+    for event in std::mem::take(&mut decision.events) {
+        let chunk = match &event {
+            Event::TaskChanged { key, .. } => own_rows.get(key).and_then(|&i| chunk_of_write[i]),
+            _ => None,
+        };
+        match chunk {
+            Some(chunk) => chunk_events[chunk].push(event),
+            None => kept_events.push(event),
+        }
+    }
+    decision.events = kept_events;
+    chunk_writes
+        .into_iter()
+        .zip(chunk_effects)
+        .zip(chunk_events)
+        .map(|((writes, effects), events)| {
+            let decided = Decided {
+                events,
+                effects,
+                finished: None,
+                reply: None,
+            };
+            (writes, vec![decided])
+        })
+        .collect()
+}
+
 /// The attempt an `AttemptFinished` is about.
 struct FinishedAttempt {
     task_id: Name,
@@ -833,5 +985,152 @@ fn outcome_note(outcome: &AttemptOutcome) -> Option<String> {
         AttemptOutcome::TimedOut => Some("execution timeout".to_string()),
         AttemptOutcome::Lost { reason } => Some(format!("lost: {reason}")),
         AttemptOutcome::Success { .. } | AttemptOutcome::Skipped => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_core::dag_run::DispatchRequest;
+    use weft_core::state::RunType;
+
+    fn record(task_id: &str, state: TaskState) -> TaskInstanceRecord {
+        TaskInstanceRecord {
+            key: TaskInstanceKey::new("d", "r", task_id, -1),
+            state,
+            try_number: 0,
+            token: 1,
+            max_tries: 1,
+            priority_weight: 1,
+            pool: Name::from("default_pool"),
+            pool_slots: 1,
+            queued_at: None,
+            started_at: None,
+            ended_at: None,
+            next_retry_at: None,
+            note: None,
+        }
+    }
+
+    fn dispatch(task_id: &str) -> RunEffect {
+        RunEffect::Dispatch(DispatchRequest {
+            key: TaskInstanceKey::new("d", "r", task_id, -1),
+            try_number: 1,
+            token: 1,
+            priority_weight: 1,
+            run_type: RunType::Manual,
+            pool: Name::from("default_pool"),
+            pool_slots: 1,
+            execution_timeout_ms: None,
+        })
+    }
+
+    fn changed(task_id: &str) -> Event {
+        Event::TaskChanged {
+            key: TaskInstanceKey::new("d", "r", task_id, -1),
+            state: TaskState::Queued,
+            try_number: 1,
+            at: crate::shared::now(),
+        }
+    }
+
+    fn task_ids(writes: &[Write]) -> Vec<String> {
+        writes
+            .iter()
+            .filter_map(|write| match write {
+                Write::PutTaskInstance { record, .. } => Some(record.key.task_id.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A decision that queues and dispatches `width` tasks after the batch holds `earlier`
+    /// writes of other decisions; the first `shared` of its tasks were written earlier too.
+    fn wide(width: usize, shared: usize) -> (Vec<Write>, usize, Decided) {
+        let id = |index: usize| format!("t{index:04}");
+        let mut batch: Vec<Write> = (0..shared)
+            .map(|index| Write::PutTaskInstance {
+                expected: None,
+                record: record(&id(index), TaskState::None),
+            })
+            .collect();
+        let own_from = batch.len();
+        batch.extend((shared..width).map(|index| Write::PutTaskInstance {
+            expected: Some(record(&id(index), TaskState::None).version()),
+            record: record(&id(index), TaskState::Queued),
+        }));
+        let decision = Decided {
+            events: (0..width).map(|index| changed(&id(index))).collect(),
+            effects: (0..width).map(|index| dispatch(&id(index))).collect(),
+            finished: None,
+            reply: None,
+        };
+        (batch, own_from, decision)
+    }
+
+    #[test]
+    fn a_wide_dispatch_is_cut_in_growing_chunks_each_with_its_rows_and_events() {
+        let (mut batch, own_from, mut decision) = wide(300, 40);
+        let chunks = split_wide_dispatch(&mut batch, own_from, &mut decision);
+        // Every dispatch after the 32nd moves with its row if this decision wrote the row
+        // first: tasks 0..40 were written earlier (and hold the first 32 dispatches), so
+        // tasks 40..300 move, in chunks of 64, 128 and the rest.
+        let sizes: Vec<usize> = chunks.iter().map(|(writes, _)| writes.len()).collect();
+        assert_eq!(sizes, vec![64, 128, 68]);
+        assert_eq!(batch.len(), 40);
+        assert_eq!(decision.effects.len(), 40);
+        assert_eq!(decision.events.len(), 40);
+        let mut moved = Vec::new();
+        for (writes, decided) in &chunks {
+            let [decided] = decided.as_slice() else {
+                panic!("one decision per chunk")
+            };
+            let rows = task_ids(writes);
+            let dispatched: Vec<String> = decided
+                .effects
+                .iter()
+                .map(|effect| match effect {
+                    RunEffect::Dispatch(request) => request.key.task_id.to_string(),
+                    other => panic!("only dispatches move: {other:?}"),
+                })
+                .collect();
+            let announced: Vec<String> = decided
+                .events
+                .iter()
+                .map(|event| match event {
+                    Event::TaskChanged { key, .. } => key.task_id.to_string(),
+                    other => panic!("only task events move: {other:?}"),
+                })
+                .collect();
+            assert_eq!(rows, dispatched);
+            assert_eq!(rows, announced);
+            moved.extend(rows);
+        }
+        // In dispatch order, from the 41st task on; none of the shared rows moved.
+        let expected: Vec<String> = (40..300).map(|index| format!("t{index:04}")).collect();
+        assert_eq!(moved, expected);
+        assert_eq!(task_ids(&batch).len(), 40);
+        assert!(task_ids(&batch).iter().all(|id| id.as_str() < "t0040"));
+    }
+
+    #[test]
+    fn narrow_answering_ending_or_killing_decisions_stay_whole() {
+        let (mut batch, own_from, mut decision) = wide(DISPATCH_SPLIT_MIN, 0);
+        assert!(split_wide_dispatch(&mut batch, own_from, &mut decision).is_empty());
+        assert_eq!(batch.len(), DISPATCH_SPLIT_MIN);
+
+        let (mut batch, own_from, mut decision) = wide(200, 0);
+        decision.finished = Some(DagRunState::Failed);
+        assert!(split_wide_dispatch(&mut batch, own_from, &mut decision).is_empty());
+
+        let (mut batch, own_from, mut decision) = wide(200, 0);
+        decision.effects.push(RunEffect::Kill {
+            key: TaskInstanceKey::new("d", "r", "other", -1),
+            try_number: 1,
+            token: 1,
+        });
+        assert!(split_wide_dispatch(&mut batch, own_from, &mut decision).is_empty());
+        assert_eq!(batch.len(), 200);
+        assert_eq!(decision.effects.len(), 201);
     }
 }

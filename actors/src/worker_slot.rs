@@ -141,9 +141,18 @@ fn lock(running: &Mutex<Option<Running>>) -> std::sync::MutexGuard<'_, Option<Ru
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The running attempt, if it is the one with `token`.
+fn current(running: &mut Option<Running>, token: u64) -> Option<&mut Running> {
+    running
+        .as_mut()
+        .filter(|running| running.assignment.request.token == token)
+}
+
 /// Takes the running attempt out if it is the one with `token`.
 fn take_running(running: &Mutex<Option<Running>>, token: u64) -> Option<Running> {
-    lock(running).take_if(|running| running.assignment.request.token == token)
+    let mut running = lock(running);
+    current(&mut running, token)?;
+    running.take()
 }
 
 /// Tells the run how the attempt ended and frees the slot at the dispatcher.
@@ -207,12 +216,10 @@ impl WorkerSlotState {
             let report = tokio::select! {
                 report = &mut attempt => report,
                 () = tokio::time::sleep(RUNNING_REPORT_GRACE) => {
-                    let current = lock(&slot)
-                        .as_mut()
-                        .filter(|running| running.assignment.request.token == token)
+                    let still_running = current(&mut lock(&slot), token)
                         .map(|running| running.start_reported = true)
                         .is_some();
-                    if current {
+                    if still_running {
                         let _ = reply.cast(DagRunMsg::AttemptStarted {
                             task_id: request.key.task_id.clone(),
                             map_index: request.key.map_index,
@@ -227,10 +234,7 @@ impl WorkerSlotState {
                 report_end(&dispatcher, index, running, report);
             }
         });
-        if let Some(running) = lock(&self.running)
-            .as_mut()
-            .filter(|running| running.assignment.request.token == token)
-        {
+        if let Some(running) = current(&mut lock(&self.running), token) {
             running.execution = Some(execution.abort_handle());
         }
     }

@@ -504,6 +504,220 @@ async fn a_wide_run_shares_commits_between_attempts_ends() {
     engine.shutdown().await;
 }
 
+/// A store that holds back every batch queueing the task instance `held` until `release`
+/// is notified (or 10 s have passed), and otherwise passes everything to `inner`.
+struct HoldingStore {
+    inner: Arc<dyn Store>,
+    held: String,
+    release: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl Store for HoldingStore {
+    async fn write(&self, batch: Vec<weft_storage::Write>) -> weft_storage::Result<()> {
+        let queues_held = batch.iter().any(|write| {
+            matches!(write, weft_storage::Write::PutTaskInstance { record, .. }
+                if *record.key.task_id == *self.held && record.state == TaskState::Queued)
+        });
+        if queues_held {
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.release.notified()).await;
+        }
+        self.inner.write(batch).await
+    }
+    async fn dag(&self, dag_id: &str) -> weft_storage::Result<Option<weft_storage::DagRow>> {
+        self.inner.dag(dag_id).await
+    }
+    async fn dags(&self) -> weft_storage::Result<Vec<weft_storage::DagRow>> {
+        self.inner.dags().await
+    }
+    async fn dag_version(
+        &self,
+        dag_id: &str,
+        version_hash: &str,
+    ) -> weft_storage::Result<Option<weft_storage::DagVersionRow>> {
+        self.inner.dag_version(dag_id, version_hash).await
+    }
+    async fn dag_versions(
+        &self,
+        dag_id: &str,
+    ) -> weft_storage::Result<Vec<weft_storage::DagVersionRow>> {
+        self.inner.dag_versions(dag_id).await
+    }
+    async fn run(&self, key: &RunKey) -> weft_storage::Result<Option<weft_storage::RunRow>> {
+        self.inner.run(key).await
+    }
+    async fn runs(
+        &self,
+        dag_id: &str,
+        limit: usize,
+    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
+        self.inner.runs(dag_id, limit).await
+    }
+    async fn runs_before(
+        &self,
+        dag_id: &str,
+        before: Option<weft_core::Timestamp>,
+        limit: usize,
+    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
+        self.inner.runs_before(dag_id, before, limit).await
+    }
+    async fn runs_in_states(
+        &self,
+        states: &[DagRunState],
+    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
+        self.inner.runs_in_states(states).await
+    }
+    async fn latest_scheduled_run(
+        &self,
+        dag_id: &str,
+    ) -> weft_storage::Result<Option<weft_storage::RunRow>> {
+        self.inner.latest_scheduled_run(dag_id).await
+    }
+    async fn previous_run(
+        &self,
+        dag_id: &str,
+        logical_date: weft_core::Timestamp,
+    ) -> weft_storage::Result<Option<weft_storage::RunRow>> {
+        self.inner.previous_run(dag_id, logical_date).await
+    }
+    async fn task_instance(
+        &self,
+        key: &TaskInstanceKey,
+    ) -> weft_storage::Result<Option<weft_core::dag_run::TaskInstanceRecord>> {
+        self.inner.task_instance(key).await
+    }
+    async fn task_instances(
+        &self,
+        run: &RunKey,
+    ) -> weft_storage::Result<Vec<weft_core::dag_run::TaskInstanceRecord>> {
+        self.inner.task_instances(run).await
+    }
+    async fn attempts(
+        &self,
+        key: &TaskInstanceKey,
+    ) -> weft_storage::Result<Vec<weft_storage::AttemptRow>> {
+        self.inner.attempts(key).await
+    }
+    async fn xcoms(&self, run: &RunKey) -> weft_storage::Result<Vec<weft_storage::XcomRow>> {
+        self.inner.xcoms(run).await
+    }
+    async fn log_entry(
+        &self,
+        key: &TaskInstanceKey,
+        try_number: u32,
+    ) -> weft_storage::Result<Option<weft_storage::LogRow>> {
+        self.inner.log_entry(key, try_number).await
+    }
+    async fn import_errors(&self) -> weft_storage::Result<Vec<weft_storage::ImportErrorRow>> {
+        self.inner.import_errors().await
+    }
+    async fn pools(&self) -> weft_storage::Result<Vec<weft_storage::PoolRow>> {
+        self.inner.pools().await
+    }
+    async fn audit(&self, limit: usize) -> weft_storage::Result<Vec<weft_storage::AuditRow>> {
+        self.inner.audit(limit).await
+    }
+    async fn user(&self, username: &str) -> weft_storage::Result<Option<weft_storage::UserRow>> {
+        self.inner.user(username).await
+    }
+    async fn users(&self) -> weft_storage::Result<Vec<weft_storage::UserRow>> {
+        self.inner.users().await
+    }
+    async fn api_token(&self, id: &str) -> weft_storage::Result<Option<weft_storage::ApiTokenRow>> {
+        self.inner.api_token(id).await
+    }
+    async fn api_tokens(&self) -> weft_storage::Result<Vec<weft_storage::ApiTokenRow>> {
+        self.inner.api_tokens().await
+    }
+}
+
+/// A wide opening commits in chunks (see the run actor's `DISPATCH_SPLIT_MIN`): the first
+/// attempts start while the others' rows are not durable yet, and each attempt starts only
+/// once its own row is. The store holds back the batch that queues leaf 32 (the first after
+/// the opening's first chunk of 32) until leaves 0 to 31 have ended, each after a pause of
+/// its own length: the first leaf must run meanwhile and find the last one not queued, and
+/// every leaf must find itself queued or running, never `none` (leaf 32 would, started
+/// before its row was durable, while leaves up to 31 still run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_opening_starts_each_attempt_after_its_own_row_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    const FIRST_CHUNK: usize = 32;
+    let width = 500;
+    let leaf = |index: usize| format!("leaf_{index:03}");
+    let first_chunk_ended = Arc::new(AtomicU32::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let store: Arc<dyn Store> = Arc::new(HoldingStore {
+        inner: sqlite(&dir),
+        held: leaf(FIRST_CHUNK),
+        release: release.clone(),
+    });
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<Option<TaskState>>>> = Arc::default();
+    let last_seen_by_first: Arc<std::sync::Mutex<Option<Option<TaskState>>>> = Arc::default();
+    let mut dag = RustDag::new("opening").task("start", &[], |_| async { Ok(None) });
+    for index in 0..width {
+        let (store, seen, release) = (store.clone(), seen.clone(), release.clone());
+        let (last, last_seen_by_first) = (leaf(width - 1), last_seen_by_first.clone());
+        let first_chunk_ended = first_chunk_ended.clone();
+        dag = dag.task(&leaf(index), &["start"], move |context| {
+            let (store, seen, release) = (store.clone(), seen.clone(), release.clone());
+            let (last, last_seen_by_first) = (last.clone(), last_seen_by_first.clone());
+            let first_chunk_ended = first_chunk_ended.clone();
+            async move {
+                let key = |task_id: &str| {
+                    TaskInstanceKey::new(&context.dag_id, &context.run_id, task_id, -1)
+                };
+                let own = store.task_instance(&key(&context.task_id)).await.unwrap();
+                seen.lock().unwrap().push(own.map(|record| record.state));
+                if index == 0 {
+                    let last = store.task_instance(&key(&last)).await.unwrap();
+                    *last_seen_by_first.lock().unwrap() = Some(last.map(|record| record.state));
+                }
+                if index < FIRST_CHUNK {
+                    tokio::time::sleep(Duration::from_millis(1 + index as u64)).await;
+                    let ended = first_chunk_ended.fetch_add(1, Ordering::SeqCst) + 1;
+                    if ended as usize == FIRST_CHUNK {
+                        release.notify_one();
+                    }
+                }
+                Ok(None)
+            }
+        });
+    }
+    let leaves: Vec<String> = (0..width).map(leaf).collect();
+    let leaf_refs: Vec<&str> = leaves.iter().map(String::as_str).collect();
+    dag = dag
+        .task("end", &leaf_refs, |_| async { Ok(None) })
+        .settings(|spec| spec.max_active_tasks = 600);
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("opening", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    assert_eq!(
+        *last_seen_by_first.lock().unwrap(),
+        Some(Some(TaskState::None)),
+        "the first leaf ran only once the last one was queued"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), width);
+    for state in &seen {
+        assert!(
+            matches!(state, Some(TaskState::Queued | TaskState::Running)),
+            "a leaf ran while its row was {state:?}"
+        );
+    }
+    let states = states(store.as_ref(), &run).await;
+    assert_eq!(states.len(), width + 2);
+    assert!(states
+        .iter()
+        .all(|(_, state, tries)| *state == TaskState::Success && *tries == 1));
+    engine.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_dag_and_an_invalid_dag_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -386,7 +386,7 @@ pub async fn fanout(
         .collect();
     let seconds: Vec<f64> = measured.iter().map(|(_, seconds)| *seconds).collect();
     let end_to_end = Summary::of(&seconds);
-    let rate = (width + 2) as f64 / end_to_end.p50;
+    let rate = tasks as f64 / end_to_end.p50;
     let description = format!("1 -> {width} parallel shell `true` -> 1");
     let per_task_us = |seconds: f64, count: usize| seconds * 1e6 / count.max(1) as f64;
     let result = WorkloadResult::new("fanout1000", &description, end_to_end, usage)
@@ -419,7 +419,7 @@ pub async fn fanout(
             // The warm-up run is counted too.
             json!(
                 (after.transactions_committed - before.transactions_committed) as f64
-                    / ((seconds.len() + 1) * (width + 2)) as f64
+                    / ((seconds.len() + 1) * tasks) as f64
             ),
         );
     // Read after the workload's CPU is taken: these reads are not the workload's.
