@@ -14,7 +14,7 @@ use crate::shared::Shared;
 use crate::worker_slot::AttemptAssignment;
 use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use weft_core::dag_run::{
     AttemptOutcome, DagRun, DispatchRequest, RunContext, RunEffect, RunInput, RunTimer,
@@ -68,6 +68,9 @@ pub(crate) enum DagRunMsg {
     Flushed(weft_storage::Result<()>),
     /// The decisions held back for a shared commit wait no longer (see `COMMIT_DELAY`).
     FlushDue,
+    /// The rows of new waiting task instances not yet written wait no longer (see
+    /// `DEFERRED_ROWS_DELAY`).
+    DeferredRowsDue,
     /// Test hook: fail the actor as a crash would.
     #[cfg(any(test, feature = "fault-injection"))]
     Crash,
@@ -98,6 +101,17 @@ const COMMIT_BATCH_DECISIONS: usize = 256;
 /// run whose other tasks were not queued yet.
 const DISPATCH_SPLIT_MIN: usize = 64;
 const DISPATCH_CHUNK_FIRST: usize = 32;
+
+/// A task instance created waiting (state `none`: a run's start creates one for every task)
+/// is not written with the decision that creates it. Its row is written by the first later
+/// decision that moves it (then as the row's creation, with the new state), or after
+/// `DEFERRED_ROWS_DELAY`, or with a decision that ends the run or answers a change, whichever
+/// comes first. In a fan-out, the start's commit then holds the run and its first task only,
+/// and each of the 1,000 rows is written once, queued, instead of created and then rewritten.
+/// Nothing depends on a waiting row being durable: it is a task that has not run, which is
+/// what a run rebuilt from the store makes of a task without a row, and readers of a run
+/// show a task without a row as not started, as they do before the run's start is written.
+const DEFERRED_ROWS_DELAY: std::time::Duration = COMMIT_DELAY;
 
 pub(crate) enum RunStart {
     Fresh,
@@ -147,6 +161,11 @@ pub(crate) struct DagRunActorState {
     sealed: VecDeque<(Vec<Write>, Vec<Decided>)>,
     /// A `FlushDue` is on its way: decisions are being held back for a shared commit.
     flush_due_armed: bool,
+    /// Task instances created waiting whose rows are not written yet (see
+    /// `DEFERRED_ROWS_DELAY`): none of them is in `unflushed`, `sealed` or being committed.
+    deferred_rows: BTreeMap<TaskInstanceKey, TaskInstanceRecord>,
+    /// A `DeferredRowsDue` is on its way.
+    deferred_rows_due_armed: bool,
     /// The run was re-opened: `Start` waits for the clear or mark that re-opened it.
     start_deferred: bool,
 }
@@ -211,6 +230,8 @@ impl Actor for DagRunActor {
             committing: None,
             sealed: VecDeque::new(),
             flush_due_armed: false,
+            deferred_rows: BTreeMap::new(),
+            deferred_rows_due_armed: false,
             start_deferred,
         })
     }
@@ -326,6 +347,13 @@ impl Actor for DagRunActor {
             DagRunMsg::FlushDue => {
                 state.flush_due_armed = false;
                 state.flush_now(&myself).await?;
+            }
+            DagRunMsg::DeferredRowsDue => {
+                state.deferred_rows_due_armed = false;
+                if !state.deferred_rows.is_empty() {
+                    state.write_deferred_rows();
+                    state.flush(&myself).await?;
+                }
             }
             #[cfg(any(test, feature = "fault-injection"))]
             DagRunMsg::Crash => return Err("injected dag run actor crash".into()),
@@ -478,6 +506,7 @@ impl DagRunActorState {
         // Rows first written by this decision are at `own_from` or later.
         let own_from = batch.len();
         let written = &mut self.unflushed_rows;
+        let deferred = &mut self.deferred_rows;
         for effect in &effects {
             match effect {
                 RunEffect::PersistTask { expected, record } => {
@@ -493,10 +522,20 @@ impl DagRunActorState {
                                 *stored = record.clone();
                             }
                         }
+                        None if expected.is_none() && record.state == TaskState::None => {
+                            // Created waiting: written later (see `DEFERRED_ROWS_DELAY`).
+                            deferred.insert(record.key.clone(), record.clone());
+                            continue;
+                        }
                         None => {
+                            // A deferred row's first write creates it.
+                            let expected = match deferred.remove(&record.key) {
+                                Some(_) => None,
+                                None => *expected,
+                            };
                             written.insert(row, batch.len());
                             batch.push(Write::PutTaskInstance {
-                                expected: *expected,
+                                expected,
                                 record: record.clone(),
                             });
                         }
@@ -546,6 +585,13 @@ impl DagRunActorState {
                 _ => {}
             }
         }
+        if finished.is_some() || reply.is_some() {
+            // A run's end, or an answer to a change, covers every row of the run.
+            self.take_deferred_rows(&mut batch, &mut events, now);
+        } else if !self.deferred_rows.is_empty() && !self.deferred_rows_due_armed {
+            self.deferred_rows_due_armed = true;
+            myself.send_after(DEFERRED_ROWS_DELAY, || DagRunMsg::DeferredRowsDue);
+        }
         if batch.iter().any(|write| matches!(write, Write::PutXcom(_))) {
             self.results_stored = true;
         }
@@ -570,6 +616,43 @@ impl DagRunActorState {
             self.sealed.extend(chunks);
         }
         self.flush(myself).await
+    }
+
+    /// Moves the deferred rows into `batch` (which is `unflushed`, taken), as their creation,
+    /// with their events.
+    fn take_deferred_rows(
+        &mut self,
+        batch: &mut Vec<Write>,
+        events: &mut Vec<Event>,
+        now: Timestamp,
+    ) {
+        for (key, record) in std::mem::take(&mut self.deferred_rows) {
+            events.push(Event::TaskChanged {
+                key: key.clone(),
+                state: record.state,
+                try_number: record.try_number,
+                at: now,
+            });
+            self.unflushed_rows.insert(Some(key), batch.len());
+            batch.push(Write::PutTaskInstance {
+                expected: None,
+                record,
+            });
+        }
+    }
+
+    /// Writes the deferred rows with the next batch (see `DEFERRED_ROWS_DELAY`).
+    fn write_deferred_rows(&mut self) {
+        let mut batch = std::mem::take(&mut self.unflushed);
+        let mut events = Vec::new();
+        self.take_deferred_rows(&mut batch, &mut events, crate::shared::now());
+        self.unflushed = batch;
+        self.undone.push(Decided {
+            events,
+            effects: Vec::new(),
+            finished: None,
+            reply: None,
+        });
     }
 
     /// Hands the writes of every decision made so far to the store as one batch, unless a

@@ -645,10 +645,107 @@ impl SchedulerState {
     ) -> Result<Vec<SchedulerEffect>, EngineError> {
         let now = crate::shared::now();
         let effects = self.core.handle(now, input);
+        // A run created and started by the same step is written running at once: one commit
+        // instead of two before its first task (see `create_run`).
+        let starting: Vec<(&str, &str)> = effects
+            .iter()
+            .filter_map(|effect| match effect {
+                SchedulerEffect::StartRun { dag_id, run_id } => {
+                    Some((dag_id.as_str(), run_id.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        let mut created_running: HashMap<RunKey, RunRow> = HashMap::new();
         for effect in &effects {
-            self.perform(myself, effect, now).await?;
+            match effect {
+                SchedulerEffect::CreateRun { dag_id, run_id, .. }
+                    if starting.contains(&(dag_id.as_str(), run_id.as_str())) =>
+                {
+                    if let Some(row) = self.create_run(effect, now, true).await? {
+                        created_running.insert(row.key.clone(), row);
+                    }
+                }
+                SchedulerEffect::StartRun { dag_id, run_id } => {
+                    let run = RunKey {
+                        dag_id: dag_id.as_str().into(),
+                        run_id: run_id.as_str().into(),
+                    };
+                    match created_running.remove(&run) {
+                        Some(row) => self.spawn_run_of(myself, row, RunStart::Fresh).await?,
+                        None => self.start_run(myself, &run, now).await?,
+                    }
+                }
+                _ => self.perform(myself, effect, now).await?,
+            }
         }
         Ok(effects)
+    }
+
+    /// Writes the run a `CreateRun` effect asks for, queued or (when the same step starts it)
+    /// running; returns the row written, or `None` when the run exists already (creation is
+    /// idempotent: one run per tick) or its DAG is gone.
+    async fn create_run(
+        &mut self,
+        effect: &SchedulerEffect,
+        now: Timestamp,
+        running: bool,
+    ) -> Result<Option<RunRow>, EngineError> {
+        let SchedulerEffect::CreateRun {
+            dag_id,
+            run_id,
+            run_type,
+            logical_date,
+            data_interval,
+            conf,
+        } = effect
+        else {
+            return Ok(None);
+        };
+        let Some((_, version_hash)) = self.dags.get(dag_id) else {
+            return Ok(None);
+        };
+        self.seed_counter += 1;
+        let row = RunRow {
+            key: RunKey {
+                dag_id: dag_id.as_str().into(),
+                run_id: run_id.as_str().into(),
+            },
+            run_type: *run_type,
+            state: if running {
+                DagRunState::Running
+            } else {
+                DagRunState::Queued
+            },
+            logical_date: *logical_date,
+            data_interval: *data_interval,
+            version_hash: version_hash.clone(),
+            conf: conf.clone(),
+            seed: draw_seed(now, self.seed_counter),
+            created_at: now,
+            started_at: running.then_some(now),
+            ended_at: None,
+        };
+        match self.shared.write(vec![Write::CreateRun(row.clone())]).await {
+            Ok(()) => {
+                for state in [DagRunState::Queued, DagRunState::Running] {
+                    self.shared.publish(Event::RunChanged {
+                        run: row.key.clone(),
+                        state,
+                        at: now,
+                    });
+                    if state == row.state {
+                        break;
+                    }
+                }
+                Ok(Some(row))
+            }
+            Err(weft_storage::Error::Conflict { what, detail }) => {
+                tracing::debug!(%what, %detail, "run exists already");
+                Ok(None)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     async fn perform(
@@ -658,46 +755,8 @@ impl SchedulerState {
         now: Timestamp,
     ) -> Result<(), EngineError> {
         match effect {
-            SchedulerEffect::CreateRun {
-                dag_id,
-                run_id,
-                run_type,
-                logical_date,
-                data_interval,
-                conf,
-            } => {
-                let Some((_, version_hash)) = self.dags.get(dag_id) else {
-                    return Ok(());
-                };
-                self.seed_counter += 1;
-                let row = RunRow {
-                    key: RunKey {
-                        dag_id: dag_id.as_str().into(),
-                        run_id: run_id.as_str().into(),
-                    },
-                    run_type: *run_type,
-                    state: DagRunState::Queued,
-                    logical_date: *logical_date,
-                    data_interval: *data_interval,
-                    version_hash: version_hash.clone(),
-                    conf: conf.clone(),
-                    seed: draw_seed(now, self.seed_counter),
-                    created_at: now,
-                    started_at: None,
-                    ended_at: None,
-                };
-                match self.shared.write(vec![Write::CreateRun(row.clone())]).await {
-                    Ok(()) => self.shared.publish(Event::RunChanged {
-                        run: row.key,
-                        state: DagRunState::Queued,
-                        at: now,
-                    }),
-                    // The run exists already (one run per tick): creation is idempotent.
-                    Err(weft_storage::Error::Conflict { what, detail }) => {
-                        tracing::debug!(%what, %detail, "run exists already");
-                    }
-                    Err(error) => return Err(error.into()),
-                }
+            SchedulerEffect::CreateRun { .. } => {
+                self.create_run(effect, now, false).await?;
             }
             SchedulerEffect::StartRun { dag_id, run_id } => {
                 let run = RunKey {
@@ -814,6 +873,20 @@ impl SchedulerState {
             .run(run)
             .await?
             .ok_or_else(|| EngineError::UnknownRun(run.to_string()))?;
+        self.spawn_run_of(myself, row, start).await
+    }
+
+    /// `spawn_run` with the run's row in hand.
+    async fn spawn_run_of(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        row: RunRow,
+        start: RunStart,
+    ) -> Result<(), EngineError> {
+        let run = &row.key;
+        if self.runs.contains_key(run) {
+            return Ok(());
+        }
         let dag = self.dag_for_run(&row).await?;
         let past = self.past_states(&dag, &row).await?;
         let context = RunContext {

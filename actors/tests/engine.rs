@@ -510,6 +510,8 @@ struct HoldingStore {
     inner: Arc<dyn Store>,
     held: String,
     release: Arc<tokio::sync::Notify>,
+    /// Every write passed on, in order.
+    written: Arc<std::sync::Mutex<Vec<weft_storage::Write>>>,
 }
 
 #[async_trait::async_trait]
@@ -522,6 +524,7 @@ impl Store for HoldingStore {
         if queues_held {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.release.notified()).await;
         }
+        self.written.lock().unwrap().extend(batch.iter().cloned());
         self.inner.write(batch).await
     }
     async fn dag(&self, dag_id: &str) -> weft_storage::Result<Option<weft_storage::DagRow>> {
@@ -650,6 +653,7 @@ async fn a_wide_opening_starts_each_attempt_after_its_own_row_is_durable() {
         inner: sqlite(&dir),
         held: leaf(FIRST_CHUNK),
         release: release.clone(),
+        written: Arc::default(),
     });
     let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
         .await
@@ -697,10 +701,14 @@ async fn a_wide_opening_starts_each_attempt_after_its_own_row_is_durable() {
         .await
         .unwrap();
     assert_eq!(wait(&engine, &run).await, DagRunState::Success);
-    assert_eq!(
-        *last_seen_by_first.lock().unwrap(),
-        Some(Some(TaskState::None)),
-        "the first leaf ran only once the last one was queued"
+    // The last leaf's row is not written yet, or written waiting (see the next test).
+    let last = last_seen_by_first
+        .lock()
+        .unwrap()
+        .expect("the first leaf ran");
+    assert!(
+        matches!(last, None | Some(TaskState::None)),
+        "the first leaf ran only once the last one was queued: {last:?}"
     );
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), width);
@@ -715,6 +723,127 @@ async fn a_wide_opening_starts_each_attempt_after_its_own_row_is_durable() {
     assert!(states
         .iter()
         .all(|(_, state, tries)| *state == TaskState::Success && *tries == 1));
+    engine.shutdown().await;
+}
+
+/// A triggered run that its DAG has room for is written running with its creation (one
+/// commit before its first task instead of two); one that must wait for `max_active_runs` is
+/// written queued and started once the other ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_triggered_run_is_created_running_when_it_can_start_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let written: Arc<std::sync::Mutex<Vec<weft_storage::Write>>> = Arc::default();
+    let store: Arc<dyn Store> = Arc::new(HoldingStore {
+        inner: sqlite(&dir),
+        held: String::new(),
+        release: Arc::new(tokio::sync::Notify::new()),
+        written: written.clone(),
+    });
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let task_gate = gate.clone();
+    let dag = RustDag::new("one_at_a_time")
+        .task("only", &[], move |_| {
+            let gate = task_gate.clone();
+            async move {
+                gate.acquire().await.unwrap().forget();
+                Ok(None)
+            }
+        })
+        .settings(|spec| spec.max_active_runs = 1);
+    engine.register(dag).await.unwrap();
+    let first = engine
+        .trigger("one_at_a_time", serde_json::json!({}))
+        .await
+        .unwrap();
+    let second = engine
+        .trigger("one_at_a_time", serde_json::json!({}))
+        .await
+        .unwrap();
+    let created = |run: &RunKey| {
+        written
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|write| match write {
+                weft_storage::Write::CreateRun(row) if row.key == *run => {
+                    Some((row.state, row.started_at.is_some()))
+                }
+                _ => None,
+            })
+    };
+    assert_eq!(created(&first), Some((DagRunState::Running, true)));
+    assert_eq!(created(&second), Some((DagRunState::Queued, false)));
+    gate.add_permits(2);
+    assert_eq!(wait(&engine, &first).await, DagRunState::Success);
+    assert_eq!(wait(&engine, &second).await, DagRunState::Success);
+    let started_later = |run: &RunKey| {
+        written.lock().unwrap().iter().any(|write| {
+            matches!(write, weft_storage::Write::UpdateRun {
+                key,
+                expected: DagRunState::Queued,
+                state: DagRunState::Running,
+                ..
+            } if key == run)
+        })
+    };
+    assert!(!started_later(&first));
+    assert!(started_later(&second));
+    engine.shutdown().await;
+}
+
+/// The row of a task that waits for its upstream is written while the upstream runs, even
+/// though the run writes no waiting rows with its start: a long first task does not leave the
+/// rest of the run without rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_task_gets_its_row_while_its_upstream_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let first_release = release.clone();
+    let dag = RustDag::new("waiting")
+        .task("first", &[], move |_| {
+            let release = first_release.clone();
+            async move {
+                release.notified().await;
+                Ok(None)
+            }
+        })
+        .task("second", &["first"], |_| async { Ok(None) })
+        .task("third", &["second"], |_| async { Ok(None) });
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("waiting", serde_json::json!({}))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + RUN_DEADLINE;
+    let rows = loop {
+        let rows = states(store.as_ref(), &run).await;
+        if rows.len() == 3 || tokio::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(rows.len(), 3, "every task has a row: {rows:?}");
+    assert!(
+        matches!(rows[0].1, TaskState::Queued | TaskState::Running),
+        "{rows:?}"
+    );
+    assert_eq!(rows[1].1, TaskState::None, "{rows:?}");
+    assert_eq!(rows[2].1, TaskState::None, "{rows:?}");
+    release.notify_one();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    let rows = states(store.as_ref(), &run).await;
+    assert!(
+        rows.iter()
+            .all(|(_, state, tries)| *state == TaskState::Success && *tries == 1),
+        "{rows:?}"
+    );
     engine.shutdown().await;
 }
 

@@ -432,7 +432,7 @@ pub async fn fanout(
 }
 
 /// Where a fan-out run's time goes, from its run row and attempt rows: from the run's creation
-/// to the end of `start`, from there to the first and to the last middle attempt's start, the
+/// to the start and to the end of `start`, from there to the first and to the last middle attempt's start, the
 /// middle attempts' span, and from the last middle attempt's end to the run's end.
 async fn fanout_phases(
     store: &Arc<dyn Store>,
@@ -468,6 +468,7 @@ async fn fanout_phases(
         (to - from).num_microseconds().unwrap_or(0) as f64 / 1_000.0
     };
     Ok(json!({
+        "created_to_start_started": ms(row.created_at, start.started_at),
         "created_to_start_ended": ms(row.created_at, start_end),
         "start_ended_to_first_middle_started": ms(start_end, first_start),
         "start_ended_to_last_middle_started": ms(start_end, last_start),
