@@ -9,7 +9,7 @@ use crate::error::EngineError;
 use crate::events::Event;
 use crate::shared::Shared;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use weft_core::dag::Dag;
 use weft_core::dag_run::RunContext;
@@ -647,7 +647,7 @@ impl SchedulerState {
         let effects = self.core.handle(now, input);
         // A run created and started by the same step is written running at once: one commit
         // instead of two before its first task (see `create_run`).
-        let starting: Vec<(&str, &str)> = effects
+        let starting: HashSet<(&str, &str)> = effects
             .iter()
             .filter_map(|effect| match effect {
                 SchedulerEffect::StartRun { dag_id, run_id } => {
@@ -656,24 +656,20 @@ impl SchedulerState {
                 _ => None,
             })
             .collect();
-        let mut created_running: HashMap<RunKey, RunRow> = HashMap::new();
+        let mut created_running: HashMap<(&str, &str), RunRow> = HashMap::new();
         for effect in &effects {
             match effect {
                 SchedulerEffect::CreateRun { dag_id, run_id, .. }
                     if starting.contains(&(dag_id.as_str(), run_id.as_str())) =>
                 {
                     if let Some(row) = self.create_run(effect, now, true).await? {
-                        created_running.insert(row.key.clone(), row);
+                        created_running.insert((dag_id.as_str(), run_id.as_str()), row);
                     }
                 }
                 SchedulerEffect::StartRun { dag_id, run_id } => {
-                    let run = RunKey {
-                        dag_id: dag_id.as_str().into(),
-                        run_id: run_id.as_str().into(),
-                    };
-                    match created_running.remove(&run) {
+                    match created_running.remove(&(dag_id.as_str(), run_id.as_str())) {
                         Some(row) => self.spawn_run_of(myself, row, RunStart::Fresh).await?,
-                        None => self.start_run(myself, &run, now).await?,
+                        None => self.perform(myself, effect, now).await?,
                     }
                 }
                 _ => self.perform(myself, effect, now).await?,
@@ -728,15 +724,17 @@ impl SchedulerState {
         };
         match self.shared.write(vec![Write::CreateRun(row.clone())]).await {
             Ok(()) => {
-                for state in [DagRunState::Queued, DagRunState::Running] {
+                let states: &[DagRunState] = if running {
+                    &[DagRunState::Queued, DagRunState::Running]
+                } else {
+                    &[DagRunState::Queued]
+                };
+                for &state in states {
                     self.shared.publish(Event::RunChanged {
                         run: row.key.clone(),
                         state,
                         at: now,
                     });
-                    if state == row.state {
-                        break;
-                    }
                 }
                 Ok(Some(row))
             }

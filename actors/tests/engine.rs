@@ -505,7 +505,8 @@ async fn a_wide_run_shares_commits_between_attempts_ends() {
 }
 
 /// A store that holds back every batch queueing the task instance `held` until `release`
-/// is notified (or 10 s have passed), and otherwise passes everything to `inner`.
+/// is notified (or 10 s have passed), and otherwise passes everything to `inner`, recording
+/// every write it passes on.
 struct HoldingStore {
     inner: Arc<dyn Store>,
     held: String,
