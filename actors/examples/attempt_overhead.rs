@@ -51,13 +51,7 @@ async fn main() -> std::io::Result<()> {
             path: dir.path().join(format!("attempts/{task_id}/1.log")),
         };
         let started = Instant::now();
-        run_shell(
-            &ShellCommand::new("true"),
-            &log,
-            &limits,
-            &Default::default(),
-        )
-        .await;
+        run_shell(&ShellCommand::new("true"), &log, &limits, &[]).await;
         samples.push(started.elapsed());
     }
     report("run_shell(\"true\")", &mut samples);
@@ -114,7 +108,7 @@ async fn main() -> std::io::Result<()> {
     for flight in 0..in_flight {
         let (dir, limits) = (dir.path().to_path_buf(), limits.clone());
         flights.spawn(async move {
-            let extra_env = [("WEFT_CTX_TASK_ID".to_string(), "t".to_string())].into();
+            let extra_env: &[(&str, &str)] = &[("WEFT_CTX_TASK_ID", "t")];
             for index in 0..per_flight {
                 let task_id = format!("f{flight}_{index}");
                 let log = LogTarget {
@@ -122,7 +116,7 @@ async fn main() -> std::io::Result<()> {
                     try_number: 1,
                     path: dir.join(format!("flights/{task_id}/1.log")),
                 };
-                run_shell(&ShellCommand::new("true"), &log, &limits, &extra_env).await;
+                run_shell(&ShellCommand::new("true"), &log, &limits, extra_env).await;
             }
         });
     }

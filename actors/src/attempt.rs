@@ -69,16 +69,11 @@ pub(crate) async fn read_results(shared: &Shared, run: &RunKey) -> weft_storage:
     Ok(results)
 }
 
-/// Everything a worker slot needs to run the attempt `request` of a task of this run.
-pub(crate) fn build_assignment(
-    shared: &Shared,
-    context: &RunContext,
-    task: TaskSpec,
-    request: DispatchRequest,
-    xcoms: Results,
-) -> AttemptAssignment {
+/// What every attempt of a run is told about the run (dates, params, conf, DAG file), built
+/// once per run: the attempts' own fields (task, try, results) are left empty here and filled
+/// in by `build_assignment`.
+pub(crate) fn run_task_context(context: &RunContext) -> TaskContext {
     let dag = &context.dag;
-    let key = &request.key;
     let mut params = serde_json::Map::new();
     for (name, param) in &dag.spec().params {
         params.insert(name.clone(), param.default.clone());
@@ -90,22 +85,42 @@ pub(crate) fn build_assignment(
     }
     let rfc3339 =
         |at: weft_core::Timestamp| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let task_context = TaskContext {
-        dag_id: key.dag_id.to_string(),
-        task_id: key.task_id.to_string(),
-        run_id: key.run_id.to_string(),
-        map_index: key.map_index,
-        try_number: request.try_number,
-        max_tries: task.retries + 1,
+    TaskContext {
+        dag_id: dag.dag_name().to_string(),
+        task_id: String::new(),
+        run_id: context.run_id.to_string(),
+        map_index: -1,
+        try_number: 0,
+        max_tries: 0,
         run_type: context.run_type.as_str().to_string(),
         logical_date: rfc3339(context.logical_date),
         data_interval_start: rfc3339(context.data_interval.start),
         data_interval_end: rfc3339(context.data_interval.end),
         params,
         conf: context.conf.clone(),
-        xcoms,
+        xcoms: Results::new(),
         fileloc: dag.spec().fileloc.clone(),
         timezone: dag.spec().timezone.clone(),
+    }
+}
+
+/// Everything a worker slot needs to run the attempt `request` of a task of the run whose
+/// `run_task_context` is `run`.
+pub(crate) fn build_assignment(
+    shared: &Shared,
+    run: &TaskContext,
+    task: TaskSpec,
+    request: DispatchRequest,
+    xcoms: Results,
+) -> AttemptAssignment {
+    let key = &request.key;
+    let task_context = TaskContext {
+        task_id: key.task_id.to_string(),
+        map_index: key.map_index,
+        try_number: request.try_number,
+        max_tries: task.retries + 1,
+        xcoms,
+        ..run.clone()
     };
     let config = &shared.config;
     let limits = AttemptLimits {
@@ -130,30 +145,49 @@ pub(crate) fn build_assignment(
 }
 
 /// Where an attempt's log lives under the data directory, as Airflow lays out its logs.
+/// Built in one string (it is built for every attempt).
 pub(crate) fn log_relative_path(key: &TaskInstanceKey, try_number: u32) -> String {
-    let map = if key.map_index >= 0 {
-        format!("/map_index={}", key.map_index)
-    } else {
-        String::new()
-    };
-    format!(
-        "logs/dag_id={}/run_id={}/task_id={}{}/attempt={}.log",
-        key.dag_id,
-        sanitize(&key.run_id),
-        key.task_id,
-        map,
-        try_number
-    )
+    use std::fmt::Write as _;
+    let (dag_id, run_id, task_id) = (
+        key.dag_id.as_str(),
+        key.run_id.as_str(),
+        key.task_id.as_str(),
+    );
+    let mut path = String::with_capacity(64 + dag_id.len() + run_id.len() + task_id.len());
+    path.push_str("logs/dag_id=");
+    path.push_str(dag_id);
+    path.push_str("/run_id=");
+    path.extend(run_id.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || "-_.+".contains(c) {
+            c
+        } else {
+            '_'
+        }
+    }));
+    path.push_str("/task_id=");
+    path.push_str(task_id);
+    if key.map_index >= 0 {
+        let _ = write!(path, "/map_index={}", key.map_index);
+    }
+    let _ = write!(path, "/attempt={try_number}.log");
+    path
 }
 
-fn sanitize(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.+".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_follow_airflow_with_run_ids_made_safe() {
+        let key = TaskInstanceKey::new("etl", "manual__2026-12-03T18:00:00+00:00", "load", -1);
+        assert_eq!(
+            log_relative_path(&key, 2),
+            "logs/dag_id=etl/run_id=manual__2026-12-03T18_00_00+00_00/task_id=load/attempt=2.log"
+        );
+        let mapped = TaskInstanceKey::new("etl", "r/1", "load", 7);
+        assert_eq!(
+            log_relative_path(&mapped, 1),
+            "logs/dag_id=etl/run_id=r_1/task_id=load/map_index=7/attempt=1.log"
+        );
+    }
 }

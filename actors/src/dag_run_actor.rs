@@ -46,7 +46,7 @@ pub(crate) enum DagRunMsg {
         start_unreported: bool,
     },
     /// An attempt's assignment, built once the upstream results it needs were read.
-    AssignmentReady(Box<AttemptAssignment>),
+    AssignmentReady(Arc<AttemptAssignment>),
     Timer(RunTimer),
     PastTaskFinished {
         task_id: String,
@@ -168,6 +168,8 @@ pub(crate) struct DagRunActorState {
     deferred_rows_due_armed: bool,
     /// The run was re-opened: `Start` waits for the clear or mark that re-opened it.
     start_deferred: bool,
+    /// What each attempt is told about the run (see `attempt::run_task_context`).
+    task_context: Arc<crate::executor::TaskContext>,
 }
 
 /// The effects of one decision that wait for its writes to be durable (write-ahead).
@@ -200,6 +202,7 @@ impl Actor for DagRunActor {
                 ..
             }
         );
+        let task_context = Arc::new(attempt::run_task_context(&args.context));
         let (run, stored_state) = match args.start {
             RunStart::Fresh => (DagRun::new(args.context), DagRunState::Running),
             RunStart::Recovered {
@@ -233,6 +236,7 @@ impl Actor for DagRunActor {
             deferred_rows: BTreeMap::new(),
             deferred_rows_due_armed: false,
             start_deferred,
+            task_context,
         })
     }
 
@@ -833,21 +837,32 @@ impl DagRunActorState {
             let reason = format!("task `{}` is not in the DAG", request.key.task_id);
             return Ok(myself.cast(DagRunMsg::attempt_lost(&request, &reason))?);
         };
+        let run_context = &self.task_context;
         if !(self.results_stored && attempt::reads_results(&task)) {
-            let assignment =
-                attempt::build_assignment(&self.shared, context, task, request, Default::default());
+            let assignment = attempt::build_assignment(
+                &self.shared,
+                run_context,
+                task,
+                request,
+                Default::default(),
+            );
             self.dispatcher.cast(DispatcherMsg::Enqueue {
-                assignment: Box::new(assignment),
+                assignment: Arc::new(assignment),
                 reply: myself.clone(),
             })?;
             return Ok(());
         }
-        let (shared, context, run) = (self.shared.clone(), context.clone(), self.key.clone());
+        let (shared, run_context, run) =
+            (self.shared.clone(), run_context.clone(), self.key.clone());
         let myself = myself.clone();
         tokio::spawn(async move {
             let message = match attempt::read_results(&shared, &run).await {
-                Ok(results) => DagRunMsg::AssignmentReady(Box::new(attempt::build_assignment(
-                    &shared, &context, task, request, results,
+                Ok(results) => DagRunMsg::AssignmentReady(Arc::new(attempt::build_assignment(
+                    &shared,
+                    &run_context,
+                    task,
+                    request,
+                    results,
                 ))),
                 Err(error) => DagRunMsg::attempt_lost(
                     &request,
@@ -864,7 +879,7 @@ impl DagRunActorState {
     fn enqueue_if_current(
         &mut self,
         myself: &ActorRef<DagRunMsg>,
-        assignment: Box<AttemptAssignment>,
+        assignment: Arc<AttemptAssignment>,
     ) {
         let request = &assignment.request;
         let key = &request.key;

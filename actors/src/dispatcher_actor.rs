@@ -4,7 +4,9 @@
 use crate::attempt::lost_report;
 use crate::dag_run_actor::DagRunMsg;
 use crate::shared::Shared;
-use crate::worker_slot::{AttemptAssignment, WorkerSlot, WorkerSlotArgs, WorkerSlotMsg};
+use crate::worker_slot::{
+    AttemptAssignment, SlotHandle, WorkerSlot, WorkerSlotArgs, WorkerSlotMsg,
+};
 use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::Arc;
@@ -18,7 +20,7 @@ pub const DISPATCH_QUEUE_MAX: usize = 1_000_000;
 pub(crate) enum DispatcherMsg {
     /// Queue an attempt; its worker slot reports to `reply`, the run it belongs to.
     Enqueue {
-        assignment: Box<AttemptAssignment>,
+        assignment: Arc<AttemptAssignment>,
         reply: ActorRef<DagRunMsg>,
     },
     SlotFree {
@@ -60,7 +62,7 @@ struct RunningAttempt {
 
 /// An attempt waiting for a slot.
 struct Waiting {
-    assignment: Box<AttemptAssignment>,
+    assignment: Arc<AttemptAssignment>,
     reply: ActorRef<DagRunMsg>,
     since: std::time::Instant,
 }
@@ -73,6 +75,9 @@ pub(crate) struct DispatcherState {
     /// superseded attempt can be stopped. Bounded by the number of slots.
     running: HashMap<(TaskInstanceKey, u64), RunningAttempt>,
     slots: Vec<ActorRef<WorkerSlotMsg>>,
+    /// What each slot runs, shared with its actor and its attempt's task.
+    handles: Vec<SlotHandle>,
+    myself: ActorRef<DispatcherMsg>,
     shared: Arc<Shared>,
 }
 
@@ -87,11 +92,11 @@ impl Actor for DispatcherActor {
         shared: Arc<Shared>,
     ) -> Result<DispatcherState, ActorProcessingErr> {
         let count = shared.config.worker_slots.max(1);
+        let handles: Vec<SlotHandle> = (0..count).map(SlotHandle::new).collect();
         let mut slots = Vec::with_capacity(count);
-        for index in 0..count {
+        for handle in &handles {
             let args = WorkerSlotArgs {
-                shared: shared.clone(),
-                index,
+                handle: handle.clone(),
                 dispatcher: myself.clone(),
             };
             let (slot, _) = Actor::spawn_linked(None, WorkerSlot, args, myself.get_cell()).await?;
@@ -113,6 +118,8 @@ impl Actor for DispatcherActor {
             idle: (0..count).rev().collect(),
             running: HashMap::new(),
             slots,
+            handles,
+            myself,
             shared,
         })
     }
@@ -207,9 +214,11 @@ impl Actor for DispatcherActor {
                 .position(|slot| slot.get_id() == cell.get_id())
             {
                 tracing::error!(slot = index, %error, "worker slot failed, restarting it");
+                // An attempt started in the slot while its actor was dying stops too: every
+                // attempt of the slot is reported lost below.
+                state.handles[index].abort();
                 let args = WorkerSlotArgs {
-                    shared: state.shared.clone(),
-                    index,
+                    handle: state.handles[index].clone(),
                     dispatcher: myself.clone(),
                 };
                 let (slot, _) =
@@ -304,7 +313,7 @@ impl DispatcherState {
             started_at: crate::shared::now(),
         };
         self.running.insert((request.key, request.token), attempt);
-        let _ = self.slots[slot].cast(WorkerSlotMsg::Run { assignment, reply });
+        self.handles[slot].start(&self.shared, &self.myself, assignment, reply);
     }
 
     /// Stops a running attempt (superseded by a newer token, or cancelled by its run); the

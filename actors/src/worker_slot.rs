@@ -1,5 +1,8 @@
-//! WorkerSlot actors: each runs one attempt at a time. Their messages carry serializable
-//! assignments, so that a later transport can place slots in other processes and cells.
+//! Worker slots: each runs one attempt at a time. The dispatcher starts an attempt in an idle
+//! slot through the slot's handle (the attempt runs in a tokio task of its own and reports its
+//! end straight to its run and the dispatcher); the slot's actor stops the attempt on a kill
+//! and, when it dies, takes its attempt down with it. Assignments are serializable, so that a
+//! later transport can place slots in other processes and cells.
 
 use crate::attempt::RUNNING_REPORT_GRACE;
 use crate::dag_run_actor::DagRunMsg;
@@ -26,11 +29,6 @@ pub struct AttemptAssignment {
 }
 
 pub(crate) enum WorkerSlotMsg {
-    /// Run this attempt and report to `reply`, the run it belongs to.
-    Run {
-        assignment: Box<AttemptAssignment>,
-        reply: ActorRef<DagRunMsg>,
-    },
     /// Stop the attempt with this token if it is the one running.
     Kill { token: u64 },
     /// Test hook: fail the actor as a crash would.
@@ -41,19 +39,41 @@ pub(crate) enum WorkerSlotMsg {
 pub(crate) struct WorkerSlot;
 
 pub(crate) struct WorkerSlotArgs {
-    pub shared: Arc<Shared>,
-    pub index: usize,
+    pub handle: SlotHandle,
     pub dispatcher: ActorRef<DispatcherMsg>,
 }
 
 pub(crate) struct WorkerSlotState {
-    shared: Arc<Shared>,
-    index: usize,
+    handle: SlotHandle,
     dispatcher: ActorRef<DispatcherMsg>,
-    /// The attempt this slot runs, shared with the attempt's own task. Whichever ends it takes
-    /// it out and reports: the task when the attempt returns (straight to the run and the
-    /// dispatcher, without a message through the slot), the slot on a kill.
+}
+
+/// One worker slot as the dispatcher, the slot's actor and the attempt's task share it: the
+/// attempt the slot runs. Whichever ends the attempt takes it out and reports: its task when
+/// it returns (straight to the run and the dispatcher), the actor on a kill, the dispatcher
+/// when the actor died.
+#[derive(Clone)]
+pub(crate) struct SlotHandle {
+    pub index: usize,
     running: Arc<Mutex<Option<Running>>>,
+}
+
+impl SlotHandle {
+    pub fn new(index: usize) -> SlotHandle {
+        SlotHandle {
+            index,
+            running: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Stops the slot's attempt, if any, without a report (its slot died: the dispatcher
+    /// reports it lost).
+    pub fn abort(&self) {
+        let running = lock(&self.running).take();
+        if let Some(execution) = running.and_then(|running| running.execution) {
+            execution.abort();
+        }
+    }
 }
 
 struct Running {
@@ -79,10 +99,8 @@ impl Actor for WorkerSlot {
         args: WorkerSlotArgs,
     ) -> Result<WorkerSlotState, ActorProcessingErr> {
         Ok(WorkerSlotState {
-            shared: args.shared,
-            index: args.index,
+            handle: args.handle,
             dispatcher: args.dispatcher,
-            running: Arc::new(Mutex::new(None)),
         })
     }
 
@@ -93,9 +111,8 @@ impl Actor for WorkerSlot {
         state: &mut WorkerSlotState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            WorkerSlotMsg::Run { assignment, reply } => state.start(assignment, reply),
             WorkerSlotMsg::Kill { token } => {
-                if let Some(running) = take_running(&state.running, token) {
+                if let Some(running) = take_running(&state.handle.running, token) {
                     // Dropping the execution kills its process tree (the executors hold kill
                     // guards).
                     if let Some(execution) = &running.execution {
@@ -111,7 +128,7 @@ impl Actor for WorkerSlot {
                         log_truncated: false,
                         exit_code: None,
                     };
-                    report_end(&state.dispatcher, state.index, running, report);
+                    report_end(&state.dispatcher, state.handle.index, running, report);
                 }
             }
             #[cfg(any(test, feature = "fault-injection"))]
@@ -126,10 +143,7 @@ impl Actor for WorkerSlot {
         state: &mut WorkerSlotState,
     ) -> Result<(), ActorProcessingErr> {
         // The dispatcher reports the attempt of a slot that stopped as lost.
-        let running = lock(&state.running).take();
-        if let Some(execution) = running.and_then(|running| running.execution) {
-            execution.abort();
-        }
+        state.handle.abort();
         Ok(())
     }
 }
@@ -180,9 +194,17 @@ fn report_end(
     });
 }
 
-impl WorkerSlotState {
-    fn start(&mut self, assignment: Box<AttemptAssignment>, reply: ActorRef<DagRunMsg>) {
-        let assignment: Arc<AttemptAssignment> = Arc::from(assignment);
+impl SlotHandle {
+    /// Runs `assignment` in this (idle) slot and reports its end to `reply`, the run it belongs
+    /// to, and to `dispatcher`. Called by the dispatcher itself: a message through the slot's
+    /// actor was a hop on every attempt's path for nothing the actor adds.
+    pub fn start(
+        &self,
+        shared: &Arc<Shared>,
+        dispatcher: &ActorRef<DispatcherMsg>,
+        assignment: Arc<AttemptAssignment>,
+        reply: ActorRef<DagRunMsg>,
+    ) {
         let token = assignment.request.token;
         {
             let mut running = lock(&self.running);
@@ -205,8 +227,8 @@ impl WorkerSlotState {
                 start_reported: false,
             });
         }
-        let shared = self.shared.clone();
-        let (slot, dispatcher, index) = (self.running.clone(), self.dispatcher.clone(), self.index);
+        let shared = shared.clone();
+        let (slot, dispatcher, index) = (self.running.clone(), dispatcher.clone(), self.index);
         let execution = tokio::spawn(async move {
             let attempt = execute(&shared, &assignment);
             tokio::pin!(attempt);
@@ -295,7 +317,8 @@ async fn run_shell_kind(
     let Some(command) = executor::subprocess::ShellCommand::from_kind(kind) else {
         return failed("not a shell task".to_string(), false);
     };
-    let extra_env = context_env(&assignment.context);
+    let try_number = assignment.context.try_number.to_string();
+    let extra_env = context_env(&assignment.context, &try_number);
     executor::subprocess::run_shell(&command, &assignment.log, &assignment.limits, &extra_env).await
 }
 
@@ -376,20 +399,14 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Environment variables that tell a task process about its run (Airflow's AIRFLOW_CTX_*).
-fn context_env(context: &TaskContext) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    env.insert("WEFT_CTX_DAG_ID".to_string(), context.dag_id.clone());
-    env.insert("WEFT_CTX_TASK_ID".to_string(), context.task_id.clone());
-    env.insert("WEFT_CTX_RUN_ID".to_string(), context.run_id.clone());
-    env.insert(
-        "WEFT_CTX_TRY_NUMBER".to_string(),
-        context.try_number.to_string(),
-    );
-    env.insert(
-        "WEFT_CTX_LOGICAL_DATE".to_string(),
-        context.logical_date.clone(),
-    );
-    env
+fn context_env<'a>(context: &'a TaskContext, try_number: &'a str) -> [(&'static str, &'a str); 5] {
+    [
+        ("WEFT_CTX_DAG_ID", &context.dag_id),
+        ("WEFT_CTX_TASK_ID", &context.task_id),
+        ("WEFT_CTX_RUN_ID", &context.run_id),
+        ("WEFT_CTX_TRY_NUMBER", try_number),
+        ("WEFT_CTX_LOGICAL_DATE", &context.logical_date),
+    ]
 }
 
 fn success(result: Option<serde_json::Value>) -> AttemptReport {

@@ -2,7 +2,6 @@
 //! cgroup limits (memory, pids, cpu) and the rlimit fallback. Needs bwrap:
 //! `bash deploy/install-sandbox-deps.sh`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -40,7 +39,7 @@ async fn run_with_limits(command: ShellCommand, limits: AttemptLimits) -> (Attem
         try_number: 1,
         path: dir.path().join("task.log"),
     };
-    let report = run_shell(&command, &log, &limits, &BTreeMap::new()).await;
+    let report = run_shell(&command, &log, &limits, &[]).await;
     let text = std::fs::read_to_string(&log.path).unwrap_or_default();
     (report, text)
 }

@@ -31,17 +31,17 @@ fn limits() -> AttemptLimits {
 }
 
 async fn run(command: ShellCommand) -> (AttemptReport, String) {
-    run_with(command, limits(), BTreeMap::new()).await
+    run_with(command, limits(), &[]).await
 }
 
 async fn run_with(
     command: ShellCommand,
     limits: AttemptLimits,
-    extra_env: BTreeMap<String, String>,
+    extra_env: &[(&str, &str)],
 ) -> (AttemptReport, String) {
     let dir = tempfile::tempdir().unwrap();
     let log = log_target(dir.path());
-    let report = run_shell(&command, &log, &limits, &extra_env).await;
+    let report = run_shell(&command, &log, &limits, extra_env).await;
     let text = std::fs::read_to_string(&log.path).unwrap_or_default();
     (report, text)
 }
@@ -138,16 +138,16 @@ async fn env_replaces_the_worker_environment_unless_appended() {
     // cargo sets this for the test process, so the worker environment has it.
     let inherited = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
     let script = "echo \"A=${A-unset} M=${CARGO_MANIFEST_DIR-unset} C=${WEFT_CTX_DAG_ID-unset}\"";
-    let extra = BTreeMap::from([("WEFT_CTX_DAG_ID".to_string(), "my_dag".to_string())]);
+    let extra: &[(&str, &str)] = &[("WEFT_CTX_DAG_ID", "my_dag")];
 
     let inherit = ShellCommand::new(script);
-    let (report, _) = run_with(inherit, limits(), extra.clone()).await;
+    let (report, _) = run_with(inherit, limits(), extra).await;
     let expected = format!("A=unset M={inherited} C=my_dag");
     assert_eq!(report.result, Some(serde_json::json!(expected)));
 
     let mut only = ShellCommand::new(script);
     only.env = BTreeMap::from([("A".to_string(), "1".to_string())]);
-    let (report, _) = run_with(only.clone(), limits(), extra.clone()).await;
+    let (report, _) = run_with(only.clone(), limits(), extra).await;
     assert_eq!(
         report.result,
         Some(serde_json::json!("A=1 M=unset C=my_dag"))
@@ -199,7 +199,7 @@ async fn the_log_limit_truncates_and_the_child_still_finishes() {
     };
     let command = ShellCommand::new("yes | head -c 10000000; echo done-after-output >&2");
     let started = Instant::now();
-    let (report, log) = run_with(command, limits, BTreeMap::new()).await;
+    let (report, log) = run_with(command, limits, &[]).await;
     assert!(
         started.elapsed() < PATIENCE * 3,
         "a full pipe must not block the child"
@@ -234,7 +234,7 @@ async fn a_timeout_kills_the_whole_tree_including_setsid_escapees() {
         ..limits()
     };
     let started = Instant::now();
-    let attempt = tokio::spawn(run_with(command, limits, BTreeMap::new()));
+    let attempt = tokio::spawn(run_with(command, limits, &[]));
     wait_until("the tree has started", || sleeps_with(marker).len() == 3).await;
 
     let (report, log) = tokio::time::timeout(PATIENCE, attempt)
@@ -254,7 +254,7 @@ async fn dropping_the_attempt_kills_the_tree() {
     let command = ShellCommand::new(format!(
         "sleep {marker} & setsid sleep {marker} & sleep {marker}"
     ));
-    let attempt = tokio::spawn(run_with(command, limits(), BTreeMap::new()));
+    let attempt = tokio::spawn(run_with(command, limits(), &[]));
     wait_until("the tree has started", || sleeps_with(marker).len() == 3).await;
 
     attempt.abort();
@@ -276,25 +276,13 @@ async fn background_stragglers_are_reaped_when_the_task_ends() {
 async fn a_silent_attempt_leaves_no_log_file_and_a_talkative_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_target(dir.path());
-    let silent = run_shell(
-        &ShellCommand::new("true"),
-        &log,
-        &limits(),
-        &BTreeMap::new(),
-    )
-    .await;
+    let silent = run_shell(&ShellCommand::new("true"), &log, &limits(), &[]).await;
     assert!(is_success(&silent.outcome), "{:?}", silent.outcome);
     assert_eq!((silent.log_bytes, silent.log_truncated), (0, false));
     assert!(!log.path.exists(), "no output, no file");
     assert!(!log.path.parent().unwrap().exists(), "nor its directory");
 
-    let talkative = run_shell(
-        &ShellCommand::new("echo spoken"),
-        &log,
-        &limits(),
-        &BTreeMap::new(),
-    )
-    .await;
+    let talkative = run_shell(&ShellCommand::new("echo spoken"), &log, &limits(), &[]).await;
     assert!(is_success(&talkative.outcome), "{:?}", talkative.outcome);
     assert_eq!(std::fs::read_to_string(&log.path).unwrap(), "spoken\n");
     assert_eq!(talkative.log_bytes, 7);
@@ -306,13 +294,7 @@ async fn output_that_cannot_be_logged_is_reported_as_truncated_and_the_task_stil
     // The log's directory cannot be created: a file stands where it would go.
     std::fs::write(dir.path().join("logs"), b"not a directory").unwrap();
     let log = log_target(dir.path());
-    let report = run_shell(
-        &ShellCommand::new("echo lost"),
-        &log,
-        &limits(),
-        &BTreeMap::new(),
-    )
-    .await;
+    let report = run_shell(&ShellCommand::new("echo lost"), &log, &limits(), &[]).await;
     assert!(is_success(&report.outcome), "{:?}", report.outcome);
     assert_eq!(report.result, Some(serde_json::json!("lost")));
     assert_eq!((report.log_bytes, report.log_truncated), (0, true));

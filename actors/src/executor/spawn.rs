@@ -44,8 +44,16 @@ static WORKER_ENV: LazyLock<Vec<(OsString, CString)>> = LazyLock::new(|| {
 #[derive(Debug, Default)]
 pub(crate) struct ChildEnv {
     clear: bool,
-    /// Set variables, at most one per name (a later `set` replaces an earlier one).
-    set: Vec<(OsString, CString)>,
+    /// Set variables as `NAME=value`, at most one per name (a later `set` replaces an earlier
+    /// one). Only the C strings are kept: a name is the part before the first `=` (a name
+    /// with `=` is refused, as the C library cannot look it up either).
+    set: Vec<CString>,
+}
+
+/// Whether `entry` (`NAME=value`) sets `name`.
+fn sets(entry: &CString, name: &[u8]) -> bool {
+    let bytes = entry.as_bytes();
+    bytes.len() > name.len() && bytes[name.len()] == b'=' && bytes.starts_with(name)
 }
 
 impl ChildEnv {
@@ -62,13 +70,13 @@ impl ChildEnv {
         }
     }
 
-    /// Sets `name`; a name or value with a NUL byte is refused, as `Command` refuses it.
+    /// Sets `name`; a name or value with a NUL byte, or a name with `=`, is refused.
     pub fn set(&mut self, name: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> io::Result<()> {
         let (name, value) = (name.as_ref(), value.as_ref());
         let entry = entry(name, value)?;
-        match self.set.iter_mut().find(|(set, _)| set == name) {
-            Some(slot) => slot.1 = entry,
-            None => self.set.push((name.to_os_string(), entry)),
+        match self.set.iter_mut().find(|set| sets(set, name.as_bytes())) {
+            Some(slot) => *slot = entry,
+            None => self.set.push(entry),
         }
         Ok(())
     }
@@ -78,7 +86,7 @@ impl ChildEnv {
         fn value<'a>(entry: &'a CString, name: &str) -> &'a OsStr {
             OsStr::from_bytes(&entry.as_bytes()[name.len() + 1..])
         }
-        if let Some((_, entry)) = self.set.iter().find(|(set, _)| set == name) {
+        if let Some(entry) = self.set.iter().find(|set| sets(set, name.as_bytes())) {
             return Some(value(entry, name));
         }
         if self.clear {
@@ -98,18 +106,27 @@ impl ChildEnv {
             pointers.extend(
                 WORKER_ENV
                     .iter()
-                    .filter(|(name, _)| !self.set.iter().any(|(set, _)| set == name))
+                    .filter(|(name, _)| !self.set.iter().any(|set| sets(set, name.as_bytes())))
                     .map(|(_, entry)| entry.as_ptr()),
             );
         }
-        pointers.extend(self.set.iter().map(|(_, entry)| entry.as_ptr()));
+        pointers.extend(self.set.iter().map(|entry| entry.as_ptr()));
         pointers.push(std::ptr::null());
         pointers
     }
 }
 
 fn entry(name: &OsStr, value: &OsStr) -> io::Result<CString> {
-    let mut bytes = Vec::with_capacity(name.len() + value.len() + 1);
+    if name.as_bytes().contains(&b'=') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "environment variable name {} has a `=`",
+                name.to_string_lossy()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(name.len() + value.len() + 2);
     bytes.extend_from_slice(name.as_bytes());
     bytes.push(b'=');
     bytes.extend_from_slice(value.as_bytes());

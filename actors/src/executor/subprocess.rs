@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -69,6 +69,8 @@ impl ShellCommand {
 
 /// Size of one read from the child's pipes.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Size of the first read, into a buffer on the stack (see `pump_output`).
+const FIRST_READ_BYTES: usize = 1024;
 /// After a kill, how long to wait for the pipes to close and the child to be reaped before
 /// reporting anyway (a process we could not find may still hold a pipe).
 const KILL_GRACE_MS: u64 = 5_000;
@@ -84,7 +86,7 @@ pub async fn run_shell(
     command: &ShellCommand,
     log: &LogTarget,
     limits: &AttemptLimits,
-    extra_env: &BTreeMap<String, String>,
+    extra_env: &[(&str, &str)],
 ) -> AttemptReport {
     let report = run_attempt(command, log, limits, extra_env).await;
     let outcome = match &report.outcome {
@@ -102,7 +104,7 @@ async fn run_attempt(
     command: &ShellCommand,
     log: &LogTarget,
     limits: &AttemptLimits,
-    extra_env: &BTreeMap<String, String>,
+    extra_env: &[(&str, &str)],
 ) -> AttemptReport {
     let mut log_file = LogFile::new(&log.path, limits.log_bytes_max);
     if let Some(cwd) = &command.cwd {
@@ -173,7 +175,7 @@ fn start(
     direct: bool,
     cgroup: Option<AttemptCgroup>,
     command: &ShellCommand,
-    extra_env: &BTreeMap<String, String>,
+    extra_env: &[(&str, &str)],
 ) -> Result<(Process, pipe::Receiver, TreeGuard), String> {
     let spawn_started = Instant::now();
     let spawned = spawn(argv, direct, command, extra_env);
@@ -383,19 +385,20 @@ const PATH_LOOKUP_TTL: Duration = Duration::from_secs(1);
 /// Distinct (PATH, program) lookups kept; the table is emptied when it is full.
 const PATH_LOOKUPS_MAX: usize = 256;
 
-type PathLookups = std::collections::HashMap<(OsString, String), (Instant, Option<PathBuf>)>;
+/// Recent lookups: (PATH, program, when, what was found). A handful of distinct programs is
+/// the usual case, so a list scanned in place: a hit allocates nothing.
+type PathLookups = Vec<(OsString, String, Instant, Option<PathBuf>)>;
 
 /// The first executable `program` in the absolute directories of `search`. Probing every
 /// directory of PATH was several `stat`s per shell task, so answers are reused briefly.
 fn find_on_path(search: &std::ffi::OsStr, program: &str) -> Option<PathBuf> {
-    static LOOKUPS: std::sync::LazyLock<std::sync::Mutex<PathLookups>> =
-        std::sync::LazyLock::new(Default::default);
-    let key = (search.to_os_string(), program.to_string());
+    static LOOKUPS: std::sync::Mutex<PathLookups> = std::sync::Mutex::new(Vec::new());
     if let Ok(lookups) = LOOKUPS.lock() {
-        if let Some((at, found)) = lookups.get(&key) {
-            if at.elapsed() < PATH_LOOKUP_TTL {
-                return found.clone();
-            }
+        let hit = lookups.iter().find(|(path, name, at, _)| {
+            name == program && path == search && at.elapsed() < PATH_LOOKUP_TTL
+        });
+        if let Some((_, _, _, found)) = hit {
+            return found.clone();
         }
     }
     let found = std::env::split_paths(search)
@@ -403,10 +406,18 @@ fn find_on_path(search: &std::ffi::OsStr, program: &str) -> Option<PathBuf> {
         .map(|dir| dir.join(program))
         .find(|candidate| is_executable(candidate));
     if let Ok(mut lookups) = LOOKUPS.lock() {
+        lookups.retain(|(path, name, at, _)| {
+            !(name == program && path == search) && at.elapsed() < PATH_LOOKUP_TTL
+        });
         if lookups.len() >= PATH_LOOKUPS_MAX {
             lookups.clear();
         }
-        lookups.insert(key, (Instant::now(), found.clone()));
+        lookups.push((
+            search.to_os_string(),
+            program.to_string(),
+            Instant::now(),
+            found.clone(),
+        ));
     }
     found
 }
@@ -424,7 +435,7 @@ fn spawn(
     argv: &[OsString],
     direct: bool,
     command: &ShellCommand,
-    extra_env: &BTreeMap<String, String>,
+    extra_env: &[(&str, &str)],
 ) -> std::io::Result<(Process, pipe::Receiver)> {
     // Airflow's BashOperator: a given env replaces the worker's, unless appended to it.
     let mut env = if !command.env.is_empty() && !command.append_env {
@@ -432,7 +443,10 @@ fn spawn(
     } else {
         ChildEnv::inherit()
     };
-    for (name, value) in command.env.iter().chain(extra_env) {
+    for (name, value) in &command.env {
+        env.set(name, value)?;
+    }
+    for (name, value) in extra_env {
         env.set(name, value)?;
     }
     if direct {
@@ -449,7 +463,7 @@ fn spawn(
             env.set("PWD", cwd)?;
         }
     }
-    let (reader, writer) = std::io::pipe()?;
+    let (reader, writer) = output_pipe()?;
     let stdin = dev_null()?;
     let request = spawn::SpawnRequest {
         argv,
@@ -465,8 +479,28 @@ fn spawn(
     // The write end closes here, so the read end sees EOF once every process of the attempt
     // has closed it.
     drop(writer);
-    let output = pipe::Receiver::from_owned_fd(std::os::fd::OwnedFd::from(reader))?;
+    // Known to be a pipe's read end, already non-blocking: no checks (two system calls).
+    let output = pipe::Receiver::from_owned_fd_unchecked(reader)?;
     Ok((child, output))
+}
+
+/// A pipe for the child's output: (read end, non-blocking, for the worker; write end,
+/// blocking, for the child). Both close on exec (the child gets the write end duplicated).
+#[allow(unsafe_code)]
+fn output_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1; 2];
+    // SAFETY: `pipe2` writes two descriptors into `fds`, which it owns from here on; `fcntl`
+    // is called on the read end, open until `OwnedFd` closes it.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let (reader, writer) = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
+        if libc::fcntl(reader.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok((reader, writer))
+    }
 }
 
 /// The worker's working directory, which tasks without a `cwd` inherit. Read once: weft never
@@ -536,8 +570,17 @@ async fn pump_output(
     log_file: &mut LogFile,
     last_line: &mut LastLine,
 ) {
-    // Not zeroed: `read_buf` fills the spare capacity (a zeroed 64 KiB per attempt showed in
-    // profiles of short tasks, most of which print nothing).
+    // Most short tasks print little or nothing: the first read goes to a small buffer on the
+    // stack, and only output beyond it gets the large one (not zeroed: `read_buf` fills the
+    // spare capacity; a zeroed 64 KiB per attempt showed in profiles of short tasks).
+    let mut first = [0_u8; FIRST_READ_BYTES];
+    match output.read(&mut first).await {
+        Ok(0) | Err(_) => return,
+        Ok(read) => {
+            last_line.push(&first[..read]);
+            log_file.write(&first[..read]);
+        }
+    }
     let mut buffer = Vec::with_capacity(READ_CHUNK_BYTES);
     loop {
         buffer.clear();
