@@ -8,8 +8,9 @@
 //! Dispatcher ──> WorkerSlot × N
 //! ```
 //!
-//! A run hands each attempt to the dispatcher and hears its start and end from the worker slot
-//! that runs it; there is no actor per task instance.
+//! A run hands each attempt to the dispatcher, which starts it in an idle worker slot (through
+//! the slot's handle, not a message), and hears its start and end from the attempt's own task;
+//! there is no actor per task instance.
 //!
 //! Decisions are made by `weft_core`; actors only persist, send and wait.
 
