@@ -109,7 +109,7 @@ pub(crate) fn run_task_context(context: &RunContext) -> TaskContext {
 pub(crate) fn build_assignment(
     shared: &Shared,
     run: &TaskContext,
-    task: TaskSpec,
+    task: &TaskSpec,
     request: DispatchRequest,
     xcoms: Results,
 ) -> AttemptAssignment {
@@ -137,7 +137,8 @@ pub(crate) fn build_assignment(
     };
     AttemptAssignment {
         request,
-        task,
+        kind: task.kind.clone(),
+        flow: task.flow,
         context: task_context,
         limits,
         log,

@@ -832,13 +832,13 @@ impl DagRunActorState {
         request: DispatchRequest,
     ) -> Result<(), ActorProcessingErr> {
         let context = self.run.shared_context();
-        let Some(task) = context.dag.task(&request.key.task_id).cloned() else {
+        let Some(task) = context.dag.task(&request.key.task_id) else {
             // The core dispatches only tasks of its DAG; report rather than fail the run.
             let reason = format!("task `{}` is not in the DAG", request.key.task_id);
             return Ok(myself.cast(DagRunMsg::attempt_lost(&request, &reason))?);
         };
         let run_context = &self.task_context;
-        if !(self.results_stored && attempt::reads_results(&task)) {
+        if !(self.results_stored && attempt::reads_results(task)) {
             let assignment = attempt::build_assignment(
                 &self.shared,
                 run_context,
@@ -854,13 +854,14 @@ impl DagRunActorState {
         }
         let (shared, run_context, run) =
             (self.shared.clone(), run_context.clone(), self.key.clone());
+        let task = task.clone();
         let myself = myself.clone();
         tokio::spawn(async move {
             let message = match attempt::read_results(&shared, &run).await {
                 Ok(results) => DagRunMsg::AssignmentReady(Arc::new(attempt::build_assignment(
                     &shared,
                     &run_context,
-                    task,
+                    &task,
                     request,
                     results,
                 ))),

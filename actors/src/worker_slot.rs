@@ -16,13 +16,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use weft_core::dag_run::{AttemptOutcome, DispatchRequest};
-use weft_core::spec::{TaskKind, TaskSpec};
+use weft_core::spec::{FlowControl, TaskKind};
 
 /// One attempt, as handed to a worker slot. Plain data: it crosses process boundaries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptAssignment {
     pub request: DispatchRequest,
-    pub task: TaskSpec,
+    /// What the task runs, and how its result steers the run (the rest of its `TaskSpec` is the
+    /// run's business, not the worker's).
+    pub kind: TaskKind,
+    pub flow: FlowControl,
     pub context: TaskContext,
     pub limits: AttemptLimits,
     pub log: LogTarget,
@@ -266,13 +269,11 @@ impl SlotHandle {
 /// flow control asks (branch targets, short-circuit, mapped length).
 async fn execute(shared: &Shared, assignment: &AttemptAssignment) -> AttemptReport {
     let report = execute_kind(shared, assignment).await;
-    interpret_result(&assignment.task, report)
+    interpret_result(assignment.flow, report)
 }
 
-fn interpret_result(task: &TaskSpec, mut report: AttemptReport) -> AttemptReport {
-    report
-        .outcome
-        .read_result(task.flow, report.result.as_ref());
+fn interpret_result(flow: FlowControl, mut report: AttemptReport) -> AttemptReport {
+    report.outcome.read_result(flow, report.result.as_ref());
     report
 }
 
@@ -280,7 +281,7 @@ fn interpret_result(task: &TaskSpec, mut report: AttemptReport) -> AttemptReport
 /// future (moved into its tokio task) is as large as its largest branch, which made moving an
 /// in-process attempt's future a visible share of the engine's CPU.
 async fn execute_kind(shared: &Shared, assignment: &AttemptAssignment) -> AttemptReport {
-    match &assignment.task.kind {
+    match &assignment.kind {
         TaskKind::Empty => success(None),
         TaskKind::InProcess { handler } => run_in_process(shared, handler, assignment).await,
         TaskKind::Shell { templated, .. } => {
@@ -312,7 +313,7 @@ async fn run_shell_kind(
         }
         &rendered
     } else {
-        &assignment.task.kind
+        &assignment.kind
     };
     let Some(command) = executor::subprocess::ShellCommand::from_kind(kind) else {
         return failed("not a shell task".to_string(), false);
@@ -330,7 +331,7 @@ async fn render_shell(shared: &Shared, assignment: &AttemptAssignment) -> Result
         cwd,
         skip_exit_code,
         ..
-    } = &assignment.task.kind
+    } = &assignment.kind
     else {
         return Err("not a shell task".to_string());
     };
