@@ -1,15 +1,11 @@
-//! Measuring: percentiles of samples, the CPU and peak memory a workload used (from `/proc`,
-//! the same numbers `getrusage` gives for self + waited-for children), and the machine's floor
+//! Measuring: percentiles of samples, the CPU (this process's clock and `getrusage` for its
+//! waited-for children) and peak memory a workload used, and the machine's floor
 //! (fork+exec of `/bin/true`, a 4 KiB append + fsync).
 
 use serde::Serialize;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// Clock ticks per second of `/proc/<pid>/stat` times. Linux fixes `USER_HZ` at 100 for user
-/// space on every architecture we run on.
-const USER_HZ: f64 = 100.0;
 
 /// p50 / p99 / max of a set of samples, in the unit the field name says.
 #[derive(Debug, Clone, Copy, Serialize, Default)]
@@ -72,19 +68,24 @@ impl Usage {
     }
 }
 
-/// CPU seconds of this process's own threads and of its reaped children, apart.
+/// CPU seconds of this process's own threads and of its reaped children, apart, and of the
+/// SQLite store's writer thread among the former.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuSplit {
     pub own: f64,
     pub children: f64,
+    pub store_writer: f64,
 }
+
+/// The name the SQLite store gives its writer thread, as `/proc` shows it (15 bytes at most).
+const STORE_WRITER_THREAD: &str = "weft-store-writ";
 
 impl CpuSplit {
     pub fn now() -> CpuSplit {
-        let fields = stat_cpu_fields();
         CpuSplit {
-            own: (fields[0] + fields[1]) / USER_HZ,
-            children: (fields[2] + fields[3]) / USER_HZ,
+            own: process_cpu_seconds(),
+            children: children_cpu_seconds(),
+            store_writer: threads_cpu_seconds(STORE_WRITER_THREAD),
         }
     }
 
@@ -93,29 +94,61 @@ impl CpuSplit {
         let now = CpuSplit::now();
         self.own += now.own - earlier.own;
         self.children += now.children - earlier.children;
+        self.store_writer += now.store_writer - earlier.store_writer;
     }
 }
 
-/// utime, stime, cutime and cstime of this process, in clock ticks.
-fn stat_cpu_fields() -> [f64; 4] {
-    let mut fields = [0.0; 4];
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return fields;
+/// User + system CPU of this process's threads, exited ones included, to the nanosecond
+/// (`/proc/self/stat` counts clock ticks of 10 ms, too coarse to compare builds run by run).
+#[allow(unsafe_code)]
+fn process_cpu_seconds() -> f64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) else {
-        return fields;
-    };
-    // rest[0] is field 3 (state); utime is field 14, so index 11.
-    for (slot, field) in fields.iter_mut().zip(rest.split_whitespace().skip(11)) {
-        *slot = field.parse::<f64>().unwrap_or(0.0);
+    // SAFETY: `clock_gettime` writes one `timespec` into `now`, which lives for the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut now) } != 0 {
+        return 0.0;
     }
-    fields
+    now.tv_sec as f64 + now.tv_nsec as f64 / 1e9
 }
 
-/// utime + stime + cutime + cstime of this process, in seconds.
+/// User + system CPU of this process's reaped children, to the microsecond.
+#[allow(unsafe_code)]
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: all-zero is a valid `rusage`; `getrusage` fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is a valid `rusage` for the call to write into.
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// CPU of this process's live threads whose name starts with `name`, to the nanosecond (the
+/// first field of each thread's `schedstat`).
+fn threads_cpu_seconds(name: &str) -> f64 {
+    let Ok(threads) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    threads
+        .flatten()
+        .filter(|thread| {
+            std::fs::read_to_string(thread.path().join("comm"))
+                .is_ok_and(|comm| comm.starts_with(name))
+        })
+        .filter_map(|thread| {
+            let schedstat = std::fs::read_to_string(thread.path().join("schedstat")).ok()?;
+            schedstat.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum::<f64>()
+        / 1e9
+}
+
+/// CPU seconds of this process and its reaped children (user + system).
 pub fn cpu_seconds() -> f64 {
-    stat_cpu_fields().iter().sum::<f64>() / USER_HZ
+    process_cpu_seconds() + children_cpu_seconds()
 }
 
 /// Peak resident memory of this process since the last reset, in MiB (`VmHWM`).

@@ -404,11 +404,12 @@ pub async fn fanout(
             }),
         )
         .with_note(
-            // What a task costs the engine and its process, against what a process costs the
-            // floor's loop and the process itself (clock ticks of 10 ms, summed over runs).
+            // What a task costs the engine (of which the store's writer thread) and its
+            // process, against what a process costs the floor's loop and the process itself.
             "cpu_us",
             json!({
                 "engine_per_task": per_task_us(runs_cpu.own, measured.len() * tasks),
+                "store_writer_per_task": per_task_us(runs_cpu.store_writer, measured.len() * tasks),
                 "task_process_per_task": per_task_us(runs_cpu.children, measured.len() * tasks),
                 "floor_loop_per_process": per_task_us(floors_cpu.own, floors.len() * tasks),
                 "floor_process_per_process": per_task_us(floors_cpu.children, floors.len() * tasks),
