@@ -7,6 +7,7 @@ use crate::executor::{AttemptLimits, AttemptReport, LogTarget, TaskContext};
 use crate::shared::Shared;
 use crate::worker_slot::AttemptAssignment;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use weft_core::dag_run::{AttemptOutcome, DispatchRequest, RunContext};
 use weft_core::ids::{RunKey, TaskInstanceKey};
 use weft_core::spec::{TaskKind, TaskSpec};
@@ -70,8 +71,8 @@ pub(crate) async fn read_results(shared: &Shared, run: &RunKey) -> weft_storage:
 }
 
 /// What every attempt of a run is told about the run (dates, params, conf, DAG file), built
-/// once per run: the attempts' own fields (task, try, results) are left empty here and filled
-/// in by `build_assignment`.
+/// once per run and shared by its attempts' assignments: the attempts' own fields (task, try,
+/// results) are left empty here and filled in by `AttemptAssignment::context`.
 pub(crate) fn run_task_context(context: &RunContext) -> TaskContext {
     let dag = &context.dag;
     let mut params = serde_json::Map::new();
@@ -108,20 +109,12 @@ pub(crate) fn run_task_context(context: &RunContext) -> TaskContext {
 /// `run_task_context` is `run`.
 pub(crate) fn build_assignment(
     shared: &Shared,
-    run: &TaskContext,
+    run: &Arc<TaskContext>,
     task: &TaskSpec,
     request: DispatchRequest,
     xcoms: Results,
 ) -> AttemptAssignment {
     let key = &request.key;
-    let task_context = TaskContext {
-        task_id: key.task_id.to_string(),
-        map_index: key.map_index,
-        try_number: request.try_number,
-        max_tries: task.retries + 1,
-        xcoms,
-        ..run.clone()
-    };
     let config = &shared.config;
     let limits = AttemptLimits {
         timeout_ms: request.execution_timeout_ms,
@@ -139,7 +132,9 @@ pub(crate) fn build_assignment(
         request,
         kind: task.kind.clone(),
         flow: task.flow,
-        context: task_context,
+        run: run.clone(),
+        xcoms,
+        max_tries: task.retries + 1,
         limits,
         log,
     }

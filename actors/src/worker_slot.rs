@@ -26,9 +26,46 @@ pub struct AttemptAssignment {
     /// run's business, not the worker's).
     pub kind: TaskKind,
     pub flow: FlowControl,
-    pub context: TaskContext,
+    /// What every attempt of the run is told about it, shared by them (its attempt fields are
+    /// empty; `context` fills them in).
+    #[serde(with = "shared_context")]
+    pub run: Arc<TaskContext>,
+    /// The upstream results this attempt reads (empty for a task that reads none).
+    pub xcoms: BTreeMap<String, serde_json::Value>,
+    pub max_tries: u32,
     pub limits: AttemptLimits,
     pub log: LogTarget,
+}
+
+impl AttemptAssignment {
+    /// The whole context of this attempt, for what reads it (templates, Python and in-process
+    /// tasks); a plain shell task needs only its context variables and builds none.
+    pub fn context(&self) -> TaskContext {
+        let key = &self.request.key;
+        TaskContext {
+            task_id: key.task_id.to_string(),
+            map_index: key.map_index,
+            try_number: self.request.try_number,
+            max_tries: self.max_tries,
+            xcoms: self.xcoms.clone(),
+            ..(*self.run).clone()
+        }
+    }
+}
+
+/// Serializes the shared run context as the plain value it holds.
+mod shared_context {
+    use crate::executor::TaskContext;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::sync::Arc;
+
+    pub fn serialize<S: Serializer>(context: &Arc<TaskContext>, to: S) -> Result<S::Ok, S::Error> {
+        context.as_ref().serialize(to)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Arc<TaskContext>, D::Error> {
+        TaskContext::deserialize(from).map(Arc::new)
+    }
 }
 
 pub(crate) enum WorkerSlotMsg {
@@ -292,7 +329,7 @@ async fn execute_kind(shared: &Shared, assignment: &AttemptAssignment) -> Attemp
                 shared
                     .python()
                     .await
-                    .run_callable(&assignment.context, &assignment.log, &assignment.limits)
+                    .run_callable(&assignment.context(), &assignment.log, &assignment.limits)
                     .await
             })
             .await
@@ -318,8 +355,8 @@ async fn run_shell_kind(
     let Some(command) = executor::subprocess::ShellCommand::from_kind(kind) else {
         return failed("not a shell task".to_string(), false);
     };
-    let try_number = assignment.context.try_number.to_string();
-    let extra_env = context_env(&assignment.context, &try_number);
+    let try_number = assignment.request.try_number.to_string();
+    let extra_env = context_env(assignment, &try_number);
     executor::subprocess::run_shell(&command, &assignment.log, &assignment.limits, &extra_env).await
 }
 
@@ -339,7 +376,7 @@ async fn render_shell(shared: &Shared, assignment: &AttemptAssignment) -> Result
     let rendered = shared
         .python()
         .await
-        .render(&assignment.context, fields)
+        .render(&assignment.context(), fields)
         .await
         .map_err(|error| format!("template rendering failed: {error}"))?;
     let command = rendered["command"].as_str().unwrap_or(command).to_string();
@@ -368,7 +405,7 @@ async fn run_in_process(
     };
     // A panic in the handler fails the attempt, not the worker slot; polled in place rather
     // than in a task of its own (a spawn per attempt), and dropped at the timeout.
-    let call = std::panic::AssertUnwindSafe(function(assignment.context.clone())).catch_unwind();
+    let call = std::panic::AssertUnwindSafe(function(assignment.context())).catch_unwind();
     let outcome = match assignment.limits.timeout_ms {
         Some(timeout_ms) => {
             match tokio::time::timeout(std::time::Duration::from_millis(timeout_ms), call).await {
@@ -400,13 +437,17 @@ fn panic_text(payload: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Environment variables that tell a task process about its run (Airflow's AIRFLOW_CTX_*).
-fn context_env<'a>(context: &'a TaskContext, try_number: &'a str) -> [(&'static str, &'a str); 5] {
+fn context_env<'a>(
+    assignment: &'a AttemptAssignment,
+    try_number: &'a str,
+) -> [(&'static str, &'a str); 5] {
+    let run = &assignment.run;
     [
-        ("WEFT_CTX_DAG_ID", &context.dag_id),
-        ("WEFT_CTX_TASK_ID", &context.task_id),
-        ("WEFT_CTX_RUN_ID", &context.run_id),
+        ("WEFT_CTX_DAG_ID", &run.dag_id),
+        ("WEFT_CTX_TASK_ID", assignment.request.key.task_id.as_str()),
+        ("WEFT_CTX_RUN_ID", &run.run_id),
         ("WEFT_CTX_TRY_NUMBER", try_number),
-        ("WEFT_CTX_LOGICAL_DATE", &context.logical_date),
+        ("WEFT_CTX_LOGICAL_DATE", &run.logical_date),
     ]
 }
 
@@ -435,5 +476,103 @@ fn timed_out() -> AttemptReport {
     AttemptReport {
         outcome: AttemptOutcome::TimedOut,
         ..success(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_core::ids::{Name, TaskInstanceKey};
+    use weft_core::state::RunType;
+
+    fn assignment() -> AttemptAssignment {
+        let run = TaskContext {
+            dag_id: "etl".to_string(),
+            task_id: String::new(),
+            run_id: "manual__1".to_string(),
+            map_index: -1,
+            try_number: 0,
+            max_tries: 0,
+            run_type: "manual".to_string(),
+            logical_date: "2026-12-03T18:00:00.000000Z".to_string(),
+            data_interval_start: "2026-12-03T18:00:00.000000Z".to_string(),
+            data_interval_end: "2026-12-03T18:00:00.000000Z".to_string(),
+            params: serde_json::Map::from_iter([("n".to_string(), serde_json::json!(3))]),
+            conf: serde_json::json!({"n": 3}),
+            xcoms: BTreeMap::new(),
+            fileloc: Some("/dags/etl.py".to_string()),
+            timezone: "UTC".to_string(),
+        };
+        let key = TaskInstanceKey::new("etl", "manual__1", "load", 4);
+        AttemptAssignment {
+            request: DispatchRequest {
+                key: key.clone(),
+                try_number: 2,
+                token: 9,
+                priority_weight: 1,
+                run_type: RunType::Manual,
+                pool: Name::from("default_pool"),
+                pool_slots: 1,
+                execution_timeout_ms: None,
+            },
+            kind: TaskKind::Empty,
+            flow: FlowControl::Normal,
+            run: Arc::new(run),
+            xcoms: BTreeMap::from([("extract".to_string(), serde_json::json!([1, 2]))]),
+            max_tries: 3,
+            limits: AttemptLimits {
+                timeout_ms: None,
+                log_bytes_max: 1024,
+                sandbox: None,
+            },
+            log: LogTarget {
+                key,
+                try_number: 2,
+                path: "/logs/attempt=2.log".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn an_attempt_context_is_its_run_context_with_its_own_fields() {
+        let assignment = assignment();
+        let context = assignment.context();
+        assert_eq!(
+            (
+                context.task_id.as_str(),
+                context.map_index,
+                context.try_number,
+                context.max_tries
+            ),
+            ("load", 4, 2, 3)
+        );
+        assert_eq!(context.xcoms["extract"], serde_json::json!([1, 2]));
+        assert_eq!(
+            (
+                context.dag_id.as_str(),
+                context.run_id.as_str(),
+                context.params["n"].clone()
+            ),
+            ("etl", "manual__1", serde_json::json!(3))
+        );
+        let try_number = assignment.request.try_number.to_string();
+        assert_eq!(
+            context_env(&assignment, &try_number),
+            [
+                ("WEFT_CTX_DAG_ID", "etl"),
+                ("WEFT_CTX_TASK_ID", "load"),
+                ("WEFT_CTX_RUN_ID", "manual__1"),
+                ("WEFT_CTX_TRY_NUMBER", "2"),
+                ("WEFT_CTX_LOGICAL_DATE", "2026-12-03T18:00:00.000000Z"),
+            ]
+        );
+    }
+
+    #[test]
+    fn an_assignment_serializes_as_plain_data_and_back() {
+        let assignment = assignment();
+        let text = serde_json::to_string(&assignment).unwrap();
+        let back: AttemptAssignment = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, assignment);
     }
 }
