@@ -98,24 +98,6 @@ pub(crate) struct SlotHandle {
     running: Arc<Mutex<Option<Running>>>,
 }
 
-impl SlotHandle {
-    pub fn new(index: usize) -> SlotHandle {
-        SlotHandle {
-            index,
-            running: Arc::new(Mutex::new(None)),
-        }
-    }
-
-    /// Stops the slot's attempt, if any, without a report (its slot died: the dispatcher
-    /// reports it lost).
-    pub fn abort(&self) {
-        let running = lock(&self.running).take();
-        if let Some(execution) = running.and_then(|running| running.execution) {
-            execution.abort();
-        }
-    }
-}
-
 struct Running {
     assignment: Arc<AttemptAssignment>,
     reply: ActorRef<DagRunMsg>,
@@ -235,6 +217,22 @@ fn report_end(
 }
 
 impl SlotHandle {
+    pub fn new(index: usize) -> SlotHandle {
+        SlotHandle {
+            index,
+            running: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Stops the slot's attempt, if any, without a report (its slot died: the dispatcher
+    /// reports it lost).
+    pub fn abort(&self) {
+        let running = lock(&self.running).take();
+        if let Some(execution) = running.and_then(|running| running.execution) {
+            execution.abort();
+        }
+    }
+
     /// Runs `assignment` in this (idle) slot and reports its end to `reply`, the run it belongs
     /// to, and to `dispatcher`. Called by the dispatcher itself: a message through the slot's
     /// actor was a hop on every attempt's path for nothing the actor adds.
