@@ -56,13 +56,13 @@ pub(crate) enum DagRunMsg {
         task_ids: Vec<String>,
         downstream: bool,
         upstream: bool,
-        reply: RpcReplyPort<()>,
+        reply: RpcReplyPort<ChangeAnswer>,
     },
     MarkState {
         task_id: String,
         map_index: i32,
         state: TaskState,
-        reply: RpcReplyPort<()>,
+        reply: RpcReplyPort<ChangeAnswer>,
     },
     /// The store answered the batch this actor handed it (see `DagRunActorState::flush`).
     Flushed(weft_storage::Result<()>),
@@ -74,6 +74,16 @@ pub(crate) enum DagRunMsg {
     /// Test hook: fail the actor as a crash would.
     #[cfg(any(test, feature = "fault-injection"))]
     Crash,
+}
+
+/// A run actor's answer to a change (a clear or a mark), once the change is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChangeAnswer {
+    Applied,
+    /// The change came after the actor had decided the run's end (its end was being
+    /// committed): the actor decided nothing more and hands the change back once the end is
+    /// durable, for the scheduler to re-open the finished run with it.
+    RunEnded,
 }
 
 pub(crate) struct DagRunActor;
@@ -168,6 +178,10 @@ pub(crate) struct DagRunActorState {
     deferred_rows_due_armed: bool,
     /// The run was re-opened: `Start` waits for the clear or mark that re-opened it.
     start_deferred: bool,
+    /// A decision ended the run: no other is taken (see `ChangeAnswer::RunEnded`).
+    ending: bool,
+    /// Changes that came after the run's end was decided, answered once it is durable.
+    handed_back: Vec<RpcReplyPort<ChangeAnswer>>,
     /// What each attempt is told about the run (see `attempt::run_task_context`).
     task_context: Arc<crate::executor::TaskContext>,
 }
@@ -177,7 +191,7 @@ struct Decided {
     events: Vec<Event>,
     effects: Vec<RunEffect>,
     finished: Option<DagRunState>,
-    reply: Option<RpcReplyPort<()>>,
+    reply: Option<RpcReplyPort<ChangeAnswer>>,
 }
 
 impl Actor for DagRunActor {
@@ -236,6 +250,8 @@ impl Actor for DagRunActor {
             deferred_rows: BTreeMap::new(),
             deferred_rows_due_armed: false,
             start_deferred,
+            ending: false,
+            handed_back: Vec::new(),
             task_context,
         })
     }
@@ -456,8 +472,12 @@ impl DagRunActorState {
         myself: &ActorRef<DagRunMsg>,
         change: RunInput,
         extra: Vec<Write>,
-        reply: RpcReplyPort<()>,
+        reply: RpcReplyPort<ChangeAnswer>,
     ) -> Result<(), ActorProcessingErr> {
+        if self.ending {
+            self.handed_back.push(reply);
+            return Ok(());
+        }
         if std::mem::take(&mut self.start_deferred) {
             let now = crate::shared::now();
             return self
@@ -487,8 +507,14 @@ impl DagRunActorState {
         input: RunInput,
         extra: Vec<Write>,
         include_extra: impl Fn(&[RunEffect]) -> bool,
-        reply: Option<RpcReplyPort<()>>,
+        reply: Option<RpcReplyPort<ChangeAnswer>>,
     ) -> Result<(), ActorProcessingErr> {
+        if self.ending {
+            // The run's end is decided: it stands, and whatever comes before it is durable
+            // finds the run over (a change is handed back instead, see `decide_change`).
+            debug_assert!(reply.is_none());
+            return Ok(());
+        }
         let now = crate::shared::now();
         let mut effects = match prelude {
             Some((at, prelude)) => self.run.handle(at.min(now), prelude),
@@ -584,6 +610,7 @@ impl DagRunActorState {
                     });
                     if state.is_finished() {
                         finished = Some(*state);
+                        self.ending = true;
                     }
                 }
                 _ => {}
@@ -780,9 +807,12 @@ impl DagRunActorState {
             self.perform(myself, effect, now).await?;
         }
         if let Some(reply) = reply {
-            let _ = reply.send(());
+            let _ = reply.send(ChangeAnswer::Applied);
         }
         if let Some(state) = finished {
+            for reply in self.handed_back.drain(..) {
+                let _ = reply.send(ChangeAnswer::RunEnded);
+            }
             let _ = self.scheduler.cast(SchedulerMsg::RunFinished {
                 run: self.key.clone(),
                 state,

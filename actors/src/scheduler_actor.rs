@@ -2,7 +2,7 @@
 //! time (one timer, never a scan), creates runs in the store and supervises one DagRun actor
 //! per active run, rebuilding a failed one from the store.
 
-use crate::dag_run_actor::{DagRunActor, DagRunArgs, DagRunMsg, RunStart};
+use crate::dag_run_actor::{ChangeAnswer, DagRunActor, DagRunArgs, DagRunMsg, RunStart};
 use crate::dispatcher_actor::DispatcherMsg;
 use crate::engine::UpsertOutcome;
 use crate::error::EngineError;
@@ -537,20 +537,13 @@ impl SchedulerState {
         downstream: bool,
         upstream: bool,
     ) -> Result<(), EngineError> {
-        let actor = self.active_run_actor(myself, &run).await?;
-        actor
-            .call(
-                |reply| DagRunMsg::Clear {
-                    task_ids,
-                    downstream,
-                    upstream,
-                    reply,
-                },
-                None,
-            )
-            .await
-            .map_err(EngineError::from)
-            .and_then(answered)
+        self.change_run(myself, &run, |reply| DagRunMsg::Clear {
+            task_ids: task_ids.clone(),
+            downstream,
+            upstream,
+            reply,
+        })
+        .await
     }
 
     async fn mark(
@@ -561,20 +554,46 @@ impl SchedulerState {
         map_index: i32,
         target: TaskState,
     ) -> Result<(), EngineError> {
-        let actor = self.active_run_actor(myself, &run).await?;
-        actor
-            .call(
-                |reply| DagRunMsg::MarkState {
-                    task_id,
-                    map_index,
-                    state: target,
-                    reply,
-                },
-                None,
-            )
-            .await
-            .map_err(EngineError::from)
-            .and_then(answered)
+        self.change_run(myself, &run, |reply| DagRunMsg::MarkState {
+            task_id: task_id.clone(),
+            map_index,
+            state: target,
+            reply,
+        })
+        .await
+    }
+
+    /// Hands a change to the run's actor (re-opening a finished run) and waits until it is
+    /// durable. A change that reaches the actor after it decided the run's end is handed back
+    /// once that end is durable; the run, finished by then, is re-opened for it.
+    async fn change_run(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        run: &RunKey,
+        change: impl Fn(RpcReplyPort<ChangeAnswer>) -> DagRunMsg,
+    ) -> Result<(), EngineError> {
+        // A re-opened run starts with the change, so it cannot end before it: a second hand
+        // back would be a bug, not a race.
+        for _ in 0..2 {
+            let actor = self.active_run_actor(myself, run).await?;
+            match actor.call(&change, None).await? {
+                ractor::rpc::CallResult::Success(ChangeAnswer::Applied) => return Ok(()),
+                ractor::rpc::CallResult::Success(ChangeAnswer::RunEnded) => continue,
+                ractor::rpc::CallResult::Timeout => {
+                    return Err(EngineError::Unavailable(
+                        "the run did not answer".to_string(),
+                    ))
+                }
+                ractor::rpc::CallResult::SenderError => {
+                    return Err(EngineError::Unavailable(
+                        "the run stopped before applying the change".to_string(),
+                    ))
+                }
+            }
+        }
+        Err(EngineError::Unavailable(
+            "the run kept ending before the change".to_string(),
+        ))
     }
 
     /// The actor of a run, re-opening a finished run (clearing a task of a finished run makes
@@ -976,19 +995,6 @@ impl SchedulerState {
         if let Some(dates) = self.by_date.get_mut(run.dag_id.as_str()) {
             dates.retain(|_, key| key != run);
         }
-    }
-}
-
-/// A run actor's answer to a change: an actor that stopped before answering did not apply it.
-fn answered(result: ractor::rpc::CallResult<()>) -> Result<(), EngineError> {
-    match result {
-        ractor::rpc::CallResult::Success(()) => Ok(()),
-        ractor::rpc::CallResult::Timeout => Err(EngineError::Unavailable(
-            "the run did not answer".to_string(),
-        )),
-        ractor::rpc::CallResult::SenderError => Err(EngineError::Unavailable(
-            "the run stopped before applying the change".to_string(),
-        )),
     }
 }
 

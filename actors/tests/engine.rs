@@ -504,25 +504,34 @@ async fn a_wide_run_shares_commits_between_attempts_ends() {
     engine.shutdown().await;
 }
 
-/// A store that holds back every batch queueing the task instance `held` until `release`
-/// is notified (or 10 s have passed), and otherwise passes everything to `inner`, recording
-/// every write it passes on.
+/// Which batches a `HoldingStore` holds back.
+type HoldPick = Box<dyn Fn(&[weft_storage::Write]) -> bool + Send + Sync>;
+
+/// A store that holds back every batch `hold` picks until `release` is notified (or 10 s
+/// have passed), and otherwise passes everything to `inner`, recording every write it passes
+/// on.
 struct HoldingStore {
     inner: Arc<dyn Store>,
-    held: String,
+    hold: HoldPick,
     release: Arc<tokio::sync::Notify>,
     /// Every write passed on, in order.
     written: Arc<std::sync::Mutex<Vec<weft_storage::Write>>>,
 }
 
+/// Picks the batches that queue the task instance `task_id`.
+fn queues(task_id: String) -> HoldPick {
+    Box::new(move |batch| {
+        batch.iter().any(|write| {
+            matches!(write, weft_storage::Write::PutTaskInstance { record, .. }
+                if *record.key.task_id == *task_id && record.state == TaskState::Queued)
+        })
+    })
+}
+
 #[async_trait::async_trait]
 impl Store for HoldingStore {
     async fn write(&self, batch: Vec<weft_storage::Write>) -> weft_storage::Result<()> {
-        let queues_held = batch.iter().any(|write| {
-            matches!(write, weft_storage::Write::PutTaskInstance { record, .. }
-                if *record.key.task_id == *self.held && record.state == TaskState::Queued)
-        });
-        if queues_held {
+        if (self.hold)(&batch) {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.release.notified()).await;
         }
         self.written.lock().unwrap().extend(batch.iter().cloned());
@@ -652,7 +661,7 @@ async fn a_wide_opening_starts_each_attempt_after_its_own_row_is_durable() {
     let release = Arc::new(tokio::sync::Notify::new());
     let store: Arc<dyn Store> = Arc::new(HoldingStore {
         inner: sqlite(&dir),
-        held: leaf(FIRST_CHUNK),
+        hold: queues(leaf(FIRST_CHUNK)),
         release: release.clone(),
         written: Arc::default(),
     });
@@ -736,7 +745,7 @@ async fn a_triggered_run_is_created_running_when_it_can_start_at_once() {
     let written: Arc<std::sync::Mutex<Vec<weft_storage::Write>>> = Arc::default();
     let store: Arc<dyn Store> = Arc::new(HoldingStore {
         inner: sqlite(&dir),
-        held: String::new(),
+        hold: Box::new(|_| false),
         release: Arc::new(tokio::sync::Notify::new()),
         written: written.clone(),
     });
@@ -906,5 +915,69 @@ async fn clearing_or_marking_a_task_of_a_finished_run_reopens_it() {
     .expect("mark answers")
     .unwrap();
     assert_eq!(wait(&engine, &run).await, DagRunState::Failed);
+    engine.shutdown().await;
+}
+
+/// A mark that reaches a run while the run's end is being committed is not decided by the
+/// ending run (which would answer nothing and stop, or write a change nobody then acts on):
+/// it is handed back once the end is durable and the run is re-opened with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_that_reaches_a_run_as_it_ends_reopens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let end_held = Arc::new(tokio::sync::Notify::new());
+    let seen_end = end_held.clone();
+    let held_once = std::sync::atomic::AtomicBool::new(false);
+    let store: Arc<dyn Store> = Arc::new(HoldingStore {
+        inner: sqlite(&dir),
+        // The first end only: the re-opened run's own end is not held.
+        hold: Box::new(move |batch| {
+            let ends = batch.iter().any(|write| {
+                matches!(write, weft_storage::Write::UpdateRun { state, .. } if state.is_finished())
+            });
+            if ends && !held_once.swap(true, Ordering::SeqCst) {
+                seen_end.notify_one();
+                return true;
+            }
+            false
+        }),
+        release: release.clone(),
+        written: Arc::default(),
+    });
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let dag = RustDag::new("ending").task("only", &[], |_| async { Ok(None) });
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("ending", serde_json::json!({}))
+        .await
+        .unwrap();
+    tokio::time::timeout(RUN_DEADLINE, end_held.notified())
+        .await
+        .expect("the run's end is being committed");
+    let marking = {
+        let (engine, run) = (engine.clone(), run.clone());
+        tokio::spawn(async move { engine.mark(&run, "only", -1, TaskState::Failed).await })
+    };
+    // Long enough for the mark to reach the run actor; the outcome must be the same if it
+    // has not.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.notify_one();
+    tokio::time::timeout(RUN_DEADLINE, marking)
+        .await
+        .expect("the mark answers")
+        .unwrap()
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Failed);
+    assert_eq!(
+        states(store.as_ref(), &run).await,
+        vec![("only".to_string(), TaskState::Failed, 1)]
+    );
+    assert_eq!(
+        store.run(&run).await.unwrap().unwrap().state,
+        DagRunState::Failed,
+        "the stored run agrees with its task"
+    );
     engine.shutdown().await;
 }

@@ -139,7 +139,11 @@ impl Server {
             base,
             engine,
             state,
-            client: reqwest::Client::new(),
+            // A call that hangs fails the test with its URL instead of stalling the suite.
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             _dir: dir,
         }
     }
