@@ -642,7 +642,7 @@ async fn the_grid_pages_through_runs_newest_first() {
             .trigger_at("etl", Some(at), json!({}))
             .await
             .unwrap();
-        server.engine.wait_for_run(&run).await.unwrap();
+        server.wait(&run).await;
         runs.push(run.run_id);
     }
     let (status, first) = server

@@ -116,7 +116,7 @@ async fn a_reconnecting_client_receives_every_missed_event_in_order() {
 
     // Changes while the client is away.
     let second = server.engine.trigger("etl", json!({})).await.unwrap();
-    server.engine.wait_for_run(&second).await.unwrap();
+    server.wait(&second).await;
     let mut truth = until_run_finished(&mut watcher, &first.run_id).await;
     truth.extend(until_run_finished(&mut watcher, &second.run_id).await);
     let missed: Vec<u64> = truth
@@ -147,7 +147,7 @@ async fn a_client_too_far_behind_is_told_to_resync() {
     let server = Server::start_with(|config| config.stream_replay_events_max = 3).await;
     let token = server.login("viewer").await;
     let run = server.engine.trigger("etl", json!({})).await.unwrap();
-    server.engine.wait_for_run(&run).await.unwrap();
+    server.wait(&run).await;
     let mut client = connect(&server, &token, Some(1)).await;
     let message = next_message(&mut client).await;
     assert_eq!(message.event, StreamEvent::Resync);
@@ -171,7 +171,7 @@ async fn the_stream_needs_a_token_and_honours_grants() {
     let token = server.login("granted").await;
     let mut socket = connect(&server, &token, None).await;
     let hidden = server.engine.trigger("etl", json!({})).await.unwrap();
-    server.engine.wait_for_run(&hidden).await.unwrap();
+    server.wait(&hidden).await;
     let shown = server.engine.trigger("shell", json!({})).await.unwrap();
     let messages = until_run_finished(&mut socket, &shown.run_id).await;
     assert!(messages.iter().all(|message| match &message.event {
