@@ -178,8 +178,6 @@ pub(crate) struct DagRunActorState {
     deferred_rows_due_armed: bool,
     /// The run was re-opened: `Start` waits for the clear or mark that re-opened it.
     start_deferred: bool,
-    /// A decision ended the run: no other is taken (see `ChangeAnswer::RunEnded`).
-    ending: bool,
     /// Changes that came after the run's end was decided, answered once it is durable.
     handed_back: Vec<RpcReplyPort<ChangeAnswer>>,
     /// What each attempt is told about the run (see `attempt::run_task_context`).
@@ -250,7 +248,6 @@ impl Actor for DagRunActor {
             deferred_rows: BTreeMap::new(),
             deferred_rows_due_armed: false,
             start_deferred,
-            ending: false,
             handed_back: Vec::new(),
             task_context,
         })
@@ -466,6 +463,13 @@ impl DagRunActorState {
             .await
     }
 
+    /// A decision ended the run (it may not be durable yet): no other is taken (see
+    /// `ChangeAnswer::RunEnded`). Every run actor's core starts unfinished, so its state is
+    /// finished only once one of this actor's decisions ended it.
+    fn ending(&self) -> bool {
+        self.run.state().is_finished()
+    }
+
     /// A change by hand (clear, mark); on a re-opened run, the change comes before `Start`.
     async fn decide_change(
         &mut self,
@@ -474,7 +478,7 @@ impl DagRunActorState {
         extra: Vec<Write>,
         reply: RpcReplyPort<ChangeAnswer>,
     ) -> Result<(), ActorProcessingErr> {
-        if self.ending {
+        if self.ending() {
             self.handed_back.push(reply);
             return Ok(());
         }
@@ -509,7 +513,7 @@ impl DagRunActorState {
         include_extra: impl Fn(&[RunEffect]) -> bool,
         reply: Option<RpcReplyPort<ChangeAnswer>>,
     ) -> Result<(), ActorProcessingErr> {
-        if self.ending {
+        if self.ending() {
             // The run's end is decided: it stands, and whatever comes before it is durable
             // finds the run over (a change is handed back instead, see `decide_change`).
             debug_assert!(reply.is_none());
@@ -610,7 +614,6 @@ impl DagRunActorState {
                     });
                     if state.is_finished() {
                         finished = Some(*state);
-                        self.ending = true;
                     }
                 }
                 _ => {}
