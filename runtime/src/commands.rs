@@ -88,9 +88,7 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         },
         config.workers.slots
     );
-    if config.sandbox.enabled {
-        eprintln!("sandbox: {}", weft_actors::executor::sandbox::detect());
-    }
+    eprintln!("{}", node::task_isolation(&config).summary);
     let control = tokio::spawn(control::serve(config.core.home.clone(), engine.clone()));
     crate::web::bootstrap_admin(&config, &engine).await?;
     let bind = args.bind.clone().unwrap_or_else(|| config.web.bind.clone());
@@ -170,7 +168,10 @@ impl LocalNode {
                 lock_path.display()
             )
         })?;
+        node::secure_home(&config.core.home)?;
+        node::reap_predecessors(&config.core.home);
         let store = node::open_store(config).await?;
+        node::secure_home(&config.core.home)?;
         let engine = Engine::start(store.clone(), node::engine_config(config)).await?;
         let mut processor = node::dag_processor(config);
         let summary = node::sync_dags(node::DagSink::Engine(&engine), &mut processor).await?;

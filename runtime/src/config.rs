@@ -47,14 +47,68 @@ pub struct PythonConfig {
     pub runners: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
-    /// Confine task processes (bubblewrap namespaces, read-only root, resource limits).
+    /// How task processes are confined: `user` (the default: a user of their own, not the
+    /// node's, so they can neither read the node's home nor signal it, with the network and
+    /// the host's files as that user sees them), `full` (also bubblewrap namespaces: read-only
+    /// root, the node's home hidden, no network unless `share_network`, every capability
+    /// dropped, resource limits), or `none` (tasks run as the node's user).
+    pub isolation: Isolation,
+    /// The same as `isolation = "full"` (kept for existing configuration files).
     pub enabled: bool,
+    /// The user and group tasks run as, when the node runs as root.
+    pub task_uid: u32,
+    pub task_gid: u32,
+    /// Where attempts without a `cwd` get a working directory of their own (empty: the
+    /// system's temporary directory).
+    pub task_dirs: PathBuf,
+    /// Keep the host's network in the full sandbox.
+    pub share_network: bool,
     pub memory_bytes_max: Option<u64>,
     pub cpu_millis_max: Option<u64>,
     pub pids_max: Option<u64>,
+}
+
+/// See `SandboxConfig::isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    None,
+    User,
+    Full,
+}
+
+/// The default task user: a uid and gid no distribution hands out (below 65534 "nobody",
+/// above the ranges `useradd` uses for people and system services).
+pub const TASK_UID_DEFAULT: u32 = 61_000;
+
+impl Default for SandboxConfig {
+    fn default() -> SandboxConfig {
+        SandboxConfig {
+            isolation: Isolation::User,
+            enabled: false,
+            task_uid: TASK_UID_DEFAULT,
+            task_gid: TASK_UID_DEFAULT,
+            task_dirs: PathBuf::new(),
+            share_network: false,
+            memory_bytes_max: None,
+            cpu_millis_max: None,
+            pids_max: None,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// The isolation asked for, `enabled` included.
+    pub fn level(&self) -> Isolation {
+        if self.enabled {
+            Isolation::Full
+        } else {
+            self.isolation
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

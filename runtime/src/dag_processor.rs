@@ -59,6 +59,10 @@ pub struct DagProcessorConfig {
     pub python_path: PathBuf,
     pub parse_timeout_ms: u64,
     pub parse_concurrency: usize,
+    /// How parsers are confined: DAG files are DAG authors' code, as trusted as their tasks and
+    /// no more (the node sets the Python tasks' isolation, without network, with a memory
+    /// limit).
+    pub sandbox: Option<weft_actors::executor::sandbox::SandboxSpec>,
 }
 
 impl DagProcessorConfig {
@@ -74,6 +78,7 @@ impl DagProcessorConfig {
                 }),
             parse_timeout_ms: PARSE_TIMEOUT_MS_DEFAULT,
             parse_concurrency: PARSE_CONCURRENCY_DEFAULT,
+            sandbox: None,
         }
     }
 }
@@ -496,23 +501,28 @@ struct ProcessorError {
 
 /// `python -m weft.processor FILE...`: its own process group, so a timeout also kills what
 /// the files started.
-fn parser_command(config: &DagProcessorConfig, paths: &[PathBuf]) -> Command {
+fn parser_command(config: &DagProcessorConfig, paths: &[PathBuf]) -> std::io::Result<Command> {
     let mut python_path = config.python_path.clone().into_os_string();
     if let Some(existing) = std::env::var_os("PYTHONPATH") {
         python_path.push(":");
         python_path.push(existing);
     }
-    let mut command = Command::new(&config.python);
+    let mut argv: Vec<std::ffi::OsString> = vec![
+        config.python.clone().into(),
+        "-m".into(),
+        "weft.processor".into(),
+    ];
+    argv.extend(paths.iter().map(|path| path.clone().into_os_string()));
+    let mut command = weft_actors::executor::python::confined_python(argv, config.sandbox.as_ref())
+        .map_err(std::io::Error::other)?;
     command
-        .args(["-m", "weft.processor"])
-        .args(paths)
         .env("PYTHONPATH", python_path)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    command
+    Ok(command)
 }
 
 fn spawn_error(config: &DagProcessorConfig, path: &Path, error: std::io::Error) -> ImportError {
@@ -551,7 +561,7 @@ async fn parse_batch_once(
     paths: &[PathBuf],
     outcomes: &mut Vec<(PathBuf, Result<Vec<DagSpec>, ImportError>)>,
 ) -> usize {
-    let mut child = match parser_command(config, paths).spawn() {
+    let mut child = match parser_command(config, paths).and_then(|mut command| command.spawn()) {
         Ok(child) => child,
         Err(error) => {
             outcomes.push((paths[0].clone(), Err(spawn_error(config, &paths[0], error))));
@@ -665,7 +675,7 @@ pub async fn parse_file(
     path: &Path,
 ) -> Result<Vec<DagSpec>, ImportError> {
     let mut child = parser_command(config, std::slice::from_ref(&path.to_path_buf()))
-        .spawn()
+        .and_then(|mut command| command.spawn())
         .map_err(|error| spawn_error(config, path, error))?;
     let pid = child.id();
     let mut stdout = child

@@ -2,10 +2,12 @@
 //! on it, and keeps the registered DAGs in step with the DAG folder.
 
 use crate::config::Config;
+use crate::config::Isolation;
 use crate::dag_processor::DagProcessor;
 use crate::store_url::StoreUrl;
 use anyhow::Context;
 use std::sync::Arc;
+use weft_actors::executor::sandbox::{SandboxSpec, TaskIdentity};
 use weft_actors::{Engine, EngineConfig};
 use weft_storage::{ImportErrorRow, Store, Write};
 
@@ -52,22 +54,207 @@ pub fn engine_config(config: &Config) -> EngineConfig {
     engine.log_bytes_max = config.workers.log_bytes_max;
     engine.python.python = config.python.interpreter.clone();
     engine.python.processes = config.python.runners;
-    if config.sandbox.enabled {
-        engine.sandbox = Some(weft_actors::executor::sandbox::SandboxSpec {
-            namespaces: true,
-            memory_bytes_max: config.sandbox.memory_bytes_max,
-            cpu_millis_max: config.sandbox.cpu_millis_max,
-            pids_max: config.sandbox.pids_max,
-            ..Default::default()
-        });
-    }
+    let isolation = task_isolation(config);
+    engine.sandbox = isolation.shell;
+    engine.python.sandbox = isolation.python;
     engine
+}
+
+/// Address space a DAG file parser may use unless the sandbox sets a memory limit: room for
+/// heavy imports, a bound on a file that allocates without end.
+pub const PARSE_MEMORY_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
+
+/// How task processes are confined on this node, and the start-up line that says so.
+#[derive(Debug, Clone)]
+pub struct TaskIsolation {
+    pub shell: Option<SandboxSpec>,
+    pub python: Option<SandboxSpec>,
+    /// What is in force, and why not more where the machine cannot give it.
+    pub summary: String,
+}
+
+/// The isolation `config` asks for, as far as this machine and this node's user can give it.
+pub fn task_isolation(config: &Config) -> TaskIsolation {
+    let level = config.sandbox.level();
+    let root = is_root();
+    let identity = TaskIdentity {
+        uid: config.sandbox.task_uid,
+        gid: config.sandbox.task_gid,
+    };
+    let task_dirs = if config.sandbox.task_dirs.as_os_str().is_empty() {
+        std::env::temp_dir().join("weft-tasks")
+    } else {
+        config.sandbox.task_dirs.clone()
+    };
+    let limits = SandboxSpec {
+        memory_bytes_max: config.sandbox.memory_bytes_max,
+        cpu_millis_max: config.sandbox.cpu_millis_max,
+        pids_max: config.sandbox.pids_max,
+        ..SandboxSpec::default()
+    };
+    let (shell, mut summary) = match level {
+        Isolation::None => {
+            let limited = limits != SandboxSpec::default();
+            let summary = "isolation none: tasks run as the node's user (sandbox.isolation)";
+            (limited.then_some(limits), summary.to_string())
+        }
+        Isolation::User if !root => (
+            None,
+            format!(
+                "isolation none: tasks run as the node's user, because the node is not root                  (uid {}) and cannot give them a user of their own; run it as root, or set                  sandbox.isolation = \"full\" for namespaces",
+                current_uid()
+            ),
+        ),
+        Isolation::User => (
+            Some(SandboxSpec {
+                run_as: Some(identity),
+                task_dirs: Some(task_dirs),
+                ..limits
+            }),
+            format!(
+                "isolation user: tasks run as uid {}:{}, not the node's; the host's files and                  network as that user sees them",
+                identity.uid, identity.gid
+            ),
+        ),
+        Isolation::Full => (
+            Some(SandboxSpec {
+                namespaces: true,
+                run_as: root.then_some(identity),
+                hidden_paths: vec![config.core.home.clone()],
+                readable_paths: vec![
+                    config.core.dags_folder.clone(),
+                    weft_actors::executor::python::PythonRunnerConfig::from_env().python_path,
+                ],
+                task_dirs: Some(task_dirs),
+                share_network: config.sandbox.share_network,
+                ..limits
+            }),
+            format!(
+                "isolation full: {}{}; {}",
+                if root {
+                    format!("uid {}:{}, ", identity.uid, identity.gid)
+                } else {
+                    String::new()
+                },
+                if config.sandbox.share_network {
+                    "namespaces with the host's network, read-only root, home hidden"
+                } else {
+                    "namespaces without network, read-only root, home hidden"
+                },
+                weft_actors::executor::sandbox::support()
+            ),
+        ),
+    };
+    let python = match &shell {
+        Some(spec) if spec.run_as.is_some() || spec.namespaces => {
+            match python_runs_confined(&config.python.interpreter, spec) {
+                Ok(()) => Some(spec.clone()),
+                Err(reason) => {
+                    summary.push_str(&format!(
+                        "; python tasks run as the node's user: {reason}; install Python where \
+                         uid {} can read it, or set python.interpreter",
+                        config.sandbox.task_uid
+                    ));
+                    None
+                }
+            }
+        }
+        other => other.clone(),
+    };
+    TaskIsolation {
+        shell,
+        python,
+        summary,
+    }
+}
+
+/// Whether `python` starts (and finds its standard library) confined as `spec` says.
+fn python_runs_confined(python: &str, spec: &SandboxSpec) -> Result<(), String> {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(python);
+    command
+        .args(["-c", "import json"])
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(identity) = spec.run_as {
+        command.uid(identity.uid).gid(identity.gid);
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("uid cannot start {python}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().last().unwrap_or("no message").to_string();
+        Err(format!("{python} does not start as the task user ({last})"))
+    }
+}
+
+fn is_root() -> bool {
+    current_uid() == 0
+}
+
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    // The owner of a file this process just made is its effective user, without `unsafe`.
+    std::fs::metadata("/proc/self")
+        .map(|meta| meta.uid())
+        .unwrap_or(u32::MAX)
+}
+
+/// Makes the node's home private: the directory 0700 (its store, secrets, logs and control
+/// socket are then out of reach of other users, task users included) and the store's files
+/// 0600.
+pub fn secure_home(home: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(home)
+        .with_context(|| format!("cannot create the data directory {}", home.display()))?;
+    std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (mode 0700)", home.display()))?;
+    for name in ["weft.db", "weft.db-wal", "weft.db-shm"] {
+        let path = home.join(name);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("cannot make {} private (mode 0600)", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Kills the task processes a previous node of this home left running (see
+/// `executor::lineage`), after marking this node's own. Call it holding the home's lock and
+/// before the engine recovers runs.
+pub fn reap_predecessors(home: &std::path::Path) {
+    use weft_actors::executor::lineage;
+    let home_id = lineage::home_id(home);
+    let instance = format!(
+        "{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    lineage::mark_task_processes(&home_id, &instance);
+    let reaped = lineage::reap_predecessors(&home_id);
+    if reaped.processes > 0 || reaped.cgroups > 0 {
+        eprintln!(
+            "killed {} task processes and removed {} attempt cgroups left by a previous node",
+            reaped.processes, reaped.cgroups
+        );
+    }
 }
 
 pub fn dag_processor(config: &Config) -> DagProcessor {
     let mut processor = crate::dag_processor::DagProcessorConfig::new(&config.core.dags_folder);
     processor.python = config.python.interpreter.clone();
     processor.parse_timeout_ms = config.core.dag_file_parse_timeout_ms;
+    // DAG files are parsed as Python tasks run, without network and with a memory limit.
+    processor.sandbox = task_isolation(config).python.map(|spec| SandboxSpec {
+        share_network: false,
+        memory_bytes_max: Some(spec.memory_bytes_max.unwrap_or(PARSE_MEMORY_BYTES_MAX)),
+        ..spec
+    });
     DagProcessor::new(processor)
 }
 

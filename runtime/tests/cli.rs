@@ -13,10 +13,21 @@ struct Home {
 
 impl Home {
     fn new() -> Home {
+        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
+        // Tasks run as a user of their own: they read the DAG folder and write to `shared`.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let dags = dir.path().join("dags");
         std::fs::create_dir_all(&dags).unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
         Home { dir, dags }
+    }
+
+    /// A directory tasks may write to.
+    fn shared(&self) -> PathBuf {
+        self.dir.path().join("shared")
     }
 
     fn with_examples() -> Home {
@@ -400,7 +411,7 @@ fn a_triggered_run_without_a_node_is_started_by_the_next_node() {
 #[test]
 fn a_node_killed_mid_run_finishes_every_run_after_restart() {
     let home = Home::new();
-    let markers = home.dir.path().join("markers");
+    let markers = home.shared().join("markers");
     home.write(
         "crashy.py",
         r#"
@@ -490,6 +501,163 @@ with DAG(dag_id="crashy", schedule=None, default_args={"retries": 3, "retry_dela
             );
         }
     });
+}
+
+/// Twenty rounds of kill -9 while tasks run, each round with a new run: a restarted node kills
+/// what its predecessor left before it retries those attempts, so no task instance ever runs
+/// twice at once (each attempt holds a lock on its instance's file for its whole life and
+/// records an overlap if it cannot take it), nothing is lost and nothing fails wrongly.
+#[test]
+fn twenty_kill_9_rounds_never_run_an_attempt_twice_at_once() {
+    const ROUNDS: usize = 20;
+    let home = Home::new();
+    let shared = home.shared();
+    let markers = shared.join("markers");
+    home.write(
+        "crashy.py",
+        r#"
+import os
+from datetime import timedelta
+from weft import DAG, BashOperator
+SHARED = os.environ["WEFT_TEST_SHARED"]
+COMMAND = (
+    'exec 9>>{shared}/$WEFT_CTX_RUN_ID.$WEFT_CTX_TASK_ID.lock; '
+    'if ! flock -n 9; then echo "overlap $WEFT_CTX_RUN_ID $WEFT_CTX_TASK_ID:$WEFT_CTX_TRY_NUMBER" >> {shared}/markers; exit 1; fi; '
+    'echo "start $WEFT_CTX_RUN_ID $WEFT_CTX_TASK_ID:$WEFT_CTX_TRY_NUMBER $$" >> {shared}/markers; '
+    'sleep 1; '
+    'echo "end $WEFT_CTX_RUN_ID $WEFT_CTX_TASK_ID:$WEFT_CTX_TRY_NUMBER $$" >> {shared}/markers'
+).format(shared=SHARED)
+with DAG(dag_id="crashy", schedule=None, default_args={"retries": 30, "retry_delay": timedelta(seconds=0)}) as dag:
+    first = [BashOperator(task_id=f"a{j}", bash_command=COMMAND) for j in range(3)]
+    second = [BashOperator(task_id=f"b{j}", bash_command=COMMAND) for j in range(3)]
+    for upstream in first:
+        upstream >> second
+"#,
+    );
+    let starts = |text: &str| text.lines().filter(|l| l.starts_with("start ")).count();
+    for round in 0..ROUNDS {
+        let trigger = home
+            .command(&["dags", "trigger", "crashy"])
+            .env("WEFT_TEST_SHARED", &shared)
+            .output()
+            .unwrap();
+        assert!(
+            trigger.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&trigger.stderr)
+        );
+        let before = starts(&std::fs::read_to_string(&markers).unwrap_or_default());
+        let mut node = home
+            .command(&["standalone"])
+            .env("WEFT_TEST_SHARED", &shared)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while starts(&std::fs::read_to_string(&markers).unwrap_or_default()) <= before {
+            assert!(Instant::now() < deadline, "round {round}: no task started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Somewhere inside the attempts' second of work.
+        std::thread::sleep(Duration::from_millis(100 + 37 * round as u64 % 400));
+        node.kill().unwrap(); // SIGKILL
+        node.wait().unwrap();
+    }
+    let mut last = home.command(&["standalone", "--exit-when-idle"]);
+    last.env("WEFT_TEST_SHARED", &shared);
+    let output = last.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let ran = std::fs::read_to_string(&markers).unwrap();
+    let overlaps: Vec<&str> = ran.lines().filter(|l| l.starts_with("overlap")).collect();
+    let runs = home.json(&["runs", "list", "crashy"]);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), ROUNDS);
+    let db = home.dir.path().join("home/weft.db");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (mut lost, mut wrongly_failed, mut instances) = (0, 0, 0);
+    runtime.block_on(async {
+        use weft_storage::Store;
+        let store = weft_storage::sqlite::SqliteStore::open(&db, Default::default()).unwrap();
+        for run in runs {
+            let run_id = run["key"]["run_id"].as_str().unwrap().to_string();
+            if run["state"] != "success" {
+                wrongly_failed += 1;
+            }
+            let key = weft_core::ids::RunKey {
+                dag_id: "crashy".into(),
+                run_id: run_id.as_str().into(),
+            };
+            let records = store.task_instances(&key).await.unwrap();
+            lost += 6 - records.len();
+            for record in records {
+                instances += 1;
+                if record.state != weft_core::state::TaskState::Success {
+                    wrongly_failed += 1;
+                    continue;
+                }
+                let end = format!("end {run_id} {}:{} ", record.key.task_id, record.try_number);
+                if !ran.lines().any(|line| line.starts_with(&end)) {
+                    lost += 1;
+                }
+                let accepted = store
+                    .attempts(&record.key)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|a| a.state == weft_core::state::TaskState::Success)
+                    .count();
+                assert_eq!(
+                    accepted, 1,
+                    "{} has {accepted} accepted results",
+                    record.key
+                );
+            }
+        }
+    });
+    println!(
+        "kill -9 rounds: {ROUNDS}, task instances: {instances}, running twice at once: {}, \
+         lost: {lost}, wrongly failed: {wrongly_failed}, attempts started: {}",
+        overlaps.len(),
+        starts(&ran)
+    );
+    assert!(
+        overlaps.is_empty(),
+        "attempts ran twice at once:\n{}",
+        overlaps.join("\n")
+    );
+    assert_eq!(lost, 0, "{ran}");
+    assert_eq!(wrongly_failed, 0, "{runs:#?}");
+}
+
+/// A node's home holds the store, the admin password and the session secret: neither other
+/// users nor tasks (which run as a user of their own) may read it.
+#[test]
+fn a_node_keeps_its_home_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    let dir = home.dir.path().join("home");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = home.run(&["standalone", "--exit-when-idle"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("weft.db")), 0o600);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("isolation user: tasks run as uid 61000:61000"),
+        "the start-up line says which isolation is in force: {stderr}"
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! task's kind: in-process closures, shell commands as subprocesses, Python callables in a warm
 //! Python runner process.
 
+pub mod lineage;
 pub mod python;
 pub mod sandbox;
 mod spawn;

@@ -10,7 +10,7 @@ use super::{AttemptLimits, AttemptReport, LogTarget, TaskContext};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,6 +76,10 @@ pub struct PythonRunnerConfig {
     pub processes: usize,
     /// Requests allowed to wait for a process.
     pub queue_max: usize,
+    /// The confinement of runner processes: the same user and namespaces as shell tasks. Each
+    /// runner is confined once, at its start, and stays warm; resource limits are its own
+    /// rlimits (a runner serves one attempt at a time).
+    pub sandbox: Option<super::sandbox::SandboxSpec>,
 }
 
 impl PythonRunnerConfig {
@@ -91,6 +95,7 @@ impl PythonRunnerConfig {
                 .unwrap_or_else(default_python_path),
             processes: cores,
             queue_max: QUEUE_MAX_DEFAULT,
+            sandbox: None,
         }
     }
 }
@@ -117,10 +122,195 @@ pub fn kill_process_group(pgid: u32) {
     }
 }
 
+/// `python -m weft.runner`, confined as `config.sandbox` says.
+fn runner_command(config: &PythonRunnerConfig) -> Result<Command, super::sandbox::Error> {
+    let runner: Vec<std::ffi::OsString> = vec![
+        config.python.clone().into(),
+        "-m".into(),
+        "weft.runner".into(),
+    ];
+    confined_python(runner, config.sandbox.as_ref())
+}
+
+/// A command for a Python process that runs DAG authors' code (a task runner, the DAG
+/// parser), confined as `sandbox` says: in bubblewrap for the full sandbox, as the task user,
+/// with the spec's limits as rlimits (such a process outlives any one attempt, so no attempt
+/// cgroup), killed with the node, marked as the node's. Without a sandbox it still dies with
+/// the node and carries the node's mark.
+pub fn confined_python(
+    argv: Vec<std::ffi::OsString>,
+    sandbox: Option<&super::sandbox::SandboxSpec>,
+) -> Result<Command, super::sandbox::Error> {
+    use super::sandbox;
+    let Some(spec) = sandbox else {
+        let mut command = Command::new(&argv[0]);
+        command.args(&argv[1..]);
+        die_with_node(&mut command, false);
+        mark(&mut command);
+        return Ok(command);
+    };
+    let spec = sandbox::SandboxSpec {
+        resource_control: sandbox::ResourceControl::Rlimits,
+        ..spec.clone()
+    };
+    let prepared = sandbox::prepare(
+        &spec,
+        sandbox::support(),
+        sandbox::SandboxedCommand {
+            argv,
+            cwd: None,
+            timeout_ms: None,
+        },
+    )?;
+    let mut command = Command::new(&prepared.argv[0]);
+    // The node's directory may not be the task user's to enter; /tmp is private in the full
+    // sandbox.
+    command.args(&prepared.argv[1..]).current_dir("/tmp");
+    if let Some((uid, gid)) = prepared.confinement.identity {
+        // std drops supplementary groups when root changes user.
+        command.uid(uid).gid(gid);
+    }
+    let rlimits = prepared.confinement.rlimits.clone();
+    set_rlimits(&mut command, rlimits);
+    die_with_node(&mut command, true);
+    mark(&mut command);
+    Ok(command)
+}
+
+fn mark(command: &mut Command) {
+    if let Some(marker) = super::lineage::marker() {
+        command.env(super::lineage::MARKER_VARIABLE, marker);
+    }
+}
+
+/// The child sets its rlimits before it execs.
+#[allow(unsafe_code)]
+fn set_rlimits(command: &mut Command, rlimits: Vec<(u32, u64)>) {
+    if rlimits.is_empty() {
+        return;
+    }
+    // SAFETY: the closure runs in the forked child before exec and makes only `setrlimit`
+    // calls on values prepared before the fork (no allocation, no lock).
+    unsafe {
+        command.pre_exec(move || {
+            for (resource, limit) in &rlimits {
+                let limit = libc::rlimit {
+                    rlim_cur: *limit,
+                    rlim_max: *limit,
+                };
+                if libc::setrlimit(*resource as libc::__rlimit_resource_t, &limit) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The runner dies with the node (`PR_SET_PDEATHSIG`, set after std changed the user, which
+/// would clear it) and, when confined, can gain no privilege by exec.
+#[allow(unsafe_code)]
+fn die_with_node(command: &mut Command, no_new_privs: bool) {
+    let node = std::process::id() as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and makes only `prctl`,
+    // `getppid` and `_exit` calls on integers.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) == -1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != node {
+                libc::_exit(137);
+            }
+            if no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The runner's descriptor of the socket its log files come over (see `send_log_file`).
+const LOG_SOCKET_FD: i32 = 3;
+
+/// Puts `socket` at `LOG_SOCKET_FD` in the child.
+#[allow(unsafe_code)]
+fn pass_log_socket(command: &mut Command, socket: &std::os::unix::net::UnixStream) {
+    use std::os::fd::AsRawFd;
+    let raw = socket.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and makes only `dup2` and
+    // `fcntl` calls on a descriptor open in the child (inherited with the fork).
+    unsafe {
+        command.pre_exec(move || {
+            let result = if raw == LOG_SOCKET_FD {
+                // dup2 onto itself would keep close-on-exec: clear it instead.
+                libc::fcntl(raw, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, LOG_SOCKET_FD)
+            };
+            if result == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sends the open descriptor `fd` over `socket` (`SCM_RIGHTS`, with one byte of payload).
+#[allow(unsafe_code)]
+fn send_fd(
+    socket: &std::os::unix::net::UnixStream,
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let payload = [0_u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: payload.as_ptr() as *mut libc::c_void,
+        iov_len: payload.len(),
+    };
+    // Room for one descriptor's control message, aligned as `cmsghdr` wants.
+    let mut control = [0_u64; 4];
+    // SAFETY: `msghdr` is plain data; every pointer in it (payload, control buffer) is valid
+    // for the call, the control buffer is large and aligned enough for the one message
+    // `CMSG_FIRSTHDR` returns (checked non-null), and `sendmsg` only reads them.
+    unsafe {
+        let space = libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) as usize;
+        debug_assert!(space <= std::mem::size_of_val(&control));
+        let mut message: libc::msghdr = std::mem::zeroed();
+        message.msg_iov = &mut iov;
+        message.msg_iovlen = 1;
+        message.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        message.msg_controllen = space as _;
+        let header = libc::CMSG_FIRSTHDR(&message);
+        if header.is_null() {
+            return Err(std::io::Error::other("no room for a control message"));
+        }
+        (*header).cmsg_level = libc::SOL_SOCKET;
+        (*header).cmsg_type = libc::SCM_RIGHTS;
+        (*header).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(header) as *mut libc::c_int, fd.as_raw_fd());
+        if libc::sendmsg(socket.as_raw_fd(), &message, libc::MSG_NOSIGNAL) == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// One runner process and its pipes.
 struct RunnerProcess {
     child: Child,
     pid: u32,
+    /// The node's end of the socket each attempt's log file is handed over on: the runner
+    /// writes the log through a descriptor the node opened, so a runner confined to a user
+    /// that cannot reach the node's home still writes where every reader looks.
+    log_socket: std::os::unix::net::UnixStream,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
     next_request_id: u64,
@@ -138,10 +328,16 @@ impl RunnerProcess {
             python_path.push(":");
             python_path.push(existing);
         }
-        let mut command = Command::new(&config.python);
+        let mut command = runner_command(config).map_err(|e| Error::Spawn {
+            python: config.python.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let (log_socket, runner_log_socket) =
+            std::os::unix::net::UnixStream::pair().map_err(spawn_error)?;
+        pass_log_socket(&mut command, &runner_log_socket);
         command
-            .args(["-m", "weft.runner"])
             .env("PYTHONPATH", python_path)
+            .env("WEFT_LOG_SOCKET_FD", LOG_SOCKET_FD.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -149,6 +345,7 @@ impl RunnerProcess {
             // Its own process group, so a timeout can kill the task's children too.
             .process_group(0);
         let mut child = command.spawn().map_err(spawn_error)?;
+        drop(runner_log_socket);
         let pid = child
             .id()
             .ok_or_else(|| Error::Exited("exited at start".to_string()))?;
@@ -160,6 +357,7 @@ impl RunnerProcess {
         let mut process = RunnerProcess {
             child,
             pid,
+            log_socket,
             stdin,
             stdout,
             next_request_id: 1,
@@ -183,6 +381,19 @@ impl RunnerProcess {
         }
         metrics::counter!("weft_python_runner_spawned_total").increment(1);
         Ok(process)
+    }
+
+    /// Opens (creates) the attempt's log file and hands it to the runner for the next `run`.
+    fn send_log_file(&self, path: &Path) -> std::io::Result<()> {
+        use std::os::fd::AsFd;
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        send_fd(&self.log_socket, file.as_fd())
     }
 
     /// Sends one request and reads its response, waiting at most `timeout`.
@@ -421,6 +632,7 @@ impl PythonRunnerPool {
             "map_index": ctx.map_index,
             "context": ctx,
             "log_path": log.path,
+            "log_fd": true,
             "log_bytes_max": limits.log_bytes_max,
         });
         let mut lease = match self.acquire().await {
@@ -438,6 +650,13 @@ impl PythonRunnerPool {
                 });
             }
         };
+        if let Err(error) = lease.process.send_log_file(&log.path) {
+            self.discard(lease).await;
+            return report(AttemptOutcome::Failed {
+                reason: format!("cannot open the log file {}: {error}", log.path.display()),
+                retryable: true,
+            });
+        }
         let timeout = limits.timeout_ms.map(Duration::from_millis);
         match lease.process.request(request, timeout).await {
             Ok(response) => {
@@ -608,7 +827,6 @@ fn run_report(response: Value) -> AttemptReport {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-    use std::path::Path;
     use weft_core::ids::TaskInstanceKey;
 
     const DAG_FILE: &str = r#"

@@ -1,9 +1,12 @@
-//! Sandboxing of task processes: bubblewrap namespaces with a read-only root, and resource
-//! limits through a per-attempt cgroup (v2 or v1, detected at run time) or, where no cgroup
-//! works, rlimits set by a wrapper shell.
+//! Confinement of task processes: a user of their own (the default when the node runs as
+//! root), bubblewrap namespaces with a read-only root and the node's files hidden (the full
+//! sandbox), and resource limits through a per-attempt cgroup (v2 or v1, detected at run time)
+//! or, where no cgroup works, rlimits.
 //!
-//! Nothing here runs user code: `prepare` turns a `SandboxSpec` into an argv prefix plus a
-//! cgroup that the subprocess executor owns for the attempt's lifetime.
+//! Nothing here runs user code: `prepare` turns a `SandboxSpec` into an argv prefix, a cgroup
+//! that the subprocess executor owns for the attempt's lifetime, and what the child does to
+//! itself before it execs (`spawn::Confinement`: join the cgroup, rlimits, become the task's
+//! user), so the task's first instruction already runs confined.
 
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -13,13 +16,39 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::spawn::Confinement;
 use super::subprocess::send_sigkill;
+
+/// A user and group a task runs as: not the node's, so that it can neither read the node's
+/// files (`$WEFT_HOME` is 0700) nor signal the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskIdentity {
+    pub uid: u32,
+    pub gid: u32,
+}
 
 /// How to confine an attempt's processes.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct SandboxSpec {
-    /// Run inside bubblewrap namespaces with a read-only root.
+    /// Run inside bubblewrap namespaces (user, pid, ipc, uts, network unless shared) with a
+    /// read-only root, every capability dropped and `hidden_paths` hidden: the full sandbox.
     pub namespaces: bool,
+    /// The user the task's processes become before they exec; `None`: the node's.
+    #[serde(default)]
+    pub run_as: Option<TaskIdentity>,
+    /// Host paths the full sandbox covers with an empty tmpfs (the node's home: its store,
+    /// secrets, logs and control socket).
+    #[serde(default)]
+    pub hidden_paths: Vec<PathBuf>,
+    /// Host paths the full sandbox shows read-only even where a tmpfs covers them (the DAG
+    /// folder, which Python tasks import, may sit under `/tmp`).
+    #[serde(default)]
+    pub readable_paths: Vec<PathBuf>,
+    /// Where an attempt without a `cwd` gets a fresh working directory of its own, owned by
+    /// `run_as` and removed at its end (Airflow's BashOperator runs in a temporary directory
+    /// too); `None`: such attempts run in the worker's directory.
+    #[serde(default)]
+    pub task_dirs: Option<PathBuf>,
     pub memory_bytes_max: Option<u64>,
     /// CPU quota in thousandths of a core.
     pub cpu_millis_max: Option<u64>,
@@ -54,8 +83,8 @@ pub enum Error {
         "sandbox requested but bubblewrap (bwrap) is not installed: apt-get install bubblewrap"
     )]
     BwrapMissing,
-    #[error("sandbox requested but bash is not installed")]
-    BashMissing,
+    #[error("{0} has a NUL byte")]
+    NulInPath(PathBuf),
     #[error("cannot set up the attempt's cgroup at {path}: {source}")]
     Cgroup { path: PathBuf, source: io::Error },
 }
@@ -139,6 +168,12 @@ impl fmt::Display for SandboxSupport {
             CgroupSupport::None => write!(f, "; limits: rlimits (as, cpu, fsize)"),
         }
     }
+}
+
+/// What `detect` found, found once per process: the machine does not change under a node.
+pub fn support() -> &'static SandboxSupport {
+    static SUPPORT: std::sync::OnceLock<SandboxSupport> = std::sync::OnceLock::new();
+    SUPPORT.get_or_init(detect)
 }
 
 /// Finds bubblewrap and a usable cgroup hierarchy. Creates the `weft` parent cgroup(s) as a
@@ -340,6 +375,46 @@ pub struct CgroupEvents {
 static ATTEMPT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 impl AttemptCgroup {
+    /// A cgroup that only tracks the attempt's processes, in one hierarchy (v1: preferably
+    /// `pids`, the cheapest to create): whatever leaves the process group, even into a
+    /// session of its own, is still found and killed at the attempt's end.
+    fn tracking(support: &CgroupSupport) -> Result<AttemptCgroup, Error> {
+        let support = match support {
+            CgroupSupport::V1 { parents } => {
+                let parent = parents
+                    .iter()
+                    .find(|(c, _)| *c == Controller::Pids)
+                    .or(parents.first())
+                    .cloned();
+                CgroupSupport::V1 {
+                    parents: parent.into_iter().collect(),
+                }
+            }
+            CgroupSupport::V2 { parent, .. } => CgroupSupport::V2 {
+                parent: parent.clone(),
+                controllers: vec![Controller::Pids],
+            },
+            CgroupSupport::None => CgroupSupport::None,
+        };
+        AttemptCgroup::create(&support, &SandboxSpec::default())
+    }
+
+    /// Whether no limit was written: the cgroup only tracks.
+    pub fn is_tracking_only(&self) -> bool {
+        self.limited.is_empty()
+    }
+
+    /// Removes the cgroup at once if it is empty (the usual end of an attempt): false if it
+    /// still holds processes or could not be removed, for `remove` to deal with.
+    pub fn remove_if_empty(&self) -> bool {
+        if !self.pids().is_empty() {
+            return false;
+        }
+        self.unique_dirs()
+            .iter()
+            .all(|dir| std::fs::remove_dir(dir).is_ok() || !dir.exists())
+    }
+
     fn create(support: &CgroupSupport, spec: &SandboxSpec) -> Result<AttemptCgroup, Error> {
         // Unique across workers on one host (pid) and attempts in one worker (sequence).
         let name = format!(
@@ -508,6 +583,28 @@ impl AttemptCgroup {
     }
 }
 
+/// Kills what is in the cgroup directory `dir` (one hierarchy) and removes it; false if it
+/// could not be removed within `CGROUP_REMOVE_WAIT_MS`. For cgroups left by a node that died.
+pub(crate) fn remove_cgroup_dir(dir: &Path) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_millis(CGROUP_REMOVE_WAIT_MS);
+    let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+    loop {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs
+            .lines()
+            .filter_map(|line| line.trim().parse::<i32>().ok())
+        {
+            send_sigkill(pid);
+        }
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
+            Err(_) if std::time::Instant::now() >= deadline => return false,
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 /// (file, value, required) writes that put `spec`'s limit for `controller` in place.
 fn limit_files(
     version: CgroupVersion,
@@ -578,15 +675,16 @@ fn read_counter(path: &Path, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A sandbox ready to start: the argv to run instead of the bare `bash -c`, and the cgroup the
-/// executor must clean up.
+/// A sandbox ready to start: the argv to run instead of the bare `bash -c`, the cgroup the
+/// executor must clean up, and what the child does to itself before it execs.
 #[derive(Debug)]
 pub struct PreparedSandbox {
     /// Full argv (program first), ending with the task's own command.
     pub argv: Vec<OsString>,
-    /// For the log's first line, e.g. `bwrap, cgroup v1 (memory, cpu, pids)`.
+    /// For the log's first line, e.g. `user 61000:61000, bwrap, cgroup v1 (memory, cpu, pids)`.
     pub description: String,
     pub cgroup: Option<AttemptCgroup>,
+    pub(crate) confinement: Confinement,
 }
 
 /// What `prepare` needs to know about the attempt besides the spec.
@@ -600,8 +698,8 @@ pub struct SandboxedCommand<'a> {
     pub timeout_ms: Option<u64>,
 }
 
-/// Builds the sandbox for one attempt: creates its cgroup (if one works here) and the argv that
-/// enters the cgroup, sets rlimits and starts bubblewrap before the task's code runs.
+/// Builds the sandbox for one attempt: creates its cgroup (if one works here and a limit asks
+/// for it), the rlimits no cgroup covers, the user to become, and the bubblewrap argv.
 pub fn prepare(
     spec: &SandboxSpec,
     support: &SandboxSupport,
@@ -612,16 +710,30 @@ pub fn prepare(
         (true, Some(path)) => Some(path.clone()),
         (true, None) => return Err(Error::BwrapMissing),
     };
+    let limited =
+        spec.memory_bytes_max.is_some() || spec.cpu_millis_max.is_some() || spec.pids_max.is_some();
     let cgroup = match (spec.resource_control, &support.cgroup) {
         (ResourceControl::Rlimits, _) | (_, CgroupSupport::None) => None,
-        (ResourceControl::Auto, cgroups) => Some(AttemptCgroup::create(cgroups, spec)?),
+        (ResourceControl::Auto, cgroups) if limited => Some(AttemptCgroup::create(cgroups, spec)?),
+        // An isolated task's processes are tracked, so that none outlives the attempt.
+        (ResourceControl::Auto, cgroups) if spec.run_as.is_some() || spec.namespaces => {
+            Some(AttemptCgroup::tracking(cgroups)?)
+        }
+        (ResourceControl::Auto, _) => None,
     };
-    let rlimits = rlimit_commands(spec, cgroup.as_ref(), command.timeout_ms);
+    let rlimits = rlimits(spec, cgroup.as_ref(), command.timeout_ms);
 
     let mut parts = Vec::new();
+    if let Some(identity) = spec.run_as {
+        parts.push(format!("user {}:{}", identity.uid, identity.gid));
+    }
     let mut argv: Vec<OsString> = Vec::new();
     if let Some(bwrap) = &bwrap {
-        parts.push("bwrap".to_string());
+        parts.push(if spec.share_network {
+            "bwrap (host network)".to_string()
+        } else {
+            "bwrap".to_string()
+        });
         argv.push(bwrap.clone().into());
         argv.extend(bwrap_args(spec, command.cwd));
         argv.push("--".into());
@@ -639,13 +751,20 @@ pub fn prepare(
             .iter()
             .map(|what| format!("{what} not enforced")),
     );
-    let procs_files = cgroup
+    let cgroup_procs = cgroup
         .as_ref()
         .map(AttemptCgroup::procs_files)
-        .unwrap_or_default();
-    if !procs_files.is_empty() || !rlimits.shell.is_empty() {
-        argv = wrap_in_entry_shell(&procs_files, &rlimits.shell, argv)?;
-    }
+        .unwrap_or_default()
+        .iter()
+        .map(|path| {
+            Confinement::cgroup_procs_file(path).map_err(|_| Error::NulInPath(path.clone()))
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    let confinement = Confinement {
+        cgroup_procs,
+        rlimits: rlimits.limits,
+        identity: spec.run_as.map(|identity| (identity.uid, identity.gid)),
+    };
     let description = if parts.is_empty() {
         "none".to_string()
     } else {
@@ -655,19 +774,44 @@ pub fn prepare(
         argv,
         description,
         cgroup,
+        confinement,
     })
 }
 
+/// Whether this process may change its user (it runs as root).
+fn node_is_root() -> bool {
+    #[allow(unsafe_code)]
+    // SAFETY: `geteuid` takes nothing, cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    euid == 0
+}
+
 fn bwrap_args(spec: &SandboxSpec, cwd: Option<&Path>) -> Vec<OsString> {
-    let mut args: Vec<OsString> = ["--unshare-pid", "--unshare-ipc", "--unshare-uts"]
-        .map(OsString::from)
-        .to_vec();
+    let mut args: Vec<OsString> = Vec::new();
+    // bubblewrap started by root without a user to become would map the sandbox's user to
+    // root; a task user (or a node that is not root) gets an unprivileged user namespace.
+    if spec.run_as.is_some() || !node_is_root() {
+        args.push("--unshare-user".into());
+    }
+    args.extend(
+        [
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--unshare-cgroup-try",
+        ]
+        .map(OsString::from),
+    );
     if !spec.share_network {
         args.push("--unshare-net".into());
     }
     args.extend(
         [
             "--die-with-parent",
+            // No controlling terminal to push input into (TIOCSTI).
+            "--new-session",
+            "--cap-drop",
+            "ALL",
             "--ro-bind",
             "/",
             "/",
@@ -680,7 +824,13 @@ fn bwrap_args(spec: &SandboxSpec, cwd: Option<&Path>) -> Vec<OsString> {
         ]
         .map(OsString::from),
     );
-    // Binds come after the /tmp tmpfs so a directory under /tmp is not hidden by it.
+    for hidden in spec.hidden_paths.iter().filter(|path| path.is_dir()) {
+        args.extend(["--tmpfs".into(), hidden.into()]);
+    }
+    // Binds come after the tmpfs mounts so a directory under /tmp is not hidden by them.
+    for path in spec.readable_paths.iter().filter(|path| path.exists()) {
+        args.extend(["--ro-bind".into(), path.into(), path.into()]);
+    }
     for path in spec.writable_paths.iter().map(PathBuf::as_path).chain(cwd) {
         args.extend(["--bind".into(), path.into(), path.into()]);
     }
@@ -690,22 +840,22 @@ fn bwrap_args(spec: &SandboxSpec, cwd: Option<&Path>) -> Vec<OsString> {
     args
 }
 
-/// rlimits for the wrapper shell, and what they cover.
+/// rlimits for the child, and what they cover.
 struct RlimitPlan {
-    /// `ulimit` commands (bash: -v in KiB, -t in seconds, -f in 1024-byte blocks).
-    shell: Vec<String>,
+    /// (`libc::RLIMIT_*`, limit) in the resource's unit (bytes, seconds).
+    limits: Vec<(u32, u64)>,
     described: Vec<&'static str>,
     unenforced: Vec<&'static str>,
 }
 
-fn rlimit_commands(
+fn rlimits(
     spec: &SandboxSpec,
     cgroup: Option<&AttemptCgroup>,
     timeout_ms: Option<u64>,
 ) -> RlimitPlan {
     let covered = |c: Controller| cgroup.map(|cg| cg.limited.contains(&c)).unwrap_or(false);
     let mut plan = RlimitPlan {
-        shell: Vec::new(),
+        limits: Vec::new(),
         described: Vec::new(),
         unenforced: Vec::new(),
     };
@@ -713,8 +863,7 @@ fn rlimit_commands(
         .memory_bytes_max
         .filter(|_| !covered(Controller::Memory))
     {
-        plan.shell
-            .push(format!("ulimit -v {}", (bytes / 1024).max(1)));
+        plan.limits.push((libc::RLIMIT_AS, bytes.max(1)));
         plan.described.push("as");
     }
     if let Some(millis) = spec.cpu_millis_max.filter(|_| !covered(Controller::Cpu)) {
@@ -722,7 +871,7 @@ fn rlimit_commands(
         match timeout_ms {
             Some(timeout_ms) => {
                 let seconds = (timeout_ms.saturating_mul(millis) / 1_000_000).max(1);
-                plan.shell.push(format!("ulimit -t {seconds}"));
+                plan.limits.push((libc::RLIMIT_CPU, seconds));
                 plan.described.push("cpu");
             }
             None => plan
@@ -731,47 +880,15 @@ fn rlimit_commands(
         }
     }
     if let Some(bytes) = spec.file_bytes_max {
-        plan.shell
-            .push(format!("ulimit -f {}", (bytes / 1024).max(1)));
+        plan.limits.push((libc::RLIMIT_FSIZE, bytes.max(1)));
         plan.described.push("fsize");
     }
     if spec.pids_max.is_some() && !covered(Controller::Pids) {
-        // RLIMIT_NPROC counts per user and is ignored for root: no honest fallback.
+        // RLIMIT_NPROC counts per user, shared by every attempt of the task user: no honest
+        // per-attempt fallback.
         plan.unenforced.push("pids limit");
     }
     plan
-}
-
-/// Wraps `argv` in a bash that moves itself into the cgroup and sets rlimits, then execs
-/// `argv`: the task's code starts inside its limits, with no window where it runs unconfined.
-fn wrap_in_entry_shell(
-    procs_files: &[PathBuf],
-    ulimits: &[String],
-    argv: Vec<OsString>,
-) -> Result<Vec<OsString>, Error> {
-    let bash = find_program("bash").ok_or(Error::BashMissing)?;
-    // The cgroup.procs paths come as arguments, never spliced into the script; the ulimit
-    // lines are built from numbers only.
-    let mut script = String::from(
-        "n=$1; shift; while [ \"$n\" -gt 0 ]; do \
-         echo $$ > \"$1\" || { echo \"[weft] sandbox: cannot enter cgroup $1\" >&2; exit 125; }; \
-         shift; n=$((n-1)); done; ",
-    );
-    for ulimit in ulimits {
-        script.push_str(ulimit);
-        script.push_str(" || exit 125; ");
-    }
-    script.push_str("exec \"$@\"");
-    let mut wrapped: Vec<OsString> = vec![
-        bash.into(),
-        "-c".into(),
-        script.into(),
-        "weft-sandbox".into(),
-    ];
-    wrapped.push(procs_files.len().to_string().into());
-    wrapped.extend(procs_files.iter().map(|p| p.clone().into_os_string()));
-    wrapped.extend(argv);
-    Ok(wrapped)
 }
 
 #[cfg(test)]
@@ -822,10 +939,14 @@ mod tests {
             file_bytes_max: Some(4096),
             ..SandboxSpec::default()
         };
-        let plan = rlimit_commands(&spec, None, Some(10_000));
+        let plan = rlimits(&spec, None, Some(10_000));
         assert_eq!(
-            plan.shell,
-            ["ulimit -v 102400", "ulimit -t 5", "ulimit -f 4"]
+            plan.limits,
+            [
+                (libc::RLIMIT_AS, 100 * 1024 * 1024),
+                (libc::RLIMIT_CPU, 5),
+                (libc::RLIMIT_FSIZE, 4096)
+            ]
         );
         assert_eq!(plan.unenforced, ["pids limit"]);
     }

@@ -11,12 +11,14 @@
 //!
 //! Processes start as `Command` starts them with `posix_spawn` (vfork and exec, stdin, stdout
 //! and stderr duplicated in, `SIGPIPE` back to its default, an empty signal mask, optionally
-//! a process group of their own). A program given by its path starts with `clone(CLONE_VM |
-//! CLONE_VFORK)` on a stack kept per thread, which is what glibc's `posix_spawn` does on a
-//! stack it maps and unmaps on every call: in a multi-threaded worker the unmap flushes the
-//! TLB on every core running one of its threads, and the map and unmap were about a sixth of
-//! the worker's own CPU per task in a fan-out of `true`. A program to look up on PATH still
-//! starts with `posix_spawnp`. Waiting needs no registration when the process has exited
+//! a process group of their own), with `clone(CLONE_VM | CLONE_VFORK)` on a stack kept per
+//! thread, which is what glibc's `posix_spawn` does on a stack it maps and unmaps on every
+//! call: in a multi-threaded worker the unmap flushes the TLB on every core running one of its
+//! threads, and the map and unmap were about a sixth of the worker's own CPU per task in a
+//! fan-out of `true`. A program without a `/` is looked up on PATH first. Between `clone` and
+//! `execve` the child also asks to be killed with the node (`PR_SET_PDEATHSIG`) and, when
+//! confined, joins its cgroup, sets its rlimits and becomes the task's user (`Confinement`).
+//! Waiting needs no registration when the process has exited
 //! by the time it is waited for (a short task's output pipe closes as it exits); otherwise a
 //! pidfd wakes the waiter, or, on kernels without pidfds, a short poll.
 
@@ -144,7 +146,7 @@ fn entry(name: &OsStr, value: &OsStr) -> io::Result<CString> {
 /// How to start one process.
 pub(crate) struct SpawnRequest<'a> {
     /// The program and its arguments; a program without a `/` is looked up on the worker's
-    /// PATH, as `Command` does.
+    /// PATH.
     pub argv: &'a [OsString],
     pub env: &'a ChildEnv,
     pub cwd: Option<&'a std::path::Path>,
@@ -153,6 +155,34 @@ pub(crate) struct SpawnRequest<'a> {
     pub stderr: BorrowedFd<'a>,
     /// Start a process group of its own (its id is the process's).
     pub process_group: bool,
+    /// What the child takes on before it execs: its cgroup, rlimits, its own user.
+    pub confinement: Option<&'a Confinement>,
+}
+
+/// What a child does to itself between `clone` and `execve`, as root where it needs to: join
+/// its cgroup (so that the first instruction of the task runs inside its limits), set its
+/// rlimits, and drop to the task's own user. In every case it is killed with the node
+/// (`PR_SET_PDEATHSIG`) and can gain no privilege by exec (`PR_SET_NO_NEW_PRIVS`).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Confinement {
+    /// `cgroup.procs` files to write `0` (the writer itself) to.
+    pub cgroup_procs: Vec<CString>,
+    /// (resource, limit): `libc::RLIMIT_*` and the soft and hard limit.
+    pub rlimits: Vec<(u32, u64)>,
+    /// The user and group to become; supplementary groups are dropped.
+    pub identity: Option<(u32, u32)>,
+}
+
+impl Confinement {
+    /// `path` as a C string for `cgroup_procs`.
+    pub fn cgroup_procs_file(path: &std::path::Path) -> io::Result<CString> {
+        CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} has a NUL byte", path.display()),
+            )
+        })
+    }
 }
 
 /// A started process, reaped by `wait` (or in the background if dropped before).
@@ -187,27 +217,65 @@ pub(crate) fn spawn(request: &SpawnRequest<'_>) -> io::Result<Process> {
         .map(|cwd| c_string(cwd.as_os_str()))
         .transpose()?;
     let stdio = [request.stdin, request.stdout, request.stderr];
-    let pid = if program.as_bytes().contains(&b'/') {
-        clone_spawn(ChildPlan {
-            program: argv[0].as_ptr(),
-            argv: argv_pointers.as_ptr(),
-            envp: envp.as_ptr(),
-            cwd: cwd.as_deref().map_or(std::ptr::null(), CStr::as_ptr),
-            stdio: stdio.map(|fd| fd.as_raw_fd()),
-            process_group: request.process_group,
-            error: std::sync::atomic::AtomicI32::new(0),
-        })?
+    let empty = Confinement::default();
+    let confinement = request.confinement.unwrap_or(&empty);
+    let mut cgroup_procs: Vec<*const libc::c_char> = confinement
+        .cgroup_procs
+        .iter()
+        .map(|path| path.as_ptr())
+        .collect();
+    cgroup_procs.push(std::ptr::null());
+    let rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)> = confinement
+        .rlimits
+        .iter()
+        .map(|&(resource, limit)| {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            (resource as libc::__rlimit_resource_t, limit)
+        })
+        .collect();
+    // Looked up here rather than by `posix_spawnp`, which could not set up the child.
+    let resolved = if program.as_bytes().contains(&b'/') {
+        None
     } else {
-        posix_spawnp(
-            &argv[0],
-            &argv_pointers,
-            &envp,
-            cwd.as_deref(),
-            stdio,
-            request.process_group,
-        )?
+        Some(c_string(resolve_on_path(program)?.as_os_str())?)
     };
+    let pid = clone_spawn(ChildPlan {
+        program: resolved.as_deref().unwrap_or(&argv[0]).as_ptr(),
+        argv: argv_pointers.as_ptr(),
+        envp: envp.as_ptr(),
+        cwd: cwd.as_deref().map_or(std::ptr::null(), CStr::as_ptr),
+        stdio: stdio.map(|fd| fd.as_raw_fd()),
+        process_group: request.process_group,
+        parent: node_pid(),
+        cgroup_procs: cgroup_procs.as_ptr(),
+        rlimits: &rlimits[..],
+        identity: confinement.identity,
+        no_new_privs: request.confinement.is_some(),
+        error: std::sync::atomic::AtomicI32::new(0),
+    })?;
     Ok(Process { pid, status: None })
+}
+
+/// This process's id, which a child compares with its parent's after asking to die with it.
+fn node_pid() -> libc::pid_t {
+    static PID: std::sync::OnceLock<libc::pid_t> = std::sync::OnceLock::new();
+    *PID.get_or_init(|| std::process::id() as libc::pid_t)
+}
+
+/// `program` looked up on the worker's PATH, as `posix_spawnp` would.
+fn resolve_on_path(program: &OsStr) -> io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
 }
 
 /// Size of the stack a child runs on between `clone` and `execve`, where it makes a few
@@ -233,6 +301,16 @@ struct ChildPlan {
     cwd: *const libc::c_char,
     stdio: [libc::c_int; 3],
     process_group: bool,
+    /// The node's pid: a child whose parent is no longer it after `PR_SET_PDEATHSIG` has
+    /// outlived the node already, and exits instead of running unwatched.
+    parent: libc::pid_t,
+    /// Null-terminated array of `cgroup.procs` paths to join.
+    cgroup_procs: *const *const libc::c_char,
+    rlimits: *const [(libc::__rlimit_resource_t, libc::rlimit)],
+    /// (uid, gid) to become.
+    identity: Option<(u32, u32)>,
+    /// Set `PR_SET_NO_NEW_PRIVS` (a confined child; an unconfined one may still use sudo).
+    no_new_privs: bool,
     /// The errno of the step that failed, set by the child before it exits; 0 if it exec'd.
     error: std::sync::atomic::AtomicI32,
 }
@@ -335,6 +413,9 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
         if plan.process_group && libc::setpgid(0, 0) == -1 {
             return fail();
         }
+        if confine(plan) == -1 {
+            return fail();
+        }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
@@ -343,99 +424,66 @@ extern "C" fn child_main(plan: *mut libc::c_void) -> libc::c_int {
     }
 }
 
-/// Owns the `posix_spawn` attributes and file actions of one spawn and destroys them.
-struct SpawnSettings {
-    attributes: libc::posix_spawnattr_t,
-    actions: libc::posix_spawn_file_actions_t,
-}
-
-/// `posix_spawnp`: for a program looked up on PATH.
+/// The child's confinement (see `Confinement`), in an order that needs no privilege it has
+/// already given up: join the cgroup and set rlimits as the node's user, become the task's
+/// user, then ask to die with the node (a change of user clears that request, so it comes
+/// after) and refuse new privileges. The death signal follows the thread that spawned the
+/// child, not the process: spawns happen on the runtime's worker threads, which live as long
+/// as the node. Returns -1 with errno set on
+/// failure. Raw system calls for the user change: glibc's `setresuid` would signal every
+/// thread of the process it believes it is in (the node's, whose memory the child shares).
+///
+/// # Safety
+/// Called only from `child_main`, with a plan whose pointers are valid (see `clone_spawn`).
 #[allow(unsafe_code)]
-fn posix_spawnp(
-    program: &CStr,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    cwd: Option<&CStr>,
-    stdio: [BorrowedFd<'_>; 3],
-    process_group: bool,
-) -> io::Result<libc::pid_t> {
-    let check = |code: libc::c_int| match code {
-        0 => Ok(()),
-        code => Err(io::Error::from_raw_os_error(code)),
-    };
-    // SAFETY: zeroed storage is what the `*_init` calls below overwrite; `SpawnSettings`
-    // destroys both only after both were initialised (`init` failing leaves nothing to free,
-    // and then the function returns before a `SpawnSettings` exists).
-    let mut settings = unsafe {
-        let mut attributes: libc::posix_spawnattr_t = std::mem::zeroed();
-        let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
-        check(libc::posix_spawnattr_init(&mut attributes))?;
-        if let Err(error) = check(libc::posix_spawn_file_actions_init(&mut actions)) {
-            libc::posix_spawnattr_destroy(&mut attributes);
-            return Err(error);
-        }
-        SpawnSettings {
-            attributes,
-            actions,
-        }
-    };
-    // SAFETY: every pointer passed is valid for the call: the settings are initialised, the
-    // descriptors are borrowed open for the duration, `program`, `cwd`, `argv` and `envp` are
-    // NUL-terminated strings in null-terminated arrays that outlive `posix_spawnp`, which
-    // copies what it needs before returning.
+unsafe fn confine(plan: &ChildPlan) -> libc::c_int {
+    // SAFETY: plain system calls on integers and on the NUL-terminated strings and arrays the
+    // parent prepared, which outlive the child's use of them.
     unsafe {
-        let attributes = &mut settings.attributes;
-        let actions = &mut settings.actions;
-        for (target, fd) in stdio.iter().enumerate() {
-            check(libc::posix_spawn_file_actions_adddup2(
-                actions,
-                fd.as_raw_fd(),
-                target as libc::c_int,
-            ))?;
+        let mut procs = plan.cgroup_procs;
+        while !(*procs).is_null() {
+            let fd = libc::open(*procs, libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd == -1 {
+                return -1;
+            }
+            let written = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
+            libc::close(fd);
+            if written != 1 {
+                return -1;
+            }
+            procs = procs.add(1);
         }
-        if let Some(cwd) = cwd {
-            check(libc::posix_spawn_file_actions_addchdir_np(
-                actions,
-                cwd.as_ptr(),
-            ))?;
+        for (resource, limit) in &*plan.rlimits {
+            if libc::setrlimit(*resource, limit) == -1 {
+                return -1;
+            }
         }
-        // As `Command`: an empty signal mask, and SIGPIPE (which Rust programs ignore) back to
-        // its default, so the task's pipelines end as in a shell.
-        let mut signals: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut signals);
-        check(libc::posix_spawnattr_setsigmask(attributes, &signals))?;
-        libc::sigaddset(&mut signals, libc::SIGPIPE);
-        check(libc::posix_spawnattr_setsigdefault(attributes, &signals))?;
-        let mut flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
-        if process_group {
-            check(libc::posix_spawnattr_setpgroup(attributes, 0))?;
-            flags |= libc::POSIX_SPAWN_SETPGROUP;
+        if let Some((uid, gid)) = plan.identity {
+            let no_groups: *const libc::gid_t = std::ptr::null();
+            if libc::syscall(libc::SYS_setgroups, 0, no_groups) == -1
+                || libc::syscall(libc::SYS_setresgid, gid, gid, gid) == -1
+                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) == -1
+            {
+                return -1;
+            }
         }
-        check(libc::posix_spawnattr_setflags(
-            attributes,
-            flags as libc::c_short,
-        ))?;
-        let mut pid: libc::pid_t = 0;
-        check(libc::posix_spawnp(
-            &mut pid,
-            program.as_ptr(),
-            actions,
-            attributes,
-            argv.as_ptr() as *const *mut libc::c_char,
-            envp.as_ptr() as *const *mut libc::c_char,
-        ))?;
-        Ok(pid)
-    }
-}
-
-impl Drop for SpawnSettings {
-    #[allow(unsafe_code)]
-    fn drop(&mut self) {
-        // SAFETY: both were initialised (see `posix_spawn`) and are destroyed once.
-        unsafe {
-            libc::posix_spawn_file_actions_destroy(&mut self.actions);
-            libc::posix_spawnattr_destroy(&mut self.attributes);
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) == -1
+        {
+            return -1;
         }
+        if libc::getppid() != plan.parent {
+            libc::_exit(137);
+        }
+        if plan.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == -1 {
+            return -1;
+        }
+        0
     }
 }
 
@@ -563,6 +611,7 @@ mod tests {
             stdout: std::os::fd::AsFd::as_fd(&writer),
             stderr: std::os::fd::AsFd::as_fd(&writer),
             process_group: true,
+            confinement: None,
         };
         let mut process = spawn(&request).unwrap();
         drop(writer);
@@ -693,6 +742,7 @@ mod tests {
             stdout: fd,
             stderr: fd,
             process_group: false,
+            confinement: None,
         }
     }
 

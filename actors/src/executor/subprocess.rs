@@ -18,7 +18,7 @@ use weft_core::limits::XCOM_BYTES_MAX;
 use weft_core::spec::TaskKind;
 
 use super::sandbox::{self, AttemptCgroup, CgroupEvents, SandboxedCommand};
-use super::spawn::{self, ChildEnv, Process};
+use super::spawn::{self, ChildEnv, Confinement, Process};
 use super::{AttemptLimits, AttemptReport, LogTarget};
 
 /// A shell task ready to run: `TaskKind::Shell` without the templating flag (rendering happens
@@ -118,13 +118,7 @@ async fn run_attempt(
         Err(reason) => return failed_before_start(reason, log_file),
     };
 
-    let (mut child, output, mut guard) = match start(
-        &launch.argv,
-        launch.direct,
-        launch.cgroup.take(),
-        command,
-        extra_env,
-    ) {
+    let (mut child, output, mut guard) = match start(&mut launch, command, extra_env) {
         Ok(started) => started,
         Err(reason) => return failed_before_start(reason, log_file),
     };
@@ -171,14 +165,13 @@ async fn run_attempt(
 /// Spawns the child and puts its process tree under a guard at once, so that from here on a
 /// cancelled attempt leaves nothing behind.
 fn start(
-    argv: &[OsString],
-    direct: bool,
-    cgroup: Option<AttemptCgroup>,
+    launch: &mut Launch,
     command: &ShellCommand,
     extra_env: &[(&str, &str)],
 ) -> Result<(Process, pipe::Receiver, TreeGuard), String> {
     let spawn_started = Instant::now();
-    let spawned = spawn(argv, direct, command, extra_env);
+    let cgroup = launch.cgroup.take();
+    let spawned = spawn(launch, command, extra_env);
     metrics::histogram!("weft_task_spawn_seconds").record(spawn_started.elapsed().as_secs_f64());
     let (child, output) = match spawned {
         Ok(started) => started,
@@ -208,46 +201,130 @@ struct Launch {
     sandbox_description: Option<String>,
     sandbox_spec: Option<sandbox::SandboxSpec>,
     cgroup: Option<AttemptCgroup>,
+    confinement: Option<Confinement>,
+    /// The attempt's own working directory (see `SandboxSpec::task_dirs`).
+    task_dir: Option<TaskDir>,
 }
 
 fn build_launch(command: &ShellCommand, limits: &AttemptLimits) -> Result<Launch, String> {
-    if limits.sandbox.is_none() {
-        if let Some(argv) = direct_argv(command) {
-            return Ok(Launch {
-                argv,
-                direct: true,
-                sandbox_description: None,
-                sandbox_spec: None,
-                cgroup: None,
-            });
+    let namespaces = limits.sandbox.as_ref().is_some_and(|spec| spec.namespaces);
+    let direct = if namespaces {
+        None
+    } else {
+        direct_argv(command)
+    };
+    let (argv, is_direct) = match direct {
+        Some(argv) => (argv, true),
+        None => {
+            // Resolved against the worker's PATH: a task's replaced env must not pick weft's
+            // shell.
+            let bash = sandbox::find_program("bash").unwrap_or_else(|| PathBuf::from("/bin/bash"));
+            let argv: Vec<OsString> =
+                vec![bash.into(), "-c".into(), command.command.clone().into()];
+            (argv, false)
         }
-    }
-    // Resolved against the worker's PATH: a task's replaced env must not pick weft's shell.
-    let bash = sandbox::find_program("bash").unwrap_or_else(|| PathBuf::from("/bin/bash"));
-    let argv: Vec<OsString> = vec![bash.into(), "-c".into(), command.command.clone().into()];
+    };
     let Some(spec) = &limits.sandbox else {
         return Ok(Launch {
             argv,
-            direct: false,
+            direct: is_direct,
             sandbox_description: None,
             sandbox_spec: None,
             cgroup: None,
+            confinement: None,
+            task_dir: None,
         });
     };
-    let support = sandbox::detect();
+    let task_dir = match (&command.cwd, &spec.task_dirs) {
+        (None, Some(root)) => Some(TaskDir::create(root, spec.run_as)?),
+        _ => None,
+    };
+    let cwd = command
+        .cwd
+        .as_deref()
+        .or(task_dir.as_ref().map(|dir| dir.path.as_path()));
     let sandboxed = SandboxedCommand {
         argv,
-        cwd: command.cwd.as_deref(),
+        cwd,
         timeout_ms: limits.timeout_ms,
     };
-    let prepared = sandbox::prepare(spec, &support, sandboxed).map_err(|e| e.to_string())?;
+    let prepared =
+        sandbox::prepare(spec, sandbox::support(), sandboxed).map_err(|e| e.to_string())?;
     Ok(Launch {
         argv: prepared.argv,
-        direct: false,
-        sandbox_description: Some(prepared.description),
+        direct: is_direct,
+        // The default isolation is on the node's start-up line; a line in every attempt's log
+        // would create a log file for every silent task.
+        sandbox_description: (spec.namespaces
+            || prepared
+                .cgroup
+                .as_ref()
+                .is_some_and(|c| !c.is_tracking_only()))
+        .then_some(prepared.description),
         sandbox_spec: Some(spec.clone()),
         cgroup: prepared.cgroup,
+        confinement: Some(prepared.confinement),
+        task_dir,
     })
+}
+
+/// A working directory of one attempt, owned by the task's user; removed with what the task
+/// left in it when dropped.
+#[derive(Debug)]
+struct TaskDir {
+    path: PathBuf,
+}
+
+static TASK_DIR_SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl TaskDir {
+    fn create(root: &Path, owner: Option<sandbox::TaskIdentity>) -> Result<TaskDir, String> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let fail = |what: &str, path: &Path, e: std::io::Error| {
+            format!(
+                "cannot {what} the task's working directory {}: {e}",
+                path.display()
+            )
+        };
+        if !root.is_dir() {
+            std::fs::create_dir_all(root).map_err(|e| fail("create", root, e))?;
+            // Every task user must reach its own directory; none may list the others'.
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o711))
+                .map_err(|e| fail("create", root, e))?;
+        }
+        let path = root.join(format!(
+            "attempt-{}-{}",
+            std::process::id(),
+            TASK_DIR_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| fail("create", &path, e))?;
+        let dir = TaskDir { path };
+        if let Some(owner) = owner {
+            std::os::unix::fs::chown(&dir.path, Some(owner.uid), Some(owner.gid))
+                .map_err(|e| fail("hand over", &dir.path, e))?;
+        }
+        Ok(dir)
+    }
+}
+
+impl Drop for TaskDir {
+    fn drop(&mut self) {
+        // Usually empty: one rmdir. What a task left is removed off the runtime's threads.
+        if std::fs::remove_dir(&self.path).is_ok() {
+            return;
+        }
+        let path = std::mem::take(&mut self.path);
+        let _ = std::thread::Builder::new()
+            .name("weft-task-dir".into())
+            .spawn(move || {
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove a task's working directory");
+                }
+            });
+    }
 }
 
 /// Bash builtins and keywords: a command starting with one of these needs bash itself.
@@ -432,11 +509,13 @@ fn is_executable(path: &Path) -> bool {
 /// command (`stderr=STDOUT`): the log interleaves them as written, and the last line of
 /// either is the result. One pipe also costs one read loop instead of two per task.
 fn spawn(
-    argv: &[OsString],
-    direct: bool,
+    launch: &Launch,
     command: &ShellCommand,
     extra_env: &[(&str, &str)],
 ) -> std::io::Result<(Process, pipe::Receiver)> {
+    let (argv, direct) = (&launch.argv, launch.direct);
+    let task_dir = launch.task_dir.as_ref().map(|dir| dir.path.as_path());
+    let cwd = command.cwd.as_deref().or(task_dir);
     // Airflow's BashOperator: a given env replaces the worker's, unless appended to it.
     let mut env = if !command.env.is_empty() && !command.append_env {
         ChildEnv::cleared()
@@ -446,8 +525,17 @@ fn spawn(
     for (name, value) in &command.env {
         env.set(name, value)?;
     }
+    if let Some(dir) = task_dir {
+        // The node's home directory is not the task user's to read.
+        if !command.env.contains_key("HOME") {
+            env.set("HOME", dir)?;
+        }
+    }
     for (name, value) in extra_env {
         env.set(name, value)?;
+    }
+    if let Some(marker) = super::lineage::marker() {
+        env.set(super::lineage::MARKER_VARIABLE, marker)?;
     }
     if direct {
         // Exec'd directly (see `direct_argv`): the variables bash would have exported.
@@ -458,9 +546,9 @@ fn spawn(
             + 1;
         env.set("SHLVL", level.to_string())?;
         env.set("_", &argv[0])?;
-        let cwd = command.cwd.as_ref().or(worker_dir().as_ref());
-        if let Some(cwd) = cwd {
-            env.set("PWD", cwd)?;
+        let pwd = cwd.or(worker_dir().as_deref());
+        if let Some(pwd) = pwd {
+            env.set("PWD", pwd)?;
         }
     }
     let (reader, writer) = output_pipe()?;
@@ -468,12 +556,13 @@ fn spawn(
     let request = spawn::SpawnRequest {
         argv,
         env: &env,
-        cwd: command.cwd.as_deref(),
+        cwd,
         stdin: stdin.as_fd(),
         stdout: writer.as_fd(),
         stderr: writer.as_fd(),
         // Its own process group, so a timeout can kill the command and all its children.
         process_group: true,
+        confinement: launch.confinement.as_ref(),
     };
     let child = spawn::spawn(&request)?;
     // The write end closes here, so the read end sees EOF once every process of the attempt
@@ -999,6 +1088,11 @@ impl TreeGuard {
         let Some(cgroup) = tree.cgroup else {
             return CgroupEvents::default();
         };
+        // A tracking cgroup left empty is removed here: a round trip through the blocking
+        // pool would cost more than the removal.
+        if cgroup.is_tracking_only() && cgroup.remove_if_empty() {
+            return CgroupEvents::default();
+        }
         tokio::task::spawn_blocking(move || {
             let events = cgroup.events();
             cgroup.remove();

@@ -24,6 +24,7 @@ of child processes is captured too and the byte limit holds for everything."""
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import traceback
@@ -48,11 +49,29 @@ LOG_DRAIN_TIMEOUT_S = 1.0
 _modules = {}
 
 
+# The environment variable naming the socket over which the node hands each task its log
+# file, opened: a confined runner runs as a user that cannot reach the node's log directory.
+LOG_SOCKET_VARIABLE = "WEFT_LOG_SOCKET_FD"
+_log_socket = None
+
+
+def receive_log_file():
+    """The log file descriptor the node sent with this request."""
+    global _log_socket
+    if _log_socket is None:
+        _log_socket = socket.socket(fileno=int(os.environ[LOG_SOCKET_VARIABLE]))
+    _message, fds, _flags, _address = socket.recv_fds(_log_socket, 1, 1)
+    if len(fds) != 1:
+        raise OSError("the node sent no log file")
+    return fds[0]
+
+
 class LogCapture:
     """Sends fd 1 and fd 2 into the task's log file, counting bytes and stopping at a limit."""
 
-    def __init__(self, path, bytes_max):
+    def __init__(self, path, bytes_max, fd=None):
         self.path = path
+        self.fd = fd
         self.bytes_max = max(0, int(bytes_max))
         self.bytes_written = 0
         self.truncated = False
@@ -60,10 +79,13 @@ class LogCapture:
         self._lock = threading.Lock()
 
     def __enter__(self):
-        folder = os.path.dirname(self.path)
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        self._file = open(self.path, "ab", buffering=0)
+        if self.fd is not None:
+            self._file = os.fdopen(self.fd, "ab", buffering=0)
+        else:
+            folder = os.path.dirname(self.path)
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            self._file = open(self.path, "ab", buffering=0)
         sys.stdout.flush()
         sys.stderr.flush()
         read_end, write_end = os.pipe()
@@ -218,7 +240,10 @@ def _execute(request):
 
 
 def handle_run(request):
-    capture = LogCapture(request["log_path"], request.get("log_bytes_max", 16 * 1024 * 1024))
+    fd = receive_log_file() if request.get("log_fd") else None
+    capture = LogCapture(
+        request.get("log_path"), request.get("log_bytes_max", 16 * 1024 * 1024), fd=fd
+    )
     with capture:
         outcome, result = _execute(request)
     return {
