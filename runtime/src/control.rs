@@ -1,6 +1,10 @@
 //! The control socket of a running node (`$WEFT_HOME/weft.sock`): the CLI sends mutating
 //! commands (trigger, pause, clear, backfill) to the node that owns the store instead of
 //! writing behind its back. One JSON request per connection, one JSON response.
+//!
+//! Who may use it: the socket is 0600 in the node's 0700 home, and each connection's peer
+//! (`SO_PEERCRED`) must be the node's own user or root, the operators; anyone else is refused.
+//! Every command is audited as `cli:uid=<uid>`, like an API call.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -11,6 +15,8 @@ use weft_core::ids::RunKey;
 
 /// Size limit of one control request.
 const REQUEST_BYTES_MAX: usize = 1024 * 1024;
+/// Pause after a failed `accept` (out of descriptors, say) before the next one.
+const ACCEPT_RETRY_MS: u64 = 100;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -76,37 +82,106 @@ pub async fn send(home: &Path, request: &Request) -> anyhow::Result<Option<Respo
 
 /// Serve the control socket until the task is dropped.
 pub async fn serve(home: PathBuf, engine: Engine) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let path = socket_path(&home);
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let node_uid = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&path)?.uid()
+    };
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of descriptors or memory: the next accept may work; the socket stays.
+                tracing::warn!(%error, "control socket: cannot accept a connection");
+                metrics::counter!("weft_control_accept_errors_total").increment(1);
+                tokio::time::sleep(std::time::Duration::from_millis(ACCEPT_RETRY_MS)).await;
+                continue;
+            }
+        };
         let engine = engine.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_one(stream, engine).await {
+            if let Err(error) = serve_one(stream, engine, node_uid).await {
                 tracing::warn!(%error, "control request failed");
             }
         });
     }
 }
 
-async fn serve_one(stream: UnixStream, engine: Engine) -> anyhow::Result<()> {
+async fn serve_one(stream: UnixStream, engine: Engine, node_uid: u32) -> anyhow::Result<()> {
+    let peer_uid = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read).take(REQUEST_BYTES_MAX as u64);
     let mut line = String::new();
     reader.read_line(&mut line).await?;
-    let response = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => execute(&engine, request).await,
-        Err(error) => Response {
-            ok: false,
-            result: serde_json::Value::Null,
-            error: Some(format!("bad request: {error}")),
-        },
+    let response = if peer_uid != node_uid && peer_uid != 0 {
+        tracing::warn!(
+            peer_uid,
+            "control socket: refused a user who is not the node's"
+        );
+        refusal(format!(
+            "uid {peer_uid} may not control this node: only its own user (uid {node_uid}) and \
+             root may; use the API with a token instead"
+        ))
+    } else {
+        match serde_json::from_str::<Request>(&line) {
+            Ok(request) => {
+                let audit = audit_entry(peer_uid, &request);
+                let response = execute(&engine, request).await;
+                if response.ok {
+                    if let Err(error) = engine
+                        .store()
+                        .write(vec![weft_storage::Write::Audit(audit)])
+                        .await
+                    {
+                        tracing::warn!(%error, "control socket: cannot write the audit entry");
+                    }
+                }
+                response
+            }
+            Err(error) => refusal(format!("bad request: {error}")),
+        }
     };
     let mut answer = serde_json::to_vec(&response)?;
     answer.push(b'\n');
     write.write_all(&answer).await?;
     Ok(())
+}
+
+fn refusal(error: String) -> Response {
+    Response {
+        ok: false,
+        result: serde_json::Value::Null,
+        error: Some(error),
+    }
+}
+
+/// The audit entry of a control command, as the API writes one for the same change.
+fn audit_entry(peer_uid: u32, request: &Request) -> weft_storage::AuditRow {
+    let (action, target) = match request {
+        Request::Trigger { dag_id, .. } => ("trigger", dag_id.clone()),
+        Request::SetPaused { dag_id, paused } => {
+            (if *paused { "pause" } else { "unpause" }, dag_id.clone())
+        }
+        Request::Clear { run, .. } => ("clear", run.to_string()),
+        Request::Backfill { dag_id, .. } => ("backfill", dag_id.clone()),
+    };
+    let mut detail = serde_json::json!({ "from": "control socket", "detail": request }).to_string();
+    if detail.len() > weft_storage::AUDIT_DETAIL_BYTES_MAX {
+        detail = serde_json::json!({ "from": "control socket", "detail": "request too large to record" })
+            .to_string();
+    }
+    weft_storage::AuditRow {
+        id: 0,
+        at: chrono::Utc::now(),
+        actor: format!("cli:uid={peer_uid}"),
+        action: action.to_string(),
+        target,
+        detail,
+    }
 }
 
 use tokio::io::AsyncReadExt;
