@@ -159,8 +159,23 @@ async fn main() -> anyhow::Result<()> {
     if wanted("chain100_shell") {
         eprintln!("running chain100_shell");
         record(
-            workloads::chain_shell(&workspace, &sizes).await,
+            workloads::chain_shell(&workspace, &sizes, workloads::Isolation::None).await,
             "chain100_shell",
+        )?;
+    }
+    // The isolation's cost, beside no isolation: only root can give tasks a user of their own.
+    if wanted("chain100_shell_user") && is_root() {
+        eprintln!("running chain100_shell_user");
+        record(
+            workloads::chain_shell(&workspace, &sizes, workloads::Isolation::User).await,
+            "chain100_shell_user",
+        )?;
+    }
+    if wanted("chain100_shell_full") && is_root() {
+        eprintln!("running chain100_shell_full");
+        record(
+            workloads::chain_shell(&workspace, &sizes, workloads::Isolation::Full).await,
+            "chain100_shell_full",
         )?;
     }
     if wanted("chain100_inproc") {
@@ -274,4 +289,9 @@ fn remove_stale_invocations(data_dir: &std::path::Path) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
 }

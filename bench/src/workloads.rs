@@ -9,6 +9,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
+use weft_actors::executor::sandbox::{SandboxSpec, TaskIdentity};
 use weft_actors::{Engine, EngineConfig, RustDag};
 use weft_core::ids::{RunKey, TaskInstanceKey};
 use weft_core::spec::{DagSpec, TaskKind, TaskSpec};
@@ -48,13 +49,14 @@ impl Workspace {
 }
 
 async fn durable_engine(dir: &Path, worker_slots: Option<usize>) -> anyhow::Result<Engine> {
-    Ok(durable_engine_and_store(dir, worker_slots).await?.0)
+    Ok(durable_engine_and_store(dir, worker_slots, None).await?.0)
 }
 
 /// `durable_engine`, and its store for the commit counts.
 async fn durable_engine_and_store(
     dir: &Path,
     worker_slots: Option<usize>,
+    sandbox: Option<SandboxSpec>,
 ) -> anyhow::Result<(Engine, Arc<SqliteStore>)> {
     let sqlite = Arc::new(SqliteStore::open(
         dir.join("weft.db"),
@@ -65,6 +67,7 @@ async fn durable_engine_and_store(
     if let Some(slots) = worker_slots {
         config.worker_slots = slots;
     }
+    config.sandbox = sandbox;
     Ok((Engine::start(store, config).await?, sqlite))
 }
 
@@ -211,21 +214,52 @@ async fn chain_result(
         )))
 }
 
-pub async fn chain_shell(workspace: &Workspace, sizes: &Sizes) -> anyhow::Result<WorkloadResult> {
-    let dir = workspace.fresh_dir("chain_shell")?;
+/// How shell tasks are isolated in a chain workload (see `sandbox.isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    None,
+    /// A user of the task's own (needs root).
+    User,
+    /// The full sandbox: also bubblewrap namespaces and a cgroup.
+    Full,
+}
+
+pub async fn chain_shell(
+    workspace: &Workspace,
+    sizes: &Sizes,
+    isolation: Isolation,
+) -> anyhow::Result<WorkloadResult> {
+    let (name, what) = match isolation {
+        Isolation::None => ("chain100_shell", ""),
+        Isolation::User => ("chain100_shell_user", ", each as a user of its own"),
+        Isolation::Full => ("chain100_shell_full", ", each in the full sandbox"),
+    };
+    let dir = workspace.fresh_dir(name)?;
+    let identity = TaskIdentity {
+        uid: 61_000,
+        gid: 61_000,
+    };
+    let task_dirs = Some(dir.join("tasks"));
+    let sandbox = match isolation {
+        Isolation::None => None,
+        Isolation::User => Some(SandboxSpec {
+            run_as: Some(identity),
+            task_dirs,
+            ..SandboxSpec::default()
+        }),
+        Isolation::Full => Some(SandboxSpec {
+            namespaces: true,
+            run_as: Some(identity),
+            hidden_paths: vec![dir.clone()],
+            task_dirs,
+            ..SandboxSpec::default()
+        }),
+    };
     let usage = Usage::start();
-    let engine = durable_engine(&dir, None).await?;
+    let engine = durable_engine_and_store(&dir, None, sandbox).await?.0;
     let spec = shell_chain("bench_chain_shell", sizes.chain_length);
-    let description = format!("{} sequential shell `true` tasks", sizes.chain_length);
-    let result = chain_result(
-        "chain100_shell",
-        &description,
-        &engine,
-        spec,
-        sizes.runs,
-        usage,
-    )
-    .await;
+    let description = format!("{} sequential shell `true` tasks{what}", sizes.chain_length);
+    let result = chain_result(name, &description, &engine, spec, sizes.runs, usage).await;
     engine.shutdown().await;
     result
 }
@@ -336,7 +370,7 @@ pub async fn fanout(
 ) -> anyhow::Result<WorkloadResult> {
     let dir = workspace.fresh_dir("fanout")?;
     let mut usage = Usage::start();
-    let (engine, sqlite) = durable_engine_and_store(&dir, None).await?;
+    let (engine, sqlite) = durable_engine_and_store(&dir, None, None).await?;
     let width = sizes.fanout_width;
     let middle: Vec<String> = (0..width).map(|index| format!("t{index:05}")).collect();
     let mut tasks = vec![shell_task("start", &[])];
