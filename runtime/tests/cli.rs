@@ -660,6 +660,82 @@ fn a_node_keeps_its_home_private() {
     );
 }
 
+/// The control socket answers only its node's user and root, even when its file could be
+/// reached by others, and audits what it does.
+#[test]
+fn the_control_socket_refuses_other_users_and_audits_commands() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    home.write(
+        "hello.py",
+        "from weft import DAG, BashOperator\nwith DAG(dag_id='hello', schedule=None) as dag:\n    BashOperator(task_id='say', bash_command='true')\n",
+    );
+    let dir = home.dir.path().join("home");
+    let socket = dir.join("weft.sock");
+    let mut node = home
+        .command(&["standalone"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the node never opened its socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // A deployment that opened the home and the socket to everyone.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let client = "import socket, sys\n\
+                  s = socket.socket(socket.AF_UNIX)\n\
+                  s.connect(sys.argv[1])\n\
+                  s.sendall(b'{\"op\": \"set_paused\", \"dag_id\": \"hello\", \"paused\": true}\\n')\n\
+                  print(s.makefile().readline())\n";
+    let stranger = Command::new("setpriv")
+        .args(["--reuid", "61000", "--regid", "61000", "--clear-groups"])
+        .args(["/usr/bin/python3", "-c", client])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&stranger.stdout);
+    assert!(
+        answer.contains("uid 61000 may not control this node"),
+        "{answer} {}",
+        String::from_utf8_lossy(&stranger.stderr)
+    );
+    // The node's own user is served, and audited.
+    let paused = home.run(&["dags", "pause", "hello"]);
+    assert!(
+        paused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paused.stderr)
+    );
+    node.kill().unwrap();
+    node.wait().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let audit = runtime.block_on(async {
+        use weft_storage::Store;
+        let store =
+            weft_storage::sqlite::SqliteStore::open(dir.join("weft.db"), Default::default())
+                .unwrap();
+        store.audit(10).await.unwrap()
+    });
+    assert!(
+        audit.iter().any(|entry| entry.actor == "cli:uid=0"
+            && entry.action == "pause"
+            && entry.target == "hello"),
+        "{audit:?}"
+    );
+    assert!(!audit.iter().any(|entry| entry.actor.contains("61000")));
+}
+
 #[test]
 fn a_cql_store_that_is_down_is_a_clear_error() {
     let home = Home::new();
