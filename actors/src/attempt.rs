@@ -3,6 +3,8 @@
 //! dispatches (reading upstream results from the store only for tasks that use them) and
 //! hears back from the worker slot directly: there is no actor per task instance.
 
+use crate::engine::EngineConfig;
+use crate::executor::sandbox::SandboxSpec;
 use crate::executor::{AttemptLimits, AttemptReport, LogTarget, TaskContext};
 use crate::shared::Shared;
 use crate::worker_slot::AttemptAssignment;
@@ -105,6 +107,23 @@ pub(crate) fn run_task_context(context: &RunContext) -> TaskContext {
     }
 }
 
+/// The sandbox of `task`'s attempts: the node's, or the full sandbox when the task asks for it
+/// (a task can raise its isolation, never lower it).
+fn task_sandbox(config: &EngineConfig, task: &TaskSpec) -> Option<SandboxSpec> {
+    let wants_full = task
+        .extra
+        .get("isolation")
+        .is_some_and(|isolation| isolation == "full");
+    if !wants_full || config.sandbox.as_ref().is_some_and(|spec| spec.namespaces) {
+        return config.sandbox.clone();
+    }
+    Some(config.sandbox_full.clone().unwrap_or(SandboxSpec {
+        // Refused at the attempt's start with the reason (no bubblewrap here).
+        namespaces: true,
+        ..SandboxSpec::default()
+    }))
+}
+
 /// Everything a worker slot needs to run the attempt `request` of a task of the run whose
 /// `run_task_context` is `run`.
 pub(crate) fn build_assignment(
@@ -119,7 +138,7 @@ pub(crate) fn build_assignment(
     let limits = AttemptLimits {
         timeout_ms: request.execution_timeout_ms,
         log_bytes_max: config.log_bytes_max,
-        sandbox: config.sandbox.clone(),
+        sandbox: task_sandbox(config, task),
     };
     let log = LogTarget {
         key: key.clone(),

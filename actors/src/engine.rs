@@ -56,6 +56,9 @@ pub struct EngineConfig {
     pub log_bytes_max: u64,
     /// Sandbox applied to task processes, if any.
     pub sandbox: Option<SandboxSpec>,
+    /// The full sandbox, for shell tasks that ask for it (`executor_config={"isolation":
+    /// "full"}`, the task's `isolation` extra); `None`: such tasks fail with a clear reason.
+    pub sandbox_full: Option<SandboxSpec>,
     pub python: PythonRunnerConfig,
 }
 
@@ -68,6 +71,7 @@ impl EngineConfig {
                 .unwrap_or(8),
             log_bytes_max: LOG_BYTES_MAX_DEFAULT,
             sandbox: None,
+            sandbox_full: None,
             python: PythonRunnerConfig::from_env(),
         }
     }

@@ -445,3 +445,57 @@ async fn python_tasks_run_confined_as_the_task_user() {
         "root's"
     );
 }
+
+/// A task can ask for the full sandbox (`executor_config={"isolation": "full"}` in a DAG file,
+/// the task's `isolation` extra) on a node whose default is a user of its own; its siblings keep
+/// the default.
+#[tokio::test]
+async fn a_task_can_ask_for_the_full_sandbox() {
+    use weft_core::spec::{DagSpec, TaskKind, TaskSpec};
+    let node = node();
+    let shell = |task_id: &str, command: &str| {
+        let mut task = TaskSpec::new(
+            task_id,
+            TaskKind::Shell {
+                command: command.to_string(),
+                env: Default::default(),
+                append_env: false,
+                cwd: None,
+                skip_exit_code: Some(99),
+                templated: false,
+            },
+        );
+        task.operator = "BashOperator".to_string();
+        task
+    };
+    // Pid 1 is bubblewrap inside the sandbox's pid namespace, the machine's init outside.
+    let mut sandboxed = shell("sandboxed", "test \"$(cat /proc/1/comm)\" = bwrap");
+    sandboxed.extra.insert("isolation".into(), json!("full"));
+    let plain = shell("plain", "test \"$(cat /proc/1/comm)\" != bwrap");
+    let spec = DagSpec::new("per_task_isolation", vec![sandboxed, plain]);
+    let data = tempfile::tempdir().unwrap();
+    let mut config = weft_actors::EngineConfig::new(data.path());
+    config.sandbox = Some(user_isolation(&node));
+    config.sandbox_full = Some(full_sandbox(&node));
+    let store = std::sync::Arc::new(weft_storage::memory::MemoryStore::new());
+    let engine = weft_actors::Engine::start(store.clone(), config)
+        .await
+        .unwrap();
+    engine.upsert_dag(spec).await.unwrap();
+    let run = engine
+        .trigger("per_task_isolation", json!({}))
+        .await
+        .unwrap();
+    let state = tokio::time::timeout(Duration::from_secs(60), engine.wait_for_run(&run))
+        .await
+        .expect("the run ends")
+        .unwrap();
+    use weft_storage::Store;
+    let instances = store.task_instances(&run).await.unwrap();
+    assert_eq!(
+        state,
+        weft_core::state::DagRunState::Success,
+        "{instances:#?}"
+    );
+    engine.shutdown().await;
+}

@@ -56,6 +56,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
     engine.python.processes = config.python.runners;
     let isolation = task_isolation(config);
     engine.sandbox = isolation.shell;
+    engine.sandbox_full = isolation.full;
     engine.python.sandbox = isolation.python;
     engine
 }
@@ -68,6 +69,8 @@ pub const PARSE_MEMORY_BYTES_MAX: u64 = 4 * 1024 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct TaskIsolation {
     pub shell: Option<SandboxSpec>,
+    /// The full sandbox, for tasks that ask for it (`executor_config`).
+    pub full: Option<SandboxSpec>,
     pub python: Option<SandboxSpec>,
     /// What is in force, and why not more where the machine cannot give it.
     pub summary: String,
@@ -91,6 +94,18 @@ pub fn task_isolation(config: &Config) -> TaskIsolation {
         cpu_millis_max: config.sandbox.cpu_millis_max,
         pids_max: config.sandbox.pids_max,
         ..SandboxSpec::default()
+    };
+    let full = SandboxSpec {
+        namespaces: true,
+        run_as: root.then_some(identity),
+        hidden_paths: vec![config.core.home.clone()],
+        readable_paths: vec![
+            config.core.dags_folder.clone(),
+            weft_actors::executor::python::PythonRunnerConfig::from_env().python_path,
+        ],
+        task_dirs: Some(task_dirs.clone()),
+        share_network: config.sandbox.share_network,
+        ..limits.clone()
     };
     let (shell, mut summary) = match level {
         Isolation::None => {
@@ -117,18 +132,7 @@ pub fn task_isolation(config: &Config) -> TaskIsolation {
             ),
         ),
         Isolation::Full => (
-            Some(SandboxSpec {
-                namespaces: true,
-                run_as: root.then_some(identity),
-                hidden_paths: vec![config.core.home.clone()],
-                readable_paths: vec![
-                    config.core.dags_folder.clone(),
-                    weft_actors::executor::python::PythonRunnerConfig::from_env().python_path,
-                ],
-                task_dirs: Some(task_dirs),
-                share_network: config.sandbox.share_network,
-                ..limits
-            }),
+            Some(full.clone()),
             format!(
                 "isolation full: {}{}; {}",
                 if root {
@@ -163,6 +167,10 @@ pub fn task_isolation(config: &Config) -> TaskIsolation {
     };
     TaskIsolation {
         shell,
+        full: weft_actors::executor::sandbox::support()
+            .bwrap
+            .is_some()
+            .then_some(full),
         python,
         summary,
     }

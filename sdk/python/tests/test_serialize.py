@@ -182,3 +182,20 @@ with DAG("p"):
     assert by_id["double"]["mapping"] == {"source": "literal", "length": 3}
     assert by_id["double__1"]["mapping"] == {"source": "upstream", "task_id": "a"}
     assert by_id["double__1"]["upstream"] == ["a"]
+
+
+def test_a_task_asks_for_the_full_sandbox_through_executor_config(dag_file):
+    dag = only_dag(dag_file, """
+with DAG("t"):
+    BashOperator(task_id="sandboxed", bash_command="true", executor_config={"isolation": "full"})
+    BashOperator(task_id="plain", bash_command="true", executor_config={"other": 1})
+""")
+    sandboxed, plain = dag["tasks"]
+    assert sandboxed["extra"] == {"isolation": "full"}
+    assert plain["extra"] == {}
+    answer = load_specs(dag_file(HEADER + """
+with DAG("t"):
+    BashOperator(task_id="lower", bash_command="true", executor_config={"isolation": "none"})
+"""))
+    assert answer["error"] is not None
+    assert "cannot lower" in answer["error"]["message"], answer["error"]

@@ -30,6 +30,25 @@ def _display_name(value):
     return getattr(value, "__qualname__", None) or type(value).__name__
 
 
+# What `executor_config={"isolation": ...}` may ask for: the node's default, or the full
+# sandbox. A task cannot lower the node's isolation.
+TASK_ISOLATIONS = ("user", "full")
+
+
+def _isolation(task):
+    config = getattr(task, "executor_config", None)
+    if not isinstance(config, dict) or "isolation" not in config:
+        return None
+    isolation = config["isolation"]
+    if isolation not in TASK_ISOLATIONS:
+        raise BadArgumentError(
+            f"task `{task.task_id}`: executor_config isolation is {isolation!r}: use \"full\" "
+            f"for the full sandbox or \"user\" for the node's default; a task cannot lower "
+            f"the node's isolation"
+        )
+    return isolation
+
+
 def task_to_json(task):
     extra = {}
     for name in ("queue", "task_display_name", "max_active_tis_per_dag", "run_as_user", "email"):
@@ -41,6 +60,9 @@ def task_to_json(task):
         callback = getattr(task, name, None)
         if callback is not None:
             extra[name] = _display_name(callback)
+    isolation = _isolation(task)
+    if isolation is not None:
+        extra["isolation"] = isolation
     extra.update(json_value(task.extra_json(), what=f"extra of task `{task.task_id}`"))
     owner = task.owner
     return {
