@@ -69,18 +69,18 @@ async fn users(config: Config, command: UsersCommand) -> anyhow::Result<ExitCode
 async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     // Installed before the engine starts, so that /metrics sees everything it records.
     let metrics = weft_web::metrics::install_recorder();
+    // The API and UI are served at once; DAG files are parsed by the scan loop below, unless
+    // this run needs them before it starts (new DAGs to trigger, an exit once idle).
+    let parse_first = args.trigger_new_dags || args.exit_when_idle;
     let LocalNode {
         engine,
         store,
         mut processor,
         summary,
         _lock,
-    } = LocalNode::start(&config).await?;
+    } = LocalNode::start(&config, parse_first).await?;
     eprintln!(
-        "weft standalone: {} DAGs from {} ({} import errors), store {}, {} worker slots",
-        summary.dags,
-        config.core.dags_folder.display(),
-        summary.errors,
+        "weft standalone: store {}, {} worker slots",
         if config.store.url.is_empty() {
             config.store_path().display().to_string()
         } else {
@@ -88,6 +88,18 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         },
         config.workers.slots
     );
+    let print_summary = |summary: &node::SyncSummary| {
+        eprintln!(
+            "weft standalone: {} DAGs from {} ({} import errors)",
+            summary.dags,
+            config.core.dags_folder.display(),
+            summary.errors,
+        );
+    };
+    let mut first_scan_done = summary.is_some();
+    if let Some(summary) = &summary {
+        print_summary(summary);
+    }
     eprintln!("{}", node::task_isolation(&config).summary);
     let control = tokio::spawn(control::serve(config.core.home.clone(), engine.clone()));
     crate::web::bootstrap_admin(&config, &engine).await?;
@@ -113,8 +125,13 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         tokio::select! {
             _ = &mut shutdown => break,
             _ = scan.tick() => {
-                if let Err(error) = node::sync_dags(node::DagSink::Engine(&engine), &mut processor).await {
-                    tracing::warn!(%error, "dag folder scan failed");
+                match node::sync_dags(node::DagSink::Engine(&engine), &mut processor).await {
+                    Ok(summary) if !first_scan_done => {
+                        first_scan_done = true;
+                        print_summary(&summary);
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "dag folder scan failed"),
                 }
             }
             event = events.recv() => {
@@ -147,12 +164,13 @@ struct LocalNode {
     engine: Engine,
     store: Arc<dyn Store>,
     processor: crate::dag_processor::DagProcessor,
-    summary: node::SyncSummary,
+    /// The first pass over the DAG folder, when `start` was asked to make it.
+    summary: Option<node::SyncSummary>,
     _lock: std::fs::File,
 }
 
 impl LocalNode {
-    async fn start(config: &Config) -> anyhow::Result<LocalNode> {
+    async fn start(config: &Config, parse_first: bool) -> anyhow::Result<LocalNode> {
         std::fs::create_dir_all(&config.core.home).with_context(|| {
             format!(
                 "cannot create the data directory {}",
@@ -174,7 +192,11 @@ impl LocalNode {
         node::secure_home(&config.core.home)?;
         let engine = Engine::start(store.clone(), node::engine_config(config)).await?;
         let mut processor = node::dag_processor(config);
-        let summary = node::sync_dags(node::DagSink::Engine(&engine), &mut processor).await?;
+        let summary = if parse_first {
+            Some(node::sync_dags(node::DagSink::Engine(&engine), &mut processor).await?)
+        } else {
+            None
+        };
         Ok(LocalNode {
             engine,
             store,
@@ -277,7 +299,7 @@ async fn control_or_local(config: &Config, request: Request) -> anyhow::Result<s
         }
         _ => {}
     }
-    let local = LocalNode::start(config).await?;
+    let local = LocalNode::start(config, true).await?;
     let engine = &local.engine;
     let result = match request {
         Request::Trigger { .. } | Request::SetPaused { .. } => unreachable!("handled above"),
@@ -646,7 +668,7 @@ async fn backfill(
     let local = if node_is_running(config).await {
         None
     } else {
-        Some(LocalNode::start(config).await?)
+        Some(LocalNode::start(config, true).await?)
     };
     let send = |request: Request| {
         let local = local.as_ref().map(|local| local.engine.clone());

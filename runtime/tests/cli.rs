@@ -690,6 +690,11 @@ fn the_control_socket_refuses_other_users_and_audits_commands() {
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
         0o600
     );
+    // DAG files are parsed in the background once the node serves.
+    while !String::from_utf8_lossy(&home.run(&["dags", "list"]).stdout).contains("hello") {
+        assert!(Instant::now() < deadline, "the DAG was never registered");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // A deployment that opened the home and the socket to everyone.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -734,6 +739,74 @@ fn the_control_socket_refuses_other_users_and_audits_commands() {
         "{audit:?}"
     );
     assert!(!audit.iter().any(|entry| entry.actor.contains("61000")));
+}
+
+/// A node serves its API before its DAG files are parsed: a slow DAG file keeps neither the UI
+/// nor the API waiting.
+#[test]
+fn the_api_is_served_while_dag_files_parse() {
+    use std::io::BufRead;
+    let home = Home::new();
+    let release = home.shared().join("release");
+    home.write(
+        "slow_dag.py",
+        &format!(
+            "import os, time\nfrom weft import DAG, EmptyOperator\n\
+             while not os.path.exists({release:?}):\n    time.sleep(0.05)\n\
+             with DAG(dag_id='slow', schedule=None) as dag:\n    EmptyOperator(task_id='t')\n",
+            release = release.display().to_string()
+        ),
+    );
+    let mut node = home
+        .command(&["standalone", "--bind", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = node.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_line_with = |needle: &str| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the node never printed `{needle}`"),
+            }
+        }
+    };
+    let served = next_line_with("UI and API on http://");
+    let address = served.split("http://").nth(1).unwrap().trim().to_string();
+    let mut stream = std::net::TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /health HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The DAG file is still being parsed.
+    assert!(!release.exists());
+    std::fs::write(&release, "").unwrap();
+    let parsed = next_line_with("DAGs from");
+    assert!(parsed.contains("1 DAGs"), "{parsed}");
+    node.kill().unwrap();
+    node.wait().unwrap();
 }
 
 #[test]
