@@ -862,6 +862,9 @@ impl LogFile {
                     path = %self.path.display(),
                     "cannot write attempt log; output is dropped"
                 );
+                // The attempt is reported with a truncated log (its row says so); the counter
+                // lets an alert see a full disk before a person opens a log.
+                metrics::counter!("weft_task_log_write_errors_total").increment(1);
                 self.broken = true;
             }
         }
