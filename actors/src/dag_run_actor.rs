@@ -13,7 +13,7 @@ use crate::scheduler_actor::SchedulerMsg;
 use crate::shared::Shared;
 use crate::worker_slot::AttemptAssignment;
 use foldhash::{HashMap, HashMapExt};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use weft_core::dag_run::{
@@ -743,7 +743,18 @@ impl DagRunActorState {
             let (shared, myself) = (self.shared.clone(), myself.clone());
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
-                let result = shared.write(batch).await;
+                let gone = || {
+                    matches!(
+                        myself.get_status(),
+                        ActorStatus::Stopping | ActorStatus::Stopped
+                    )
+                };
+                // While the store is unavailable, the batch is tried again (backoff, each
+                // failure logged and counted) for as long as it takes; the decisions it holds
+                // stay in the actor meanwhile, and later ones join the next batch.
+                let Some(result) = shared.write_until_answered(batch, gone).await else {
+                    return;
+                };
                 metrics::histogram!("weft_run_persist_seconds")
                     .record(started.elapsed().as_secs_f64());
                 let _ = myself.cast(DagRunMsg::Flushed(result));
@@ -752,8 +763,9 @@ impl DagRunActorState {
         Ok(())
     }
 
-    /// The batch being committed is durable (or refused: then the actor fails and its
-    /// supervisor rebuilds the run from the store, as for any failed write).
+    /// The batch being committed is durable, or refused: then the actor fails and its
+    /// supervisor rebuilds the run from the store. A store that is unavailable is not an
+    /// answer: the write is tried again until the store answers (see `flush_now`).
     async fn flushed(
         &mut self,
         myself: &ActorRef<DagRunMsg>,

@@ -20,9 +20,6 @@ use weft_core::state::{DagRunState, RunType, TaskState};
 use weft_core::Timestamp;
 use weft_storage::{DagVersionRow, RunRow, Write};
 
-/// Restarts of one run's actor before the scheduler leaves the run for the next start-up.
-const RUN_ACTOR_RESTARTS_MAX: u32 = 10;
-
 pub(crate) enum SchedulerMsg {
     UpsertDag {
         spec: Box<DagSpec>,
@@ -73,6 +70,10 @@ pub(crate) enum SchedulerMsg {
         task_id: String,
         state: TaskState,
     },
+    /// Rebuild the actor of a run whose actor failed (see `handle_supervisor_evt`).
+    RebuildRun {
+        run: RunKey,
+    },
     /// Test hook: crash the actor of an active run.
     #[cfg(any(test, feature = "fault-injection"))]
     CrashRun {
@@ -98,6 +99,7 @@ pub(crate) struct SchedulerState {
     runs: HashMap<RunKey, ActorRef<DagRunMsg>>,
     /// Active runs of each DAG by logical date (to route depends_on_past notices).
     by_date: HashMap<String, BTreeMap<Timestamp, RunKey>>,
+    /// Failures of each active run's actor so far: the backoff of its next rebuild.
     restarts: HashMap<RunKey, u32>,
     wake: Option<ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr<SchedulerMsg>>>>,
     seed_counter: u64,
@@ -230,6 +232,7 @@ impl Actor for SchedulerActor {
                     });
                 }
             }
+            SchedulerMsg::RebuildRun { run } => state.rebuild_run(&myself, run).await,
             #[cfg(any(test, feature = "fault-injection"))]
             SchedulerMsg::CrashRun { run } => {
                 if let Some(actor) = state.runs.get(&run) {
@@ -256,18 +259,9 @@ impl Actor for SchedulerActor {
                 return Ok(());
             };
             state.runs.remove(&run);
-            let restarts = state.restarts.entry(run.clone()).or_insert(0);
-            *restarts += 1;
             metrics::counter!("weft_run_actor_restarts_total").increment(1);
-            tracing::warn!(%run, %error, restarts = *restarts, "dag run actor failed; rebuilding it from the store");
-            if *restarts <= RUN_ACTOR_RESTARTS_MAX {
-                // Back off a little so a store outage does not become a restart loop.
-                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(*restarts)))
-                    .await;
-                if let Err(error) = state.resume_run(&myself, &run).await {
-                    tracing::error!(%run, %error, "could not rebuild dag run actor");
-                }
-            }
+            tracing::warn!(%run, %error, "dag run actor failed; rebuilding it from the store");
+            state.rebuild_run_later(&myself, run);
         }
         Ok(())
     }
@@ -844,6 +838,29 @@ impl SchedulerState {
             self.resume_run(myself, run).await?;
         }
         Ok(())
+    }
+
+    /// Rebuilds a failed run actor after a backoff that grows with the run's failures in a
+    /// row, up to the configured `store_retry_backoff_ms_max`: a store outage is not a restart
+    /// loop, and however long it lasts the run comes back once the store answers. A run is
+    /// never left without an actor while it is active.
+    fn rebuild_run_later(&mut self, myself: &ActorRef<SchedulerMsg>, run: RunKey) {
+        let failures = self.restarts.entry(run.clone()).or_insert(0);
+        *failures = failures.saturating_add(1);
+        let delay = self.shared.backoff().nth_delay(*failures);
+        myself.send_after(delay, move || SchedulerMsg::RebuildRun { run });
+    }
+
+    async fn rebuild_run(&mut self, myself: &ActorRef<SchedulerMsg>, run: RunKey) {
+        if self.runs.contains_key(&run) || !self.restarts.contains_key(&run) {
+            // Rebuilt meanwhile (a clear or mark of the run), or over.
+            return;
+        }
+        if let Err(error) = self.resume_run(myself, &run).await {
+            metrics::counter!("weft_run_actor_rebuilds_failed_total").increment(1);
+            tracing::error!(%run, %error, "could not rebuild dag run actor; trying again");
+            self.rebuild_run_later(myself, run);
+        }
     }
 
     /// Rebuild a running run's actor from the store.

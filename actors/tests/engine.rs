@@ -981,3 +981,257 @@ async fn a_change_that_reaches_a_run_as_it_ends_reopens_it() {
     );
     engine.shutdown().await;
 }
+
+/// A store that refuses every write as unavailable (a full disk) while `failing` is on, and
+/// counts the writes it refused; with `reads_fail`, the reads of a run and of its task
+/// instances fail too (and are counted).
+struct FailingStore {
+    inner: Arc<dyn Store>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+    reads_fail: bool,
+}
+
+impl FailingStore {
+    fn read_refused(&self) -> weft_storage::Result<()> {
+        if self.reads_fail && self.failing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(weft_storage::Error::Unavailable(
+                "the store is unreachable".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for FailingStore {
+    async fn write(&self, batch: Vec<weft_storage::Write>) -> weft_storage::Result<()> {
+        if self.failing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(weft_storage::Error::Unavailable(
+                "database or disk is full".to_string(),
+            ));
+        }
+        self.inner.write(batch).await
+    }
+    async fn dag(&self, dag_id: &str) -> weft_storage::Result<Option<weft_storage::DagRow>> {
+        self.inner.dag(dag_id).await
+    }
+    async fn dags(&self) -> weft_storage::Result<Vec<weft_storage::DagRow>> {
+        self.inner.dags().await
+    }
+    async fn dag_version(
+        &self,
+        dag_id: &str,
+        version_hash: &str,
+    ) -> weft_storage::Result<Option<weft_storage::DagVersionRow>> {
+        self.inner.dag_version(dag_id, version_hash).await
+    }
+    async fn dag_versions(
+        &self,
+        dag_id: &str,
+    ) -> weft_storage::Result<Vec<weft_storage::DagVersionRow>> {
+        self.inner.dag_versions(dag_id).await
+    }
+    async fn run(&self, key: &RunKey) -> weft_storage::Result<Option<weft_storage::RunRow>> {
+        self.read_refused()?;
+        self.inner.run(key).await
+    }
+    async fn runs(
+        &self,
+        dag_id: &str,
+        limit: usize,
+    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
+        self.inner.runs(dag_id, limit).await
+    }
+    async fn runs_before(
+        &self,
+        dag_id: &str,
+        before: Option<weft_core::Timestamp>,
+        limit: usize,
+    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
+        self.inner.runs_before(dag_id, before, limit).await
+    }
+    async fn runs_in_states(
+        &self,
+        states: &[DagRunState],
+    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
+        self.inner.runs_in_states(states).await
+    }
+    async fn latest_scheduled_run(
+        &self,
+        dag_id: &str,
+    ) -> weft_storage::Result<Option<weft_storage::RunRow>> {
+        self.inner.latest_scheduled_run(dag_id).await
+    }
+    async fn previous_run(
+        &self,
+        dag_id: &str,
+        logical_date: weft_core::Timestamp,
+    ) -> weft_storage::Result<Option<weft_storage::RunRow>> {
+        self.inner.previous_run(dag_id, logical_date).await
+    }
+    async fn task_instance(
+        &self,
+        key: &TaskInstanceKey,
+    ) -> weft_storage::Result<Option<weft_core::dag_run::TaskInstanceRecord>> {
+        self.inner.task_instance(key).await
+    }
+    async fn task_instances(
+        &self,
+        run: &RunKey,
+    ) -> weft_storage::Result<Vec<weft_core::dag_run::TaskInstanceRecord>> {
+        self.read_refused()?;
+        self.inner.task_instances(run).await
+    }
+    async fn attempts(
+        &self,
+        key: &TaskInstanceKey,
+    ) -> weft_storage::Result<Vec<weft_storage::AttemptRow>> {
+        self.inner.attempts(key).await
+    }
+    async fn xcoms(&self, run: &RunKey) -> weft_storage::Result<Vec<weft_storage::XcomRow>> {
+        self.inner.xcoms(run).await
+    }
+    async fn log_entry(
+        &self,
+        key: &TaskInstanceKey,
+        try_number: u32,
+    ) -> weft_storage::Result<Option<weft_storage::LogRow>> {
+        self.inner.log_entry(key, try_number).await
+    }
+    async fn import_errors(&self) -> weft_storage::Result<Vec<weft_storage::ImportErrorRow>> {
+        self.inner.import_errors().await
+    }
+    async fn pools(&self) -> weft_storage::Result<Vec<weft_storage::PoolRow>> {
+        self.inner.pools().await
+    }
+    async fn audit(&self, limit: usize) -> weft_storage::Result<Vec<weft_storage::AuditRow>> {
+        self.inner.audit(limit).await
+    }
+    async fn user(&self, username: &str) -> weft_storage::Result<Option<weft_storage::UserRow>> {
+        self.inner.user(username).await
+    }
+    async fn users(&self) -> weft_storage::Result<Vec<weft_storage::UserRow>> {
+        self.inner.users().await
+    }
+    async fn api_token(&self, id: &str) -> weft_storage::Result<Option<weft_storage::ApiTokenRow>> {
+        self.inner.api_token(id).await
+    }
+    async fn api_tokens(&self) -> weft_storage::Result<Vec<weft_storage::ApiTokenRow>> {
+        self.inner.api_tokens().await
+    }
+}
+
+/// Store calls refused during an outage, far more than any bound on retries or on rebuilds
+/// of a run actor would allow (the backoff is cut to milliseconds to make them cheap).
+const OUTAGE_REFUSED_CALLS: u64 = 400;
+
+/// A run resumes on its own once the store answers again, however long it was down: the
+/// middle task of a chain ends as every write starts failing (a full disk); the run keeps its
+/// result, tries its batch again and again, and once the store answers it goes on to its end
+/// with each task run once and each result accepted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_resumes_on_its_own_after_a_long_store_outage() {
+    let calls = run_through_an_outage(false).await;
+    assert_eq!(calls, vec![1, 1, 1], "each task ran once");
+}
+
+/// A run actor that fails while the store is down (reads fail too: it cannot be rebuilt) is
+/// rebuilt once the store answers, however many rebuilds failed meanwhile. The result it held
+/// was never stored: its task runs again under the same try, and one result is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_actor_that_fails_during_a_store_outage_is_rebuilt_once_it_ends() {
+    let calls = run_through_an_outage(true).await;
+    assert_eq!(
+        calls,
+        vec![1, 2, 1],
+        "the result not stored was produced again"
+    );
+}
+
+/// Runs a chain of three tasks whose middle one takes the store down as it ends, until the
+/// store has refused `OUTAGE_REFUSED_CALLS` calls (after crashing the run's actor, and with
+/// reads failing too, when `crash` is set), then brings the store back and checks that the run
+/// ends successfully with one accepted result per task, each its first try. Returns how many
+/// times each task ran.
+async fn run_through_an_outage(crash: bool) -> Vec<u32> {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store: Arc<dyn Store> = Arc::new(FailingStore {
+        inner: sqlite(&dir),
+        failing: failing.clone(),
+        refused: refused.clone(),
+        reads_fail: crash,
+    });
+    let mut config = EngineConfig::new(dir.path());
+    config.store_retry_backoff_ms_first = 1;
+    config.store_retry_backoff_ms_max = 4;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let calls: Arc<[AtomicU32; 3]> = Arc::new(Default::default());
+    let (first, second, third) = (calls.clone(), calls.clone(), calls.clone());
+    let outage = failing.clone();
+    let dag = RustDag::new("outage")
+        .task("first", &[], move |_| {
+            first[0].fetch_add(1, Ordering::SeqCst);
+            async { Ok(Some(serde_json::json!(0))) }
+        })
+        .configure(|task| task.retries = 2)
+        .task("second", &["first"], move |_| {
+            // The store goes down as this task first ends: its end is the first write refused.
+            if second[1].fetch_add(1, Ordering::SeqCst) == 0 {
+                outage.store(true, Ordering::SeqCst);
+            }
+            async { Ok(Some(serde_json::json!(1))) }
+        })
+        .configure(|task| task.retries = 2)
+        .task("third", &["second"], move |_| {
+            third[2].fetch_add(1, Ordering::SeqCst);
+            async { Ok(Some(serde_json::json!(2))) }
+        })
+        .configure(|task| task.retries = 2);
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("outage", serde_json::json!({}))
+        .await
+        .unwrap();
+    tokio::time::timeout(RUN_DEADLINE, async {
+        while refused.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the store goes down");
+    if crash {
+        engine.crash_run_actor(&run);
+    }
+    tokio::time::timeout(RUN_DEADLINE, async {
+        while refused.load(Ordering::SeqCst) < OUTAGE_REFUSED_CALLS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the run keeps trying the store");
+    failing.store(false, Ordering::SeqCst);
+    assert_eq!(
+        store.run(&run).await.unwrap().unwrap().state,
+        DagRunState::Running
+    );
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    for task_id in ["first", "second", "third"] {
+        let key = TaskInstanceKey::new("outage", &run.run_id, task_id, -1);
+        let tries: Vec<(u32, TaskState)> = store
+            .attempts(&key)
+            .await
+            .unwrap()
+            .iter()
+            .map(|attempt| (attempt.try_number, attempt.state))
+            .collect();
+        assert_eq!(tries, vec![(1, TaskState::Success)], "{task_id}");
+    }
+    assert_eq!(store.xcoms(&run).await.unwrap().len(), 3);
+    engine.shutdown().await;
+    calls.iter().map(|c| c.load(Ordering::SeqCst)).collect()
+}
