@@ -982,6 +982,153 @@ async fn a_change_that_reaches_a_run_as_it_ends_reopens_it() {
     engine.shutdown().await;
 }
 
+/// Every named limit is reachable: a DAG of exactly `DAG_TASKS_MAX` tasks runs to success
+/// although one decision of its run writes more rows than a store batch may hold. Its tasks
+/// after the first are empty (EmptyOperator: the run marks them successful without a worker),
+/// so the end of the first decides every other task and the run's end at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_of_dag_tasks_max_tasks_runs_to_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let mut dag = RustDag::new("widest").task("start", &[], |_| async { Ok(None) });
+    for index in 1..weft_core::limits::DAG_TASKS_MAX {
+        dag = dag
+            .task(&format!("empty_{index}"), &["start"], |_| async {
+                Ok(None)
+            })
+            .configure(|task| task.kind = weft_core::spec::TaskKind::Empty);
+    }
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("widest", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    let states = states(store.as_ref(), &run).await;
+    assert_eq!(states.len(), weft_core::limits::DAG_TASKS_MAX);
+    assert!(states
+        .iter()
+        .all(|(_, state, tries)| *state == TaskState::Success && *tries == 1));
+    engine.shutdown().await;
+}
+
+/// A DAG of `DAG_TASKS_MAX` in-process tasks: a root, 99 branches after it and 100 leaves
+/// after each branch. No task returns a result: each attempt of a run that has results reads
+/// them all, which would make the test quadratic.
+fn widest_dag(dag_id: &str) -> RustDag {
+    let (branches, leaves) = (99, 100);
+    assert_eq!(
+        1 + branches + branches * leaves,
+        weft_core::limits::DAG_TASKS_MAX
+    );
+    let mut dag = RustDag::new(dag_id).task("start", &[], |_| async { Ok(None) });
+    for branch in 0..branches {
+        let branch_id = format!("branch_{branch}");
+        dag = dag.task(&branch_id, &["start"], |_| async { Ok(None) });
+        for leaf in 0..leaves {
+            dag = dag.task(&format!("leaf_{branch}_{leaf}"), &[&branch_id], |_| async {
+                Ok(None)
+            });
+        }
+    }
+    dag.settings(|spec| spec.max_active_tasks = 256)
+}
+
+/// A DAG of `DAG_TASKS_MAX` in-process tasks runs, is cleared whole (every task instance
+/// and its result in one change, twice as many writes as a store batch may hold) and runs
+/// again to success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_of_dag_tasks_max_tasks_is_cleared_and_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let mut config = EngineConfig::new(dir.path());
+    config.worker_slots = 64;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    engine.register(widest_dag("cleared")).await.unwrap();
+    let run = engine
+        .trigger("cleared", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    tokio::time::timeout(RUN_DEADLINE, engine.clear(&run, &["start"], true, false))
+        .await
+        .expect("the clear answers")
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    let states = states(store.as_ref(), &run).await;
+    assert_eq!(states.len(), weft_core::limits::DAG_TASKS_MAX);
+    assert!(
+        states
+            .iter()
+            .all(|(_, state, tries)| *state == TaskState::Success && *tries == 2),
+        "every task ran again"
+    );
+    engine.shutdown().await;
+}
+
+/// Tasks mapped over an upstream result of `MAP_INDEX_MAX` elements expand into that many
+/// instances each, and every instance runs. Three tasks map over the same result and wait
+/// for a gate as well, so one decision creates more waiting instances than a store batch may
+/// hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_mapped_over_map_index_max_elements_run_every_instance() {
+    use weft_core::limits::MAP_INDEX_MAX;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let mut config = EngineConfig::new(dir.path());
+    config.worker_slots = 64;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let mapped = ["mapped_a", "mapped_b", "mapped_c"];
+    let mut dag = RustDag::new("mapped")
+        .task("source", &[], |_| async {
+            Ok(Some(serde_json::json!(
+                (0..MAP_INDEX_MAX).collect::<Vec<_>>()
+            )))
+        })
+        .task("gate", &[], |_| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(None)
+        });
+    for task_id in mapped {
+        dag = dag
+            .task(task_id, &["source", "gate"], |_| async { Ok(None) })
+            .configure(|task| {
+                task.mapping = Some(weft_core::spec::MappingSpec::Upstream {
+                    task_id: "source".to_string(),
+                })
+            });
+    }
+    engine
+        .register(dag.settings(|spec| spec.max_active_tasks = 256))
+        .await
+        .unwrap();
+    let run = engine
+        .trigger("mapped", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    let records = store.task_instances(&run).await.unwrap();
+    for task_id in mapped {
+        let instances: Vec<_> = records
+            .iter()
+            .filter(|record| &*record.key.task_id == task_id && record.key.map_index >= 0)
+            .collect();
+        assert_eq!(instances.len(), MAP_INDEX_MAX, "{task_id}");
+        assert!(instances
+            .iter()
+            .all(|record| record.state == TaskState::Success && record.try_number == 1));
+        let attempts = store
+            .attempts(&instances[MAP_INDEX_MAX - 1].key)
+            .await
+            .unwrap();
+        assert_eq!(attempts.len(), 1, "{task_id}");
+    }
+    engine.shutdown().await;
+}
+
 /// A store that refuses every write as unavailable (a full disk) while `failing` is on, and
 /// counts the writes it refused; with `reads_fail`, the reads of a run and of its task
 /// instances fail too (and are counted).
