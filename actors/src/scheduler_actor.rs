@@ -103,6 +103,10 @@ pub(crate) struct SchedulerState {
     restarts: HashMap<RunKey, u32>,
     wake: Option<ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr<SchedulerMsg>>>>,
     seed_counter: u64,
+    /// The message being handled answers nobody (a tick, a run's end, a rebuild): the runs it
+    /// creates and starts wait for the store however long it is unavailable (see
+    /// `write_run`), since giving up would lose a schedule tick or fail the scheduler.
+    patient: bool,
 }
 
 impl Actor for SchedulerActor {
@@ -126,6 +130,7 @@ impl Actor for SchedulerActor {
             restarts: HashMap::new(),
             wake: None,
             seed_counter: 0,
+            patient: false,
         })
     }
 
@@ -198,7 +203,10 @@ impl Actor for SchedulerActor {
             }
             SchedulerMsg::Tick => {
                 let started = std::time::Instant::now();
-                state.feed(&myself, SchedulerInput::Tick).await?;
+                state.patient = true;
+                let fed = state.feed(&myself, SchedulerInput::Tick).await;
+                state.patient = false;
+                fed?;
                 metrics::histogram!("weft_scheduler_loop_seconds")
                     .record(started.elapsed().as_secs_f64());
             }
@@ -212,7 +220,10 @@ impl Actor for SchedulerActor {
                     tracing::debug!(%run, "stale run-finished report ignored");
                     return Ok(());
                 }
-                state.run_over(&myself, &run, final_state).await?;
+                state.patient = true;
+                let over = state.run_over(&myself, &run, final_state).await;
+                state.patient = false;
+                over?;
             }
             SchedulerMsg::TaskFinalized {
                 run,
@@ -232,7 +243,11 @@ impl Actor for SchedulerActor {
                     });
                 }
             }
-            SchedulerMsg::RebuildRun { run } => state.rebuild_run(&myself, run).await,
+            SchedulerMsg::RebuildRun { run } => {
+                state.patient = true;
+                state.rebuild_run(&myself, run).await;
+                state.patient = false;
+            }
             #[cfg(any(test, feature = "fault-injection"))]
             SchedulerMsg::CrashRun { run } => {
                 if let Some(actor) = state.runs.get(&run) {
@@ -735,7 +750,7 @@ impl SchedulerState {
             started_at: running.then_some(now),
             ended_at: None,
         };
-        match self.shared.write(vec![Write::CreateRun(row.clone())]).await {
+        match self.write_run(Write::CreateRun(row.clone())).await {
             Ok(()) => {
                 let states: &[DagRunState] = if running {
                     &[DagRunState::Queued, DagRunState::Running]
@@ -803,7 +818,7 @@ impl SchedulerState {
             started_at: Some(now),
             ended_at: None,
         };
-        match self.shared.write(vec![write]).await {
+        match self.write_run(write).await {
             Ok(()) => {}
             Err(weft_storage::Error::Conflict { .. }) => {
                 tracing::debug!(%run, "run is no longer queued; not starting it");
@@ -838,6 +853,20 @@ impl SchedulerState {
             self.resume_run(myself, run).await?;
         }
         Ok(())
+    }
+
+    /// Writes a run's creation or start: while handling a message that answers nobody, tried
+    /// again until the store answers (as a run actor's batches); otherwise given up after a
+    /// few tries, the error going back to the caller.
+    async fn write_run(&self, write: Write) -> weft_storage::Result<()> {
+        if !self.patient {
+            return self.shared.write(vec![write]).await;
+        }
+        let answer = self
+            .shared
+            .write_until_answered(vec![write], || false)
+            .await;
+        answer.unwrap_or_else(|| Err(weft_storage::Error::Unavailable("abandoned".to_string())))
     }
 
     /// Rebuilds a failed run actor after a backoff that grows with the run's failures in a

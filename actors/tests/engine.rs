@@ -1382,3 +1382,56 @@ async fn run_through_an_outage(crash: bool) -> Vec<u32> {
     engine.shutdown().await;
     calls.iter().map(|c| c.load(Ordering::SeqCst)).collect()
 }
+
+/// A schedule tick that falls during a store outage is not lost, and does not take the
+/// scheduler down: its run is created once the store answers, and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_due_during_a_store_outage_creates_its_run_once_the_store_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store: Arc<dyn Store> = Arc::new(FailingStore {
+        inner: sqlite(&dir),
+        failing: failing.clone(),
+        refused: refused.clone(),
+        reads_fail: false,
+    });
+    let mut config = EngineConfig::new(dir.path());
+    config.store_retry_backoff_ms_first = 1;
+    config.store_retry_backoff_ms_max = 4;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let due = chrono::Utc::now() + chrono::TimeDelta::milliseconds(300);
+    let dag = RustDag::new("scheduled")
+        .task("only", &[], |_| async { Ok(None) })
+        .settings(|spec| {
+            spec.schedule = weft_core::spec::ScheduleSpec::Cron {
+                expression: "@once".to_string(),
+                data_intervals: false,
+            };
+            spec.start_date = Some(due);
+        });
+    engine.register(dag).await.unwrap();
+    // Nothing else writes: every refused write is the tick's run creation, tried again.
+    failing.store(true, Ordering::SeqCst);
+    tokio::time::timeout(RUN_DEADLINE, async {
+        while refused.load(Ordering::SeqCst) < OUTAGE_REFUSED_CALLS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the tick's run creation keeps trying the store");
+    failing.store(false, Ordering::SeqCst);
+    let run = tokio::time::timeout(RUN_DEADLINE, async {
+        loop {
+            if let Some(run) = store.runs("scheduled", 10).await.unwrap().pop() {
+                return run.key;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the tick's run is created");
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    assert_eq!(store.runs("scheduled", 10).await.unwrap().len(), 1);
+    engine.shutdown().await;
+}
