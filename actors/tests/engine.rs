@@ -1131,12 +1131,14 @@ async fn tasks_mapped_over_map_index_max_elements_run_every_instance() {
 
 /// A store that refuses every write as unavailable (a full disk) while `failing` is on, and
 /// counts the writes it refused; with `reads_fail`, the reads of a run and of its task
-/// instances fail too (and are counted).
+/// instances fail too (and are counted). Batches `corrupt` picks are refused for good, as a
+/// store does with a batch over a limit or data it cannot read.
 struct FailingStore {
     inner: Arc<dyn Store>,
     failing: Arc<std::sync::atomic::AtomicBool>,
     refused: Arc<std::sync::atomic::AtomicU64>,
     reads_fail: bool,
+    corrupt: Option<HoldPick>,
 }
 
 impl FailingStore {
@@ -1154,6 +1156,12 @@ impl FailingStore {
 #[async_trait::async_trait]
 impl Store for FailingStore {
     async fn write(&self, batch: Vec<weft_storage::Write>) -> weft_storage::Result<()> {
+        if self.corrupt.as_ref().is_some_and(|corrupt| corrupt(&batch)) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(weft_storage::Error::Corrupt(
+                "a row of the batch cannot be stored".to_string(),
+            ));
+        }
         if self.failing.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(weft_storage::Error::Unavailable(
@@ -1312,6 +1320,7 @@ async fn run_through_an_outage(crash: bool) -> Vec<u32> {
         failing: failing.clone(),
         refused: refused.clone(),
         reads_fail: crash,
+        corrupt: None,
     });
     let mut config = EngineConfig::new(dir.path());
     config.store_retry_backoff_ms_first = 1;
@@ -1395,6 +1404,7 @@ async fn a_tick_due_during_a_store_outage_creates_its_run_once_the_store_answers
         failing: failing.clone(),
         refused: refused.clone(),
         reads_fail: false,
+        corrupt: None,
     });
     let mut config = EngineConfig::new(dir.path());
     config.store_retry_backoff_ms_first = 1;
@@ -1433,5 +1443,50 @@ async fn a_tick_due_during_a_store_outage_creates_its_run_once_the_store_answers
     .expect("the tick's run is created");
     assert_eq!(wait(&engine, &run).await, DagRunState::Success);
     assert_eq!(store.runs("scheduled", 10).await.unwrap().len(), 1);
+    engine.shutdown().await;
+}
+
+/// A batch the store refuses for good (not a conflict, not an outage) fails its run visibly:
+/// the run is stored failed and its waiters hear it, instead of the run being rebuilt and
+/// refused again and again, or left `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_store_refuses_for_good_fails_its_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store: Arc<dyn Store> = Arc::new(FailingStore {
+        inner: sqlite(&dir),
+        failing: Arc::default(),
+        refused: refused.clone(),
+        reads_fail: false,
+        // The end of task `bad`, whatever else its batch holds.
+        corrupt: Some(Box::new(|batch| {
+            batch.iter().any(|write| {
+                matches!(write, weft_storage::Write::PutAttempt(attempt)
+                    if &*attempt.key.task_id == "bad")
+            })
+        })),
+    });
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let dag = RustDag::new("refused")
+        .task("bad", &[], |_| async { Ok(None) })
+        .configure(|task| task.retries = 3)
+        .task("after", &["bad"], |_| async { Ok(None) });
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("refused", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Failed);
+    assert_eq!(
+        store.run(&run).await.unwrap().unwrap().state,
+        DagRunState::Failed
+    );
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        1,
+        "refused once, not retried"
+    );
     engine.shutdown().await;
 }
