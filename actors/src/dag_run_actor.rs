@@ -13,7 +13,7 @@ use crate::scheduler_actor::SchedulerMsg;
 use crate::shared::Shared;
 use crate::worker_slot::AttemptAssignment;
 use foldhash::{HashMap, HashMapExt};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use weft_core::dag_run::{
@@ -122,6 +122,16 @@ const DISPATCH_CHUNK_FIRST: usize = 32;
 /// what a run rebuilt from the store makes of a task without a row, and readers of a run
 /// show a task without a row as not started, as they do before the run's start is written.
 const DEFERRED_ROWS_DELAY: std::time::Duration = COMMIT_DELAY;
+
+/// The most writes the actor hands the store in one batch: a batch over it is cut (see
+/// `cut_oversized`) into batches committed in order. Whatever a run decides in one go, even
+/// with many decisions waiting for one commit (a store outage), is then within the store's
+/// `BATCH_WRITES_MAX`.
+const RUN_BATCH_WRITES_MAX: usize = weft_storage::BATCH_WRITES_MAX;
+
+/// The largest unit `cut_oversized` keeps whole (a mapped task's expansion, with its
+/// placeholder) is far below a batch: every cut makes progress.
+const _: () = assert!(weft_core::limits::MAP_INDEX_MAX + 1 < RUN_BATCH_WRITES_MAX / 2);
 
 pub(crate) enum RunStart {
     Fresh,
@@ -541,6 +551,7 @@ impl DagRunActorState {
         let own_from = batch.len();
         let written = &mut self.unflushed_rows;
         let deferred = &mut self.deferred_rows;
+        let context = self.run.shared_context().clone();
         for effect in &effects {
             match effect {
                 RunEffect::PersistTask { expected, record } => {
@@ -556,7 +567,10 @@ impl DagRunActorState {
                                 *stored = record.clone();
                             }
                         }
-                        None if expected.is_none() && record.state == TaskState::None => {
+                        None if expected.is_none()
+                            && record.state == TaskState::None
+                            && !expands(&context, &record.key) =>
+                        {
                             // Created waiting: written later (see `DEFERRED_ROWS_DELAY`).
                             deferred.insert(record.key.clone(), record.clone());
                             continue;
@@ -635,7 +649,9 @@ impl DagRunActorState {
             finished,
             reply,
         };
-        let chunks = split_wide_dispatch(&mut batch, own_from, &mut decision);
+        let chunks = split_wide_dispatch(&mut batch, own_from, &mut decision, |key| {
+            expands(&context, key)
+        });
         self.unflushed = batch;
         self.undone.push(decision);
         if !chunks.is_empty() {
@@ -739,11 +755,40 @@ impl DagRunActorState {
                 self.perform_decided(myself, decided).await?;
                 continue;
             }
+            let (batch, decided) = if batch.len() > RUN_BATCH_WRITES_MAX {
+                // Committed in order; what was decided waits for the last piece.
+                let mut pieces = cut_oversized(batch, RUN_BATCH_WRITES_MAX).into_iter();
+                let first = pieces.next().unwrap_or_default();
+                let mut rest: Vec<(Vec<Write>, Vec<Decided>)> =
+                    pieces.map(|piece| (piece, Vec::new())).collect();
+                match rest.last_mut() {
+                    Some(last) => last.1 = decided,
+                    None => rest.push((Vec::new(), decided)),
+                }
+                for sealed in rest.into_iter().rev() {
+                    self.sealed.push_front(sealed);
+                }
+                metrics::counter!("weft_run_batches_cut_total").increment(1);
+                (first, Vec::new())
+            } else {
+                (batch, decided)
+            };
             self.committing = Some(decided);
             let (shared, myself) = (self.shared.clone(), myself.clone());
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
-                let result = shared.write(batch).await;
+                let gone = || {
+                    matches!(
+                        myself.get_status(),
+                        ActorStatus::Stopping | ActorStatus::Stopped
+                    )
+                };
+                // While the store is unavailable, the batch is tried again (backoff, each
+                // failure logged and counted) for as long as it takes; the decisions it holds
+                // stay in the actor meanwhile, and later ones join the next batch.
+                let Some(result) = shared.write_until_answered(batch, gone).await else {
+                    return;
+                };
                 metrics::histogram!("weft_run_persist_seconds")
                     .record(started.elapsed().as_secs_f64());
                 let _ = myself.cast(DagRunMsg::Flushed(result));
@@ -752,17 +797,73 @@ impl DagRunActorState {
         Ok(())
     }
 
-    /// The batch being committed is durable (or refused: then the actor fails and its
-    /// supervisor rebuilds the run from the store, as for any failed write).
+    /// The batch being committed is durable, or refused. On a conflict (a guard did not hold:
+    /// the store holds something this actor does not know of) the actor fails and its
+    /// supervisor rebuilds the run from the store. Any other refusal is for good (see
+    /// `fail_refused`). A store that is unavailable is not an answer: the write is tried again
+    /// until the store answers (see `flush_now`).
     async fn flushed(
         &mut self,
         myself: &ActorRef<DagRunMsg>,
         result: weft_storage::Result<()>,
     ) -> Result<(), ActorProcessingErr> {
-        result?;
+        match result {
+            Ok(()) => {}
+            Err(error) if error.is_conflict() => return Err(error.into()),
+            Err(error) => return self.fail_refused(myself, error).await,
+        }
         let decided = self.committing.take().unwrap_or_default();
         self.perform_decided(myself, decided).await?;
         self.flush(myself).await
+    }
+
+    /// The store refused a batch of this run for good (over a limit, corrupt, a row gone):
+    /// the same batch would be refused again, and a run waiting for it would hang. The run
+    /// fails visibly instead: the refusal is logged and counted, the run is stored failed (its
+    /// task instances keep what is durable), its attempts are stopped and the scheduler is
+    /// told. What was decided and not written is dropped; a change waiting for it gets no
+    /// answer (its caller hears that the run stopped).
+    async fn fail_refused(
+        &mut self,
+        myself: &ActorRef<DagRunMsg>,
+        error: weft_storage::Error,
+    ) -> Result<(), ActorProcessingErr> {
+        tracing::error!(run = %self.key, %error, "the store refused a batch of the run for good; the run fails");
+        metrics::counter!("weft_run_batches_refused_total").increment(1);
+        for record in self.run.task_instances() {
+            if record.state.is_active() {
+                let _ = self.dispatcher.cast(DispatcherMsg::Cancel {
+                    key: record.key.clone(),
+                    token: record.token,
+                });
+            }
+        }
+        let now = crate::shared::now();
+        let failed = Write::UpdateRun {
+            key: self.key.clone(),
+            expected: DagRunState::Running,
+            state: DagRunState::Failed,
+            started_at: None,
+            ended_at: Some(now),
+        };
+        // A failure to store the failure fails the actor: the run is rebuilt from the store,
+        // decides again and, refused again, comes back here.
+        self.shared.write(vec![failed]).await?;
+        self.shared.publish(Event::RunChanged {
+            run: self.key.clone(),
+            state: DagRunState::Failed,
+            at: now,
+        });
+        for reply in self.handed_back.drain(..) {
+            let _ = reply.send(ChangeAnswer::RunEnded);
+        }
+        let _ = self.scheduler.cast(SchedulerMsg::RunFinished {
+            run: self.key.clone(),
+            state: DagRunState::Failed,
+            actor: myself.get_id(),
+        });
+        myself.stop(None);
+        Ok(())
     }
 
     async fn perform_decided(
@@ -973,12 +1074,14 @@ impl DagRunMsg {
 /// `DISPATCH_CHUNK_FIRST` move, with their rows' writes and events, into chunks to commit after
 /// `batch`, each twice the size of the one before. Only rows this decision writes first (at
 /// `own_from` or later in `batch`) move; a row that an earlier decision of the batch writes too
-/// stays. A decision that answers someone, ends the run or kills is not cut. Returns the chunks
-/// in commit order; none when the decision stays whole.
+/// stays, and so does a row `stays` picks (an instance an expansion creates: the expansion is
+/// committed whole, see `cut_oversized`). A decision that answers someone, ends the run or
+/// kills is not cut. Returns the chunks in commit order; none when the decision stays whole.
 fn split_wide_dispatch(
     batch: &mut Vec<Write>,
     own_from: usize,
     decision: &mut Decided,
+    stays: impl Fn(&TaskInstanceKey) -> bool,
 ) -> Vec<(Vec<Write>, Vec<Decided>)> {
     let dispatches = decision
         .effects
@@ -999,7 +1102,9 @@ fn split_wide_dispatch(
         .enumerate()
         .skip(own_from)
         .filter_map(|(index, write)| match write {
-            Write::PutTaskInstance { record, .. } => Some((record.key.clone(), index)),
+            Write::PutTaskInstance { record, .. } if !stays(&record.key) => {
+                Some((record.key.clone(), index))
+            }
             _ => None,
         })
         .collect();
@@ -1070,6 +1175,126 @@ fn split_wide_dispatch(
             (writes, vec![decided])
         })
         .collect()
+}
+
+/// Cuts a batch of more than `max` writes into batches of at most `max`, to commit in order.
+/// A batch commits one or many decisions atomically, but only some of its writes need each
+/// other; the rest may become durable in any order, as they do across batches, because each
+/// cut leaves a state that recovery resumes (a prefix of the queued rows, a subset of the
+/// accepted results, of the cleared or finished instances: a run rebuilt from the store
+/// decides again what was not written, and a result not written is a lost try). Kept whole:
+/// the writes of one task instance (its row with the attempt, log and results accepted with it,
+/// or its results' deletion) and a mapped task's expansion (its placeholder with the instances
+/// it creates, so a rebuilt run never finds part of an expansion), committed before the other
+/// rows (an expansion without its upstream's success is an upstream that runs again). The
+/// run's own row goes last: a run is never stored finished before its task instances are.
+fn cut_oversized(batch: Vec<Write>, max: usize) -> Vec<Vec<Write>> {
+    #[derive(Clone, PartialEq, Eq, Hash)]
+    enum Unit {
+        Expansion(Name),
+        Row(TaskInstanceKey),
+        Run,
+    }
+    fn row_key(write: &Write) -> Option<&TaskInstanceKey> {
+        match write {
+            Write::PutTaskInstance { record, .. } => Some(&record.key),
+            Write::PutAttempt(attempt) => Some(&attempt.key),
+            Write::PutLog(log) => Some(&log.key),
+            Write::PutXcom(xcom) => Some(&xcom.key),
+            Write::DeleteXcoms { key } => Some(key),
+            _ => None,
+        }
+    }
+    // Tasks whose instances this batch creates (an expansion, or a literal mapping's start).
+    let expanded: std::collections::HashSet<Name> = batch
+        .iter()
+        .filter_map(|write| match write {
+            Write::PutTaskInstance {
+                expected: None,
+                record,
+            } if record.key.map_index >= 0 => Some(record.key.task_id.clone()),
+            _ => None,
+        })
+        .collect();
+    let created: std::collections::HashSet<TaskInstanceKey> = batch
+        .iter()
+        .filter_map(|write| match write {
+            Write::PutTaskInstance {
+                expected: None,
+                record,
+            } => Some(record.key.clone()),
+            _ => None,
+        })
+        .collect();
+    let unit_of = |write: &Write| match row_key(write) {
+        Some(key)
+            if expanded.contains(&key.task_id) && (key.map_index < 0 || created.contains(key)) =>
+        {
+            Unit::Expansion(key.task_id.clone())
+        }
+        Some(key) => Unit::Row(key.clone()),
+        None => Unit::Run,
+    };
+    let mut units: Vec<(Unit, Vec<Write>)> = Vec::new();
+    let mut index: HashMap<Unit, usize> = HashMap::new();
+    for write in batch {
+        let unit = unit_of(&write);
+        let at = *index.entry(unit.clone()).or_insert_with(|| {
+            units.push((unit, Vec::new()));
+            units.len() - 1
+        });
+        units[at].1.push(write);
+    }
+    let class = |unit: &Unit| match unit {
+        Unit::Expansion(_) => 0,
+        Unit::Row(_) => 1,
+        Unit::Run => 2,
+    };
+    units.sort_by_key(|(unit, _)| class(unit));
+    let mut pieces: Vec<Vec<Write>> = vec![Vec::new()];
+    for (unit, writes) in units {
+        // A unit over the limit (an expansion with many results, only ever after a long wait
+        // for the store) goes by task instance rather than be refused whole.
+        let parts = if writes.len() > max && matches!(unit, Unit::Expansion(_)) {
+            let mut rows: Vec<Vec<Write>> = Vec::new();
+            let mut row_index: HashMap<Option<TaskInstanceKey>, usize> = HashMap::new();
+            for write in writes {
+                let at = *row_index
+                    .entry(row_key(&write).cloned())
+                    .or_insert_with(|| {
+                        rows.push(Vec::new());
+                        rows.len() - 1
+                    });
+                rows[at].push(write);
+            }
+            rows
+        } else {
+            vec![writes]
+        };
+        for part in parts {
+            let current = pieces.last_mut().expect("one piece at least");
+            if !current.is_empty() && current.len() + part.len() > max {
+                pieces.push(part);
+            } else {
+                current.extend(part);
+            }
+        }
+    }
+    pieces
+}
+
+/// Whether `key` is an instance created by expanding a task mapped over an upstream result:
+/// such a row is written with the expansion (with its placeholder's `removed`), not deferred,
+/// because a run rebuilt from the store cannot create it again (the length it maps over is
+/// known only from the upstream's result).
+fn expands(context: &RunContext, key: &TaskInstanceKey) -> bool {
+    key.map_index >= 0
+        && context.dag.task(&key.task_id).is_some_and(|task| {
+            matches!(
+                task.mapping,
+                Some(weft_core::spec::MappingSpec::Upstream { .. })
+            )
+        })
 }
 
 /// The attempt an `AttemptFinished` is about.
@@ -1203,7 +1428,7 @@ mod tests {
     #[test]
     fn a_wide_dispatch_is_cut_in_growing_chunks_each_with_its_rows_and_events() {
         let (mut batch, own_from, mut decision) = wide(300, 40);
-        let chunks = split_wide_dispatch(&mut batch, own_from, &mut decision);
+        let chunks = split_wide_dispatch(&mut batch, own_from, &mut decision, |_| false);
         // Every dispatch after the 32nd moves with its row if this decision wrote the row
         // first: tasks 0..40 were written earlier (and hold the first 32 dispatches), so
         // tasks 40..300 move, in chunks of 64, 128 and the rest.
@@ -1246,14 +1471,99 @@ mod tests {
     }
 
     #[test]
+    fn an_oversized_batch_is_cut_keeping_rows_and_expansions_whole_and_the_run_last() {
+        let instance = |task_id: &str, map_index: i32, state: TaskState| TaskInstanceRecord {
+            key: TaskInstanceKey::new("d", "r", task_id, map_index),
+            ..record(task_id, state)
+        };
+        let attempt = |task_id: &str| {
+            Write::PutAttempt(AttemptRow {
+                key: TaskInstanceKey::new("d", "r", task_id, -1),
+                try_number: 1,
+                token: 1,
+                state: TaskState::Success,
+                started_at: crate::shared::now(),
+                ended_at: None,
+                worker: "local".to_string(),
+                note: None,
+            })
+        };
+        let mut batch = Vec::new();
+        // Ends of eight tasks (attempt, then row), the source's among them.
+        for index in 0..8 {
+            let task_id = format!("t{index}");
+            batch.push(attempt(&task_id));
+            batch.push(Write::PutTaskInstance {
+                expected: Some(record(&task_id, TaskState::Running).version()),
+                record: record(&task_id, TaskState::Success),
+            });
+        }
+        // Two expansions of five instances each, with their placeholders.
+        for task_id in ["m1", "m2"] {
+            batch.push(Write::PutTaskInstance {
+                expected: Some(record(task_id, TaskState::None).version()),
+                record: record(task_id, TaskState::Removed),
+            });
+            for map_index in 0..5 {
+                batch.push(Write::PutTaskInstance {
+                    expected: None,
+                    record: instance(task_id, map_index, TaskState::None),
+                });
+            }
+        }
+        batch.push(Write::UpdateRun {
+            key: RunKey {
+                dag_id: "d".into(),
+                run_id: "r".into(),
+            },
+            expected: DagRunState::Running,
+            state: DagRunState::Success,
+            started_at: None,
+            ended_at: None,
+        });
+        let total = batch.len();
+        let pieces = cut_oversized(batch, 10);
+        assert!(pieces.iter().all(|piece| piece.len() <= 10));
+        assert_eq!(pieces.iter().map(Vec::len).sum::<usize>(), total);
+        // Expansions first, then each task's attempt with its row, in order, then the run's
+        // row; no piece ends inside one of these units.
+        let flat: Vec<Write> = pieces.iter().flatten().cloned().collect();
+        assert_eq!(task_ids(&flat[..6]), ["m1"; 6]);
+        assert_eq!(task_ids(&flat[6..12]), ["m2"; 6]);
+        for (index, pair) in flat[12..total - 1].chunks(2).enumerate() {
+            match pair {
+                [Write::PutAttempt(attempt), Write::PutTaskInstance { record, .. }] => {
+                    assert_eq!(attempt.key, record.key);
+                    assert_eq!(*record.key.task_id, format!("t{index}"));
+                }
+                other => panic!("an attempt apart from its row: {other:?}"),
+            }
+        }
+        assert!(matches!(flat[total - 1], Write::UpdateRun { .. }));
+        let unit_ends: Vec<usize> = [6, 12]
+            .into_iter()
+            .chain((1..=8).map(|task| 12 + 2 * task))
+            .chain([total])
+            .collect();
+        let mut end = 0;
+        for piece in &pieces {
+            end += piece.len();
+            assert!(
+                unit_ends.contains(&end),
+                "a piece ends inside a unit at {end}"
+            );
+        }
+    }
+
+    #[test]
     fn narrow_answering_ending_or_killing_decisions_stay_whole() {
         let (mut batch, own_from, mut decision) = wide(DISPATCH_SPLIT_MIN, 0);
-        assert!(split_wide_dispatch(&mut batch, own_from, &mut decision).is_empty());
+        assert!(split_wide_dispatch(&mut batch, own_from, &mut decision, |_| false).is_empty());
         assert_eq!(batch.len(), DISPATCH_SPLIT_MIN);
 
         let (mut batch, own_from, mut decision) = wide(200, 0);
         decision.finished = Some(DagRunState::Failed);
-        assert!(split_wide_dispatch(&mut batch, own_from, &mut decision).is_empty());
+        assert!(split_wide_dispatch(&mut batch, own_from, &mut decision, |_| false).is_empty());
 
         let (mut batch, own_from, mut decision) = wide(200, 0);
         decision.effects.push(RunEffect::Kill {
@@ -1261,7 +1571,7 @@ mod tests {
             try_number: 1,
             token: 1,
         });
-        assert!(split_wide_dispatch(&mut batch, own_from, &mut decision).is_empty());
+        assert!(split_wide_dispatch(&mut batch, own_from, &mut decision, |_| false).is_empty());
         assert_eq!(batch.len(), 200);
         assert_eq!(decision.effects.len(), 201);
     }

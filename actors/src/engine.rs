@@ -60,7 +60,18 @@ pub struct EngineConfig {
     /// "full"}`, the task's `isolation` extra); `None`: such tasks fail with a clear reason.
     pub sandbox_full: Option<SandboxSpec>,
     pub python: PythonRunnerConfig,
+    /// The first wait before a store write that failed is tried again; each failure doubles
+    /// it, up to `store_retry_backoff_ms_max`.
+    pub store_retry_backoff_ms_first: u64,
+    /// The longest wait between two tries of a failed store write (`STORE_RETRY_BACKOFF_MS_MAX`
+    /// by default); also the longest wait before a failed run actor is rebuilt again.
+    pub store_retry_backoff_ms_max: u64,
 }
+
+/// The first wait before a failed store write is tried again (see `EngineConfig`).
+pub const STORE_RETRY_BACKOFF_MS_FIRST: u64 = 10;
+/// The longest wait between two tries of a failed store write (see `EngineConfig`).
+pub const STORE_RETRY_BACKOFF_MS_MAX: u64 = 2_000;
 
 impl EngineConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> EngineConfig {
@@ -73,6 +84,8 @@ impl EngineConfig {
             sandbox: None,
             sandbox_full: None,
             python: PythonRunnerConfig::from_env(),
+            store_retry_backoff_ms_first: STORE_RETRY_BACKOFF_MS_FIRST,
+            store_retry_backoff_ms_max: STORE_RETRY_BACKOFF_MS_MAX,
         }
     }
 }

@@ -25,7 +25,10 @@ mod scheduler_actor;
 mod shared;
 mod worker_slot;
 
-pub use engine::{Engine, EngineConfig, RustDag, TaskError, TaskFn, UpsertOutcome};
+pub use engine::{
+    Engine, EngineConfig, RustDag, TaskError, TaskFn, UpsertOutcome, STORE_RETRY_BACKOFF_MS_FIRST,
+    STORE_RETRY_BACKOFF_MS_MAX,
+};
 pub use error::EngineError;
 pub use events::Event;
 pub use worker_slot::AttemptAssignment;

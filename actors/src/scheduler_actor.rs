@@ -20,9 +20,6 @@ use weft_core::state::{DagRunState, RunType, TaskState};
 use weft_core::Timestamp;
 use weft_storage::{DagVersionRow, RunRow, Write};
 
-/// Restarts of one run's actor before the scheduler leaves the run for the next start-up.
-const RUN_ACTOR_RESTARTS_MAX: u32 = 10;
-
 pub(crate) enum SchedulerMsg {
     UpsertDag {
         spec: Box<DagSpec>,
@@ -73,6 +70,10 @@ pub(crate) enum SchedulerMsg {
         task_id: String,
         state: TaskState,
     },
+    /// Rebuild the actor of a run whose actor failed (see `handle_supervisor_evt`).
+    RebuildRun {
+        run: RunKey,
+    },
     /// Test hook: crash the actor of an active run.
     #[cfg(any(test, feature = "fault-injection"))]
     CrashRun {
@@ -98,9 +99,14 @@ pub(crate) struct SchedulerState {
     runs: HashMap<RunKey, ActorRef<DagRunMsg>>,
     /// Active runs of each DAG by logical date (to route depends_on_past notices).
     by_date: HashMap<String, BTreeMap<Timestamp, RunKey>>,
+    /// Failures of each active run's actor so far: the backoff of its next rebuild.
     restarts: HashMap<RunKey, u32>,
     wake: Option<ractor::concurrency::JoinHandle<Result<(), ractor::MessagingErr<SchedulerMsg>>>>,
     seed_counter: u64,
+    /// The message being handled answers nobody (a tick, a run's end, a rebuild): the runs it
+    /// creates and starts wait for the store however long it is unavailable (see
+    /// `write_run`), since giving up would lose a schedule tick or fail the scheduler.
+    patient: bool,
 }
 
 impl Actor for SchedulerActor {
@@ -124,6 +130,7 @@ impl Actor for SchedulerActor {
             restarts: HashMap::new(),
             wake: None,
             seed_counter: 0,
+            patient: false,
         })
     }
 
@@ -196,7 +203,10 @@ impl Actor for SchedulerActor {
             }
             SchedulerMsg::Tick => {
                 let started = std::time::Instant::now();
-                state.feed(&myself, SchedulerInput::Tick).await?;
+                state.patient = true;
+                let fed = state.feed(&myself, SchedulerInput::Tick).await;
+                state.patient = false;
+                fed?;
                 metrics::histogram!("weft_scheduler_loop_seconds")
                     .record(started.elapsed().as_secs_f64());
             }
@@ -210,7 +220,10 @@ impl Actor for SchedulerActor {
                     tracing::debug!(%run, "stale run-finished report ignored");
                     return Ok(());
                 }
-                state.run_over(&myself, &run, final_state).await?;
+                state.patient = true;
+                let over = state.run_over(&myself, &run, final_state).await;
+                state.patient = false;
+                over?;
             }
             SchedulerMsg::TaskFinalized {
                 run,
@@ -229,6 +242,11 @@ impl Actor for SchedulerActor {
                         state: task_state,
                     });
                 }
+            }
+            SchedulerMsg::RebuildRun { run } => {
+                state.patient = true;
+                state.rebuild_run(&myself, run).await;
+                state.patient = false;
             }
             #[cfg(any(test, feature = "fault-injection"))]
             SchedulerMsg::CrashRun { run } => {
@@ -256,18 +274,9 @@ impl Actor for SchedulerActor {
                 return Ok(());
             };
             state.runs.remove(&run);
-            let restarts = state.restarts.entry(run.clone()).or_insert(0);
-            *restarts += 1;
             metrics::counter!("weft_run_actor_restarts_total").increment(1);
-            tracing::warn!(%run, %error, restarts = *restarts, "dag run actor failed; rebuilding it from the store");
-            if *restarts <= RUN_ACTOR_RESTARTS_MAX {
-                // Back off a little so a store outage does not become a restart loop.
-                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(*restarts)))
-                    .await;
-                if let Err(error) = state.resume_run(&myself, &run).await {
-                    tracing::error!(%run, %error, "could not rebuild dag run actor");
-                }
-            }
+            tracing::warn!(%run, %error, "dag run actor failed; rebuilding it from the store");
+            state.rebuild_run_later(&myself, run);
         }
         Ok(())
     }
@@ -741,7 +750,7 @@ impl SchedulerState {
             started_at: running.then_some(now),
             ended_at: None,
         };
-        match self.shared.write(vec![Write::CreateRun(row.clone())]).await {
+        match self.write_run(Write::CreateRun(row.clone())).await {
             Ok(()) => {
                 let states: &[DagRunState] = if running {
                     &[DagRunState::Queued, DagRunState::Running]
@@ -809,7 +818,7 @@ impl SchedulerState {
             started_at: Some(now),
             ended_at: None,
         };
-        match self.shared.write(vec![write]).await {
+        match self.write_run(write).await {
             Ok(()) => {}
             Err(weft_storage::Error::Conflict { .. }) => {
                 tracing::debug!(%run, "run is no longer queued; not starting it");
@@ -844,6 +853,43 @@ impl SchedulerState {
             self.resume_run(myself, run).await?;
         }
         Ok(())
+    }
+
+    /// Writes a run's creation or start: while handling a message that answers nobody, tried
+    /// again until the store answers (as a run actor's batches); otherwise given up after a
+    /// few tries, the error going back to the caller.
+    async fn write_run(&self, write: Write) -> weft_storage::Result<()> {
+        if !self.patient {
+            return self.shared.write(vec![write]).await;
+        }
+        let answer = self
+            .shared
+            .write_until_answered(vec![write], || false)
+            .await;
+        answer.unwrap_or_else(|| Err(weft_storage::Error::Unavailable("abandoned".to_string())))
+    }
+
+    /// Rebuilds a failed run actor after a backoff that grows with the run's failures in a
+    /// row, up to the configured `store_retry_backoff_ms_max`: a store outage is not a restart
+    /// loop, and however long it lasts the run comes back once the store answers. A run is
+    /// never left without an actor while it is active.
+    fn rebuild_run_later(&mut self, myself: &ActorRef<SchedulerMsg>, run: RunKey) {
+        let failures = self.restarts.entry(run.clone()).or_insert(0);
+        *failures = failures.saturating_add(1);
+        let delay = self.shared.backoff().nth_delay(*failures);
+        myself.send_after(delay, move || SchedulerMsg::RebuildRun { run });
+    }
+
+    async fn rebuild_run(&mut self, myself: &ActorRef<SchedulerMsg>, run: RunKey) {
+        if self.runs.contains_key(&run) || !self.restarts.contains_key(&run) {
+            // Rebuilt meanwhile (a clear or mark of the run), or over.
+            return;
+        }
+        if let Err(error) = self.resume_run(myself, &run).await {
+            metrics::counter!("weft_run_actor_rebuilds_failed_total").increment(1);
+            tracing::error!(%run, %error, "could not rebuild dag run actor; trying again");
+            self.rebuild_run_later(myself, run);
+        }
     }
 
     /// Rebuild a running run's actor from the store.

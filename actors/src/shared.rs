@@ -65,28 +65,101 @@ impl Shared {
         }
     }
 
-    /// Write a batch, retrying while the store is unavailable (bounded). Conflicts are returned
-    /// at once: they mean another writer owns the row.
+    /// Write a batch, retrying while the store is unavailable (bounded: the caller answers
+    /// someone). Conflicts are returned at once: they mean another writer owns the row.
     pub async fn write(&self, batch: Vec<Write>) -> weft_storage::Result<()> {
-        let mut delay_ms = 10;
+        let mut backoff = self.backoff();
         for attempt in 0..=STORE_RETRIES_MAX {
             match self.store.write(batch.clone()).await {
                 Err(weft_storage::Error::Unavailable(reason)) if attempt < STORE_RETRIES_MAX => {
                     tracing::warn!(%reason, attempt, "store unavailable, retrying");
                     metrics::counter!("weft_store_retries_total").increment(1);
-                    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-                    delay_ms = (delay_ms * 2).min(2_000);
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 result => return result,
             }
         }
         unreachable!("the last attempt returns")
     }
+
+    /// Write a batch, trying again for as long as the store is unavailable (a full disk, a
+    /// lost connection), with exponential backoff capped at the configured
+    /// `store_retry_backoff_ms_max`; each failed try is logged and counted. Returns the
+    /// store's answer (success, or a refusal: conflict, over a limit, corrupt), or `None` once
+    /// `abandoned` says that nobody waits for it any more.
+    pub async fn write_until_answered(
+        &self,
+        batch: Vec<Write>,
+        abandoned: impl Fn() -> bool,
+    ) -> Option<weft_storage::Result<()>> {
+        let mut backoff = self.backoff();
+        let mut failures: u64 = 0;
+        loop {
+            match self.store.write(batch.clone()).await {
+                Err(weft_storage::Error::Unavailable(reason)) => {
+                    failures += 1;
+                    metrics::counter!("weft_store_retries_total").increment(1);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%reason, failures, ?delay, "store unavailable, trying again");
+                    tokio::time::sleep(delay).await;
+                    if abandoned() {
+                        return None;
+                    }
+                }
+                result => {
+                    if failures > 0 {
+                        tracing::info!(failures, "store answers again");
+                    }
+                    return Some(result);
+                }
+            }
+        }
+    }
+
+    /// The backoff of store retries this engine is configured with.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(
+            self.config.store_retry_backoff_ms_first,
+            self.config.store_retry_backoff_ms_max,
+        )
+    }
 }
 
-/// Retries of one store write while the store is unavailable, before the actor gives up (and
-/// its supervisor rebuilds it from the store).
+/// Retries of one store write while the store is unavailable, before a caller that answers
+/// someone gives up (the run actors' writes never give up, see `write_until_answered`).
 const STORE_RETRIES_MAX: u32 = 8;
+
+/// Capped exponential backoff: each delay doubles the one before, up to a bound.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    next_ms: u64,
+    max_ms: u64,
+}
+
+impl Backoff {
+    pub fn new(first_ms: u64, max_ms: u64) -> Backoff {
+        Backoff {
+            next_ms: first_ms.clamp(1, max_ms.max(1)),
+            max_ms: max_ms.max(1),
+        }
+    }
+
+    /// The delay to wait now; the next one doubles it, up to the bound.
+    pub fn next_delay(&mut self) -> std::time::Duration {
+        let delay = self.next_ms;
+        self.next_ms = delay.saturating_mul(2).min(self.max_ms);
+        std::time::Duration::from_millis(delay)
+    }
+
+    /// The `n`th delay (from 1) of a fresh backoff.
+    pub fn nth_delay(mut self, n: u32) -> std::time::Duration {
+        let mut delay = self.next_delay();
+        for _ in 1..n.min(64) {
+            delay = self.next_delay();
+        }
+        delay
+    }
+}
 
 /// The current time for the core, at the microsecond precision every store keeps, so that a
 /// time read back from the store equals the one decided on.

@@ -981,3 +981,512 @@ async fn a_change_that_reaches_a_run_as_it_ends_reopens_it() {
     );
     engine.shutdown().await;
 }
+
+/// Every named limit is reachable: a DAG of exactly `DAG_TASKS_MAX` tasks runs to success
+/// although one decision of its run writes more rows than a store batch may hold. Its tasks
+/// after the first are empty (EmptyOperator: the run marks them successful without a worker),
+/// so the end of the first decides every other task and the run's end at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_of_dag_tasks_max_tasks_runs_to_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let mut dag = RustDag::new("widest").task("start", &[], |_| async { Ok(None) });
+    for index in 1..weft_core::limits::DAG_TASKS_MAX {
+        dag = dag
+            .task(&format!("empty_{index}"), &["start"], |_| async {
+                Ok(None)
+            })
+            .configure(|task| task.kind = weft_core::spec::TaskKind::Empty);
+    }
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("widest", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    let states = states(store.as_ref(), &run).await;
+    assert_eq!(states.len(), weft_core::limits::DAG_TASKS_MAX);
+    assert!(states
+        .iter()
+        .all(|(_, state, tries)| *state == TaskState::Success && *tries == 1));
+    engine.shutdown().await;
+}
+
+/// A DAG of `DAG_TASKS_MAX` in-process tasks: a root, 99 branches after it and 100 leaves
+/// after each branch. No task returns a result: each attempt of a run that has results reads
+/// them all, which would make the test quadratic.
+fn widest_dag(dag_id: &str) -> RustDag {
+    let (branches, leaves) = (99, 100);
+    assert_eq!(
+        1 + branches + branches * leaves,
+        weft_core::limits::DAG_TASKS_MAX
+    );
+    let mut dag = RustDag::new(dag_id).task("start", &[], |_| async { Ok(None) });
+    for branch in 0..branches {
+        let branch_id = format!("branch_{branch}");
+        dag = dag.task(&branch_id, &["start"], |_| async { Ok(None) });
+        for leaf in 0..leaves {
+            dag = dag.task(&format!("leaf_{branch}_{leaf}"), &[&branch_id], |_| async {
+                Ok(None)
+            });
+        }
+    }
+    dag.settings(|spec| spec.max_active_tasks = 256)
+}
+
+/// A DAG of `DAG_TASKS_MAX` in-process tasks runs, is cleared whole (every task instance
+/// and its result in one change, twice as many writes as a store batch may hold) and runs
+/// again to success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dag_of_dag_tasks_max_tasks_is_cleared_and_runs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let mut config = EngineConfig::new(dir.path());
+    config.worker_slots = 64;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    engine.register(widest_dag("cleared")).await.unwrap();
+    let run = engine
+        .trigger("cleared", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    tokio::time::timeout(RUN_DEADLINE, engine.clear(&run, &["start"], true, false))
+        .await
+        .expect("the clear answers")
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    let states = states(store.as_ref(), &run).await;
+    assert_eq!(states.len(), weft_core::limits::DAG_TASKS_MAX);
+    assert!(
+        states
+            .iter()
+            .all(|(_, state, tries)| *state == TaskState::Success && *tries == 2),
+        "every task ran again"
+    );
+    engine.shutdown().await;
+}
+
+/// Tasks mapped over an upstream result of `MAP_INDEX_MAX` elements expand into that many
+/// instances each, and every instance runs. Three tasks map over the same result and wait
+/// for a gate as well, so one decision creates more waiting instances than a store batch may
+/// hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_mapped_over_map_index_max_elements_run_every_instance() {
+    use weft_core::limits::MAP_INDEX_MAX;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let mut config = EngineConfig::new(dir.path());
+    config.worker_slots = 64;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let mapped = ["mapped_a", "mapped_b", "mapped_c"];
+    let mut dag = RustDag::new("mapped")
+        .task("source", &[], |_| async {
+            Ok(Some(serde_json::json!(
+                (0..MAP_INDEX_MAX).collect::<Vec<_>>()
+            )))
+        })
+        .task("gate", &[], |_| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(None)
+        });
+    for task_id in mapped {
+        dag = dag
+            .task(task_id, &["source", "gate"], |_| async { Ok(None) })
+            .configure(|task| {
+                task.mapping = Some(weft_core::spec::MappingSpec::Upstream {
+                    task_id: "source".to_string(),
+                })
+            });
+    }
+    engine
+        .register(dag.settings(|spec| spec.max_active_tasks = 256))
+        .await
+        .unwrap();
+    let run = engine
+        .trigger("mapped", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    let records = store.task_instances(&run).await.unwrap();
+    for task_id in mapped {
+        let instances: Vec<_> = records
+            .iter()
+            .filter(|record| &*record.key.task_id == task_id && record.key.map_index >= 0)
+            .collect();
+        assert_eq!(instances.len(), MAP_INDEX_MAX, "{task_id}");
+        assert!(instances
+            .iter()
+            .all(|record| record.state == TaskState::Success && record.try_number == 1));
+        let attempts = store
+            .attempts(&instances[MAP_INDEX_MAX - 1].key)
+            .await
+            .unwrap();
+        assert_eq!(attempts.len(), 1, "{task_id}");
+    }
+    engine.shutdown().await;
+}
+
+/// A store that refuses every write as unavailable (a full disk) while `failing` is on, and
+/// counts the writes it refused; with `reads_fail`, the reads of a run and of its task
+/// instances fail too (and are counted). Batches `corrupt` picks are refused for good, as a
+/// store does with a batch over a limit or data it cannot read.
+struct FailingStore {
+    inner: Arc<dyn Store>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    refused: Arc<std::sync::atomic::AtomicU64>,
+    reads_fail: bool,
+    corrupt: Option<HoldPick>,
+}
+
+impl FailingStore {
+    fn read_refused(&self) -> weft_storage::Result<()> {
+        if self.reads_fail && self.failing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(weft_storage::Error::Unavailable(
+                "the store is unreachable".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for FailingStore {
+    async fn write(&self, batch: Vec<weft_storage::Write>) -> weft_storage::Result<()> {
+        if self.corrupt.as_ref().is_some_and(|corrupt| corrupt(&batch)) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(weft_storage::Error::Corrupt(
+                "a row of the batch cannot be stored".to_string(),
+            ));
+        }
+        if self.failing.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
+            return Err(weft_storage::Error::Unavailable(
+                "database or disk is full".to_string(),
+            ));
+        }
+        self.inner.write(batch).await
+    }
+    async fn dag(&self, dag_id: &str) -> weft_storage::Result<Option<weft_storage::DagRow>> {
+        self.inner.dag(dag_id).await
+    }
+    async fn dags(&self) -> weft_storage::Result<Vec<weft_storage::DagRow>> {
+        self.inner.dags().await
+    }
+    async fn dag_version(
+        &self,
+        dag_id: &str,
+        version_hash: &str,
+    ) -> weft_storage::Result<Option<weft_storage::DagVersionRow>> {
+        self.inner.dag_version(dag_id, version_hash).await
+    }
+    async fn dag_versions(
+        &self,
+        dag_id: &str,
+    ) -> weft_storage::Result<Vec<weft_storage::DagVersionRow>> {
+        self.inner.dag_versions(dag_id).await
+    }
+    async fn run(&self, key: &RunKey) -> weft_storage::Result<Option<weft_storage::RunRow>> {
+        self.read_refused()?;
+        self.inner.run(key).await
+    }
+    async fn runs(
+        &self,
+        dag_id: &str,
+        limit: usize,
+    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
+        self.inner.runs(dag_id, limit).await
+    }
+    async fn runs_before(
+        &self,
+        dag_id: &str,
+        before: Option<weft_core::Timestamp>,
+        limit: usize,
+    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
+        self.inner.runs_before(dag_id, before, limit).await
+    }
+    async fn runs_in_states(
+        &self,
+        states: &[DagRunState],
+    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
+        self.inner.runs_in_states(states).await
+    }
+    async fn latest_scheduled_run(
+        &self,
+        dag_id: &str,
+    ) -> weft_storage::Result<Option<weft_storage::RunRow>> {
+        self.inner.latest_scheduled_run(dag_id).await
+    }
+    async fn previous_run(
+        &self,
+        dag_id: &str,
+        logical_date: weft_core::Timestamp,
+    ) -> weft_storage::Result<Option<weft_storage::RunRow>> {
+        self.inner.previous_run(dag_id, logical_date).await
+    }
+    async fn task_instance(
+        &self,
+        key: &TaskInstanceKey,
+    ) -> weft_storage::Result<Option<weft_core::dag_run::TaskInstanceRecord>> {
+        self.inner.task_instance(key).await
+    }
+    async fn task_instances(
+        &self,
+        run: &RunKey,
+    ) -> weft_storage::Result<Vec<weft_core::dag_run::TaskInstanceRecord>> {
+        self.read_refused()?;
+        self.inner.task_instances(run).await
+    }
+    async fn attempts(
+        &self,
+        key: &TaskInstanceKey,
+    ) -> weft_storage::Result<Vec<weft_storage::AttemptRow>> {
+        self.inner.attempts(key).await
+    }
+    async fn xcoms(&self, run: &RunKey) -> weft_storage::Result<Vec<weft_storage::XcomRow>> {
+        self.inner.xcoms(run).await
+    }
+    async fn log_entry(
+        &self,
+        key: &TaskInstanceKey,
+        try_number: u32,
+    ) -> weft_storage::Result<Option<weft_storage::LogRow>> {
+        self.inner.log_entry(key, try_number).await
+    }
+    async fn import_errors(&self) -> weft_storage::Result<Vec<weft_storage::ImportErrorRow>> {
+        self.inner.import_errors().await
+    }
+    async fn pools(&self) -> weft_storage::Result<Vec<weft_storage::PoolRow>> {
+        self.inner.pools().await
+    }
+    async fn audit(&self, limit: usize) -> weft_storage::Result<Vec<weft_storage::AuditRow>> {
+        self.inner.audit(limit).await
+    }
+    async fn user(&self, username: &str) -> weft_storage::Result<Option<weft_storage::UserRow>> {
+        self.inner.user(username).await
+    }
+    async fn users(&self) -> weft_storage::Result<Vec<weft_storage::UserRow>> {
+        self.inner.users().await
+    }
+    async fn api_token(&self, id: &str) -> weft_storage::Result<Option<weft_storage::ApiTokenRow>> {
+        self.inner.api_token(id).await
+    }
+    async fn api_tokens(&self) -> weft_storage::Result<Vec<weft_storage::ApiTokenRow>> {
+        self.inner.api_tokens().await
+    }
+}
+
+/// Store calls refused during an outage, far more than any bound on retries or on rebuilds
+/// of a run actor would allow (the backoff is cut to milliseconds to make them cheap).
+const OUTAGE_REFUSED_CALLS: u64 = 400;
+
+/// A run resumes on its own once the store answers again, however long it was down: the
+/// middle task of a chain ends as every write starts failing (a full disk); the run keeps its
+/// result, tries its batch again and again, and once the store answers it goes on to its end
+/// with each task run once and each result accepted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_resumes_on_its_own_after_a_long_store_outage() {
+    let calls = run_through_an_outage(false).await;
+    assert_eq!(calls, vec![1, 1, 1], "each task ran once");
+}
+
+/// A run actor that fails while the store is down (reads fail too: it cannot be rebuilt) is
+/// rebuilt once the store answers, however many rebuilds failed meanwhile. The result it held
+/// was never stored: its task runs again under the same try, and one result is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_actor_that_fails_during_a_store_outage_is_rebuilt_once_it_ends() {
+    let calls = run_through_an_outage(true).await;
+    assert_eq!(
+        calls,
+        vec![1, 2, 1],
+        "the result not stored was produced again"
+    );
+}
+
+/// Runs a chain of three tasks whose middle one takes the store down as it ends, until the
+/// store has refused `OUTAGE_REFUSED_CALLS` calls (after crashing the run's actor, and with
+/// reads failing too, when `crash` is set), then brings the store back and checks that the run
+/// ends successfully with one accepted result per task, each its first try. Returns how many
+/// times each task ran.
+async fn run_through_an_outage(crash: bool) -> Vec<u32> {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store: Arc<dyn Store> = Arc::new(FailingStore {
+        inner: sqlite(&dir),
+        failing: failing.clone(),
+        refused: refused.clone(),
+        reads_fail: crash,
+        corrupt: None,
+    });
+    let mut config = EngineConfig::new(dir.path());
+    config.store_retry_backoff_ms_first = 1;
+    config.store_retry_backoff_ms_max = 4;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let calls: Arc<[AtomicU32; 3]> = Arc::new(Default::default());
+    let (first, second, third) = (calls.clone(), calls.clone(), calls.clone());
+    let outage = failing.clone();
+    let dag = RustDag::new("outage")
+        .task("first", &[], move |_| {
+            first[0].fetch_add(1, Ordering::SeqCst);
+            async { Ok(Some(serde_json::json!(0))) }
+        })
+        .configure(|task| task.retries = 2)
+        .task("second", &["first"], move |_| {
+            // The store goes down as this task first ends: its end is the first write refused.
+            if second[1].fetch_add(1, Ordering::SeqCst) == 0 {
+                outage.store(true, Ordering::SeqCst);
+            }
+            async { Ok(Some(serde_json::json!(1))) }
+        })
+        .configure(|task| task.retries = 2)
+        .task("third", &["second"], move |_| {
+            third[2].fetch_add(1, Ordering::SeqCst);
+            async { Ok(Some(serde_json::json!(2))) }
+        })
+        .configure(|task| task.retries = 2);
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("outage", serde_json::json!({}))
+        .await
+        .unwrap();
+    tokio::time::timeout(RUN_DEADLINE, async {
+        while refused.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("the store goes down");
+    if crash {
+        engine.crash_run_actor(&run);
+    }
+    tokio::time::timeout(RUN_DEADLINE, async {
+        while refused.load(Ordering::SeqCst) < OUTAGE_REFUSED_CALLS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the run keeps trying the store");
+    failing.store(false, Ordering::SeqCst);
+    assert_eq!(
+        store.run(&run).await.unwrap().unwrap().state,
+        DagRunState::Running
+    );
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    for task_id in ["first", "second", "third"] {
+        let key = TaskInstanceKey::new("outage", &run.run_id, task_id, -1);
+        let tries: Vec<(u32, TaskState)> = store
+            .attempts(&key)
+            .await
+            .unwrap()
+            .iter()
+            .map(|attempt| (attempt.try_number, attempt.state))
+            .collect();
+        assert_eq!(tries, vec![(1, TaskState::Success)], "{task_id}");
+    }
+    assert_eq!(store.xcoms(&run).await.unwrap().len(), 3);
+    engine.shutdown().await;
+    calls.iter().map(|c| c.load(Ordering::SeqCst)).collect()
+}
+
+/// A schedule tick that falls during a store outage is not lost, and does not take the
+/// scheduler down: its run is created once the store answers, and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_due_during_a_store_outage_creates_its_run_once_the_store_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store: Arc<dyn Store> = Arc::new(FailingStore {
+        inner: sqlite(&dir),
+        failing: failing.clone(),
+        refused: refused.clone(),
+        reads_fail: false,
+        corrupt: None,
+    });
+    let mut config = EngineConfig::new(dir.path());
+    config.store_retry_backoff_ms_first = 1;
+    config.store_retry_backoff_ms_max = 4;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let due = chrono::Utc::now() + chrono::TimeDelta::milliseconds(300);
+    let dag = RustDag::new("scheduled")
+        .task("only", &[], |_| async { Ok(None) })
+        .settings(|spec| {
+            spec.schedule = weft_core::spec::ScheduleSpec::Cron {
+                expression: "@once".to_string(),
+                data_intervals: false,
+            };
+            spec.start_date = Some(due);
+        });
+    engine.register(dag).await.unwrap();
+    // Nothing else writes: every refused write is the tick's run creation, tried again.
+    failing.store(true, Ordering::SeqCst);
+    tokio::time::timeout(RUN_DEADLINE, async {
+        while refused.load(Ordering::SeqCst) < OUTAGE_REFUSED_CALLS {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the tick's run creation keeps trying the store");
+    failing.store(false, Ordering::SeqCst);
+    let run = tokio::time::timeout(RUN_DEADLINE, async {
+        loop {
+            if let Some(run) = store.runs("scheduled", 10).await.unwrap().pop() {
+                return run.key;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the tick's run is created");
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    assert_eq!(store.runs("scheduled", 10).await.unwrap().len(), 1);
+    engine.shutdown().await;
+}
+
+/// A batch the store refuses for good (not a conflict, not an outage) fails its run visibly:
+/// the run is stored failed and its waiters hear it, instead of the run being rebuilt and
+/// refused again and again, or left `running`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_store_refuses_for_good_fails_its_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let store: Arc<dyn Store> = Arc::new(FailingStore {
+        inner: sqlite(&dir),
+        failing: Arc::default(),
+        refused: refused.clone(),
+        reads_fail: false,
+        // The end of task `bad`, whatever else its batch holds.
+        corrupt: Some(Box::new(|batch| {
+            batch.iter().any(|write| {
+                matches!(write, weft_storage::Write::PutAttempt(attempt)
+                    if &*attempt.key.task_id == "bad")
+            })
+        })),
+    });
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let dag = RustDag::new("refused")
+        .task("bad", &[], |_| async { Ok(None) })
+        .configure(|task| task.retries = 3)
+        .task("after", &["bad"], |_| async { Ok(None) });
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("refused", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Failed);
+    assert_eq!(
+        store.run(&run).await.unwrap().unwrap().state,
+        DagRunState::Failed
+    );
+    assert_eq!(
+        refused.load(Ordering::SeqCst),
+        1,
+        "refused once, not retried"
+    );
+    engine.shutdown().await;
+}

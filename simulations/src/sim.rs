@@ -41,8 +41,10 @@ use weft_core::state::{DagRunState, TaskState};
 use weft_core::Timestamp;
 use weft_storage::{AttemptRow, DagVersionRow, PoolRow, RunRow, Store, Write};
 
-/// Restarts of one run's driver before it is left for the next start-up (as the actors').
-pub const RUN_DRIVER_RESTARTS_MAX: u32 = 10;
+/// The first and the longest wait before a failed run driver is rebuilt (as the actors' store
+/// retry backoff, `weft_actors::STORE_RETRY_BACKOFF_MS_FIRST` and `_MAX`).
+pub const RUN_DRIVER_BACKOFF_MS_FIRST: u64 = 10;
+pub const RUN_DRIVER_BACKOFF_MS_MAX: u64 = 2_000;
 /// How long the loop may run after faults stop before unfinished work counts as stuck.
 pub const QUIET_MS_MAX: u64 = 30 * 24 * 60 * 60 * 1000;
 /// After the quiet period every DAG is paused and the runs in flight get this long to finish
@@ -1051,7 +1053,8 @@ impl Simulation {
     }
 
     /// The run's driver died on a store error: its supervisor rebuilds it from the store after
-    /// a back-off, at most `RUN_DRIVER_RESTARTS_MAX` times.
+    /// a back-off that doubles with each failure in a row, up to `RUN_DRIVER_BACKOFF_MS_MAX`,
+    /// and never gives up on it.
     fn run_driver_failed(&mut self, run: &RunKey) {
         self.record(Record::StoreFault {
             what: format!("run driver {run} failed on a store write"),
@@ -1061,12 +1064,10 @@ impl Simulation {
         };
         node.runs.remove(run);
         let restarts = node.restarts.entry(run.clone()).or_insert(0);
-        *restarts += 1;
-        if *restarts > RUN_DRIVER_RESTARTS_MAX {
-            self.needs_heal = true;
-            return;
-        }
-        let at = after_ms(self.now, 50 * u64::from(*restarts));
+        *restarts = restarts.saturating_add(1);
+        let doublings = (*restarts - 1).min(16);
+        let backoff = (RUN_DRIVER_BACKOFF_MS_FIRST << doublings).min(RUN_DRIVER_BACKOFF_MS_MAX);
+        let at = after_ms(self.now, backoff);
         let event = Event::ResumeRun {
             epoch: self.epoch,
             run: run.clone(),
