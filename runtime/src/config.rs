@@ -81,6 +81,8 @@ pub struct WebConfig {
     pub refresh_ttl_s: u64,
     /// Sign-in attempts one client address may make per minute.
     pub login_attempts_per_minute: u32,
+    /// Failed sign-ins one username may have per minute, from any address.
+    pub login_failures_per_user_per_minute: u32,
     /// API requests one user may make per minute.
     pub api_requests_per_minute: u32,
 }
@@ -93,6 +95,7 @@ impl Default for WebConfig {
             session_ttl_s: 900,
             refresh_ttl_s: 604_800,
             login_attempts_per_minute: 10,
+            login_failures_per_user_per_minute: 10,
             api_requests_per_minute: 6_000,
         }
     }
@@ -342,6 +345,7 @@ mod example_file {
             "session_ttl_s",
             "refresh_ttl_s",
             "login_attempts_per_minute",
+            "login_failures_per_user_per_minute",
             "api_requests_per_minute",
         ] {
             assert!(

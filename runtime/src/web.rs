@@ -88,6 +88,7 @@ pub fn web_config(config: &Config) -> anyhow::Result<weft_web::WebConfig> {
     web.session_ttl_s = config.web.session_ttl_s;
     web.refresh_ttl_s = config.web.refresh_ttl_s;
     web.login_attempts_per_minute = config.web.login_attempts_per_minute;
+    web.login_failures_per_user_per_minute = config.web.login_failures_per_user_per_minute;
     web.api_requests_per_minute = config.web.api_requests_per_minute;
     web.pkg_dir = PathBuf::from(&config.web.pkg_dir);
     Ok(web)

@@ -41,6 +41,10 @@ pub struct WebConfig {
     pub refresh_ttl_s: u64,
     /// Sign-in attempts one client address may make per minute.
     pub login_attempts_per_minute: u32,
+    /// Failed sign-ins one username may have per minute, from any address; past it, sign-in
+    /// as that user waits for the next minute (a guesser spread over many addresses is
+    /// stopped at the cost of locking the user out for that minute).
+    pub login_failures_per_user_per_minute: u32,
     /// API requests one user may make per minute.
     pub api_requests_per_minute: u32,
     /// Stream events kept for replay to clients that reconnect.
@@ -56,6 +60,7 @@ impl WebConfig {
             session_ttl_s: 15 * 60,
             refresh_ttl_s: 7 * 24 * 3600,
             login_attempts_per_minute: 10,
+            login_failures_per_user_per_minute: 10,
             api_requests_per_minute: 6_000,
             stream_replay_events_max: stream::REPLAY_EVENTS_MAX_DEFAULT,
             pkg_dir: PathBuf::from(PKG_DIR_DEFAULT),
@@ -74,6 +79,8 @@ struct Inner {
     config: WebConfig,
     keys: auth::Keys,
     login_limiter: limits::RateLimiter,
+    login_user_limiter: limits::RateLimiter,
+    sessions: auth::Sessions,
     api_limiter: limits::RateLimiter,
     hub: stream::Hub,
     views: views::SpecCache,
@@ -101,7 +108,11 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Inner {
                 login_limiter: limits::RateLimiter::new(config.login_attempts_per_minute),
+                login_user_limiter: limits::RateLimiter::new(
+                    config.login_failures_per_user_per_minute,
+                ),
                 api_limiter: limits::RateLimiter::new(config.api_requests_per_minute),
+                sessions: auth::Sessions::default(),
                 engine,
                 keys,
                 hub,
@@ -126,6 +137,11 @@ impl AppState {
 
     pub(crate) fn keys(&self) -> &auth::Keys {
         &self.inner.keys
+    }
+
+    /// Session generations: revoke a user's sessions, watch for changes.
+    pub fn sessions(&self) -> &auth::Sessions {
+        &self.inner.sessions
     }
 
     pub(crate) fn hub(&self) -> &stream::Hub {

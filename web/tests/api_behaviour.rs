@@ -273,6 +273,7 @@ async fn sessions_expire_refresh_and_cookies_work() {
         kind: TokenKind::Access,
         iat: now - 120,
         exp: now - 60,
+        stamp: String::new(),
     });
     let (status, body) = server.call("GET", "/api/v1/me", Some(&expired), None).await;
     assert_eq!(status, 401);
@@ -284,6 +285,7 @@ async fn sessions_expire_refresh_and_cookies_work() {
         kind: TokenKind::Access,
         iat: now,
         exp: now + 600,
+        stamp: String::new(),
     });
     assert_eq!(
         server
@@ -390,6 +392,119 @@ async fn sessions_expire_refresh_and_cookies_work() {
     assert_eq!(body["code"], "invalid_credentials");
 }
 
+/// Signs `username` in with `password`; returns (access, refresh).
+async fn sign_in(server: &Server, username: &str, password: &str) -> (String, String) {
+    let (status, body) = server
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"username": username, "password": password})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["access_token"].as_str().unwrap().to_string(),
+        body["refresh_token"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn refresh_status(server: &Server, refresh: &str) -> u16 {
+    server
+        .call(
+            "POST",
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({ "refresh_token": refresh })),
+        )
+        .await
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sign_out_password_change_and_disabling_end_every_session() {
+    let server = Server::start().await;
+    let admin = server.login("admin").await;
+
+    // Signing out ends the access and refresh tokens of every session of the user.
+    let (access, refresh) = sign_in(&server, "user", PASSWORD).await;
+    let (other_access, other_refresh) = sign_in(&server, "user", PASSWORD).await;
+    let (status, _) = server
+        .call("POST", "/api/v1/auth/logout", Some(&access), None)
+        .await;
+    assert_eq!(status, 204);
+    for token in [&access, &other_access] {
+        let (status, body) = server.call("GET", "/api/v1/me", Some(token), None).await;
+        assert_eq!(status, 401, "an access token outlived the sign-out: {body}");
+        assert!(body["message"].as_str().unwrap().contains("sign in"));
+    }
+    for token in [&refresh, &other_refresh] {
+        assert_eq!(refresh_status(&server, token).await, 401);
+    }
+    // Other users keep their sessions; a new sign-in works.
+    assert_eq!(
+        server.call("GET", "/api/v1/me", Some(&admin), None).await.0,
+        200
+    );
+    let (access, refresh) = sign_in(&server, "user", PASSWORD).await;
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/me", Some(&access), None)
+            .await
+            .0,
+        200
+    );
+
+    // A new password ends the sessions made with the old one.
+    let (status, body) = server
+        .call(
+            "PATCH",
+            "/api/v1/users/user",
+            Some(&admin),
+            Some(json!({"password": "a brand new password"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/me", Some(&access), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(refresh_status(&server, &refresh).await, 401);
+
+    // Disabling ends them too, and enabling again does not bring them back.
+    let (access, refresh) = sign_in(&server, "user", "a brand new password").await;
+    for disabled in [true, false] {
+        let (status, _) = server
+            .call(
+                "PATCH",
+                "/api/v1/users/user",
+                Some(&admin),
+                Some(json!({ "disabled": disabled })),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/me", Some(&access), None)
+            .await
+            .0,
+        401
+    );
+    assert_eq!(refresh_status(&server, &refresh).await, 401);
+    let (access, _) = sign_in(&server, "user", "a brand new password").await;
+    assert_eq!(
+        server
+            .call("GET", "/api/v1/me", Some(&access), None)
+            .await
+            .0,
+        200
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sign_in_is_rate_limited() {
     let server = Server::start_with(|config| config.login_attempts_per_minute = 3).await;
@@ -407,6 +522,70 @@ async fn sign_in_is_rate_limited() {
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["code"], "rate_limited");
     assert!(body["message"].as_str().unwrap().contains("wait a minute"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_sign_ins_are_limited_per_user_too() {
+    let server = Server::start_with(|config| {
+        config.login_attempts_per_minute = 100;
+        config.login_failures_per_user_per_minute = 3;
+    })
+    .await;
+    let wrong = json!({"username": "admin", "password": "wrong password"});
+    for _ in 0..3 {
+        let (status, body) = server
+            .call("POST", "/api/v1/auth/login", None, Some(wrong.clone()))
+            .await;
+        assert_eq!(status, 401, "{body}");
+    }
+    let right = json!({"username": "admin", "password": PASSWORD});
+    let (status, body) = server
+        .call("POST", "/api/v1/auth/login", None, Some(right))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("`admin`"));
+    // Other users, from the same address, are not held up; successes are not counted.
+    for _ in 0..5 {
+        sign_in(&server, "viewer", PASSWORD).await;
+    }
+}
+
+/// The time one sign-in takes (the fastest of three, to keep noise out).
+async fn sign_in_time(server: &Server, username: &str) -> std::time::Duration {
+    let mut fastest = std::time::Duration::MAX;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let (status, _) = server
+            .call(
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"username": username, "password": "wrong password"})),
+            )
+            .await;
+        assert_eq!(status, 401);
+        fastest = fastest.min(started.elapsed());
+    }
+    fastest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_user_costs_as_much_as_a_wrong_password() {
+    let server = Server::start_with(|config| {
+        config.login_attempts_per_minute = 100;
+        config.login_failures_per_user_per_minute = 100;
+    })
+    .await;
+    // Warm the dummy hash up, which is made on first use.
+    sign_in_time(&server, "nobody").await;
+    let wrong_password = sign_in_time(&server, "admin").await;
+    let unknown_user = sign_in_time(&server, "nobody").await;
+    // An argon2 verification dominates both; without one the unknown user answers in a small
+    // fraction of the time.
+    assert!(
+        unknown_user * 2 >= wrong_password,
+        "unknown user {unknown_user:?}, wrong password {wrong_password:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

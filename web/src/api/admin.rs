@@ -384,6 +384,13 @@ pub async fn patch_user(
         .store()
         .write(vec![Write::PutUser(row.clone())])
         .await?;
+    // A new password or a disabled user ends the user's sessions; re-enabling does not revive
+    // them. Any change (role, grants) makes live streams re-check their callers.
+    if patch.password.is_some() || patch.disabled == Some(true) {
+        state.sessions().revoke(&username);
+    } else {
+        state.sessions().changed();
+    }
     audit_by(
         &state,
         &principal,
