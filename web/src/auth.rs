@@ -559,20 +559,24 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-/// `Set-Cookie` values for a session; `max_age_s` 0 clears them.
+/// `Set-Cookie` values for a session; `max_age_s` 0 clears them. `secure` (under TLS) keeps
+/// browsers from ever sending them over plain HTTP.
 pub fn session_cookies(
     access: &str,
     refresh: &str,
     access_max_age_s: u64,
     refresh_max_age_s: u64,
+    secure: bool,
 ) -> [String; 2] {
+    let secure = if secure { "; Secure" } else { "" };
     [
         format!(
-            "{SESSION_COOKIE}={access}; HttpOnly; SameSite=Strict; Path=/; Max-Age={access_max_age_s}"
+            "{SESSION_COOKIE}={access}; HttpOnly; SameSite=Strict; Path=/; \
+             Max-Age={access_max_age_s}{secure}"
         ),
         format!(
             "{REFRESH_COOKIE}={refresh}; HttpOnly; SameSite=Strict; Path=/api/v1/auth; \
-             Max-Age={refresh_max_age_s}"
+             Max-Age={refresh_max_age_s}{secure}"
         ),
     ]
 }

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
@@ -51,6 +52,9 @@ pub struct WebConfig {
     pub stream_replay_events_max: usize,
     /// The UI's built bundle.
     pub pkg_dir: PathBuf,
+    /// The server speaks HTTPS: responses carry `Strict-Transport-Security` and cookies are
+    /// `Secure`.
+    pub tls: bool,
 }
 
 impl WebConfig {
@@ -64,6 +68,7 @@ impl WebConfig {
             api_requests_per_minute: 6_000,
             stream_replay_events_max: stream::REPLAY_EVENTS_MAX_DEFAULT,
             pkg_dir: PathBuf::from(PKG_DIR_DEFAULT),
+            tls: false,
         }
     }
 }
@@ -155,14 +160,35 @@ impl AppState {
 
 /// The API, `/health`, `/metrics` and `/openapi.json`, without the UI.
 pub fn api_router(state: AppState) -> Router {
-    let (router, _) = openapi::router_and_document();
-    router.with_state(state)
+    let tls = state.config().tls;
+    finish(api_routes(state), tls)
 }
 
 /// Everything a node serves: the API and, with the `ssr` feature, the UI pages and bundle.
 pub fn router(state: AppState) -> Router {
+    let tls = state.config().tls;
     let ui = ui_router(&state);
-    api_router(state).merge(ui)
+    finish(api_routes(state).merge(ui), tls)
+}
+
+fn api_routes(state: AppState) -> Router {
+    let (router, _) = openapi::router_and_document();
+    router
+        .layer(axum::middleware::from_fn(http::json_errors))
+        .with_state(state)
+}
+
+/// What every route shares: JSON answers for unknown paths and wrong methods, request limits
+/// and security headers. The fallback is set before the layers so that they wrap it too.
+fn finish(router: Router, tls: bool) -> Router {
+    router
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(axum::middleware::from_fn(http::request_limits))
+        .layer(axum::middleware::from_fn_with_state(
+            tls,
+            http::security_headers,
+        ))
 }
 
 /// The UI's pages and `/pkg/` assets: the Leptos UI with the `ssr` feature.

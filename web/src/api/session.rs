@@ -101,6 +101,7 @@ fn session_response(state: &AppState, user: &UserRow) -> Response {
         &refresh,
         config.session_ttl_s,
         config.refresh_ttl_s,
+        config.tls,
     );
     let body = LoginResponse {
         access_token: access,
@@ -140,6 +141,7 @@ pub async fn refresh(
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
+        super::require_object(&body)?;
         let request: RefreshRequest = serde_json::from_slice(&body).map_err(|error| {
             Error::unprocessable(
                 "invalid_body",
@@ -201,7 +203,7 @@ pub async fn logout(
     )
     .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    for cookie in auth::session_cookies("", "", 0, 0) {
+    for cookie in auth::session_cookies("", "", 0, 0, state.config().tls) {
         if let Ok(value) = cookie.parse() {
             response.headers_mut().append(SET_COOKIE, value);
         }
