@@ -3,11 +3,12 @@
 //! and JSON `{code, message}` bodies for what the router refuses by itself (an unknown route, a
 //! wrong method, an extractor's plain-text rejection).
 
+use crate::api::REQUEST_BODY_BYTES_MAX;
 use crate::error::Error;
 use axum::extract::{Request, State};
 use axum::http::header::{
-    CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, STRICT_TRANSPORT_SECURITY,
-    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    CONTENT_LENGTH, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
+    STRICT_TRANSPORT_SECURITY, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use axum::http::{HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::Next;
@@ -24,23 +25,38 @@ const ERROR_TEXT_BYTES_MAX: usize = 4 * 1024;
 /// How long browsers keep to HTTPS once they saw `Strict-Transport-Security` (one year).
 pub const HSTS_MAX_AGE_S: u64 = 365 * 24 * 3600;
 
-/// The SHA-256 (base64) of the one inline script of the UI's pages: Leptos's hydration
-/// script, which imports the bundle and hydrates the page. The CSP allows exactly this script
-/// inline; `runtime/tests/web_tls.rs` checks that every inline script of a served page has a
-/// hash the policy allows, so a Leptos upgrade that changes the script fails there.
-pub const HYDRATION_SCRIPT_SHA256: &str = "Pw9f7eSWw88RgLHOAsNHyIl4M3ApL110WQ4q8h0Ngc0=";
+/// The SHA-256 (base64) of each inline script the UI's pages carry, all fixed text: Leptos's
+/// hydration script (imports the bundle and hydrates the page), and the two chunks its
+/// server rendering writes around a page whose data is not rendered on the server (empty
+/// lists of resolved resources and errors, and of incomplete chunks; the UI fetches its data
+/// from the API in the browser, so they stay empty). The CSP allows exactly these scripts
+/// inline; `runtime/tests/web_tls.rs` checks that every inline script of served pages has a
+/// hash listed here, so a Leptos upgrade or a server-rendered resource that changes them fails
+/// there.
+pub const INLINE_SCRIPTS_SHA256: [&str; 3] = [
+    // hydration_script.js("", "pkg", "weft_ui", "weft_ui_bg", false)
+    "Pw9f7eSWw88RgLHOAsNHyIl4M3ApL110WQ4q8h0Ngc0=",
+    // __RESOLVED_RESOURCES=[];__SERIALIZED_ERRORS=[];__PENDING_RESOURCES=[];__RESOURCE_RESOLVERS=[];
+    "2e+rGxtst+bbxdLf6Dp32aL0uyPdikvr0awq53hVU58=",
+    // __INCOMPLETE_CHUNKS=[];
+    "PEoA+SZ6ZbFCusLsUEMftpXvTp6Abhw9kvgQnCC8l3U=",
+];
 
-/// The policy of HTML pages. Scripts come from this origin only, plus the hydration script by
-/// its hash; `'wasm-unsafe-eval'` lets the page compile the UI's WebAssembly (it allows no
+/// The policy of HTML pages. Scripts come from this origin only, plus the inline scripts above
+/// by their hashes; `'wasm-unsafe-eval'` lets the page compile the UI's WebAssembly (it allows no
 /// `eval` of JavaScript). Stylesheets come from this origin; inline `style` attributes are
 /// allowed because the UI sizes bars (Gantt, pool slots) with them, and attributes cannot run
 /// script. `connect-src 'self'` covers the API and the same-origin WebSocket.
 pub fn page_policy() -> String {
+    let hashes: Vec<String> = INLINE_SCRIPTS_SHA256
+        .iter()
+        .map(|hash| format!("'sha256-{hash}'"))
+        .collect();
     format!(
-        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval' 'sha256-{HYDRATION_SCRIPT_SHA256}'; \
-         style-src 'self'; style-src-attr 'unsafe-inline'; img-src 'self' data:; \
-         connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
-         frame-ancestors 'none'"
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval' {}; style-src 'self'; \
+         style-src-attr 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        hashes.join(" ")
     )
 }
 
@@ -58,7 +74,10 @@ pub async fn security_headers(State(tls): State<bool>, request: Request, next: N
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("text/html"));
     let policy = if is_page {
-        HeaderValue::from_str(&page_policy()).expect("the policy is ASCII")
+        static PAGE_POLICY: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+        PAGE_POLICY
+            .get_or_init(|| HeaderValue::from_str(&page_policy()).expect("the policy is ASCII"))
+            .clone()
     } else {
         HeaderValue::from_static(API_POLICY)
     };
@@ -77,7 +96,8 @@ pub async fn security_headers(State(tls): State<bool>, request: Request, next: N
     response
 }
 
-/// Refuses over-long URIs (414) and header blocks (431) before any handler reads them.
+/// Refuses over-long URIs (414), header blocks (431) and declared bodies (413) before any
+/// handler reads them.
 pub async fn request_limits(request: Request, next: Next) -> Response {
     let uri_bytes = request
         .uri()
@@ -88,6 +108,24 @@ pub async fn request_limits(request: Request, next: Next) -> Response {
             StatusCode::URI_TOO_LONG,
             "uri_too_long",
             format!("the URI is {uri_bytes} bytes, over the limit of {URI_BYTES_MAX}: send less in the query"),
+        )
+        .into_response();
+    }
+    // A declared body over the limit is refused before a byte of it is read; a body of
+    // undeclared length is cut by the body extractors at the same limit.
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|bytes| *bytes > REQUEST_BODY_BYTES_MAX as u64) {
+        return Error::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the request body is {declared} bytes, over the limit of \
+                 {REQUEST_BODY_BYTES_MAX}"
+            ),
         )
         .into_response();
     }
@@ -142,7 +180,7 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     let mut converted = Error::new(status, status_code_name(status), message).into_response();
     // Keep what the original said beyond its body (`Allow` on a 405, for one).
     for (name, value) in parts.headers.iter() {
-        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+        if name != CONTENT_TYPE && name != CONTENT_LENGTH {
             converted.headers_mut().insert(name.clone(), value.clone());
         }
     }

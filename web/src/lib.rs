@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod stream;
+pub mod tls;
 mod views;
 
 pub use error::Error;
