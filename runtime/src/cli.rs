@@ -80,6 +80,10 @@ pub struct StandaloneArgs {
     /// Address of the UI and API (default: `web.bind`, 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR:PORT")]
     pub bind: Option<String>,
+    /// Serve plain HTTP even on an address other than loopback (for a proxy in front that
+    /// terminates TLS); the same as `web.insecure_http = true`.
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -104,6 +104,8 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
     let control = tokio::spawn(control::serve(config.core.home.clone(), engine.clone()));
     crate::web::bootstrap_admin(&config, &engine).await?;
     let bind = args.bind.clone().unwrap_or_else(|| config.web.bind.clone());
+    let mut config = config;
+    config.web.insecure_http |= args.insecure_http;
     let web_shutdown = Arc::new(tokio::sync::Notify::new());
     let web = crate::web::start(&config, &engine, &bind, metrics, web_shutdown.clone()).await?;
     if args.trigger_new_dags {

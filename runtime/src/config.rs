@@ -135,8 +135,18 @@ pub struct WebConfig {
     pub refresh_ttl_s: u64,
     /// Sign-in attempts one client address may make per minute.
     pub login_attempts_per_minute: u32,
+    /// Failed sign-ins one username may have per minute, from any address.
+    pub login_failures_per_user_per_minute: u32,
     /// API requests one user may make per minute.
     pub api_requests_per_minute: u32,
+    /// PEM file of the TLS certificate chain (leaf first); with `tls_key`, the UI and API are
+    /// served over HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (when a proxy in front terminates TLS);
+    /// without it such a node refuses to start. Also `weft standalone --insecure-http`.
+    pub insecure_http: bool,
 }
 
 impl Default for WebConfig {
@@ -147,7 +157,11 @@ impl Default for WebConfig {
             session_ttl_s: 900,
             refresh_ttl_s: 604_800,
             login_attempts_per_minute: 10,
+            login_failures_per_user_per_minute: 10,
             api_requests_per_minute: 6_000,
+            tls_cert: None,
+            tls_key: None,
+            insecure_http: false,
         }
     }
 }
@@ -396,7 +410,11 @@ mod example_file {
             "session_ttl_s",
             "refresh_ttl_s",
             "login_attempts_per_minute",
+            "login_failures_per_user_per_minute",
             "api_requests_per_minute",
+            "tls_cert",
+            "tls_key",
+            "insecure_http",
         ] {
             assert!(
                 text.contains(&format!("{key} =")),

@@ -88,12 +88,65 @@ pub fn web_config(config: &Config) -> anyhow::Result<weft_web::WebConfig> {
     web.session_ttl_s = config.web.session_ttl_s;
     web.refresh_ttl_s = config.web.refresh_ttl_s;
     web.login_attempts_per_minute = config.web.login_attempts_per_minute;
+    web.login_failures_per_user_per_minute = config.web.login_failures_per_user_per_minute;
     web.api_requests_per_minute = config.web.api_requests_per_minute;
     web.pkg_dir = PathBuf::from(&config.web.pkg_dir);
     Ok(web)
 }
 
-/// Binds `bind` and serves the UI and API until `shutdown` is notified.
+/// Why the web side does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebStartError {
+    #[error(
+        "refusing to serve the UI and API over plain HTTP on {bind} ({address}), which is not a \
+         loopback address: passwords and sessions would cross the network in clear. Set \
+         `web.tls_cert` and `web.tls_key` to PEM files to serve HTTPS (docs/security.md), or, \
+         if a proxy in front terminates TLS, pass --insecure-http (or set web.insecure_http = true)"
+    )]
+    PlainHttpExposed {
+        bind: String,
+        address: std::net::IpAddr,
+    },
+    #[error("web.tls_cert and web.tls_key go together: set {missing} too, or neither")]
+    HalfTls { missing: &'static str },
+}
+
+/// The TLS files, if TLS is configured.
+fn tls_files(config: &Config) -> Result<Option<(PathBuf, PathBuf)>, WebStartError> {
+    match (&config.web.tls_cert, &config.web.tls_key) {
+        (Some(cert), Some(key)) => Ok(Some((cert.clone(), key.clone()))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(WebStartError::HalfTls {
+            missing: "web.tls_key",
+        }),
+        (None, Some(_)) => Err(WebStartError::HalfTls {
+            missing: "web.tls_cert",
+        }),
+    }
+}
+
+/// Refuses plain HTTP on any address `bind` resolves to that is not loopback, unless
+/// `insecure_http`.
+pub fn check_plain_http(
+    bind: &str,
+    addresses: &[std::net::SocketAddr],
+    insecure_http: bool,
+) -> Result<(), WebStartError> {
+    if insecure_http {
+        return Ok(());
+    }
+    match addresses.iter().find(|address| !address.ip().is_loopback()) {
+        Some(exposed) => Err(WebStartError::PlainHttpExposed {
+            bind: bind.to_string(),
+            address: exposed.ip(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Binds `bind` and serves the UI and API until `shutdown` is notified: over HTTPS when
+/// `web.tls_cert` and `web.tls_key` are set, else over plain HTTP, which only a loopback
+/// address gets without `web.insecure_http`.
 pub async fn start(
     config: &Config,
     engine: &Engine,
@@ -101,16 +154,42 @@ pub async fn start(
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     shutdown: std::sync::Arc<tokio::sync::Notify>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let state = weft_web::AppState::new(engine.clone(), web_config(config)?, Some(metrics))?;
+    let tls = tls_files(config)?;
+    let tls_config = match &tls {
+        Some((cert, key)) => Some(weft_web::tls::server_config(cert, key)?),
+        None => {
+            // Checked before binding, so that a refused node never listens.
+            let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host(bind)
+                .await
+                .with_context(|| format!("cannot resolve --bind {bind}: use ADDR:PORT"))?
+                .collect();
+            check_plain_http(bind, &addresses, config.web.insecure_http)?;
+            None
+        }
+    };
+    let mut web = web_config(config)?;
+    web.tls = tls_config.is_some();
+    let state = weft_web::AppState::new(engine.clone(), web, Some(metrics))?;
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| {
         format!("cannot listen on {bind}: is another process using it? pass --bind ADDR:PORT")
     })?;
     let address = listener.local_addr()?;
-    eprintln!("weft standalone: UI and API on http://{address}");
+    let scheme = if tls_config.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!("weft standalone: UI and API on {scheme}://{address}");
     let router = weft_web::router(state);
     Ok(tokio::spawn(async move {
         let stopped = async move { shutdown.notified().await };
-        if let Err(error) = weft_web::serve(listener, router, stopped).await {
+        let served = match tls_config {
+            Some(tls_config) => {
+                weft_web::tls::serve_tls(listener, tls_config, router, stopped).await
+            }
+            None => weft_web::serve(listener, router, stopped).await,
+        };
+        if let Err(error) = served {
             tracing::error!(%error, "the web server stopped");
         }
     }))
@@ -129,4 +208,29 @@ pub async fn create_user(
     weft_web::auth::create_user(store, username, password, role)
         .await
         .map_err(|error| anyhow::anyhow!("{}", error.message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_refused_beyond_loopback_unless_insecure() {
+        let loopback: Vec<std::net::SocketAddr> = vec![
+            "127.0.0.1:8080".parse().unwrap(),
+            "[::1]:8080".parse().unwrap(),
+        ];
+        assert!(check_plain_http("localhost:8080", &loopback, false).is_ok());
+        for exposed in ["0.0.0.0:8080", "[::]:8080", "192.0.2.7:8080"] {
+            let addresses = vec![exposed.parse().unwrap()];
+            let error = check_plain_http(exposed, &addresses, false)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("web.tls_cert") && error.contains("--insecure-http"),
+                "{error}"
+            );
+            assert!(check_plain_http(exposed, &addresses, true).is_ok());
+        }
+    }
 }

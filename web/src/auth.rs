@@ -35,13 +35,18 @@ pub enum AuthError {
     Hash(String),
 }
 
-/// What a JWT says. `kind` keeps a refresh token from being used as an access token.
+/// What a JWT says. `kind` keeps a refresh token from being used as an access token; `stamp`
+/// ties the token to the user's session generation (see [`Sessions`]), so that signing out,
+/// a new password or disabling the user ends it before its expiry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     pub kind: TokenKind,
     pub iat: u64,
     pub exp: u64,
+    /// A token without a stamp (signed before stamps existed) matches no session.
+    #[serde(default)]
+    pub stamp: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,11 +79,26 @@ impl Keys {
             .expect("HS256 signing of plain claims cannot fail")
     }
 
-    /// The claims of a valid, unexpired token of `kind`.
+    /// The claims of a validly signed, unexpired token of `kind` (whether its session was
+    /// revoked is [`Sessions::is_current`]).
     pub fn verify(&self, token: &str, kind: TokenKind) -> Option<Claims> {
+        self.decode(token, kind, true)
+    }
+
+    /// The claims of a validly signed token of `kind`, expired or not: for a live stream,
+    /// which re-checks the user behind a connection that outlives its access token.
+    pub fn verify_signature(&self, token: &str, kind: TokenKind) -> Option<Claims> {
+        self.decode(token, kind, false)
+    }
+
+    fn decode(&self, token: &str, kind: TokenKind, check_expiry: bool) -> Option<Claims> {
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is exact: a token is dead the second its `exp` passes.
         validation.leeway = 0;
+        validation.validate_exp = check_expiry;
+        if !check_expiry {
+            validation.required_spec_claims.remove("exp");
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).ok()?;
         (data.claims.kind == kind).then_some(data.claims)
     }
@@ -93,24 +113,102 @@ pub fn now_s() -> u64 {
     chrono::Utc::now().timestamp().max(0) as u64
 }
 
-/// A fresh pair of (access, refresh) tokens for `username`.
-pub fn issue_tokens(state: &AppState, username: &str) -> (String, String) {
+/// A fresh pair of (access, refresh) tokens for `user`, stamped with its current session
+/// generation.
+pub fn issue_tokens(state: &AppState, user: &UserRow) -> (String, String) {
     let now = now_s();
     let config = state.config();
+    let stamp = state.sessions().stamp(user);
     let access = Claims {
-        sub: username.to_string(),
+        sub: user.username.clone(),
         kind: TokenKind::Access,
         iat: now,
         exp: now + config.session_ttl_s,
+        stamp: stamp.clone(),
     };
     let refresh = Claims {
-        sub: username.to_string(),
+        sub: user.username.clone(),
         kind: TokenKind::Refresh,
         iat: now,
         exp: now + config.refresh_ttl_s,
+        stamp,
     };
     (state.keys().sign(&access), state.keys().sign(&refresh))
 }
+
+// ------------------------------------------------------------------------- session revocation
+
+/// Session revocation. A token's `stamp` is a digest of the user's password hash and the
+/// user's session generation on this node: a new password changes the hash (and so ends
+/// every session, also after a restart, since the hash is stored); signing out, disabling
+/// the user or changing the password also moves the generation on. The generation lives in
+/// memory only (the user row has no field for it), so a sign-out is forgotten on restart:
+/// sessions it ended would then be valid again until they expire.
+#[derive(Debug)]
+pub struct Sessions {
+    generations: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Moves on at every revocation, so that live streams re-check their caller at once.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Sessions {
+    fn default() -> Sessions {
+        Sessions {
+            generations: std::sync::Mutex::new(std::collections::HashMap::new()),
+            changed: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl Sessions {
+    fn generation(&self, username: &str) -> u64 {
+        self.generations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(username)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The stamp a token issued to `user` now carries.
+    pub fn stamp(&self, user: &UserRow) -> String {
+        let generation = self.generation(&user.username);
+        let digest = sha256_hex(&format!(
+            "{}\n{generation}\n{}",
+            user.username, user.password_hash
+        ));
+        digest[..SESSION_STAMP_CHARS].to_string()
+    }
+
+    /// Whether `claims` were issued to `user` in its current session generation.
+    pub fn is_current(&self, user: &UserRow, claims: &Claims) -> bool {
+        same_bytes(claims.stamp.as_bytes(), self.stamp(user).as_bytes())
+    }
+
+    /// Ends every session (access and refresh tokens) of `username`.
+    pub fn revoke(&self, username: &str) {
+        *self
+            .generations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(username.to_string())
+            .or_insert(0) += 1;
+        self.changed();
+    }
+
+    /// Tells live streams that users or grants changed.
+    pub fn changed(&self) {
+        self.changed.send_modify(|count| *count += 1);
+    }
+
+    /// A receiver that wakes when users or grants change.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// Length of a session stamp, in hex characters (128 bits of the digest).
+const SESSION_STAMP_CHARS: usize = 32;
 
 // ------------------------------------------------------------------------- passwords
 
@@ -130,6 +228,35 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
             .verify_password(password.as_bytes(), &parsed)
             .is_ok(),
         Err(_) => false,
+    }
+}
+
+/// The password an unknown or disabled user's sign-in is checked against: the hash of a
+/// password nobody is told, with the same parameters as real hashes.
+const DUMMY_PASSWORD: &str = "weft: no such user";
+
+/// A hash to verify sign-ins of unknown users against, so that they cost as much as a wrong
+/// password and the answer's timing does not tell which usernames exist.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| {
+        hash_password(DUMMY_PASSWORD).expect("hashing a fixed password with a fresh salt works")
+    })
+}
+
+/// Checks a sign-in: `Some(user)` when `user` exists, is enabled and `password` is its
+/// password. Runs one argon2 verification whatever the case (against a dummy hash for an
+/// unknown or disabled user). Slow by design: call off the async threads.
+pub fn check_credentials(user: Option<UserRow>, password: &str) -> Option<UserRow> {
+    match user {
+        Some(user) if !user.disabled => {
+            verify_password(&user.password_hash, password).then_some(user)
+        }
+        _ => {
+            // The result is thrown away; the work is the point.
+            let _ = verify_password(dummy_hash(), password);
+            None
+        }
     }
 }
 
@@ -220,7 +347,7 @@ fn random_hex(bytes: usize) -> String {
     buffer.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     Sha256::digest(text.as_bytes())
         .iter()
         .map(|byte| format!("{byte:02x}"))
@@ -343,10 +470,41 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<Principal> {
                  /api/v1/auth/refresh",
                 )
             })?;
-        store.user(&claims.sub).await?
+        return session_principal(state, &claims).await;
     };
     let user = user.ok_or_else(|| Error::unauthenticated("the user no longer exists"))?;
     principal_of(user)
+}
+
+/// The caller behind the (already verified) claims of a session token, if its session was
+/// not ended since.
+pub async fn session_principal(state: &AppState, claims: &Claims) -> Result<Principal> {
+    let user = state
+        .store()
+        .user(&claims.sub)
+        .await?
+        .ok_or_else(|| Error::unauthenticated("the user no longer exists"))?;
+    if !state.sessions().is_current(&user, claims) {
+        return Err(Error::unauthenticated(
+            "the session was ended (signed out, password changed or user disabled): sign in again",
+        ));
+    }
+    principal_of(user)
+}
+
+/// Re-checks the caller of a long-lived connection opened with `token`: the user still exists,
+/// is enabled and (for a session) was not signed out; the grants are read afresh. The access
+/// token's own expiry is not held against it, since the connection was accepted while it was
+/// valid and a revoked session is caught by its stamp.
+pub async fn recheck(state: &AppState, token: &str) -> Result<Principal> {
+    if token.starts_with(API_TOKEN_PREFIX) {
+        return authenticate(state, token).await;
+    }
+    let claims = state
+        .keys()
+        .verify_signature(token, TokenKind::Access)
+        .ok_or_else(|| Error::unauthenticated("the session is invalid: sign in again"))?;
+    session_principal(state, &claims).await
 }
 
 /// The token a request carries: `Authorization: Bearer`, else the `weft_session` cookie.
@@ -401,20 +559,24 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
-/// `Set-Cookie` values for a session; `max_age_s` 0 clears them.
+/// `Set-Cookie` values for a session; `max_age_s` 0 clears them. `secure` (under TLS) keeps
+/// browsers from ever sending them over plain HTTP.
 pub fn session_cookies(
     access: &str,
     refresh: &str,
     access_max_age_s: u64,
     refresh_max_age_s: u64,
+    secure: bool,
 ) -> [String; 2] {
+    let secure = if secure { "; Secure" } else { "" };
     [
         format!(
-            "{SESSION_COOKIE}={access}; HttpOnly; SameSite=Strict; Path=/; Max-Age={access_max_age_s}"
+            "{SESSION_COOKIE}={access}; HttpOnly; SameSite=Strict; Path=/; \
+             Max-Age={access_max_age_s}{secure}"
         ),
         format!(
             "{REFRESH_COOKIE}={refresh}; HttpOnly; SameSite=Strict; Path=/api/v1/auth; \
-             Max-Age={refresh_max_age_s}"
+             Max-Age={refresh_max_age_s}{secure}"
         ),
     ]
 }
@@ -440,6 +602,7 @@ mod tests {
             kind: TokenKind::Refresh,
             iat: now_s(),
             exp: now_s() + 60,
+            stamp: String::new(),
         };
         let token = keys.sign(&claims);
         assert!(keys.verify(&token, TokenKind::Refresh).is_some());

@@ -9,10 +9,12 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod stream;
+pub mod tls;
 mod views;
 
 pub use error::Error;
@@ -41,12 +43,19 @@ pub struct WebConfig {
     pub refresh_ttl_s: u64,
     /// Sign-in attempts one client address may make per minute.
     pub login_attempts_per_minute: u32,
+    /// Failed sign-ins one username may have per minute, from any address; past it, sign-in
+    /// as that user waits for the next minute (a guesser spread over many addresses is
+    /// stopped at the cost of locking the user out for that minute).
+    pub login_failures_per_user_per_minute: u32,
     /// API requests one user may make per minute.
     pub api_requests_per_minute: u32,
     /// Stream events kept for replay to clients that reconnect.
     pub stream_replay_events_max: usize,
     /// The UI's built bundle.
     pub pkg_dir: PathBuf,
+    /// The server speaks HTTPS: responses carry `Strict-Transport-Security` and cookies are
+    /// `Secure`.
+    pub tls: bool,
 }
 
 impl WebConfig {
@@ -56,9 +65,11 @@ impl WebConfig {
             session_ttl_s: 15 * 60,
             refresh_ttl_s: 7 * 24 * 3600,
             login_attempts_per_minute: 10,
+            login_failures_per_user_per_minute: 10,
             api_requests_per_minute: 6_000,
             stream_replay_events_max: stream::REPLAY_EVENTS_MAX_DEFAULT,
             pkg_dir: PathBuf::from(PKG_DIR_DEFAULT),
+            tls: false,
         }
     }
 }
@@ -74,6 +85,8 @@ struct Inner {
     config: WebConfig,
     keys: auth::Keys,
     login_limiter: limits::RateLimiter,
+    login_user_limiter: limits::RateLimiter,
+    sessions: auth::Sessions,
     api_limiter: limits::RateLimiter,
     hub: stream::Hub,
     views: views::SpecCache,
@@ -101,7 +114,11 @@ impl AppState {
         Ok(AppState {
             inner: Arc::new(Inner {
                 login_limiter: limits::RateLimiter::new(config.login_attempts_per_minute),
+                login_user_limiter: limits::RateLimiter::new(
+                    config.login_failures_per_user_per_minute,
+                ),
                 api_limiter: limits::RateLimiter::new(config.api_requests_per_minute),
+                sessions: auth::Sessions::default(),
                 engine,
                 keys,
                 hub,
@@ -128,6 +145,11 @@ impl AppState {
         &self.inner.keys
     }
 
+    /// Session generations: revoke a user's sessions, watch for changes.
+    pub fn sessions(&self) -> &auth::Sessions {
+        &self.inner.sessions
+    }
+
     pub(crate) fn hub(&self) -> &stream::Hub {
         &self.inner.hub
     }
@@ -139,14 +161,35 @@ impl AppState {
 
 /// The API, `/health`, `/metrics` and `/openapi.json`, without the UI.
 pub fn api_router(state: AppState) -> Router {
-    let (router, _) = openapi::router_and_document();
-    router.with_state(state)
+    let tls = state.config().tls;
+    finish(api_routes(state), tls)
 }
 
 /// Everything a node serves: the API and, with the `ssr` feature, the UI pages and bundle.
 pub fn router(state: AppState) -> Router {
+    let tls = state.config().tls;
     let ui = ui_router(&state);
-    api_router(state).merge(ui)
+    finish(api_routes(state).merge(ui), tls)
+}
+
+fn api_routes(state: AppState) -> Router {
+    let (router, _) = openapi::router_and_document();
+    router
+        .layer(axum::middleware::from_fn(http::json_errors))
+        .with_state(state)
+}
+
+/// What every route shares: JSON answers for unknown paths and wrong methods, request limits
+/// and security headers. The fallback is set before the layers so that they wrap it too.
+fn finish(router: Router, tls: bool) -> Router {
+    router
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(axum::middleware::from_fn(http::request_limits))
+        .layer(axum::middleware::from_fn_with_state(
+            tls,
+            http::security_headers,
+        ))
 }
 
 /// The UI's pages and `/pkg/` assets: the Leptos UI with the `ssr` feature.

@@ -1,5 +1,5 @@
-//! Request rate limits: a fixed one-minute window per key (a client address for sign-in, a
-//! username for the API), with a bounded number of keys.
+//! Request rate limits: a fixed one-minute window per key (a client address and a username
+//! for sign-in, a username for the API), with a bounded number of keys.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -27,6 +27,21 @@ impl RateLimiter {
     /// Counts one request of `key`; false when it is over the limit for this minute.
     pub fn allow(&self, key: &str) -> bool {
         self.allow_at(key, Instant::now())
+    }
+
+    /// Whether `key` used up this minute's limit already; counts nothing.
+    pub fn is_over(&self, key: &str) -> bool {
+        self.is_over_at(key, Instant::now())
+    }
+
+    fn is_over_at(&self, key: &str, now: Instant) -> bool {
+        let windows = self
+            .windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        windows.get(key).is_some_and(|(start, count)| {
+            now.duration_since(*start) < WINDOW && *count >= self.per_minute
+        })
     }
 
     fn allow_at(&self, key: &str, now: Instant) -> bool {
@@ -63,5 +78,16 @@ mod tests {
         assert!(!limiter.allow_at("a", start));
         assert!(limiter.allow_at("b", start), "keys are counted apart");
         assert!(limiter.allow_at("a", start + WINDOW));
+    }
+
+    #[test]
+    fn is_over_counts_nothing() {
+        let limiter = RateLimiter::new(1);
+        let start = Instant::now();
+        assert!(!limiter.is_over_at("a", start));
+        assert!(!limiter.is_over_at("a", start));
+        assert!(limiter.allow_at("a", start));
+        assert!(limiter.is_over_at("a", start));
+        assert!(!limiter.is_over_at("a", start + WINDOW));
     }
 }

@@ -26,6 +26,12 @@ pub const REPLAY_EVENTS_MAX_DEFAULT: usize = 100_000;
 pub const CLIENT_BUFFER_EVENTS_MAX: usize = 4_096;
 /// Size limit of one log line sent on the stream; longer lines are cut.
 pub const LOG_LINE_BYTES_MAX: usize = 8 * 1024;
+/// How often a connected client's user is read again (exists, enabled, session not ended,
+/// grants), for changes made elsewhere than through this node's API (the CLI, another node);
+/// changes through this node's API are re-checked at once.
+pub const AUTH_RECHECK_MS: u64 = 5_000;
+/// WebSocket close code for a client whose authorization ended (RFC 6455: policy violation).
+const CLOSE_POLICY: u16 = 1008;
 
 /// Numbers engine events and fans them out. Cheap to clone.
 #[derive(Clone)]
@@ -365,6 +371,7 @@ pub async fn stream(
             )
         })?;
     let principal = auth::authenticate(&state, token).await?;
+    let token = token.to_string();
     // Authentication first, so that a caller without a token learns that before anything else.
     let upgrade = upgrade.map_err(|rejection| {
         Error::bad_request(
@@ -372,11 +379,26 @@ pub async fn stream(
             format!("open this URL as a WebSocket ({})", rejection.body_text()),
         )
     })?;
-    let hub = state.hub().clone();
-    Ok(upgrade.on_upgrade(move |socket| serve_client(socket, hub, principal, query.since)))
+    Ok(
+        upgrade
+            .on_upgrade(move |socket| serve_client(socket, state, token, principal, query.since)),
+    )
 }
 
-async fn serve_client(mut socket: WebSocket, hub: Hub, principal: Principal, since: Option<u64>) {
+async fn serve_client(
+    mut socket: WebSocket,
+    state: AppState,
+    token: String,
+    mut principal: Principal,
+    since: Option<u64>,
+) {
+    let hub = state.hub().clone();
+    let mut changes = state.sessions().watch();
+    changes.mark_unchanged();
+    let mut recheck = tokio::time::interval(std::time::Duration::from_millis(AUTH_RECHECK_MS));
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate; the caller was checked a moment ago.
+    recheck.tick().await;
     let (missed, mut live) = hub.subscribe(since);
     let mut last_sent = since.unwrap_or(0);
     match missed {
@@ -401,6 +423,22 @@ async fn serve_client(mut socket: WebSocket, hub: Hub, principal: Principal, sin
     }
     loop {
         tokio::select! {
+            // Authorization first: an event published after a grant was revoked must not
+            // reach the client before the revocation does.
+            biased;
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                match auth::recheck(&state, &token).await {
+                    Ok(current) => principal = current,
+                    Err(error) => return close(socket, &error).await,
+                }
+            }
+            _ = recheck.tick() => match auth::recheck(&state, &token).await {
+                Ok(current) => principal = current,
+                Err(error) => return close(socket, &error).await,
+            },
             received = live.recv() => match received {
                 Ok(message) => {
                     // Replayed already (it arrived between subscribing and replaying).
@@ -428,6 +466,25 @@ async fn serve_client(mut socket: WebSocket, hub: Hub, principal: Principal, sin
             },
         }
     }
+}
+
+/// Closes the connection of a client whose authorization ended, saying why.
+async fn close(mut socket: WebSocket, error: &Error) {
+    use axum::extract::ws::CloseFrame;
+    // A close reason is limited to 123 bytes by the protocol.
+    let mut reason = error.message.clone();
+    if reason.len() > 123 {
+        let mut end = 123;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    let frame = CloseFrame {
+        code: CLOSE_POLICY,
+        reason: reason.into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
 }
 
 /// Sends `message` if the client may see its DAG; false when the connection is gone.

@@ -38,6 +38,30 @@ pub fn parse_time(field: &str, text: &str) -> Result<Timestamp> {
     ))
 }
 
+/// Earliest year of a logical date a request may name (trigger, backfill). Airflow sets no
+/// bound of its own; this one keeps dates that no schedule means (year 1, year 9999) out of
+/// the store and out of timetable arithmetic.
+pub const LOGICAL_DATE_YEAR_MIN: i32 = 1900;
+/// Latest year of a logical date a request may name.
+pub const LOGICAL_DATE_YEAR_MAX: i32 = 2999;
+
+/// [`parse_time`] for a logical date: also refuses years outside
+/// [`LOGICAL_DATE_YEAR_MIN`]..=[`LOGICAL_DATE_YEAR_MAX`].
+pub fn parse_logical_date(field: &str, text: &str) -> Result<Timestamp> {
+    use chrono::Datelike;
+    let at = parse_time(field, text)?;
+    if !(LOGICAL_DATE_YEAR_MIN..=LOGICAL_DATE_YEAR_MAX).contains(&at.year()) {
+        return Err(Error::unprocessable(
+            "invalid_date",
+            format!(
+                "`{field}` is `{text}`: logical dates must fall in the years \
+                 {LOGICAL_DATE_YEAR_MIN} to {LOGICAL_DATE_YEAR_MAX}"
+            ),
+        ));
+    }
+    Ok(at)
+}
+
 /// A DAG version, parsed once.
 #[derive(Debug)]
 pub struct DagVersionView {

@@ -207,3 +207,98 @@ async fn log_lines_of_a_running_try_arrive_on_the_stream() {
     }
     assert_eq!(lines, vec!["hello", "world"]);
 }
+
+/// The first frame that is not a stream message: a close frame, or the end of the stream.
+async fn closing_frame(socket: &mut Socket) -> Option<Message> {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(20), socket.next())
+            .await
+            .expect("the stream closes within 20 s");
+        match frame {
+            None | Some(Err(_)) => return None,
+            Some(Ok(Message::Close(frame))) => return Some(Message::Close(frame)),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disabled_users_stream_closes() {
+    let server = Server::start().await;
+    let admin = server.login("admin").await;
+    let token = server.login("viewer").await;
+    let mut socket = connect(&server, &token, None).await;
+    let (status, _) = server
+        .call(
+            "PATCH",
+            "/api/v1/users/viewer",
+            Some(&admin),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    match closing_frame(&mut socket).await {
+        Some(Message::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 1008);
+            assert!(frame.reason.contains("disabled"), "{}", frame.reason);
+        }
+        other => panic!("expected a policy close frame, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_signed_out_session_s_stream_closes() {
+    let server = Server::start().await;
+    let token = server.login("viewer").await;
+    let mut socket = connect(&server, &token, None).await;
+    let (status, _) = server
+        .call("POST", "/api/v1/auth/logout", Some(&token), None)
+        .await;
+    assert_eq!(status, 204);
+    assert!(matches!(
+        closing_frame(&mut socket).await,
+        Some(Message::Close(Some(_)))
+    ));
+}
+
+async fn grant(server: &Server, admin: &str, grants: &[&str]) {
+    let (status, body) = server
+        .call(
+            "PATCH",
+            "/api/v1/users/granted",
+            Some(admin),
+            Some(json!({ "dag_grants": grants })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_grant_stops_that_dags_events() {
+    let server = Server::start().await;
+    let admin = server.login("admin").await;
+    grant(&server, &admin, &["shell", "etl"]).await;
+    let token = server.login("granted").await;
+    let mut socket = connect(&server, &token, None).await;
+    let seen = server.engine.trigger("etl", json!({})).await.unwrap();
+    let messages = until_run_finished(&mut socket, &seen.run_id).await;
+    assert!(messages.iter().any(|m| matches!(&m.event,
+        StreamEvent::Task { dag_id, .. } if dag_id == "etl")));
+
+    grant(&server, &admin, &["shell"]).await;
+    let hidden = server.engine.trigger("etl", json!({})).await.unwrap();
+    server.wait(&hidden).await;
+    let shown = server.engine.trigger("shell", json!({})).await.unwrap();
+    let messages = until_run_finished(&mut socket, &shown.run_id).await;
+    let leaked: Vec<&StreamMessage> = messages
+        .iter()
+        .filter(|m| match &m.event {
+            StreamEvent::Run { run_id, .. } | StreamEvent::Task { run_id, .. } => {
+                *run_id == hidden.run_id
+            }
+            _ => false,
+        })
+        .collect();
+    assert!(leaked.is_empty(), "events of a revoked DAG: {leaked:?}");
+    let _ = socket.send(Message::Close(None)).await;
+}

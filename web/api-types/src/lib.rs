@@ -350,6 +350,11 @@ pub struct TaskTry {
     pub end_date: Option<String>,
     /// The worker slot that ran the try.
     pub hostname: String,
+    /// Why the try failed, as the executor saw it: the exit code, the signal that killed it
+    /// (with the sandbox limit it hit, such as out of memory), `execution timeout`, or `lost`
+    /// with the reason. Absent for a try that succeeded, was skipped or still runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
 }
 
 /// `GET /api/v1/dags/{dag_id}/runs/{run_id}/tasks/{task_id}`.

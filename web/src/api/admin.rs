@@ -25,6 +25,11 @@ pub const AUDIT_PAGE_DEFAULT: usize = 100;
 pub const API_TOKENS_PER_USER_MAX: usize = 50;
 /// Longest API token lifetime.
 pub const API_TOKEN_DAYS_MAX: u32 = 3650;
+/// Longest pool description, in bytes.
+pub const POOL_DESCRIPTION_BYTES_MAX: usize = 4 * 1024;
+/// Per-DAG grants one user may hold; a user who needs more is better served without grants
+/// (all DAGs) or by a role.
+pub const DAG_GRANTS_PER_USER_MAX: usize = 1_000;
 /// Name of the worker that runs attempts in this process.
 pub const LOCAL_WORKER: &str = "local";
 
@@ -133,6 +138,16 @@ pub async fn put_pool(
     weft_core::dag::validate_id(&request.name).map_err(|error| {
         Error::unprocessable("invalid_pool_name", format!("pool name: {error}"))
     })?;
+    if request.description.len() > POOL_DESCRIPTION_BYTES_MAX {
+        return Err(Error::unprocessable(
+            "invalid_pool_description",
+            format!(
+                "the description is {} bytes, over the limit of {POOL_DESCRIPTION_BYTES_MAX}: \
+                 shorten it",
+                request.description.len()
+            ),
+        ));
+    }
     state
         .engine()
         .set_pool(&request.name, request.slots, &request.description)
@@ -269,6 +284,26 @@ pub async fn users(State(state): State<AppState>, principal: Principal) -> Resul
     }))
 }
 
+/// Refuses too many grants, or a grant that cannot be a DAG id.
+fn check_grants(grants: &[String]) -> Result<()> {
+    if grants.len() > DAG_GRANTS_PER_USER_MAX {
+        return Err(Error::unprocessable(
+            "too_many_grants",
+            format!(
+                "{} DAG grants, over the limit of {DAG_GRANTS_PER_USER_MAX}: grant no DAG \
+                 (which means every DAG) or fewer",
+                grants.len()
+            ),
+        ));
+    }
+    for grant in grants {
+        weft_core::dag::validate_id(grant).map_err(|error| {
+            Error::unprocessable("invalid_grant", format!("DAG grant: {error}"))
+        })?;
+    }
+    Ok(())
+}
+
 async fn hash(password: String) -> Result<String> {
     tokio::task::spawn_blocking(move || auth::hash_password(&password))
         .await
@@ -299,6 +334,7 @@ pub async fn create_user(
     principal.require(Role::Admin)?;
     auth::check_username(&request.username)?;
     auth::check_password_rules(&request.password)?;
+    check_grants(&request.dag_grants)?;
     if state.store().user(&request.username).await?.is_some() {
         return Err(Error::conflict(format!(
             "user `{}` exists: change it with PATCH /api/v1/users/{}",
@@ -360,6 +396,9 @@ pub async fn patch_user(
     if let Some(password) = &patch.password {
         auth::check_password_rules(password)?;
     }
+    if let Some(grants) = &patch.dag_grants {
+        check_grants(grants)?;
+    }
     if username == principal.username
         && (patch.disabled == Some(true) || patch.role.is_some_and(|role| role != Role::Admin))
     {
@@ -384,6 +423,13 @@ pub async fn patch_user(
         .store()
         .write(vec![Write::PutUser(row.clone())])
         .await?;
+    // A new password or a disabled user ends the user's sessions; re-enabling does not revive
+    // them. Any change (role, grants) makes live streams re-check their callers.
+    if patch.password.is_some() || patch.disabled == Some(true) {
+        state.sessions().revoke(&username);
+    } else {
+        state.sessions().changed();
+    }
     audit_by(
         &state,
         &principal,

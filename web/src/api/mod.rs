@@ -10,8 +10,10 @@ pub mod system;
 use crate::auth::{ClientAddr, Principal};
 use crate::error::{Error, Result};
 use crate::AppState;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
 /// Size limit of a request body.
@@ -19,7 +21,9 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 1024 * 1024;
 /// Largest page a list endpoint returns.
 pub const PAGE_LIMIT_MAX: usize = 500;
 
-/// A JSON request body; a malformed one is a 400/422 JSON error that names the problem.
+/// A JSON object request body; a malformed one is a 400/413/415/422 JSON error that names the
+/// problem. Every body the API takes is an object: an array (which serde would read into a
+/// struct field by field) or any other JSON value is refused.
 #[derive(Debug)]
 pub struct Body<T>(pub T);
 
@@ -27,11 +31,67 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = Error;
 
     async fn from_request(request: Request, state: &S) -> Result<Body<T>> {
-        match axum::Json::<T>::from_request(request, state).await {
+        if !is_json(request.headers()) {
+            return Err(Error::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(bytes_error)?;
+        require_object(&bytes)?;
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Body(value)),
             Err(rejection) => Err(body_error(rejection)),
         }
     }
+}
+
+/// Whether the request says its body is JSON (`application/json` or `application/*+json`).
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Refuses a body that is not a JSON object, before serde reads it.
+pub fn require_object(bytes: &[u8]) -> Result<()> {
+    let first = bytes.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first == Some(&b'{') {
+        return Ok(());
+    }
+    Err(Error::bad_request(
+        "invalid_body",
+        "the request body must be a JSON object (`{...}`)",
+    ))
+}
+
+/// The error for a body that could not be read: 413 when it is over the size limit.
+pub fn bytes_error(rejection: BytesRejection) -> Error {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return Error::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("the request body is over the limit of {REQUEST_BODY_BYTES_MAX} bytes"),
+        );
+    }
+    Error::bad_request(
+        "invalid_body",
+        format!("the request body cannot be read: {}", rejection.body_text()),
+    )
 }
 
 fn body_error(rejection: JsonRejection) -> Error {
@@ -45,17 +105,13 @@ fn body_error(rejection: JsonRejection) -> Error {
             format!("the request body is not valid JSON: {}", error.body_text()),
         ),
         JsonRejection::MissingJsonContentType(_) => Error::new(
-            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send the body as JSON with `Content-Type: application/json`",
         ),
         other => Error::bad_request(
             "invalid_body",
-            format!(
-                "the request body cannot be read ({}); bodies are limited to \
-                 {REQUEST_BODY_BYTES_MAX} bytes",
-                other.body_text()
-            ),
+            format!("the request body cannot be read ({})", other.body_text()),
         ),
     }
 }

@@ -155,7 +155,7 @@ pub async fn trigger_run(
     let logical_date = request
         .logical_date
         .as_deref()
-        .map(|text| views::parse_time("logical_date", text))
+        .map(|text| views::parse_logical_date("logical_date", text))
         .transpose()?;
     let key = state
         .engine()
@@ -280,6 +280,7 @@ pub async fn get_task_instance(
             start_date: views::time(attempt.started_at),
             end_date: views::optional_time(attempt.ended_at),
             hostname: attempt.worker.clone(),
+            failure_reason: attempt.note.clone(),
         })
         .collect();
     let rendered_fields: BTreeMap<String, serde_json::Value> = view
@@ -553,8 +554,8 @@ pub async fn backfill(
 ) -> Result<Json<BackfillResponse>> {
     principal.require(Role::Op)?;
     let (_, view) = dag_for(&state, &principal, &dag_id).await?;
-    let from = views::parse_time("from", &request.from)?;
-    let to = views::parse_time("to", &request.to)?;
+    let from = views::parse_logical_date("from", &request.from)?;
+    let to = views::parse_logical_date("to", &request.to)?;
     if from > to {
         return Err(Error::unprocessable(
             "invalid_range",

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use weft_api_types::{LoginRequest, LoginResponse, Me, RefreshRequest, Role, UserInfo};
+use weft_storage::UserRow;
 
 /// Signs in with a username and password; sets the session cookies.
 #[utoipa::path(
@@ -41,20 +42,28 @@ pub async fn login(
             ),
         ));
     }
+    // Counted per username too, failures only, so that guesses spread over many addresses
+    // are limited as well.
+    // Keyed by a digest: a username of any length costs the limiter a fixed size.
+    let user_key = auth::sha256_hex(&request.username);
+    if state.inner.login_user_limiter.is_over(&user_key) {
+        return Err(Error::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "more than {} failed sign-ins as `{}` in a minute: wait a minute and retry",
+                state.config().login_failures_per_user_per_minute,
+                request.username
+            ),
+        ));
+    }
     let user = state.store().user(&request.username).await?;
     let password = request.password.clone();
-    let verified = match user {
-        Some(user) if !user.disabled => {
-            let hash = user.password_hash.clone();
-            let matches =
-                tokio::task::spawn_blocking(move || auth::verify_password(&hash, &password))
-                    .await
-                    .unwrap_or(false);
-            matches.then_some(user)
-        }
-        _ => None,
-    };
+    let verified = tokio::task::spawn_blocking(move || auth::check_credentials(user, &password))
+        .await
+        .unwrap_or(None);
     let Some(user) = verified else {
+        state.inner.login_user_limiter.allow(&user_key);
         audit(
             &state,
             &request.username,
@@ -79,18 +88,20 @@ pub async fn login(
         serde_json::Value::Null,
     )
     .await?;
-    let role = Role::parse(&user.role).unwrap_or(Role::Viewer);
-    Ok(session_response(&state, &user.username, role))
+    Ok(session_response(&state, &user))
 }
 
-fn session_response(state: &AppState, username: &str, role: Role) -> Response {
-    let (access, refresh) = auth::issue_tokens(state, username);
+fn session_response(state: &AppState, user: &UserRow) -> Response {
+    let role = Role::parse(&user.role).unwrap_or(Role::Viewer);
+    let username = &user.username;
+    let (access, refresh) = auth::issue_tokens(state, user);
     let config = state.config();
     let cookies = auth::session_cookies(
         &access,
         &refresh,
         config.session_ttl_s,
         config.refresh_ttl_s,
+        config.tls,
     );
     let body = LoginResponse {
         access_token: access,
@@ -130,6 +141,7 @@ pub async fn refresh(
     let from_body = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
+        super::require_object(&body)?;
         let request: RefreshRequest = serde_json::from_slice(&body).map_err(|error| {
             Error::unprocessable(
                 "invalid_body",
@@ -156,11 +168,16 @@ pub async fn refresh(
         .await?
         .filter(|user| !user.disabled)
         .ok_or_else(|| Error::unauthenticated("the user no longer exists or is disabled"))?;
-    let role = Role::parse(&user.role).unwrap_or(Role::Viewer);
-    Ok(session_response(&state, &user.username, role))
+    if !state.sessions().is_current(&user, &claims) {
+        return Err(Error::unauthenticated(
+            "the session was ended (signed out, password changed or user disabled): sign in",
+        ));
+    }
+    Ok(session_response(&state, &user))
 }
 
-/// Signs out: clears the session cookies.
+/// Signs out: ends every session of the caller (their access and refresh tokens stop working
+/// at once, on every device) and clears the session cookies. API tokens are not affected.
 #[utoipa::path(
     post,
     path = "/api/v1/auth/logout",
@@ -175,6 +192,7 @@ pub async fn logout(
     principal: Principal,
     from: ClientAddr,
 ) -> Result<Response> {
+    state.sessions().revoke(&principal.username);
     audit(
         &state,
         &principal.username,
@@ -185,7 +203,7 @@ pub async fn logout(
     )
     .await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    for cookie in auth::session_cookies("", "", 0, 0) {
+    for cookie in auth::session_cookies("", "", 0, 0, state.config().tls) {
         if let Ok(value) = cookie.parse() {
             response.headers_mut().append(SET_COOKIE, value);
         }

@@ -97,6 +97,16 @@ impl Server {
     }
 
     pub async fn start_with(change: impl FnOnce(&mut WebConfig)) -> Server {
+        Server::start_inner(change, false).await
+    }
+
+    /// A server that speaks HTTPS only, with a self-signed certificate for `localhost` made
+    /// for the test; its client trusts that certificate alone.
+    pub async fn start_tls() -> Server {
+        Server::start_inner(|config| config.tls = true, true).await
+    }
+
+    async fn start_inner(change: impl FnOnce(&mut WebConfig), tls: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let options = weft_storage::sqlite::SqliteOptions {
             synchronous: weft_storage::sqlite::Synchronous::Off,
@@ -132,18 +142,39 @@ impl Server {
         let metrics = weft_web::metrics::install_recorder();
         let state = AppState::new(engine.clone(), config, Some(metrics)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
+        let port = listener.local_addr().unwrap().port();
         let router = weft_web::router(state.clone());
-        tokio::spawn(weft_web::serve(listener, router, std::future::pending()));
+        // A call that hangs fails the test with its URL instead of stalling the suite.
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        let (base, client) = if tls {
+            let certified =
+                rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+            let cert = dir.path().join("cert.pem");
+            let key = dir.path().join("key.pem");
+            std::fs::write(&cert, certified.cert.pem()).unwrap();
+            std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+            let config = weft_web::tls::server_config(&cert, &key).unwrap();
+            tokio::spawn(weft_web::tls::serve_tls(
+                listener,
+                config,
+                router,
+                std::future::pending(),
+            ));
+            let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
+            let client = client
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(root)
+                .resolve("localhost", ([127, 0, 0, 1], port).into());
+            (format!("https://localhost:{port}"), client)
+        } else {
+            tokio::spawn(weft_web::serve(listener, router, std::future::pending()));
+            (format!("http://127.0.0.1:{port}"), client)
+        };
         Server {
             base,
             engine,
             state,
-            // A call that hangs fails the test with its URL instead of stalling the suite.
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            client: client.build().unwrap(),
             _dir: dir,
         }
     }
