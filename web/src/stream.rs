@@ -22,6 +22,13 @@ use weft_core::state::TaskState as CoreState;
 
 /// Events kept for replay unless configured otherwise.
 pub const REPLAY_EVENTS_MAX_DEFAULT: usize = 100_000;
+/// Bytes the replay buffer holds at most (its events' strings, estimated), whatever their
+/// count: log lines can be `LOG_LINE_BYTES_MAX` each.
+pub const REPLAY_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Events one replay answer holds at most; a client further behind resyncs (refetches).
+pub const REPLAY_ANSWER_EVENTS_MAX: usize = 10_000;
+/// What an event costs in the buffer besides its strings (the message, its `Arc`, its slot).
+const EVENT_OVERHEAD_BYTES: usize = 96;
 /// Events buffered per connected client before it is told to resync.
 pub const CLIENT_BUFFER_EVENTS_MAX: usize = 4_096;
 /// Size limit of one log line sent on the stream; longer lines are cut.
@@ -50,6 +57,34 @@ struct Buffer {
     last_seq: u64,
     replay: VecDeque<Arc<StreamMessage>>,
     replay_max: usize,
+    /// The estimated size of `replay` (see `event_bytes`), at most `REPLAY_BYTES_MAX`.
+    replay_bytes: usize,
+}
+
+/// The estimated size of an event in the replay buffer: its strings plus a fixed overhead.
+fn event_bytes(event: &StreamEvent) -> usize {
+    let strings = match event {
+        StreamEvent::Run {
+            dag_id, run_id, at, ..
+        } => dag_id.len() + run_id.len() + at.len(),
+        StreamEvent::Task {
+            dag_id,
+            run_id,
+            task_id,
+            at,
+            ..
+        } => dag_id.len() + run_id.len() + task_id.len() + at.len(),
+        StreamEvent::Dag { dag_id } => dag_id.len(),
+        StreamEvent::Log {
+            dag_id,
+            run_id,
+            task_id,
+            line,
+            ..
+        } => dag_id.len() + run_id.len() + task_id.len() + line.len(),
+        StreamEvent::Resync => 0,
+    };
+    strings + EVENT_OVERHEAD_BYTES
 }
 
 impl Hub {
@@ -62,6 +97,7 @@ impl Hub {
                     last_seq: 0,
                     replay: VecDeque::new(),
                     replay_max: replay_max.max(1),
+                    replay_bytes: 0,
                 }),
                 live,
             }),
@@ -104,9 +140,16 @@ impl Hub {
             seq: buffer.last_seq,
             event,
         });
-        if buffer.replay.len() == buffer.replay_max {
-            buffer.replay.pop_front();
+        let bytes = event_bytes(&message.event);
+        while buffer.replay.len() >= buffer.replay_max
+            || (!buffer.replay.is_empty() && buffer.replay_bytes + bytes > REPLAY_BYTES_MAX)
+        {
+            let Some(oldest) = buffer.replay.pop_front() else {
+                break;
+            };
+            buffer.replay_bytes -= event_bytes(&oldest.event);
         }
+        buffer.replay_bytes += bytes;
         buffer.replay.push_back(message.clone());
         // No receiver is not an error: nobody is watching.
         let _ = self.inner.live.send(message);
@@ -142,8 +185,11 @@ impl Hub {
             .front()
             .map(|message| message.seq)
             .unwrap_or(buffer.last_seq + 1);
-        // `since` ahead of us means this process restarted and numbers began again.
-        if since > buffer.last_seq || since + 1 < oldest {
+        // `since` ahead of us means this process restarted and numbers began again; a client
+        // too far behind refetches rather than receive one unbounded answer.
+        let behind =
+            usize::try_from(buffer.last_seq - since.min(buffer.last_seq)).unwrap_or(usize::MAX);
+        if since > buffer.last_seq || since + 1 < oldest || behind > REPLAY_ANSWER_EVENTS_MAX {
             return (None, receiver);
         }
         let missed = buffer
@@ -496,4 +542,71 @@ async fn send(socket: &mut WebSocket, principal: &Principal, message: &StreamMes
     }
     let text = serde_json::to_string(message).expect("stream messages serialize");
     socket.send(Message::Text(text.into())).await.is_ok()
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+
+    fn hub(replay_max: usize) -> Hub {
+        Hub {
+            inner: Arc::new(HubInner {
+                state: Mutex::new(Buffer {
+                    last_seq: 0,
+                    replay: VecDeque::new(),
+                    replay_max,
+                    replay_bytes: 0,
+                }),
+                live: broadcast::channel(16).0,
+            }),
+        }
+    }
+
+    fn log_line(bytes: usize) -> StreamEvent {
+        StreamEvent::Log {
+            dag_id: "etl".into(),
+            run_id: "manual__1".into(),
+            task_id: "load".into(),
+            try_number: 1,
+            line: "x".repeat(bytes),
+        }
+    }
+
+    #[test]
+    fn the_replay_buffer_is_bounded_in_bytes() {
+        let hub = hub(REPLAY_EVENTS_MAX_DEFAULT);
+        let published = 10_000;
+        for _ in 0..published {
+            hub.publish(log_line(LOG_LINE_BYTES_MAX));
+        }
+        let buffer = hub.lock();
+        assert!(buffer.replay_bytes <= REPLAY_BYTES_MAX);
+        assert!(buffer.replay.len() < published, "{}", buffer.replay.len());
+        let kept: usize = buffer.replay.iter().map(|m| event_bytes(&m.event)).sum();
+        assert_eq!(kept, buffer.replay_bytes);
+        // Full: one more event would not fit.
+        assert!(
+            buffer.replay_bytes + event_bytes(&log_line(LOG_LINE_BYTES_MAX)) > REPLAY_BYTES_MAX
+        );
+    }
+
+    #[test]
+    fn one_replay_answer_is_bounded() {
+        let hub = hub(REPLAY_EVENTS_MAX_DEFAULT);
+        for _ in 0..(REPLAY_ANSWER_EVENTS_MAX + 100) {
+            hub.publish(StreamEvent::Dag {
+                dag_id: "etl".into(),
+            });
+        }
+        let last = hub.last_seq();
+        let (near, _) = hub.subscribe(Some(last - 5));
+        assert_eq!(near.map(|missed| missed.len()), Some(5));
+        let (edge, _) = hub.subscribe(Some(last - REPLAY_ANSWER_EVENTS_MAX as u64));
+        assert_eq!(
+            edge.map(|missed| missed.len()),
+            Some(REPLAY_ANSWER_EVENTS_MAX)
+        );
+        let (far, _) = hub.subscribe(Some(last - REPLAY_ANSWER_EVENTS_MAX as u64 - 1));
+        assert!(far.is_none(), "a client that far behind resyncs");
+    }
 }
