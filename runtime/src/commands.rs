@@ -88,11 +88,12 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         },
         config.workers.slots
     );
-    let print_summary = |summary: &node::SyncSummary| {
+    let dags_folder = config.core.dags_folder.clone();
+    let print_summary = move |summary: &node::SyncSummary| {
         eprintln!(
             "weft standalone: {} DAGs from {} ({} import errors)",
             summary.dags,
-            config.core.dags_folder.display(),
+            dags_folder.display(),
             summary.errors,
         );
     };
