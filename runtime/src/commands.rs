@@ -190,7 +190,7 @@ impl LocalNode {
             )
         })?;
         node::secure_home(&config.core.home)?;
-        node::reap_predecessors(&config.core.home);
+        node::reap_predecessors(config);
         let store = node::open_store(config).await?;
         node::secure_home(&config.core.home)?;
         let engine = Engine::start(store.clone(), node::engine_config(config)).await?;

@@ -84,11 +84,7 @@ pub fn task_isolation(config: &Config) -> TaskIsolation {
         uid: config.sandbox.task_uid,
         gid: config.sandbox.task_gid,
     };
-    let task_dirs = if config.sandbox.task_dirs.as_os_str().is_empty() {
-        std::env::temp_dir().join("weft-tasks")
-    } else {
-        config.sandbox.task_dirs.clone()
-    };
+    let task_dirs = task_isolation_dirs(config);
     let limits = SandboxSpec {
         memory_bytes_max: config.sandbox.memory_bytes_max,
         cpu_millis_max: config.sandbox.cpu_millis_max,
@@ -233,23 +229,35 @@ pub fn secure_home(home: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Kills the task processes a previous node of this home left running (see
-/// `executor::lineage`), after marking this node's own. Call it holding the home's lock and
-/// before the engine recovers runs.
-pub fn reap_predecessors(home: &std::path::Path) {
+/// `executor::lineage`), after marking this node's own, and removes what dead nodes left in the
+/// attempts' cgroups and working directories. Call it holding the home's lock and before the
+/// engine recovers runs.
+pub fn reap_predecessors(config: &Config) {
     use weft_actors::executor::lineage;
-    let home_id = lineage::home_id(home);
+    let home_id = lineage::home_id(&config.core.home);
     let instance = format!(
         "{}-{}",
         std::process::id(),
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
     );
     lineage::mark_task_processes(&home_id, &instance);
-    let reaped = lineage::reap_predecessors(&home_id);
-    if reaped.processes > 0 || reaped.cgroups > 0 {
+    let task_dirs = task_isolation_dirs(config);
+    let reaped = lineage::reap_predecessors(&home_id, Some(&task_dirs));
+    if reaped.processes > 0 || reaped.cgroups > 0 || reaped.task_dirs > 0 {
         eprintln!(
-            "killed {} task processes and removed {} attempt cgroups left by a previous node",
-            reaped.processes, reaped.cgroups
+            "killed {} task processes and removed {} attempt cgroups and {} working directories \
+             left by a previous node",
+            reaped.processes, reaped.cgroups, reaped.task_dirs
         );
+    }
+}
+
+/// Where attempts get their working directories (`sandbox.task_dirs`).
+fn task_isolation_dirs(config: &Config) -> std::path::PathBuf {
+    if config.sandbox.task_dirs.as_os_str().is_empty() {
+        std::env::temp_dir().join("weft-tasks")
+    } else {
+        config.sandbox.task_dirs.clone()
     }
 }
 

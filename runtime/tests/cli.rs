@@ -513,6 +513,8 @@ fn twenty_kill_9_rounds_never_run_an_attempt_twice_at_once() {
     let home = Home::new();
     let shared = home.shared();
     let markers = shared.join("markers");
+    // The attempts' working directories, which killed nodes leave behind.
+    let task_dirs = home.dir.path().join("tasks");
     home.write(
         "crashy.py",
         r#"
@@ -539,6 +541,7 @@ with DAG(dag_id="crashy", schedule=None, default_args={"retries": 30, "retry_del
         let trigger = home
             .command(&["dags", "trigger", "crashy"])
             .env("WEFT_TEST_SHARED", &shared)
+            .env("WEFT_SANDBOX__TASK_DIRS", &task_dirs)
             .output()
             .unwrap();
         assert!(
@@ -550,6 +553,7 @@ with DAG(dag_id="crashy", schedule=None, default_args={"retries": 30, "retry_del
         let mut node = home
             .command(&["standalone"])
             .env("WEFT_TEST_SHARED", &shared)
+            .env("WEFT_SANDBOX__TASK_DIRS", &task_dirs)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -565,7 +569,8 @@ with DAG(dag_id="crashy", schedule=None, default_args={"retries": 30, "retry_del
         node.wait().unwrap();
     }
     let mut last = home.command(&["standalone", "--exit-when-idle"]);
-    last.env("WEFT_TEST_SHARED", &shared);
+    last.env("WEFT_TEST_SHARED", &shared)
+        .env("WEFT_SANDBOX__TASK_DIRS", &task_dirs);
     let output = last.output().unwrap();
     assert!(
         output.status.success(),
@@ -633,6 +638,13 @@ with DAG(dag_id="crashy", schedule=None, default_args={"retries": 30, "retry_del
     );
     assert_eq!(lost, 0, "{ran}");
     assert_eq!(wrongly_failed, 0, "{runs:#?}");
+    // What the killed nodes' attempts left in their working directories is gone too.
+    let left: Vec<_> = std::fs::read_dir(&task_dirs)
+        .unwrap()
+        .flatten()
+        .map(|entry| entry.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// A node's home holds the store, the admin password and the session secret: neither other

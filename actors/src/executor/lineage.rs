@@ -62,12 +62,14 @@ pub struct Reaped {
     pub processes: usize,
     /// Attempt cgroups of dead nodes removed.
     pub cgroups: usize,
+    /// Working directories of attempts of dead nodes removed.
+    pub task_dirs: usize,
 }
 
 /// Kills every process marked with `home_id` but not with this node's marker, and removes the
-/// attempt cgroups of nodes that are no longer running. Blocking (reads /proc); call it before
-/// the engine recovers runs.
-pub fn reap_predecessors(home_id: &str) -> Reaped {
+/// attempt cgroups and the attempts' working directories (under `task_dirs`) of nodes that are
+/// no longer running. Blocking (reads /proc); call it before the engine recovers runs.
+pub fn reap_predecessors(home_id: &str, task_dirs: Option<&std::path::Path>) -> Reaped {
     let own = marker().map(str::to_string);
     let prefix = format!("{MARKER_VARIABLE}={home_id}/");
     let mut reaped = Reaped::default();
@@ -83,7 +85,35 @@ pub fn reap_predecessors(home_id: &str) -> Reaped {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     reaped.cgroups = remove_orphan_cgroups();
+    reaped.task_dirs = task_dirs.map(remove_orphan_task_dirs).unwrap_or(0);
     reaped
+}
+
+/// The node pid in an `attempt-<pid>-<n>` name (attempt cgroups and working directories), if
+/// that node is not running.
+fn dead_owner(name: &std::ffi::OsStr) -> Option<u32> {
+    let owner = name
+        .to_str()?
+        .strip_prefix("attempt-")?
+        .split('-')
+        .next()?
+        .parse::<u32>()
+        .ok()?;
+    let alive =
+        owner == std::process::id() || std::path::Path::new(&format!("/proc/{owner}")).exists();
+    (!alive).then_some(owner)
+}
+
+/// Removes the working directories left under `root` by attempts of nodes that died.
+fn remove_orphan_task_dirs(root: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|entry| dead_owner(&entry.file_name()).is_some())
+        .filter(|entry| std::fs::remove_dir_all(entry.path()).is_ok())
+        .count()
 }
 
 /// Live processes whose environment has `prefix` and is not `own`'s marker.
@@ -133,18 +163,7 @@ fn remove_orphan_cgroups() -> usize {
             continue;
         };
         for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(owner) = name
-                .to_str()
-                .and_then(|name| name.strip_prefix("attempt-"))
-                .and_then(|rest| rest.split('-').next())
-                .and_then(|pid| pid.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if owner == std::process::id()
-                || std::path::Path::new(&format!("/proc/{owner}")).exists()
-            {
+            if dead_owner(&entry.file_name()).is_none() {
                 continue;
             }
             if sandbox::remove_cgroup_dir(&entry.path()) {
