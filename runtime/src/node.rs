@@ -52,7 +52,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
     let mut engine = EngineConfig::new(&config.core.home);
     engine.worker_slots = config.workers.slots;
     engine.log_bytes_max = config.workers.log_bytes_max;
-    engine.python.python = config.python.interpreter.clone();
+    engine.python.python = python_interpreter(config);
     engine.python.processes = config.python.runners;
     let isolation = task_isolation(config);
     engine.sandbox = isolation.shell;
@@ -147,7 +147,7 @@ pub fn task_isolation(config: &Config) -> TaskIsolation {
     };
     let python = match &shell {
         Some(spec) if spec.run_as.is_some() || spec.namespaces => {
-            match python_runs_confined(&config.python.interpreter, spec) {
+            match python_runs_confined(&python_interpreter(config), spec) {
                 Ok(()) => Some(spec.clone()),
                 Err(reason) => {
                     summary.push_str(&format!(
@@ -170,6 +170,26 @@ pub fn task_isolation(config: &Config) -> TaskIsolation {
         python,
         summary,
     }
+}
+
+/// `python.interpreter` as the node finds it on its PATH. Task users then run that very file:
+/// looked up as the task user, `python3` may skip an interpreter it cannot reach (pyenv's, under
+/// `/root`) and find another one, without the packages the node's has.
+fn python_interpreter(config: &Config) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let name = &config.python.interpreter;
+    if name.contains('/') {
+        return name.clone();
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        })
+        .map(|found| found.display().to_string())
+        .unwrap_or_else(|| name.clone())
 }
 
 /// Whether `python` starts (and finds its standard library) confined as `spec` says.
@@ -263,7 +283,7 @@ fn task_isolation_dirs(config: &Config) -> std::path::PathBuf {
 
 pub fn dag_processor(config: &Config) -> DagProcessor {
     let mut processor = crate::dag_processor::DagProcessorConfig::new(&config.core.dags_folder);
-    processor.python = config.python.interpreter.clone();
+    processor.python = python_interpreter(config);
     processor.parse_timeout_ms = config.core.dag_file_parse_timeout_ms;
     // DAG files are parsed as Python tasks run, without network and with a memory limit.
     processor.sandbox = task_isolation(config).python.map(|spec| SandboxSpec {
@@ -391,4 +411,24 @@ fn import_error(fileloc: &str, line: Option<u32>, message: String) -> Write {
         message,
         at: chrono::Utc::now(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Task users run the interpreter the node found: a bare name is resolved on the node's
+    /// PATH once, so that a task user's lookup cannot land on another Python.
+    #[test]
+    fn the_python_interpreter_is_the_one_on_the_nodes_path() {
+        let mut config = Config::default();
+        config.python.interpreter = "sh".to_string();
+        let resolved = python_interpreter(&config);
+        assert!(std::path::Path::new(&resolved).is_absolute(), "{resolved}");
+        assert!(resolved.ends_with("/sh"), "{resolved}");
+        config.python.interpreter = "/opt/python/bin/python3".to_string();
+        assert_eq!(python_interpreter(&config), "/opt/python/bin/python3");
+        config.python.interpreter = "no-such-python-anywhere".to_string();
+        assert_eq!(python_interpreter(&config), "no-such-python-anywhere");
+    }
 }
