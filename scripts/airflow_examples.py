@@ -91,6 +91,36 @@ def expected_for_wall_clock(key, airflow, run_between):
 
 
 
+# Example DAGs whose branch depends on the weekday (UTC) when they run: Airflow's
+# BranchDayOfWeekOperator reads the wall clock unless `use_task_logical_date`. The stored result
+# is from the day Airflow ran; weft's is compared with what the operators choose on the days
+# weft ran it.
+WEEKDAY_BRANCHES = {("example_branch_day_of_week_operator.py", "example_weekday_branch_operator")}
+
+
+def expected_for_weekday(airflow, run_between):
+    """Airflow's stored result of example_weekday_branch_operator as it would be on the days
+    weft ran it: `make_choice` follows `branch_true` on Mondays, then `make_weekend_choice`
+    follows `branch_weekend` on Saturdays and Sundays."""
+    if "tasks" not in airflow:
+        return [airflow]
+    expectations = []
+    for weekday in sorted({at.weekday() for at in run_between}):
+        tasks = dict(airflow["tasks"])
+        monday, weekend = weekday == 0, weekday >= 5
+        tasks["branch_true"], tasks["branch_false"] = (
+            ("success", "skipped") if monday else ("skipped", "success"))
+        if monday:
+            for task_id in ("make_weekend_choice", "branch_weekend", "branch_mid_week"):
+                tasks[task_id] = "skipped"
+        else:
+            tasks["make_weekend_choice"] = "success"
+            tasks["branch_weekend"], tasks["branch_mid_week"] = (
+                ("success", "skipped") if weekend else ("skipped", "success"))
+        expectations.append({**airflow, "tasks": tasks})
+    return expectations
+
+
 def cache_dir():
     base = os.environ.get("XDG_CACHE_HOME")
     return os.path.join(base, "weft-airflow-examples") if base else "/var/tmp/weft-airflow-examples"
@@ -402,6 +432,9 @@ def table_rows(weft, airflow, skipped, run_between):
         expected = airflow[key]
         if key in WALL_CLOCK_BRANCHES:
             candidates = expected_for_wall_clock(key, expected, run_between)
+            expected = next((c for c in candidates if compare(weft_result, c)[0]), candidates[0])
+        if key in WEEKDAY_BRANCHES:
+            candidates = expected_for_weekday(expected, run_between)
             expected = next((c for c in candidates if compare(weft_result, c)[0]), candidates[0])
         ok, reason = compare(weft_result, expected)
         matched += ok
