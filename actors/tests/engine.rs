@@ -504,14 +504,12 @@ async fn a_wide_run_shares_commits_between_attempts_ends() {
     engine.shutdown().await;
 }
 
-/// Which batches a `HoldingStore` holds back.
+/// Which batches `HoldBack` holds back.
 type HoldPick = Box<dyn Fn(&[weft_storage::Write]) -> bool + Send + Sync>;
 
-/// A store that holds back every batch `hold` picks until `release` is notified (or 10 s
-/// have passed), and otherwise passes everything to `inner`, recording every write it passes
-/// on.
-struct HoldingStore {
-    inner: Arc<dyn Store>,
+/// Faults that hold back every batch `hold` picks until `release` is notified (or 10 s have
+/// passed), recording every write passed on.
+struct HoldBack {
     hold: HoldPick,
     release: Arc<tokio::sync::Notify>,
     /// Every write passed on, in order.
@@ -529,12 +527,37 @@ fn queues(task_id: String) -> HoldPick {
 }
 
 #[async_trait::async_trait]
-impl Store for HoldingStore {
-    async fn write(&self, batch: Vec<weft_storage::Write>) -> weft_storage::Result<()> {
-        if (self.hold)(&batch) {
+impl StoreFaults for HoldBack {
+    async fn before_write(&self, batch: &[weft_storage::Write]) -> weft_storage::Result<()> {
+        if (self.hold)(batch) {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.release.notified()).await;
         }
         self.written.lock().unwrap().extend(batch.iter().cloned());
+        Ok(())
+    }
+}
+
+/// What a `FaultyStore` does before it passes a call on to the store it wraps.
+#[async_trait::async_trait]
+trait StoreFaults: Send + Sync + 'static {
+    /// Before a batch: an error refuses it (the store never sees it).
+    async fn before_write(&self, batch: &[weft_storage::Write]) -> weft_storage::Result<()>;
+    /// Before a read of a run or of its task instances: an error fails the read.
+    fn before_run_read(&self) -> weft_storage::Result<()> {
+        Ok(())
+    }
+}
+
+/// A store that passes every call to `inner`, after `faults` had its say.
+struct FaultyStore<F> {
+    inner: Arc<dyn Store>,
+    faults: F,
+}
+
+#[async_trait::async_trait]
+impl<F: StoreFaults> Store for FaultyStore<F> {
+    async fn write(&self, batch: Vec<weft_storage::Write>) -> weft_storage::Result<()> {
+        self.faults.before_write(&batch).await?;
         self.inner.write(batch).await
     }
     async fn dag(&self, dag_id: &str) -> weft_storage::Result<Option<weft_storage::DagRow>> {
@@ -557,6 +580,7 @@ impl Store for HoldingStore {
         self.inner.dag_versions(dag_id).await
     }
     async fn run(&self, key: &RunKey) -> weft_storage::Result<Option<weft_storage::RunRow>> {
+        self.faults.before_run_read()?;
         self.inner.run(key).await
     }
     async fn runs(
@@ -603,6 +627,7 @@ impl Store for HoldingStore {
         &self,
         run: &RunKey,
     ) -> weft_storage::Result<Vec<weft_core::dag_run::TaskInstanceRecord>> {
+        self.faults.before_run_read()?;
         self.inner.task_instances(run).await
     }
     async fn attempts(
@@ -659,11 +684,13 @@ async fn a_wide_opening_starts_each_attempt_after_its_own_row_is_durable() {
     let leaf = |index: usize| format!("leaf_{index:03}");
     let first_chunk_ended = Arc::new(AtomicU32::new(0));
     let release = Arc::new(tokio::sync::Notify::new());
-    let store: Arc<dyn Store> = Arc::new(HoldingStore {
+    let store: Arc<dyn Store> = Arc::new(FaultyStore {
         inner: sqlite(&dir),
-        hold: queues(leaf(FIRST_CHUNK)),
-        release: release.clone(),
-        written: Arc::default(),
+        faults: HoldBack {
+            hold: queues(leaf(FIRST_CHUNK)),
+            release: release.clone(),
+            written: Arc::default(),
+        },
     });
     let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
         .await
@@ -743,11 +770,13 @@ async fn a_wide_opening_starts_each_attempt_after_its_own_row_is_durable() {
 async fn a_triggered_run_is_created_running_when_it_can_start_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let written: Arc<std::sync::Mutex<Vec<weft_storage::Write>>> = Arc::default();
-    let store: Arc<dyn Store> = Arc::new(HoldingStore {
+    let store: Arc<dyn Store> = Arc::new(FaultyStore {
         inner: sqlite(&dir),
-        hold: Box::new(|_| false),
-        release: Arc::new(tokio::sync::Notify::new()),
-        written: written.clone(),
+        faults: HoldBack {
+            hold: Box::new(|_| false),
+            release: Arc::new(tokio::sync::Notify::new()),
+            written: written.clone(),
+        },
     });
     let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
         .await
@@ -928,21 +957,23 @@ async fn a_change_that_reaches_a_run_as_it_ends_reopens_it() {
     let end_held = Arc::new(tokio::sync::Notify::new());
     let seen_end = end_held.clone();
     let held_once = std::sync::atomic::AtomicBool::new(false);
-    let store: Arc<dyn Store> = Arc::new(HoldingStore {
+    let store: Arc<dyn Store> = Arc::new(FaultyStore {
         inner: sqlite(&dir),
-        // The first end only: the re-opened run's own end is not held.
-        hold: Box::new(move |batch| {
-            let ends = batch.iter().any(|write| {
+        faults: HoldBack {
+            // The first end only: the re-opened run's own end is not held.
+            hold: Box::new(move |batch| {
+                let ends = batch.iter().any(|write| {
                 matches!(write, weft_storage::Write::UpdateRun { state, .. } if state.is_finished())
             });
-            if ends && !held_once.swap(true, Ordering::SeqCst) {
-                seen_end.notify_one();
-                return true;
-            }
-            false
-        }),
-        release: release.clone(),
-        written: Arc::default(),
+                if ends && !held_once.swap(true, Ordering::SeqCst) {
+                    seen_end.notify_one();
+                    return true;
+                }
+                false
+            }),
+            release: release.clone(),
+            written: Arc::default(),
+        },
     });
     let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
         .await
@@ -1129,19 +1160,18 @@ async fn tasks_mapped_over_map_index_max_elements_run_every_instance() {
     engine.shutdown().await;
 }
 
-/// A store that refuses every write as unavailable (a full disk) while `failing` is on, and
-/// counts the writes it refused; with `reads_fail`, the reads of a run and of its task
+/// Faults that refuse every write as unavailable (a full disk) while `failing` is on, and
+/// count the writes refused; with `reads_fail`, the reads of a run and of its task
 /// instances fail too (and are counted). Batches `corrupt` picks are refused for good, as a
 /// store does with a batch over a limit or data it cannot read.
-struct FailingStore {
-    inner: Arc<dyn Store>,
+struct Outage {
     failing: Arc<std::sync::atomic::AtomicBool>,
     refused: Arc<std::sync::atomic::AtomicU64>,
     reads_fail: bool,
     corrupt: Option<HoldPick>,
 }
 
-impl FailingStore {
+impl Outage {
     fn read_refused(&self) -> weft_storage::Result<()> {
         if self.reads_fail && self.failing.load(Ordering::SeqCst) {
             self.refused.fetch_add(1, Ordering::SeqCst);
@@ -1154,9 +1184,9 @@ impl FailingStore {
 }
 
 #[async_trait::async_trait]
-impl Store for FailingStore {
-    async fn write(&self, batch: Vec<weft_storage::Write>) -> weft_storage::Result<()> {
-        if self.corrupt.as_ref().is_some_and(|corrupt| corrupt(&batch)) {
+impl StoreFaults for Outage {
+    async fn before_write(&self, batch: &[weft_storage::Write]) -> weft_storage::Result<()> {
+        if self.corrupt.as_ref().is_some_and(|corrupt| corrupt(batch)) {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(weft_storage::Error::Corrupt(
                 "a row of the batch cannot be stored".to_string(),
@@ -1168,114 +1198,11 @@ impl Store for FailingStore {
                 "database or disk is full".to_string(),
             ));
         }
-        self.inner.write(batch).await
+        Ok(())
     }
-    async fn dag(&self, dag_id: &str) -> weft_storage::Result<Option<weft_storage::DagRow>> {
-        self.inner.dag(dag_id).await
-    }
-    async fn dags(&self) -> weft_storage::Result<Vec<weft_storage::DagRow>> {
-        self.inner.dags().await
-    }
-    async fn dag_version(
-        &self,
-        dag_id: &str,
-        version_hash: &str,
-    ) -> weft_storage::Result<Option<weft_storage::DagVersionRow>> {
-        self.inner.dag_version(dag_id, version_hash).await
-    }
-    async fn dag_versions(
-        &self,
-        dag_id: &str,
-    ) -> weft_storage::Result<Vec<weft_storage::DagVersionRow>> {
-        self.inner.dag_versions(dag_id).await
-    }
-    async fn run(&self, key: &RunKey) -> weft_storage::Result<Option<weft_storage::RunRow>> {
-        self.read_refused()?;
-        self.inner.run(key).await
-    }
-    async fn runs(
-        &self,
-        dag_id: &str,
-        limit: usize,
-    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
-        self.inner.runs(dag_id, limit).await
-    }
-    async fn runs_before(
-        &self,
-        dag_id: &str,
-        before: Option<weft_core::Timestamp>,
-        limit: usize,
-    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
-        self.inner.runs_before(dag_id, before, limit).await
-    }
-    async fn runs_in_states(
-        &self,
-        states: &[DagRunState],
-    ) -> weft_storage::Result<Vec<weft_storage::RunRow>> {
-        self.inner.runs_in_states(states).await
-    }
-    async fn latest_scheduled_run(
-        &self,
-        dag_id: &str,
-    ) -> weft_storage::Result<Option<weft_storage::RunRow>> {
-        self.inner.latest_scheduled_run(dag_id).await
-    }
-    async fn previous_run(
-        &self,
-        dag_id: &str,
-        logical_date: weft_core::Timestamp,
-    ) -> weft_storage::Result<Option<weft_storage::RunRow>> {
-        self.inner.previous_run(dag_id, logical_date).await
-    }
-    async fn task_instance(
-        &self,
-        key: &TaskInstanceKey,
-    ) -> weft_storage::Result<Option<weft_core::dag_run::TaskInstanceRecord>> {
-        self.inner.task_instance(key).await
-    }
-    async fn task_instances(
-        &self,
-        run: &RunKey,
-    ) -> weft_storage::Result<Vec<weft_core::dag_run::TaskInstanceRecord>> {
-        self.read_refused()?;
-        self.inner.task_instances(run).await
-    }
-    async fn attempts(
-        &self,
-        key: &TaskInstanceKey,
-    ) -> weft_storage::Result<Vec<weft_storage::AttemptRow>> {
-        self.inner.attempts(key).await
-    }
-    async fn xcoms(&self, run: &RunKey) -> weft_storage::Result<Vec<weft_storage::XcomRow>> {
-        self.inner.xcoms(run).await
-    }
-    async fn log_entry(
-        &self,
-        key: &TaskInstanceKey,
-        try_number: u32,
-    ) -> weft_storage::Result<Option<weft_storage::LogRow>> {
-        self.inner.log_entry(key, try_number).await
-    }
-    async fn import_errors(&self) -> weft_storage::Result<Vec<weft_storage::ImportErrorRow>> {
-        self.inner.import_errors().await
-    }
-    async fn pools(&self) -> weft_storage::Result<Vec<weft_storage::PoolRow>> {
-        self.inner.pools().await
-    }
-    async fn audit(&self, limit: usize) -> weft_storage::Result<Vec<weft_storage::AuditRow>> {
-        self.inner.audit(limit).await
-    }
-    async fn user(&self, username: &str) -> weft_storage::Result<Option<weft_storage::UserRow>> {
-        self.inner.user(username).await
-    }
-    async fn users(&self) -> weft_storage::Result<Vec<weft_storage::UserRow>> {
-        self.inner.users().await
-    }
-    async fn api_token(&self, id: &str) -> weft_storage::Result<Option<weft_storage::ApiTokenRow>> {
-        self.inner.api_token(id).await
-    }
-    async fn api_tokens(&self) -> weft_storage::Result<Vec<weft_storage::ApiTokenRow>> {
-        self.inner.api_tokens().await
+
+    fn before_run_read(&self) -> weft_storage::Result<()> {
+        self.read_refused()
     }
 }
 
@@ -1315,12 +1242,14 @@ async fn run_through_an_outage(crash: bool) -> Vec<u32> {
     let dir = tempfile::tempdir().unwrap();
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let store: Arc<dyn Store> = Arc::new(FailingStore {
+    let store: Arc<dyn Store> = Arc::new(FaultyStore {
         inner: sqlite(&dir),
-        failing: failing.clone(),
-        refused: refused.clone(),
-        reads_fail: crash,
-        corrupt: None,
+        faults: Outage {
+            failing: failing.clone(),
+            refused: refused.clone(),
+            reads_fail: crash,
+            corrupt: None,
+        },
     });
     let mut config = EngineConfig::new(dir.path());
     config.store_retry_backoff_ms_first = 1;
@@ -1399,12 +1328,14 @@ async fn a_tick_due_during_a_store_outage_creates_its_run_once_the_store_answers
     let dir = tempfile::tempdir().unwrap();
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let store: Arc<dyn Store> = Arc::new(FailingStore {
+    let store: Arc<dyn Store> = Arc::new(FaultyStore {
         inner: sqlite(&dir),
-        failing: failing.clone(),
-        refused: refused.clone(),
-        reads_fail: false,
-        corrupt: None,
+        faults: Outage {
+            failing: failing.clone(),
+            refused: refused.clone(),
+            reads_fail: false,
+            corrupt: None,
+        },
     });
     let mut config = EngineConfig::new(dir.path());
     config.store_retry_backoff_ms_first = 1;
@@ -1453,18 +1384,20 @@ async fn a_tick_due_during_a_store_outage_creates_its_run_once_the_store_answers
 async fn a_batch_the_store_refuses_for_good_fails_its_run() {
     let dir = tempfile::tempdir().unwrap();
     let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let store: Arc<dyn Store> = Arc::new(FailingStore {
+    let store: Arc<dyn Store> = Arc::new(FaultyStore {
         inner: sqlite(&dir),
-        failing: Arc::default(),
-        refused: refused.clone(),
-        reads_fail: false,
-        // The end of task `bad`, whatever else its batch holds.
-        corrupt: Some(Box::new(|batch| {
-            batch.iter().any(|write| {
-                matches!(write, weft_storage::Write::PutAttempt(attempt)
+        faults: Outage {
+            failing: Arc::default(),
+            refused: refused.clone(),
+            reads_fail: false,
+            // The end of task `bad`, whatever else its batch holds.
+            corrupt: Some(Box::new(|batch| {
+                batch.iter().any(|write| {
+                    matches!(write, weft_storage::Write::PutAttempt(attempt)
                     if &*attempt.key.task_id == "bad")
-            })
-        })),
+                })
+            })),
+        },
     });
     let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
         .await
