@@ -239,7 +239,10 @@ pub async fn chain_shell(
         uid: 61_000,
         gid: 61_000,
     };
-    let task_dirs = Some(dir.join("tasks"));
+    // Outside the data directory, which may sit under a folder only root can enter (a
+    // `mktemp -d`): the task user must reach its working directory.
+    let task_root = std::env::temp_dir().join(format!("weft-bench-tasks-{}", std::process::id()));
+    let task_dirs = Some(task_root.clone());
     let sandbox = match isolation {
         Isolation::None => None,
         Isolation::User => Some(SandboxSpec {
@@ -261,6 +264,8 @@ pub async fn chain_shell(
     let description = format!("{} sequential shell `true` tasks{what}", sizes.chain_length);
     let result = chain_result(name, &description, &engine, spec, sizes.runs, usage).await;
     engine.shutdown().await;
+    // Each attempt removed its own directory.
+    let _ = std::fs::remove_dir(&task_root);
     result
 }
 
