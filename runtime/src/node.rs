@@ -112,7 +112,9 @@ pub fn task_isolation(config: &Config) -> TaskIsolation {
         Isolation::User if !root => (
             None,
             format!(
-                "isolation none: tasks run as the node's user, because the node is not root                  (uid {}) and cannot give them a user of their own; run it as root, or set                  sandbox.isolation = \"full\" for namespaces",
+                "isolation none: tasks run as the node's user, because the node is not root \
+                 (uid {}) and cannot give them a user of their own; run it as root, or set \
+                 sandbox.isolation = \"full\" for namespaces",
                 current_uid()
             ),
         ),
@@ -123,7 +125,8 @@ pub fn task_isolation(config: &Config) -> TaskIsolation {
                 ..limits
             }),
             format!(
-                "isolation user: tasks run as uid {}:{}, not the node's; the host's files and                  network as that user sees them",
+                "isolation user: tasks run as uid {}:{}, not the node's; the host's files and \
+                 network as that user sees them",
                 identity.uid, identity.gid
             ),
         ),
@@ -207,7 +210,7 @@ fn python_runs_confined(python: &str, spec: &SandboxSpec) -> Result<(), String> 
     }
     let output = command
         .output()
-        .map_err(|e| format!("uid cannot start {python}: {e}"))?;
+        .map_err(|e| format!("the task user cannot start {python}: {e}"))?;
     if output.status.success() {
         Ok(())
     } else {
@@ -430,5 +433,22 @@ mod tests {
         assert_eq!(python_interpreter(&config), "/opt/python/bin/python3");
         config.python.interpreter = "no-such-python-anywhere".to_string();
         assert_eq!(python_interpreter(&config), "no-such-python-anywhere");
+    }
+
+    /// The start-up line of each level reads as one sentence (no wrapped source lines in it).
+    #[test]
+    fn the_isolation_line_says_what_is_in_force() {
+        for (level, said) in [
+            (Isolation::None, "isolation none"),
+            (Isolation::User, "isolation "),
+            (Isolation::Full, "isolation full"),
+        ] {
+            let mut config = Config::default();
+            config.sandbox.isolation = level;
+            let summary = task_isolation(&config).summary;
+            assert!(summary.starts_with(said), "{summary}");
+            assert!(!summary.contains("  "), "{summary}");
+            assert!(!summary.contains('\n'), "{summary}");
+        }
     }
 }

@@ -256,6 +256,7 @@ fn build_launch(command: &ShellCommand, limits: &AttemptLimits) -> Result<Launch
         // The default isolation is on the node's start-up line; a line in every attempt's log
         // would create a log file for every silent task.
         sandbox_description: (spec.namespaces
+            || !prepared.confinement.rlimits.is_empty()
             || prepared
                 .cgroup
                 .as_ref()
