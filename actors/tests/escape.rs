@@ -36,7 +36,7 @@ struct Node {
 
 fn node() -> Node {
     assert!(
-        is_root(),
+        sandbox::is_root(),
         "the escape suite runs as root, as a node that isolates tasks does"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -62,11 +62,6 @@ fn node() -> Node {
         secret,
         root_owned,
     }
-}
-
-fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").unwrap().uid() == 0
 }
 
 fn user_isolation(node: &Node) -> SandboxSpec {

@@ -79,7 +79,7 @@ pub struct TaskIsolation {
 /// The isolation `config` asks for, as far as this machine and this node's user can give it.
 pub fn task_isolation(config: &Config) -> TaskIsolation {
     let level = config.sandbox.level();
-    let root = is_root();
+    let root = weft_actors::executor::sandbox::is_root();
     let identity = TaskIdentity {
         uid: config.sandbox.task_uid,
         gid: config.sandbox.task_gid,
@@ -115,7 +115,7 @@ pub fn task_isolation(config: &Config) -> TaskIsolation {
                 "isolation none: tasks run as the node's user, because the node is not root \
                  (uid {}) and cannot give them a user of their own; run it as root, or set \
                  sandbox.isolation = \"full\" for namespaces",
-                current_uid()
+                weft_actors::executor::sandbox::effective_uid()
             ),
         ),
         Isolation::User => (
@@ -179,24 +179,33 @@ pub fn task_isolation(config: &Config) -> TaskIsolation {
 /// looked up as the task user, `python3` may skip an interpreter it cannot reach (pyenv's, under
 /// `/root`) and find another one, without the packages the node's has.
 fn python_interpreter(config: &Config) -> String {
-    use std::os::unix::fs::PermissionsExt;
     let name = &config.python.interpreter;
     if name.contains('/') {
         return name.clone();
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        })
+    weft_actors::executor::sandbox::find_program(name)
         .map(|found| found.display().to_string())
         .unwrap_or_else(|| name.clone())
 }
 
-/// Whether `python` starts (and finds its standard library) confined as `spec` says.
+/// Whether `python` starts (and finds its standard library) confined as `spec` says. A node
+/// asks several times at start (the engine, the DAG processor, the start-up line): the answer
+/// is kept per interpreter and user, so the probe process starts once.
 fn python_runs_confined(python: &str, spec: &SandboxSpec) -> Result<(), String> {
+    type Probes = std::collections::HashMap<(String, Option<TaskIdentity>), Result<(), String>>;
+    static PROBES: std::sync::Mutex<Option<Probes>> = std::sync::Mutex::new(None);
+    let key = (python.to_string(), spec.run_as);
+    let mut probes = PROBES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    probes
+        .get_or_insert_with(Default::default)
+        .entry(key)
+        .or_insert_with(|| probe_python(python, spec))
+        .clone()
+}
+
+fn probe_python(python: &str, spec: &SandboxSpec) -> Result<(), String> {
     use std::os::unix::process::CommandExt;
     let mut command = std::process::Command::new(python);
     command
@@ -218,18 +227,6 @@ fn python_runs_confined(python: &str, spec: &SandboxSpec) -> Result<(), String> 
         let last = stderr.lines().last().unwrap_or("no message").to_string();
         Err(format!("{python} does not start as the task user ({last})"))
     }
-}
-
-fn is_root() -> bool {
-    current_uid() == 0
-}
-
-fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    // The owner of a file this process just made is its effective user, without `unsafe`.
-    std::fs::metadata("/proc/self")
-        .map(|meta| meta.uid())
-        .unwrap_or(u32::MAX)
 }
 
 /// Makes the node's home private: the directory 0700 (its store, secrets, logs and control

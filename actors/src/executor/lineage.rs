@@ -12,7 +12,7 @@
 use std::sync::OnceLock;
 
 use super::sandbox::{self, CgroupSupport};
-use super::subprocess::send_sigkill;
+use super::subprocess::{send_sigkill, ProcStat};
 
 /// The environment variable that marks a node's task processes.
 pub const MARKER_VARIABLE: &str = "WEFT_NODE";
@@ -140,13 +140,7 @@ fn marked_processes(prefix: &str, own: Option<&str>) -> Vec<i32> {
 }
 
 fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let rest = &stat[stat.rfind(')')? + 2..];
-            rest.chars().next()
-        })
-        .is_none_or(|state| state == 'Z' || state == 'X')
+    ProcStat::read(pid).is_none_or(|stat| stat.state == 'Z' || stat.state == 'X')
 }
 
 /// Removes `attempt-<pid>-<n>` cgroups whose node (`pid`) is not running, killing what is left

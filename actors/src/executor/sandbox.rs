@@ -21,7 +21,7 @@ use super::subprocess::send_sigkill;
 
 /// A user and group a task runs as: not the node's, so that it can neither read the node's
 /// files (`$WEFT_HOME` is 0700) nor signal the node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TaskIdentity {
     pub uid: u32,
     pub gid: u32,
@@ -185,16 +185,16 @@ pub fn detect() -> SandboxSupport {
     }
 }
 
-/// `name` resolved against this process's PATH, so a task's replaced environment cannot
-/// change which binary weft itself starts.
-pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
+/// The executable `name` on this process's PATH, so a task's replaced environment cannot
+/// change which binary weft itself starts; every lookup of a program weft starts goes here.
+pub fn find_program(name: impl AsRef<Path>) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
+        .map(|dir| dir.join(name.as_ref()))
         .find(|candidate| {
             std::fs::metadata(candidate)
-                .map(|m| m.is_file())
-                .unwrap_or(false)
+                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
         })
 }
 
@@ -778,19 +778,24 @@ pub fn prepare(
     })
 }
 
-/// Whether this process may change its user (it runs as root).
-fn node_is_root() -> bool {
+/// This process's effective user.
+pub fn effective_uid() -> u32 {
     #[allow(unsafe_code)]
     // SAFETY: `geteuid` takes nothing, cannot fail and touches no memory.
     let euid = unsafe { libc::geteuid() };
-    euid == 0
+    euid
+}
+
+/// Whether this process may give tasks another user (it runs as root).
+pub fn is_root() -> bool {
+    effective_uid() == 0
 }
 
 fn bwrap_args(spec: &SandboxSpec, cwd: Option<&Path>) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     // bubblewrap started by root without a user to become would map the sandbox's user to
     // root; a task user (or a node that is not root) gets an unprivileged user namespace.
-    if spec.run_as.is_some() || !node_is_root() {
+    if spec.run_as.is_some() || !is_root() {
         args.push("--unshare-user".into());
     }
     args.extend(

@@ -240,7 +240,9 @@ pub(crate) fn spawn(request: &SpawnRequest<'_>) -> io::Result<Process> {
     let resolved = if program.as_bytes().contains(&b'/') {
         None
     } else {
-        Some(c_string(resolve_on_path(program)?.as_os_str())?)
+        let found = super::sandbox::find_program(program)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))?;
+        Some(c_string(found.as_os_str())?)
     };
     let pid = clone_spawn(ChildPlan {
         program: resolved.as_deref().unwrap_or(&argv[0]).as_ptr(),
@@ -263,19 +265,6 @@ pub(crate) fn spawn(request: &SpawnRequest<'_>) -> io::Result<Process> {
 fn node_pid() -> libc::pid_t {
     static PID: std::sync::OnceLock<libc::pid_t> = std::sync::OnceLock::new();
     *PID.get_or_init(|| std::process::id() as libc::pid_t)
-}
-
-/// `program` looked up on the worker's PATH, as `posix_spawnp` would.
-fn resolve_on_path(program: &OsStr) -> io::Result<std::path::PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        })
-        .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOENT))
 }
 
 /// Size of the stack a child runs on between `clone` and `execve`, where it makes a few

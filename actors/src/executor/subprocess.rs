@@ -1033,14 +1033,14 @@ impl ProcessTree {
 }
 
 /// Fields of /proc/<pid>/stat that decide membership.
-struct ProcStat {
-    state: char,
+pub(crate) struct ProcStat {
+    pub(crate) state: char,
     parent: i32,
     process_group: i32,
 }
 
 impl ProcStat {
-    fn read(pid: i32) -> Option<ProcStat> {
+    pub(crate) fn read(pid: i32) -> Option<ProcStat> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // The command name may contain spaces and parentheses: fields start after the last ')'.
         let rest = &stat[stat.rfind(')')? + 2..];
