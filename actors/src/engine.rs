@@ -18,6 +18,7 @@ use weft_core::ids::RunKey;
 use weft_core::spec::{DagSpec, TaskKind, TaskSpec};
 use weft_core::state::{DagRunState, TaskState};
 use weft_core::Timestamp;
+use weft_storage::vault::{Keyring, Vault};
 use weft_storage::Store;
 
 /// How an in-process task fails.
@@ -66,6 +67,9 @@ pub struct EngineConfig {
     /// The longest wait between two tries of a failed store write (`STORE_RETRY_BACKOFF_MS_MAX`
     /// by default); also the longest wait before a failed run actor is rebuilt again.
     pub store_retry_backoff_ms_max: u64,
+    /// The keys that seal and open Variables and Connections. `EngineConfig::new` makes a
+    /// fresh one, which opens nothing after a restart: a node passes the keys it keeps.
+    pub secret_keys: Keyring,
 }
 
 /// The first wait before a failed store write is tried again (see `EngineConfig`).
@@ -86,6 +90,7 @@ impl EngineConfig {
             python: PythonRunnerConfig::from_env(),
             store_retry_backoff_ms_first: STORE_RETRY_BACKOFF_MS_FIRST,
             store_retry_backoff_ms_max: STORE_RETRY_BACKOFF_MS_MAX,
+            secret_keys: Keyring::generate(),
         }
     }
 }
@@ -194,6 +199,11 @@ impl Engine {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
+    }
+
+    /// The Variables and Connections of this engine's store, sealed with its keys.
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.shared.vault
     }
 
     /// Where the log of one try of a task instance is written.

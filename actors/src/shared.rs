@@ -7,6 +7,7 @@ use crate::executor::python::PythonRunnerPool;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tokio::sync::{broadcast, OnceCell};
+use weft_storage::vault::Vault;
 use weft_storage::{Store, Write};
 
 pub(crate) struct Shared {
@@ -17,6 +18,7 @@ pub(crate) struct Shared {
     pub run_events: broadcast::Sender<Event>,
     pub config: EngineConfig,
     pub handlers: RwLock<HashMap<String, TaskFn>>,
+    pub vault: Arc<Vault>,
     python: OnceCell<Arc<PythonRunnerPool>>,
 }
 
@@ -24,7 +26,9 @@ impl Shared {
     pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Shared {
         let (events, _) = broadcast::channel(crate::events::EVENTS_BUFFER_MAX);
         let (run_events, _) = broadcast::channel(crate::events::RUN_EVENTS_BUFFER_MAX);
+        let vault = Arc::new(Vault::new(store.clone(), config.secret_keys.clone()));
         Shared {
+            vault,
             store,
             events,
             run_events,

@@ -667,6 +667,21 @@ impl<F: StoreFaults> Store for FaultyStore<F> {
     async fn api_tokens(&self) -> weft_storage::Result<Vec<weft_storage::ApiTokenRow>> {
         self.inner.api_tokens().await
     }
+
+    async fn secret(
+        &self,
+        kind: weft_storage::SecretKind,
+        id: &str,
+    ) -> weft_storage::Result<Option<weft_storage::SecretRow>> {
+        self.inner.secret(kind, id).await
+    }
+
+    async fn secrets(
+        &self,
+        kind: weft_storage::SecretKind,
+    ) -> weft_storage::Result<Vec<weft_storage::SecretRow>> {
+        self.inner.secrets(kind).await
+    }
 }
 
 /// A wide opening commits in chunks (see the run actor's `DISPATCH_SPLIT_MIN`): the first

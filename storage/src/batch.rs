@@ -9,7 +9,7 @@
 
 use crate::{
     Error, Result, Write, AUDIT_DETAIL_BYTES_MAX, BATCH_WRITES_MAX, IMPORT_ERROR_BYTES_MAX,
-    XCOM_BYTES_MAX,
+    SECRET_DESCRIPTION_BYTES_MAX, SECRET_ID_CHARS_MAX, SECRET_SEALED_BYTES_MAX, XCOM_BYTES_MAX,
 };
 use weft_core::limits::{CONF_BYTES_MAX, DAG_SPEC_BYTES_MAX};
 
@@ -61,6 +61,34 @@ fn check_write(write: &mut Write) -> Result<()> {
                     what: format!("serialized dag `{}`", version.dag_id),
                     size,
                     max: DAG_SPEC_BYTES_MAX,
+                });
+            }
+        }
+        Write::PutSecret { row, .. } => {
+            let what = || format!("{} `{}`", row.kind.as_str(), row.id);
+            if row.sealed.len() > SECRET_SEALED_BYTES_MAX {
+                return Err(Error::TooLarge {
+                    what: format!("sealed value of {}", what()),
+                    size: row.sealed.len(),
+                    max: SECRET_SEALED_BYTES_MAX,
+                });
+            }
+            if row.description.len() > SECRET_DESCRIPTION_BYTES_MAX {
+                return Err(Error::TooLarge {
+                    what: format!("description of {}", what()),
+                    size: row.description.len(),
+                    max: SECRET_DESCRIPTION_BYTES_MAX,
+                });
+            }
+            let chars = row.id.chars().count();
+            if row.id.is_empty() || chars > SECRET_ID_CHARS_MAX {
+                return Err(Error::TooLarge {
+                    what: format!(
+                        "id of a {} (characters; it may not be empty)",
+                        row.kind.as_str()
+                    ),
+                    size: chars,
+                    max: SECRET_ID_CHARS_MAX,
                 });
             }
         }

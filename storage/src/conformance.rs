@@ -1399,6 +1399,7 @@ pub async fn users_and_api_tokens_put_read_delete<B: Backend>(backend: &B) {
         dag_grants: vec!["etl".to_string()],
         disabled: false,
         created_at: at(1),
+        session_epoch: 3,
     };
     let token = ApiTokenRow {
         id: "t1".to_string(),

@@ -47,7 +47,7 @@ mod write;
 
 use crate::{
     ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow,
-    PoolRow, Result, RunRow, Store, UserRow, Write, XcomRow,
+    PoolRow, Result, RunRow, SecretKind, SecretRow, Store, UserRow, Write, XcomRow,
 };
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -938,6 +938,20 @@ impl Store for CqlStore {
         rows.iter()
             .map(|(body,)| from_body(body, "api token"))
             .collect()
+    }
+
+    async fn secret(&self, kind: SecretKind, id: &str) -> Result<Option<SecretRow>> {
+        Err(Error::Unavailable(format!(
+            "the CQL store keeps no {} yet (`{id}`)",
+            kind.as_str()
+        )))
+    }
+
+    async fn secrets(&self, kind: SecretKind) -> Result<Vec<SecretRow>> {
+        Err(Error::Unavailable(format!(
+            "the CQL store keeps no {}s yet",
+            kind.as_str()
+        )))
     }
 }
 

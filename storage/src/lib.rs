@@ -11,6 +11,7 @@ pub mod cql;
 pub mod memory;
 pub mod sqlite;
 mod types;
+pub mod vault;
 
 pub use types::*;
 
@@ -116,4 +117,9 @@ pub trait Store: Send + Sync + 'static {
     async fn api_token(&self, id: &str) -> Result<Option<ApiTokenRow>>;
     /// Every API token, by id.
     async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>>;
+
+    // --- variables and connections (sealed; see `vault` for their values)
+    async fn secret(&self, kind: SecretKind, id: &str) -> Result<Option<SecretRow>>;
+    /// Every row of one kind, by id.
+    async fn secrets(&self, kind: SecretKind) -> Result<Vec<SecretRow>>;
 }

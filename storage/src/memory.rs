@@ -7,8 +7,8 @@
 
 use crate::{
     batch, ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow,
-    PoolRow, Result, RunRow, Store, UserRow, Write, XcomRow, DEFAULT_POOL_DESCRIPTION,
-    DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS,
+    PoolRow, Result, RunRow, SecretKind, SecretRow, Store, UserRow, Write, XcomRow,
+    DEFAULT_POOL_DESCRIPTION, DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -43,6 +43,7 @@ struct Tables {
     audit_last_id: u64,
     users: BTreeMap<String, UserRow>,
     api_tokens: BTreeMap<String, ApiTokenRow>,
+    secrets: BTreeMap<(SecretKind, String), SecretRow>,
 }
 
 /// Restores what one write changed; applied in reverse when a later write of the batch fails.
@@ -241,6 +242,24 @@ impl Tables {
             }
             Write::DeleteApiToken { id } => {
                 remove(self, undo, |t| &mut t.api_tokens, &id);
+                Ok(())
+            }
+            Write::PutSecret { row, expected } => {
+                let key = (row.kind, row.id.clone());
+                if let Some(expected) = expected {
+                    let found = self.secrets.get(&key).map(|stored| stored.sealed.as_str());
+                    if found != Some(expected.as_str()) {
+                        return Err(conflict(
+                            format!("{} `{}`", row.kind.as_str(), row.id),
+                            "its sealed value changed since it was read",
+                        ));
+                    }
+                }
+                put(self, undo, |t| &mut t.secrets, key, row);
+                Ok(())
+            }
+            Write::DeleteSecret { kind, id } => {
+                remove(self, undo, |t| &mut t.secrets, &(kind, id));
                 Ok(())
             }
         }
@@ -617,5 +636,18 @@ impl Store for MemoryStore {
 
     async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>> {
         Ok(self.lock().api_tokens.values().cloned().collect())
+    }
+
+    async fn secret(&self, kind: SecretKind, id: &str) -> Result<Option<SecretRow>> {
+        Ok(self.lock().secrets.get(&(kind, id.to_string())).cloned())
+    }
+
+    async fn secrets(&self, kind: SecretKind) -> Result<Vec<SecretRow>> {
+        let tables = self.lock();
+        let rows = tables.secrets.range((kind, String::new())..);
+        Ok(rows
+            .take_while(|((row_kind, _), _)| *row_kind == kind)
+            .map(|(_, row)| row.clone())
+            .collect())
     }
 }

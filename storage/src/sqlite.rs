@@ -15,7 +15,7 @@ pub use migrations::SCHEMA_VERSION;
 
 use crate::{
     batch, ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow,
-    PoolRow, Result, RunRow, Store, UserRow, Write, XcomRow,
+    PoolRow, Result, RunRow, SecretKind, SecretRow, Store, UserRow, Write, XcomRow,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -524,5 +524,20 @@ impl Store for SqliteStore {
 
     async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>> {
         self.read("reading api tokens", rows::api_tokens).await
+    }
+
+    async fn secret(&self, kind: SecretKind, id: &str) -> Result<Option<SecretRow>> {
+        let id = id.to_string();
+        self.read("reading a variable or connection", move |c| {
+            rows::secret(c, kind, &id)
+        })
+        .await
+    }
+
+    async fn secrets(&self, kind: SecretKind) -> Result<Vec<SecretRow>> {
+        self.read("reading variables or connections", move |c| {
+            rows::secrets(c, kind)
+        })
+        .await
     }
 }

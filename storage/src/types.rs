@@ -16,6 +16,14 @@ pub const AUDIT_DETAIL_BYTES_MAX: usize = 16 * 1024;
 /// Writes in one batch.
 pub const BATCH_WRITES_MAX: usize = 10_000;
 
+/// Longest variable key or connection id, in characters (Airflow's `ID_LEN`).
+pub const SECRET_ID_CHARS_MAX: usize = 250;
+/// Longest description of a variable or connection, in bytes.
+pub const SECRET_DESCRIPTION_BYTES_MAX: usize = 4 * 1024;
+/// Largest sealed value of one variable or connection, in bytes (the plaintext limit of
+/// [`crate::vault`] is set so that a value at it seals within this).
+pub const SECRET_SEALED_BYTES_MAX: usize = 512 * 1024;
+
 /// The pool every store starts with, as in Airflow; it can be resized but not deleted.
 pub const DEFAULT_POOL_NAME: &str = "default_pool";
 pub const DEFAULT_POOL_SLOTS: u32 = 128;
@@ -127,6 +135,11 @@ pub struct UserRow {
     pub dag_grants: Vec<String>,
     pub disabled: bool,
     pub created_at: Timestamp,
+    /// Grows whenever the user's sessions are revoked (sign-out everywhere, a new password,
+    /// disabling): a session token carries the epoch it was issued in and is refused once the
+    /// stored epoch has moved past it, on every node and after a restart.
+    #[serde(default)]
+    pub session_epoch: u64,
 }
 
 /// An API token for scripts. Only a hash of its secret is stored.
@@ -141,6 +154,36 @@ pub struct ApiTokenRow {
     pub secret_hash: String,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
+}
+
+/// Which of Airflow's two secret tables a [`SecretRow`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretKind {
+    Variable,
+    Connection,
+}
+
+impl SecretKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretKind::Variable => "variable",
+            SecretKind::Connection => "connection",
+        }
+    }
+}
+
+/// A Variable or a Connection as stored: everything but its id and description is sealed
+/// (encrypted and authenticated) by [`crate::vault`]; a store never sees a value in clear.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretRow {
+    pub kind: SecretKind,
+    /// The variable's key or the connection's id.
+    pub id: String,
+    pub description: String,
+    /// The sealed value: `weft1:<key id>:<base64 of nonce, ciphertext and tag>`.
+    pub sealed: String,
+    pub updated_at: Timestamp,
 }
 
 /// One write of a batch. Guarded writes fail the whole batch with `Error::Conflict` when the
@@ -200,6 +243,19 @@ pub enum Write {
     PutApiToken(ApiTokenRow),
     /// Remove an API token; removing one that does not exist is not an error.
     DeleteApiToken {
+        id: String,
+    },
+    /// Create or replace a variable or connection. With `expected: Some(sealed)` the stored
+    /// row must exist with exactly that sealed value (a re-encryption that must not overwrite
+    /// a concurrent change); with `None` it is written whatever is stored. Refused with
+    /// `Error::TooLarge` when `sealed` is over `SECRET_SEALED_BYTES_MAX`.
+    PutSecret {
+        row: SecretRow,
+        expected: Option<String>,
+    },
+    /// Remove a variable or connection; removing one that does not exist is not an error.
+    DeleteSecret {
+        kind: SecretKind,
         id: String,
     },
 }

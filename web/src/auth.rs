@@ -312,6 +312,7 @@ pub async fn create_user(
         dag_grants: Vec::new(),
         disabled: false,
         created_at: chrono::Utc::now(),
+        session_epoch: 0,
     };
     store
         .write(vec![weft_storage::Write::PutUser(user)])

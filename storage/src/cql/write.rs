@@ -351,6 +351,11 @@ impl Plan {
                 | Write::PutUser(_)
                 | Write::PutApiToken(_)
                 | Write::DeleteApiToken { .. } => plan.plain.push(write),
+                Write::PutSecret { .. } | Write::DeleteSecret { .. } => {
+                    return Err(Error::Unavailable(
+                        "the CQL store keeps no variables or connections yet".to_string(),
+                    ))
+                }
             }
         }
         for part in &mut plan.runs {

@@ -44,10 +44,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0004_clustered_task_tables.sql"),
         rebuilds_tables: true,
     },
+    Migration {
+        version: 5,
+        name: "secrets_and_session_epochs",
+        sql: include_str!("migrations/0005_secrets_and_session_epochs.sql"),
+        rebuilds_tables: false,
+    },
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER NOT NULL PRIMARY KEY,

@@ -6,7 +6,7 @@
 
 use crate::{
     ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, ImportErrorRow, LogRow, PoolRow,
-    RunRow, UserRow, XcomRow,
+    RunRow, SecretKind, SecretRow, UserRow, XcomRow,
 };
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -487,6 +487,7 @@ fn user_row(row: &Row<'_>) -> rusqlite::Result<UserRow> {
         dag_grants,
         disabled: row.get(4)?,
         created_at: timestamp_at(row, 5)?,
+        session_epoch: row.get::<_, i64>(6)? as u64,
     })
 }
 
@@ -501,7 +502,8 @@ fn api_token_row(row: &Row<'_>) -> rusqlite::Result<ApiTokenRow> {
     })
 }
 
-const USER_COLUMNS: &str = "username, password_hash, role, dag_grants, disabled, created_at";
+const USER_COLUMNS: &str =
+    "username, password_hash, role, dag_grants, disabled, created_at, session_epoch";
 const API_TOKEN_COLUMNS: &str = "id, name, username, secret_hash, created_at, expires_at";
 
 pub(crate) fn user(connection: &Connection, username: &str) -> rusqlite::Result<Option<UserRow>> {
@@ -525,4 +527,42 @@ pub(crate) fn api_token(
 pub(crate) fn api_tokens(connection: &Connection) -> rusqlite::Result<Vec<ApiTokenRow>> {
     let sql = format!("SELECT {API_TOKEN_COLUMNS} FROM api_tokens ORDER BY id");
     collect(connection, &sql, [], api_token_row)
+}
+
+fn secret_row(row: &Row<'_>) -> rusqlite::Result<SecretRow> {
+    let kind: String = row.get(0)?;
+    let kind = match kind.as_str() {
+        "variable" => SecretKind::Variable,
+        "connection" => SecretKind::Connection,
+        other => {
+            let message = format!("unknown secret kind `{other}`");
+            return Err(conversion_error(0, Type::Text, message));
+        }
+    };
+    Ok(SecretRow {
+        kind,
+        id: row.get(1)?,
+        description: row.get(2)?,
+        sealed: row.get(3)?,
+        updated_at: timestamp_at(row, 4)?,
+    })
+}
+
+const SECRET_COLUMNS: &str = "kind, id, description, sealed, updated_at";
+
+pub(crate) fn secret(
+    connection: &Connection,
+    kind: SecretKind,
+    id: &str,
+) -> rusqlite::Result<Option<SecretRow>> {
+    let sql = format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE kind = ?1 AND id = ?2");
+    first(connection, &sql, [kind.as_str(), id], secret_row)
+}
+
+pub(crate) fn secrets(
+    connection: &Connection,
+    kind: SecretKind,
+) -> rusqlite::Result<Vec<SecretRow>> {
+    let sql = format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE kind = ?1 ORDER BY id");
+    collect(connection, &sql, [kind.as_str()], secret_row)
 }

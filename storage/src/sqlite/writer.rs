@@ -14,7 +14,7 @@ use super::{sqlite_error, SqliteStats};
 use crate::memory::takes_schedule_tick;
 use crate::{
     ApiTokenRow, AttemptRow, AuditRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow,
-    Result, RunRow, UserRow, Write, XcomRow, DEFAULT_POOL_NAME,
+    Result, RunRow, SecretRow, UserRow, Write, XcomRow, DEFAULT_POOL_NAME,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::Ordering;
@@ -261,7 +261,57 @@ fn apply_write(connection: &Connection, write: &Write) -> Result<()> {
             .and_then(|mut statement| statement.execute([id]))
             .map(|_| ())
             .map_err(failed),
+        Write::PutSecret { row, expected } => put_secret(connection, row, expected.as_deref()),
+        Write::DeleteSecret { kind, id } => connection
+            .prepare_cached("DELETE FROM secrets WHERE kind = ?1 AND id = ?2")
+            .and_then(|mut statement| statement.execute([kind.as_str(), id.as_str()]))
+            .map(|_| ())
+            .map_err(failed),
     }
+}
+
+fn put_secret(connection: &Connection, row: &SecretRow, expected: Option<&str>) -> Result<()> {
+    let failed = |error| sqlite_error(error, "writing a variable or connection");
+    let what = || format!("{} `{}`", row.kind.as_str(), row.id);
+    let changed = match expected {
+        None => connection
+            .prepare_cached(
+                "INSERT OR REPLACE INTO secrets (kind, id, description, sealed, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    row.kind.as_str(),
+                    row.id,
+                    row.description,
+                    row.sealed,
+                    micros(row.updated_at)
+                ])
+            }),
+        Some(expected) => connection
+            .prepare_cached(
+                "UPDATE secrets SET description = ?3, sealed = ?4, updated_at = ?5 \
+                 WHERE kind = ?1 AND id = ?2 AND sealed = ?6",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    row.kind.as_str(),
+                    row.id,
+                    row.description,
+                    row.sealed,
+                    micros(row.updated_at),
+                    expected
+                ])
+            }),
+    }
+    .map_err(failed)?;
+    if changed == 0 {
+        return Err(conflict(
+            what(),
+            "its sealed value changed since it was read",
+        ));
+    }
+    Ok(())
 }
 
 fn put_dag(
@@ -712,7 +762,7 @@ fn put_user(connection: &Connection, user: &UserRow) -> rusqlite::Result<()> {
     connection
         .prepare_cached(
             "INSERT OR REPLACE INTO users (username, password_hash, role, dag_grants, disabled, \
-             created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             created_at, session_epoch) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             user.username,
@@ -720,7 +770,8 @@ fn put_user(connection: &Connection, user: &UserRow) -> rusqlite::Result<()> {
             user.role,
             grants,
             user.disabled,
-            micros(user.created_at)
+            micros(user.created_at),
+            user.session_epoch as i64
         ])?;
     Ok(())
 }

@@ -348,6 +348,7 @@ pub async fn create_user(
         dag_grants: request.dag_grants,
         disabled: false,
         created_at: chrono::Utc::now(),
+        session_epoch: 0,
     };
     state
         .store()
