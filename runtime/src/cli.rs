@@ -49,6 +49,108 @@ pub enum Command {
     /// Users of the web UI and API.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Variables, sealed in the store (Airflow's `airflow variables`).
+    #[command(subcommand)]
+    Variables(VariablesCommand),
+    /// Connections, sealed in the store (Airflow's `airflow connections`).
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
+    /// Seal every variable and connection under a new key, while the node runs; the old key
+    /// is dropped from the key file once nothing needs it.
+    RotateKey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VariablesCommand {
+    /// Keys and descriptions (values are not listed; `get` one).
+    List,
+    /// Print one value.
+    Get {
+        key: String,
+        /// Print this instead of failing when the variable does not exist.
+        #[arg(long)]
+        default: Option<String>,
+        /// Print the value as formatted JSON.
+        #[arg(long, short = 'j')]
+        deserialize_json: bool,
+    },
+    /// Create or replace a variable.
+    Set {
+        key: String,
+        value: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Check that the value is JSON (stored as given).
+        #[arg(long, short = 'j')]
+        serialize_json: bool,
+    },
+    Delete {
+        key: String,
+    },
+    /// Create or replace the variables of a JSON file (`-`: standard input), in the format of
+    /// `airflow variables export`.
+    Import {
+        file: PathBuf,
+    },
+    /// Write every variable to a JSON file (`-`: standard output), as `airflow variables
+    /// export` does; the file is made private (0600).
+    Export {
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Ids, types, hosts and descriptions (never passwords).
+    List,
+    /// One connection, every field (its password included), as JSON or as a URI.
+    Get {
+        conn_id: String,
+        /// Print the connection's URI instead of its fields.
+        #[arg(long)]
+        uri: bool,
+    },
+    /// Create or replace a connection, from a URI or from fields.
+    #[command(alias = "add")]
+    Set {
+        conn_id: String,
+        #[arg(long)]
+        conn_uri: Option<String>,
+        #[arg(long)]
+        conn_type: Option<String>,
+        #[arg(long)]
+        conn_host: Option<String>,
+        #[arg(long)]
+        conn_login: Option<String>,
+        /// The password; prefer --conn-password-stdin, which keeps it out of the process list.
+        #[arg(long)]
+        conn_password: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        conn_password_stdin: bool,
+        #[arg(long)]
+        conn_schema: Option<String>,
+        #[arg(long)]
+        conn_port: Option<u16>,
+        /// A JSON object.
+        #[arg(long)]
+        conn_extra: Option<String>,
+        #[arg(long)]
+        conn_description: Option<String>,
+    },
+    Delete {
+        conn_id: String,
+    },
+    /// Create or replace the connections of a JSON file (`-`: standard input), in the format
+    /// of `airflow connections export --format json` (a value may also be a URI).
+    Import {
+        file: PathBuf,
+    },
+    /// Write every connection to a JSON file (`-`: standard output), as `airflow connections
+    /// export --format json` does; the file is made private (0600).
+    Export {
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,12 +1,14 @@
 //! What each CLI verb does.
 
 use crate::cli::{
-    Cli, Command, DagsCommand, RunsCommand, StandaloneArgs, TasksCommand, UsersCommand,
+    Cli, Command, ConnectionsCommand, DagsCommand, RunsCommand, StandaloneArgs, TasksCommand,
+    UsersCommand, VariablesCommand,
 };
 use crate::config::Config;
 use crate::control::{self, Request};
 use crate::node;
 use crate::output::{print_json, print_table, time};
+use crate::secrets::Change;
 use anyhow::{anyhow, bail, Context};
 use chrono::{NaiveDate, TimeZone, Utc};
 use std::collections::BTreeMap;
@@ -18,6 +20,7 @@ use weft_core::ids::{RunKey, TaskInstanceKey};
 use weft_core::spec::DagSpec;
 use weft_core::state::{DagRunState, TaskState};
 use weft_core::Timestamp;
+use weft_storage::vault::{Connection, Variable, Vault};
 use weft_storage::Store;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -38,7 +41,263 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runs_list(config, json, dag_id, limit).await
         }
         Command::Users(command) => users(config, command).await,
+        Command::Variables(command) => variables(config, json, command).await,
+        Command::Connections(command) => connections(config, json, command).await,
+        Command::RotateKey => {
+            let report = change_secrets(&config, Change::RotateKey).await?;
+            if json {
+                println!("{report}");
+            } else {
+                println!(
+                    "sealed {} variables and connections again under key {} ({} were already \
+                     under it); retired keys: {}; keys from {}",
+                    report["resealed"],
+                    report["primary_key"].as_str().unwrap_or_default(),
+                    report["already_current"],
+                    report["retired_keys"],
+                    report["keys_from"].as_str().unwrap_or_default(),
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The variables and connections of the store, opened with this node's keys (reads need no
+/// running node).
+async fn local_vault(config: &Config) -> anyhow::Result<Vault> {
+    let store = open(config).await?;
+    let (keys, _) = crate::secrets::load_keys(config)?;
+    Ok(Vault::new(store, keys))
+}
+
+/// Makes a change to variables or connections: through the running node, or here.
+async fn change_secrets(config: &Config, change: Change) -> anyhow::Result<serde_json::Value> {
+    control_or_local(config, Request::Secrets { change }).await
+}
+
+async fn variables(
+    config: Config,
+    json: bool,
+    command: VariablesCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        VariablesCommand::List => {
+            let variables = local_vault(&config).await?.variables().await?;
+            let values: Vec<serde_json::Value> = variables
+                .iter()
+                .map(|v| serde_json::json!({"key": v.key, "description": v.description}))
+                .collect();
+            let rows: Vec<Vec<String>> = variables
+                .iter()
+                .map(|v| vec![v.key.clone(), v.description.clone()])
+                .collect();
+            print_table(json, &["key", "description"], &rows, &values);
+        }
+        VariablesCommand::Get {
+            key,
+            default,
+            deserialize_json,
+        } => {
+            let value = match local_vault(&config).await?.variable(&key).await? {
+                Some(variable) => variable.value,
+                None => match default {
+                    Some(default) => default,
+                    None => bail!("there is no variable `{key}`; set it with `weft variables set {key} VALUE`"),
+                },
+            };
+            if deserialize_json {
+                let parsed: serde_json::Value = serde_json::from_str(&value)
+                    .with_context(|| format!("variable `{key}` is not JSON"))?;
+                println!("{}", serde_json::to_string_pretty(&parsed)?);
+            } else {
+                println!("{value}");
+            }
+        }
+        VariablesCommand::Set {
+            key,
+            value,
+            description,
+            serialize_json,
+        } => {
+            if serialize_json {
+                serde_json::from_str::<serde_json::Value>(&value)
+                    .with_context(|| format!("the value of `{key}` is not JSON"))?;
+            }
+            let variable = Variable {
+                key: key.clone(),
+                value,
+                description: description.unwrap_or_default(),
+            };
+            change_secrets(&config, Change::SetVariable { variable }).await?;
+            println!("variable `{key}` set");
+        }
+        VariablesCommand::Delete { key } => {
+            change_secrets(&config, Change::DeleteVariable { key: key.clone() }).await?;
+            println!("variable `{key}` deleted");
+        }
+        VariablesCommand::Import { file } => {
+            let variables = crate::secrets::parse_variables(&crate::secrets::read_import(&file)?)?;
+            let count = variables.len();
+            for variable in variables {
+                let key = variable.key.clone();
+                change_secrets(&config, Change::SetVariable { variable })
+                    .await
+                    .with_context(|| format!("variable `{key}` (those before it were imported)"))?;
+            }
+            println!("imported {count} variables");
+        }
+        VariablesCommand::Export { file } => {
+            let variables = local_vault(&config).await?.variables().await?;
+            crate::secrets::write_export(&file, &crate::secrets::export_variables(&variables))?;
+            if file != std::path::Path::new("-") {
+                println!(
+                    "exported {} variables to {}",
+                    variables.len(),
+                    file.display()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn connections(
+    config: Config,
+    json: bool,
+    command: ConnectionsCommand,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        ConnectionsCommand::List => {
+            let connections = local_vault(&config).await?.connections().await?;
+            let values: Vec<serde_json::Value> = connections
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "conn_id": c.conn_id, "conn_type": c.conn_type, "host": c.host,
+                        "port": c.port, "description": c.description,
+                    })
+                })
+                .collect();
+            let rows: Vec<Vec<String>> = connections
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.conn_id.clone(),
+                        c.conn_type.clone(),
+                        c.host.clone().unwrap_or_default(),
+                        c.port.map(|port| port.to_string()).unwrap_or_default(),
+                        c.description.clone(),
+                    ]
+                })
+                .collect();
+            let headers = ["conn_id", "conn_type", "host", "port", "description"];
+            print_table(json, &headers, &rows, &values);
+        }
+        ConnectionsCommand::Get { conn_id, uri } => {
+            let Some(connection) = local_vault(&config).await?.connection(&conn_id).await? else {
+                bail!("there is no connection `{conn_id}`; add it with `weft connections set {conn_id} --conn-uri URI`");
+            };
+            if uri {
+                println!("{}", connection.to_uri());
+            } else {
+                println!("{}", serde_json::to_string_pretty(&connection)?);
+            }
+        }
+        ConnectionsCommand::Set {
+            conn_id,
+            conn_uri,
+            conn_type,
+            conn_host,
+            conn_login,
+            conn_password,
+            conn_password_stdin,
+            conn_schema,
+            conn_port,
+            conn_extra,
+            conn_description,
+        } => {
+            let password = if conn_password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the password from standard input")?;
+                Some(line.trim_end_matches(['\r', '\n']).to_string())
+            } else {
+                conn_password
+            };
+            let mut connection = match conn_uri {
+                Some(uri) => {
+                    if conn_type.is_some()
+                        || conn_host.is_some()
+                        || conn_schema.is_some()
+                        || conn_port.is_some()
+                    {
+                        bail!("give either --conn-uri or the fields (--conn-type, --conn-host, ...), not both");
+                    }
+                    Connection::from_uri(&conn_id, &uri)?
+                }
+                None => Connection {
+                    conn_id: conn_id.clone(),
+                    conn_type: conn_type.ok_or_else(|| {
+                        anyhow!("give --conn-uri, or --conn-type with the other fields")
+                    })?,
+                    host: conn_host,
+                    schema: conn_schema,
+                    port: conn_port,
+                    ..Connection::default()
+                },
+            };
+            if conn_login.is_some() {
+                connection.login = conn_login;
+            }
+            if password.is_some() {
+                connection.password = password;
+            }
+            if conn_extra.is_some() {
+                connection.extra = conn_extra;
+            }
+            connection.description = conn_description.unwrap_or_default();
+            change_secrets(&config, Change::SetConnection { connection }).await?;
+            println!("connection `{conn_id}` set");
+        }
+        ConnectionsCommand::Delete { conn_id } => {
+            change_secrets(
+                &config,
+                Change::DeleteConnection {
+                    conn_id: conn_id.clone(),
+                },
+            )
+            .await?;
+            println!("connection `{conn_id}` deleted");
+        }
+        ConnectionsCommand::Import { file } => {
+            let connections =
+                crate::secrets::parse_connections(&crate::secrets::read_import(&file)?)?;
+            let count = connections.len();
+            for connection in connections {
+                let conn_id = connection.conn_id.clone();
+                change_secrets(&config, Change::SetConnection { connection })
+                    .await
+                    .with_context(|| {
+                        format!("connection `{conn_id}` (those before it were imported)")
+                    })?;
+            }
+            println!("imported {count} connections");
+        }
+        ConnectionsCommand::Export { file } => {
+            let connections = local_vault(&config).await?.connections().await?;
+            crate::secrets::write_export(&file, &crate::secrets::export_connections(&connections))?;
+            if file != std::path::Path::new("-") {
+                println!(
+                    "exported {} connections to {}",
+                    connections.len(),
+                    file.display()
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn users(config: Config, command: UsersCommand) -> anyhow::Result<ExitCode> {
@@ -102,7 +361,12 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         print_summary(summary);
     }
     eprintln!("{}", node::task_isolation(&config).summary);
-    let control = tokio::spawn(control::serve(config.core.home.clone(), engine.clone()));
+    let keys = crate::secrets::key_source(&config);
+    let control = tokio::spawn(control::serve(
+        config.core.home.clone(),
+        engine.clone(),
+        keys,
+    ));
     crate::web::bootstrap_admin(&config, &engine).await?;
     let bind = args.bind.clone().unwrap_or_else(|| config.web.bind.clone());
     let mut config = config;
@@ -193,7 +457,7 @@ impl LocalNode {
         node::reap_predecessors(config);
         let store = node::open_store(config).await?;
         node::secure_home(&config.core.home)?;
-        let engine = Engine::start(store.clone(), node::engine_config(config)).await?;
+        let engine = Engine::start(store.clone(), node::engine_config(config)?).await?;
         let mut processor = node::dag_processor(config);
         let summary = if parse_first {
             Some(node::sync_dags(node::DagSink::Engine(&engine), &mut processor).await?)
@@ -224,7 +488,10 @@ async fn is_idle(store: &dyn Store) -> anyhow::Result<bool> {
 }
 
 async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    node::open_store(config).await
+    let store = node::open_store(config).await?;
+    // A store file the CLI created is as private as a node's.
+    node::secure_home(&config.core.home)?;
+    Ok(store)
 }
 
 async fn load_dag(store: &dyn Store, dag_id: &str) -> anyhow::Result<Dag> {
@@ -290,6 +557,20 @@ async fn control_or_local(config: &Config, request: Request) -> anyhow::Result<s
             conf,
             logical_date,
         } => return trigger_offline(config, &dag_id, logical_date, conf).await,
+        Request::Secrets { change } => {
+            // Keys and store as the node would have them; the change is audited the same way.
+            let store = open(config).await?;
+            let (keys, source) = crate::secrets::load_keys(config)?;
+            let vault = Vault::new(store.clone(), keys);
+            let audit = crate::secrets::audit_entry(
+                weft_actors::executor::sandbox::effective_uid(),
+                &change,
+                "cli, no node running",
+            );
+            let result = crate::secrets::apply(&vault, &source, change).await?;
+            crate::secrets::record(store.as_ref(), audit).await;
+            return Ok(result);
+        }
         Request::SetPaused { dag_id, paused } => {
             let store = refresh(config).await?;
             if store.dag(&dag_id).await?.is_none() {
@@ -305,7 +586,9 @@ async fn control_or_local(config: &Config, request: Request) -> anyhow::Result<s
     let local = LocalNode::start(config, true).await?;
     let engine = &local.engine;
     let result = match request {
-        Request::Trigger { .. } | Request::SetPaused { .. } => unreachable!("handled above"),
+        Request::Trigger { .. } | Request::SetPaused { .. } | Request::Secrets { .. } => {
+            unreachable!("handled above")
+        }
         Request::Clear {
             run,
             task_ids,
@@ -625,7 +908,7 @@ impl Scratch {
     async fn start(config: &Config, spec: DagSpec) -> anyhow::Result<Scratch> {
         let dir = tempfile::tempdir()?;
         let store: Arc<dyn Store> = Arc::new(weft_storage::memory::MemoryStore::new());
-        let mut engine_config = node::engine_config(config);
+        let mut engine_config = node::engine_config(config)?;
         engine_config.data_dir = dir.path().to_path_buf();
         let engine = Engine::start(store.clone(), engine_config).await?;
         engine.upsert_dag(spec).await?;
@@ -673,11 +956,13 @@ async fn backfill(
     } else {
         Some(LocalNode::start(config, true).await?)
     };
+    let keys = crate::secrets::key_source(config);
     let send = |request: Request| {
         let local = local.as_ref().map(|local| local.engine.clone());
+        let keys = keys.clone();
         async move {
             match local {
-                Some(engine) => crate::control::execute(&engine, request).await,
+                Some(engine) => crate::control::execute(&engine, &keys, request).await,
                 None => control::send(&config.core.home, &request)
                     .await?
                     .ok_or_else(|| anyhow!("the node stopped during the backfill"))?,

@@ -14,6 +14,16 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub store: StoreConfig,
     pub web: WebConfig,
+    pub secrets: SecretsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// The file of keys that seal Variables and Connections (one base64 key of 32 bytes per
+    /// line, the primary first; mode 0600); `$WEFT_HOME/secret.key` by default, created on
+    /// first start. The environment variable `WEFT_SECRET_KEY`, when set, is used instead.
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

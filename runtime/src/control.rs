@@ -6,6 +6,7 @@
 //! (`SO_PEERCRED`) must be the node's own user or root, the operators; anyone else is refused.
 //! Every command is audited as `cli:uid=<uid>`, like an API call.
 
+use crate::secrets::KeySource;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -40,6 +41,10 @@ pub enum Request {
         dag_id: String,
         from: weft_core::Timestamp,
         to: weft_core::Timestamp,
+    },
+    /// A change to variables or connections, or a key rotation.
+    Secrets {
+        change: crate::secrets::Change,
     },
 }
 
@@ -81,7 +86,7 @@ pub async fn send(home: &Path, request: &Request) -> anyhow::Result<Option<Respo
 }
 
 /// Serve the control socket until the task is dropped.
-pub async fn serve(home: PathBuf, engine: Engine) -> anyhow::Result<()> {
+pub async fn serve(home: PathBuf, engine: Engine, keys: KeySource) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let path = socket_path(&home);
     let _ = std::fs::remove_file(&path);
@@ -103,15 +108,21 @@ pub async fn serve(home: PathBuf, engine: Engine) -> anyhow::Result<()> {
             }
         };
         let engine = engine.clone();
+        let keys = keys.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_one(stream, engine, node_uid).await {
+            if let Err(error) = serve_one(stream, engine, &keys, node_uid).await {
                 tracing::warn!(%error, "control request failed");
             }
         });
     }
 }
 
-async fn serve_one(stream: UnixStream, engine: Engine, node_uid: u32) -> anyhow::Result<()> {
+async fn serve_one(
+    stream: UnixStream,
+    engine: Engine,
+    keys: &KeySource,
+    node_uid: u32,
+) -> anyhow::Result<()> {
     let peer_uid = stream.peer_cred()?.uid();
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read).take(REQUEST_BYTES_MAX as u64);
@@ -130,7 +141,7 @@ async fn serve_one(stream: UnixStream, engine: Engine, node_uid: u32) -> anyhow:
         match serde_json::from_str::<Request>(&line) {
             Ok(request) => {
                 let audit = audit_entry(peer_uid, &request);
-                let response = execute(&engine, request).await;
+                let response = execute(&engine, keys, request).await;
                 if response.ok {
                     if let Err(error) = engine
                         .store()
@@ -168,6 +179,19 @@ fn audit_entry(peer_uid: u32, request: &Request) -> weft_storage::AuditRow {
         }
         Request::Clear { run, .. } => ("clear", run.to_string()),
         Request::Backfill { dag_id, .. } => ("backfill", dag_id.clone()),
+        Request::Secrets { change } => {
+            // Never the value: only what changed.
+            let (action, target) = change.audit();
+            let detail = serde_json::json!({ "from": "control socket" }).to_string();
+            return weft_storage::AuditRow {
+                id: 0,
+                at: chrono::Utc::now(),
+                actor: format!("cli:uid={peer_uid}"),
+                action: action.to_string(),
+                target,
+                detail,
+            };
+        }
     };
     let mut detail = serde_json::json!({ "from": "control socket", "detail": request }).to_string();
     if detail.len() > weft_storage::AUDIT_DETAIL_BYTES_MAX {
@@ -186,7 +210,17 @@ fn audit_entry(peer_uid: u32, request: &Request) -> weft_storage::AuditRow {
 
 use tokio::io::AsyncReadExt;
 
-pub async fn execute(engine: &Engine, request: Request) -> Response {
+pub async fn execute(engine: &Engine, keys: &KeySource, request: Request) -> Response {
+    if let Request::Secrets { change } = request {
+        return match crate::secrets::apply(engine.vault(), keys, change).await {
+            Ok(result) => Response {
+                ok: true,
+                result,
+                error: None,
+            },
+            Err(error) => refusal(format!("{error:#}")),
+        };
+    }
     let result: Result<serde_json::Value, weft_actors::EngineError> = match request {
         Request::Trigger {
             dag_id,
@@ -221,6 +255,7 @@ pub async fn execute(engine: &Engine, request: Request) -> Response {
                 )
             })
         }
+        Request::Secrets { .. } => unreachable!("answered above"),
     };
     match result {
         Ok(result) => Response {

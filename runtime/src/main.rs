@@ -7,6 +7,7 @@ mod control;
 mod dag_processor;
 mod node;
 mod output;
+mod secrets;
 mod store_url;
 mod web;
 
@@ -18,6 +19,8 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // First, while this process has one thread: no task may inherit the key.
+    secrets::take_key_from_env();
     let cli = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,weft=info,scylla=error"));

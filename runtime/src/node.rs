@@ -48,8 +48,11 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
-pub fn engine_config(config: &Config) -> EngineConfig {
+/// The engine's settings from `config`, with the keys of Variables and Connections (the key
+/// file is created on first use).
+pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
     let mut engine = EngineConfig::new(&config.core.home);
+    engine.secret_keys = crate::secrets::load_keys(config)?.0;
     engine.worker_slots = config.workers.slots;
     engine.log_bytes_max = config.workers.log_bytes_max;
     engine.python.python = python_interpreter(config);
@@ -58,7 +61,7 @@ pub fn engine_config(config: &Config) -> EngineConfig {
     engine.sandbox = isolation.shell;
     engine.sandbox_full = isolation.full;
     engine.python.sandbox = isolation.python;
-    engine
+    Ok(engine)
 }
 
 /// Address space a DAG file parser may use unless the sandbox sets a memory limit: room for

@@ -32,12 +32,17 @@
 //!   `scheduled` runs; `previous_run` any type with a strictly earlier logical date;
 //!   `runs_before` the `runs` order from strictly before its cursor. Users by name, API
 //!   tokens by id; deleting a missing token is not an error.
+//! - Variables and connections (`SecretRow`) are kept apart by kind and listed by id;
+//!   `PutSecret` with `expected: Some(sealed)` is a `Conflict` unless that exact sealed value is
+//!   stored (a missing row included); deleting a missing one is not an error; ids of 1 to
+//!   `SECRET_ID_CHARS_MAX` characters and sealed values up to `SECRET_SEALED_BYTES_MAX` bytes.
 
 use crate::batch::TRUNCATED_MARKER;
 use crate::{
     ApiTokenRow, AttemptRow, AuditRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow,
-    Result, RunRow, Store, UserRow, Write, XcomRow, AUDIT_DETAIL_BYTES_MAX, BATCH_WRITES_MAX,
-    DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS, IMPORT_ERROR_BYTES_MAX, XCOM_BYTES_MAX,
+    Result, RunRow, SecretKind, SecretRow, Store, UserRow, Write, XcomRow, AUDIT_DETAIL_BYTES_MAX,
+    BATCH_WRITES_MAX, DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS, IMPORT_ERROR_BYTES_MAX,
+    SECRET_ID_CHARS_MAX, SECRET_SEALED_BYTES_MAX, XCOM_BYTES_MAX,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -91,6 +96,7 @@ macro_rules! conformance_cases {
             runs_newest_first_with_limit,
             runs_before_pages_newest_first,
             users_and_api_tokens_put_read_delete,
+            secrets_put_reseal_and_delete,
             oversize_batch_refused,
         );
     };
@@ -1441,6 +1447,126 @@ pub async fn users_and_api_tokens_put_read_delete<B: Backend>(backend: &B) {
     );
     assert_eq!(must(store.api_token("t1").await, "token"), None);
     assert!(must(store.api_tokens().await, "tokens").is_empty());
+}
+
+pub async fn secrets_put_reseal_and_delete<B: Backend>(backend: &B) {
+    let store = backend.create().await;
+    let row = |kind: SecretKind, id: &str, sealed: &str| SecretRow {
+        kind,
+        id: id.to_string(),
+        description: format!("{} {id}", kind.as_str()),
+        sealed: sealed.to_string(),
+        updated_at: at(5),
+    };
+    let put = |row: SecretRow| Write::PutSecret {
+        row,
+        expected: None,
+    };
+    let writes = vec![
+        put(row(SecretKind::Variable, "b", "weft1:k:b1")),
+        put(row(SecretKind::Variable, "a", "weft1:k:a1")),
+        put(row(SecretKind::Connection, "a", "weft1:k:c1")),
+    ];
+    must(store.write(writes).await, "put secrets");
+    let ids = |rows: Vec<SecretRow>| rows.into_iter().map(|row| row.id).collect::<Vec<_>>();
+    let variables = must(store.secrets(SecretKind::Variable).await, "variables");
+    assert_eq!(ids(variables), vec!["a", "b"]);
+    assert_eq!(
+        must(
+            store.secret(SecretKind::Connection, "a").await,
+            "connection"
+        ),
+        Some(row(SecretKind::Connection, "a", "weft1:k:c1"))
+    );
+    assert_eq!(
+        must(store.secret(SecretKind::Connection, "b").await, "none"),
+        None
+    );
+    // An unguarded put replaces; a guarded one needs the exact stored value.
+    let replaced = row(SecretKind::Variable, "a", "weft1:k:a2");
+    must(store.write(vec![put(replaced.clone())]).await, "replace");
+    let stale = Write::PutSecret {
+        row: row(SecretKind::Variable, "a", "weft1:k:a3"),
+        expected: Some("weft1:k:a1".to_string()),
+    };
+    let refused = store
+        .write(vec![Write::Audit(audit_entry("reseal")), stale])
+        .await;
+    assert!(
+        matches!(refused, Err(Error::Conflict { .. })),
+        "a re-seal guarded by a value no longer stored: {refused:?}"
+    );
+    assert_eq!(
+        must(store.secret(SecretKind::Variable, "a").await, "kept"),
+        Some(replaced)
+    );
+    assert!(
+        must(store.audit(10).await, "audit").is_empty(),
+        "the batch left no trace"
+    );
+    let missing = Write::PutSecret {
+        row: row(SecretKind::Variable, "zz", "weft1:k:z"),
+        expected: Some("weft1:k:z0".to_string()),
+    };
+    assert!(matches!(
+        store.write(vec![missing]).await,
+        Err(Error::Conflict { .. })
+    ));
+    assert_eq!(
+        must(store.secret(SecretKind::Variable, "zz").await, "none"),
+        None
+    );
+    let resealed = row(SecretKind::Variable, "a", "weft1:k2:a4");
+    let reseal = Write::PutSecret {
+        row: resealed.clone(),
+        expected: Some("weft1:k:a2".to_string()),
+    };
+    must(store.write(vec![reseal]).await, "re-seal");
+    assert_eq!(
+        must(store.secret(SecretKind::Variable, "a").await, "resealed"),
+        Some(resealed)
+    );
+    let delete = |kind: SecretKind, id: &str| Write::DeleteSecret {
+        kind,
+        id: id.to_string(),
+    };
+    let deletes = vec![
+        delete(SecretKind::Variable, "a"),
+        delete(SecretKind::Variable, "missing"),
+    ];
+    must(store.write(deletes).await, "delete");
+    let variables = must(store.secrets(SecretKind::Variable).await, "variables");
+    assert_eq!(ids(variables), vec!["b"]);
+    let connections = must(store.secrets(SecretKind::Connection).await, "connections");
+    assert_eq!(
+        ids(connections),
+        vec!["a"],
+        "the connection `a` is another row"
+    );
+    // Limits: an id and a sealed value at their limits are stored; one over is refused.
+    let long_id = "i".repeat(SECRET_ID_CHARS_MAX);
+    let big = row(
+        SecretKind::Variable,
+        &long_id,
+        &"s".repeat(SECRET_SEALED_BYTES_MAX),
+    );
+    must(store.write(vec![put(big.clone())]).await, "at the limits");
+    assert_eq!(
+        must(store.secret(SecretKind::Variable, &long_id).await, "big"),
+        Some(big.clone())
+    );
+    let mut over = big.clone();
+    over.sealed.push('s');
+    assert!(matches!(
+        store.write(vec![put(over)]).await,
+        Err(Error::TooLarge { .. })
+    ));
+    let mut over = big;
+    over.id.push('i');
+    assert!(matches!(
+        store.write(vec![put(over)]).await,
+        Err(Error::TooLarge { .. })
+    ));
 }
 
 pub async fn oversize_batch_refused<B: Backend>(backend: &B) {

@@ -941,18 +941,51 @@ impl Store for CqlStore {
     }
 
     async fn secret(&self, kind: SecretKind, id: &str) -> Result<Option<SecretRow>> {
-        Err(Error::Unavailable(format!(
-            "the CQL store keeps no {} yet (`{id}`)",
-            kind.as_str()
-        )))
+        let rows: Vec<SecretColumns> = self
+            .rows(
+                &self.inner.statements.secret,
+                (kind.as_str(), id),
+                "read a variable or connection",
+            )
+            .await?;
+        rows.into_iter().next().map(secret_row).transpose()
     }
 
     async fn secrets(&self, kind: SecretKind) -> Result<Vec<SecretRow>> {
-        Err(Error::Unavailable(format!(
-            "the CQL store keeps no {}s yet",
-            kind.as_str()
-        )))
+        let rows: Vec<SecretColumns> = self
+            .paged(
+                &self.inner.statements.secrets,
+                (kind.as_str(),),
+                "list variables or connections",
+            )
+            .await?;
+        rows.into_iter().map(secret_row).collect()
     }
+}
+
+type SecretColumns = (String, String, Option<String>, Option<String>, Option<i64>);
+
+fn secret_row((kind, id, description, sealed, updated_at): SecretColumns) -> Result<SecretRow> {
+    let kind = match kind.as_str() {
+        "variable" => SecretKind::Variable,
+        "connection" => SecretKind::Connection,
+        other => {
+            let what = format!("kind `{other}` of secret `{id}`");
+            return Err(Error::Corrupt(format!("stored {what} is not known")));
+        }
+    };
+    let updated_at = micros_to_time(updated_at.unwrap_or(0))?;
+    let Some(sealed) = sealed else {
+        let what = format!("{} `{id}`", kind.as_str());
+        return Err(Error::Corrupt(format!("stored {what} has no value")));
+    };
+    Ok(SecretRow {
+        kind,
+        id,
+        description: description.unwrap_or_default(),
+        sealed,
+        updated_at,
+    })
 }
 
 /// Decodes a row stored as JSON in a `body` column.

@@ -23,6 +23,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "users_and_tokens",
         cql: include_str!("schema/0002_users_and_tokens.cql"),
     },
+    Migration {
+        version: 3,
+        name: "secrets",
+        cql: include_str!("schema/0003_secrets.cql"),
+    },
 ];
 
 /// Create the keyspace with a replication factor per datacenter and apply the migrations it has

@@ -18,7 +18,9 @@
 //!    Creating a scheduled or backfill run first claims its tick in `run_ticks`
 //!    (`IF NOT EXISTS`); the claim records the run id, so repeating the same creation after a
 //!    crash finds its own claim and completes, and a refused creation releases the claim.
-//! 4. Pool deletions (`IF EXISTS`), then the unguarded writes (pause flags, pools, import
+//! 4. Pool deletions (`IF EXISTS`), then variables and connections (each write a lightweight
+//!    transaction: `IF sealed = ?` for a guarded re-seal, `IF NOT EXISTS` / `IF EXISTS` for a
+//!    put, `IF EXISTS` for a delete), then the unguarded writes (pause flags, pools, import
 //!    errors), then audit entries (ids from a sequence advanced with `IF last = ?`).
 //!
 //! **Where this is weaker than SQLite.** With more than one guarded part (several runs, or a run
@@ -34,7 +36,10 @@
 use super::{
     corrupt, serial_consistency, to_json, try_item, CqlStore, SerialScope, AUDIT_IDS_PER_BUCKET,
 };
-use crate::{AuditRow, Error, PoolRow, Result, RunRow, Store, Write, DEFAULT_POOL_NAME};
+use crate::{
+    AuditRow, Error, PoolRow, Result, RunRow, SecretKind, SecretRow, Store, Write,
+    DEFAULT_POOL_NAME,
+};
 use scylla::client::session::Session;
 use scylla::errors::{DbError, ExecutionError, RequestAttemptError, WriteType};
 use scylla::frame::types::Consistency;
@@ -190,6 +195,13 @@ statements! {
     api_token: Read => "SELECT body FROM api_tokens WHERE catalog = 0 AND id = ?",
     api_token_put: Local => "INSERT INTO api_tokens (catalog, id, body) VALUES (0, ?, ?)",
     api_token_delete: Local => "DELETE FROM api_tokens WHERE catalog = 0 AND id = ?",
+    secrets: Read => "SELECT kind, id, description, sealed, updated_at FROM secrets WHERE catalog = 0 AND kind = ?",
+    secret: Read => "SELECT kind, id, description, sealed, updated_at FROM secrets WHERE catalog = 0 AND kind = ? AND id = ?",
+    secret_serial: SerialRead => "SELECT sealed FROM secrets WHERE catalog = 0 AND kind = ? AND id = ?",
+    secret_create: Guarded => "INSERT INTO secrets (catalog, kind, id, description, sealed, updated_at) VALUES (0, ?, ?, ?, ?, ?) IF NOT EXISTS",
+    secret_replace: Guarded => "UPDATE secrets SET description = ?, sealed = ?, updated_at = ? WHERE catalog = 0 AND kind = ? AND id = ? IF EXISTS",
+    secret_reseal: Guarded => "UPDATE secrets SET description = ?, sealed = ?, updated_at = ? WHERE catalog = 0 AND kind = ? AND id = ? IF sealed = ?",
+    secret_delete: Guarded => "DELETE FROM secrets WHERE catalog = 0 AND kind = ? AND id = ? IF EXISTS",
     audit_insert: Local => "INSERT INTO audit (bucket, id, at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
 }
 
@@ -235,6 +247,8 @@ struct Plan {
     dag_writes: Vec<Write>,
     runs: Vec<RunPart>,
     pool_deletions: Vec<String>,
+    /// `PutSecret` and `DeleteSecret`, each a lightweight transaction of its own.
+    secrets: Vec<Write>,
     plain: Vec<Write>,
     audit: Vec<AuditRow>,
 }
@@ -351,11 +365,7 @@ impl Plan {
                 | Write::PutUser(_)
                 | Write::PutApiToken(_)
                 | Write::DeleteApiToken { .. } => plan.plain.push(write),
-                Write::PutSecret { .. } | Write::DeleteSecret { .. } => {
-                    return Err(Error::Unavailable(
-                        "the CQL store keeps no variables or connections yet".to_string(),
-                    ))
-                }
+                Write::PutSecret { .. } | Write::DeleteSecret { .. } => plan.secrets.push(write),
             }
         }
         for part in &mut plan.runs {
@@ -434,9 +444,12 @@ pub(super) async fn apply(store: &CqlStore, batch: Vec<Write>) -> Result<()> {
     }
     // With one guarded part the conditional batch is all or nothing by itself; with more,
     // check every guard first so that a batch that would fail writes nothing.
-    if plan.runs.len() + plan.pool_deletions.len() > 1 {
+    if plan.runs.len() + plan.pool_deletions.len() + plan.secrets.len() > 1 {
         for part in &plan.runs {
             check_guards(store, part).await?;
+        }
+        for write in &plan.secrets {
+            check_secret_guard(store, write).await?;
         }
     }
     for write in &plan.dag_writes {
@@ -462,6 +475,14 @@ pub(super) async fn apply(store: &CqlStore, batch: Vec<Write>) -> Result<()> {
             .await
             .map_err(|error| partially_applied(error, &applied))?;
         applied.push(format!("pool `{name}` deletion"));
+    }
+    for write in &plan.secrets {
+        apply_secret(store, write)
+            .await
+            .map_err(|error| partially_applied(error, &applied))?;
+        if let Write::PutSecret { row, .. } = write {
+            applied.push(format!("{} `{}`", row.kind.as_str(), row.id));
+        }
     }
     for write in &plan.plain {
         apply_plain(store, write).await?;
@@ -617,6 +638,85 @@ async fn delete_pool(store: &CqlStore, name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(not_found(format!("pool `{name}`")))
+    }
+}
+
+fn secret_conflict(row: &SecretRow) -> Error {
+    conflict(
+        format!("{} `{}`", row.kind.as_str(), row.id),
+        "its sealed value changed since it was read",
+    )
+}
+
+/// The sealed value stored for a row, read at serial consistency.
+async fn stored_sealed(store: &CqlStore, kind: SecretKind, id: &str) -> Result<Option<String>> {
+    let rows: Vec<(Option<String>,)> = store
+        .rows(
+            &store.inner.statements.secret_serial,
+            (kind.as_str(), id),
+            "read a variable or connection",
+        )
+        .await?;
+    Ok(rows.into_iter().next().and_then(|(sealed,)| sealed))
+}
+
+async fn check_secret_guard(store: &CqlStore, write: &Write) -> Result<()> {
+    if let Write::PutSecret {
+        row,
+        expected: Some(expected),
+    } = write
+    {
+        if stored_sealed(store, row.kind, &row.id).await?.as_deref() != Some(expected.as_str()) {
+            return Err(secret_conflict(row));
+        }
+    }
+    Ok(())
+}
+
+/// A variable or connection write. Every write of the table is a lightweight transaction: an
+/// unconditional put creates (`IF NOT EXISTS`) or replaces (`IF EXISTS`), whichever holds,
+/// trying again if a concurrent create or delete came in between.
+async fn apply_secret(store: &CqlStore, write: &Write) -> Result<()> {
+    let statements = &store.inner.statements;
+    match write {
+        Write::PutSecret { row, expected } => {
+            let kind = row.kind.as_str();
+            let at = row.updated_at.timestamp_micros();
+            if let Some(expected) = expected {
+                let values = (&row.description, &row.sealed, at, kind, &row.id, expected);
+                let doing = "re-seal a variable or connection";
+                return match execute_conditional(store, &statements.secret_reseal, values, doing)
+                    .await?
+                {
+                    true => Ok(()),
+                    false => Err(secret_conflict(row)),
+                };
+            }
+            for _ in 0..store.inner.options.cas_attempts_max.max(1) {
+                let values = (kind, &row.id, &row.description, &row.sealed, at);
+                let doing = "create a variable or connection";
+                if execute_conditional(store, &statements.secret_create, values, doing).await? {
+                    return Ok(());
+                }
+                let values = (&row.description, &row.sealed, at, kind, &row.id);
+                let doing = "replace a variable or connection";
+                if execute_conditional(store, &statements.secret_replace, values, doing).await? {
+                    return Ok(());
+                }
+            }
+            Err(conflict(
+                format!("{kind} `{}`", row.id),
+                "it was created and deleted concurrently again and again; write it again",
+            ))
+        }
+        Write::DeleteSecret { kind, id } => {
+            // Deleting a row that does not exist is not an error.
+            let values = (kind.as_str(), id);
+            let doing = "delete a variable or connection";
+            execute_conditional(store, &statements.secret_delete, values, doing).await?;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
