@@ -999,3 +999,194 @@ fn standalone_serves_the_api_and_creates_the_first_admin() {
     node.kill().unwrap();
     node.wait().unwrap();
 }
+
+fn succeed(output: Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Whether any file of the store (the database and its journal) holds `text` in clear.
+fn store_files_contain(dir: &Path, text: &str) -> bool {
+    ["weft.db", "weft.db-wal", "weft.db-shm"]
+        .iter()
+        .any(|name| {
+            std::fs::read(dir.join(name)).is_ok_and(|bytes| {
+                bytes
+                    .windows(text.len())
+                    .any(|window| window == text.as_bytes())
+            })
+        })
+}
+
+/// Variables and connections reach the store only sealed; a key rotation while the node runs
+/// leaves every value readable under a new key and the old one gone from the key file; the
+/// changes go through the node and are audited without their values.
+#[test]
+fn secrets_are_sealed_at_rest_and_the_key_rotates_while_the_node_runs() {
+    let home = Home::new();
+    let dir = home.dir.path().join("home");
+    let socket = dir.join("weft.sock");
+    let mut node = home
+        .command(&["standalone"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the node never opened its socket"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let original_key = std::fs::read_to_string(dir.join("secret.key")).unwrap();
+    succeed(
+        home.run(&["variables", "set", "db_password", "S3cr3t-Value-123"]),
+        "variables set",
+    );
+    succeed(
+        home.run(&[
+            "connections",
+            "set",
+            "warehouse",
+            "--conn-uri",
+            "postgres://etl:Pw-4567-xyz@db.internal:5432/dw",
+        ]),
+        "connections set",
+    );
+    let import = home.dir.path().join("variables.json");
+    std::fs::write(&import, r#"{"bucket": "s3://b", "limits": {"rows": 10}}"#).unwrap();
+    succeed(
+        home.run(&["variables", "import", import.to_str().unwrap()]),
+        "variables import",
+    );
+    let rotated = succeed(home.run(&["rotate-key", "--json"]), "rotate-key");
+    let report: Value = serde_json::from_str(&rotated).unwrap();
+    assert_eq!(report["resealed"], 4, "{report}");
+    let new_key = std::fs::read_to_string(dir.join("secret.key")).unwrap();
+    assert_ne!(new_key, original_key);
+    let key_lines = |text: &str| text.lines().filter(|line| !line.starts_with('#')).count();
+    assert_eq!(key_lines(&new_key), 1, "the retired key is gone: {new_key}");
+    // The running node and a fresh reader both open everything under the new key.
+    let value = succeed(home.run(&["variables", "get", "db_password"]), "get");
+    assert_eq!(value.trim(), "S3cr3t-Value-123");
+    let uri = succeed(
+        home.run(&["connections", "get", "warehouse", "--uri"]),
+        "connections get",
+    );
+    assert!(uri.contains("Pw-4567-xyz"), "{uri}");
+    let limits = succeed(home.run(&["variables", "get", "limits", "-j"]), "get -j");
+    assert!(limits.contains("\"rows\": 10"), "{limits}");
+    succeed(home.run(&["variables", "delete", "bucket"]), "delete");
+    let missing = home.run(&["variables", "get", "bucket"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("there is no variable `bucket`"));
+    node.kill().unwrap();
+    node.wait().unwrap();
+
+    for secret in ["S3cr3t-Value-123", "Pw-4567-xyz", "db.internal"] {
+        assert!(
+            !store_files_contain(&dir, secret),
+            "`{secret}` is in the store in clear"
+        );
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let audit = runtime.block_on(async {
+        use weft_storage::Store;
+        let store =
+            weft_storage::sqlite::SqliteStore::open(dir.join("weft.db"), Default::default())
+                .unwrap();
+        store.audit(50).await.unwrap()
+    });
+    let actions: Vec<(&str, &str)> = audit
+        .iter()
+        .filter(|entry| entry.actor == "cli:uid=0")
+        .map(|entry| (entry.action.as_str(), entry.target.as_str()))
+        .collect();
+    for expected in [
+        ("variable.set", "db_password"),
+        ("connection.set", "warehouse"),
+        ("variable.set", "limits"),
+        ("secrets.rotate_key", ""),
+        ("variable.delete", "bucket"),
+    ] {
+        assert!(actions.contains(&expected), "{expected:?} in {actions:?}");
+    }
+    assert!(
+        audit
+            .iter()
+            .any(|entry| entry.action == "secrets.rotate_key"
+                && entry.detail.contains("control socket")),
+        "the rotation was made by the running node: {audit:?}"
+    );
+    assert!(
+        !audit.iter().any(|entry| entry.detail.contains("S3cr3t")),
+        "no audit entry holds a value"
+    );
+}
+
+/// A key given in `WEFT_SECRET_KEY` opens the store but never reaches a task; a bad key text
+/// and a key file others can read are refused with what to do.
+#[test]
+fn the_secret_key_stays_out_of_tasks_and_bad_keys_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = Home::new();
+    let probe = home.shared().join("probe.txt");
+    home.write(
+        "probe.py",
+        &format!(
+            "from weft import DAG, BashOperator\nwith DAG(dag_id='probe', schedule=None) as dag:\n    BashOperator(task_id='env', bash_command='echo \"key=${{WEFT_SECRET_KEY:-absent}}\" > {}')\n",
+            probe.display()
+        ),
+    );
+    let key = "q83vEjYS2jVOZp6hxEEnDTfZQvIf2Y8J2ha2QpnjfZ0=";
+    let run = |args: &[&str], key_text: &str| {
+        home.command(args)
+            .env("WEFT_SECRET_KEY", key_text)
+            .output()
+            .unwrap()
+    };
+    succeed(run(&["variables", "set", "token", "t-1"], key), "set");
+    let result = run(&["dags", "test", "probe", "--json"], key);
+    let text = succeed(result, "dags test");
+    assert!(text.contains("\"success\""), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&probe).unwrap().trim(),
+        "key=absent"
+    );
+    // The same key opens the value; another key does not, and says which key sealed it.
+    let value = succeed(run(&["variables", "get", "token"], key), "get");
+    assert_eq!(value.trim(), "t-1");
+    let other = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let refused = run(&["variables", "get", "token"], other);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("not in the keyring"), "{stderr}");
+    let bad = run(&["variables", "list"], "not-a-key");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("WEFT_SECRET_KEY"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    // Without the variable the key file is used; one that others can read is refused.
+    succeed(
+        home.run(&["variables", "set", "other", "o"]),
+        "a key file is created",
+    );
+    let key_file = home.dir.path().join("home").join("secret.key");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = home.run(&["variables", "get", "other"]);
+    assert!(!open.status.success());
+    assert!(
+        String::from_utf8_lossy(&open.stderr).contains("chmod 600"),
+        "{}",
+        String::from_utf8_lossy(&open.stderr)
+    );
+}
