@@ -6,8 +6,8 @@
 use crate::engine::EngineConfig;
 use crate::executor::sandbox::SandboxSpec;
 use crate::executor::{AttemptLimits, AttemptReport, LogTarget, TaskContext};
+use crate::messages::AttemptAssignment;
 use crate::shared::Shared;
-use crate::worker_slot::AttemptAssignment;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use weft_core::dag_run::{AttemptOutcome, DispatchRequest, RunContext};

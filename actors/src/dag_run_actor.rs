@@ -6,85 +6,23 @@
 //! task instance (try number, fencing token) and in the dispatcher and worker slot running it.
 
 use crate::attempt::{self, log_relative_path, lost_report};
-use crate::dispatcher_actor::DispatcherMsg;
 use crate::events::Event;
 use crate::executor::AttemptReport;
-use crate::scheduler_actor::SchedulerMsg;
+use crate::messages::{
+    AttemptAssignment, ChangeAnswer, DagRunArgs, DagRunMsg, DispatcherMsg, RunStart, SchedulerMsg,
+};
 use crate::shared::Shared;
-use crate::worker_slot::AttemptAssignment;
 use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use weft_core::dag_run::{
-    AttemptOutcome, DagRun, DispatchRequest, RunContext, RunEffect, RunInput, RunTimer,
-    TaskInstanceRecord,
+    AttemptOutcome, DagRun, DispatchRequest, RunContext, RunEffect, RunInput, TaskInstanceRecord,
 };
 use weft_core::ids::{Name, RunKey, TaskInstanceKey};
 use weft_core::state::{DagRunState, TaskState};
 use weft_core::Timestamp;
 use weft_storage::{AttemptRow, LogRow, Write, XcomRow};
-
-pub(crate) enum DagRunMsg {
-    /// An attempt has run for `RUNNING_REPORT_GRACE` (sent by its worker slot).
-    AttemptStarted {
-        task_id: Name,
-        map_index: i32,
-        try_number: u32,
-        token: u64,
-    },
-    AttemptFinished {
-        task_id: Name,
-        map_index: i32,
-        try_number: u32,
-        token: u64,
-        report: Box<AttemptReport>,
-        started_at: Option<Timestamp>,
-        /// The worker slot held back `AttemptStarted` (the attempt ended within its grace
-        /// period): the run feeds the start at `started_at` first, and both transitions go
-        /// in one store batch (one commit instead of two).
-        start_unreported: bool,
-    },
-    /// An attempt's assignment, built once the upstream results it needs were read.
-    AssignmentReady(Arc<AttemptAssignment>),
-    Timer(RunTimer),
-    PastTaskFinished {
-        task_id: String,
-        state: TaskState,
-    },
-    Clear {
-        task_ids: Vec<String>,
-        downstream: bool,
-        upstream: bool,
-        reply: RpcReplyPort<ChangeAnswer>,
-    },
-    MarkState {
-        task_id: String,
-        map_index: i32,
-        state: TaskState,
-        reply: RpcReplyPort<ChangeAnswer>,
-    },
-    /// The store answered the batch this actor handed it (see `DagRunActorState::flush`).
-    Flushed(weft_storage::Result<()>),
-    /// The decisions held back for a shared commit wait no longer (see `COMMIT_DELAY`).
-    FlushDue,
-    /// The rows of new waiting task instances not yet written wait no longer (see
-    /// `DEFERRED_ROWS_DELAY`).
-    DeferredRowsDue,
-    /// Test hook: fail the actor as a crash would.
-    #[cfg(any(test, feature = "fault-injection"))]
-    Crash,
-}
-
-/// A run actor's answer to a change (a clear or a mark), once the change is durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ChangeAnswer {
-    Applied,
-    /// The change came after the actor had decided the run's end (its end was being
-    /// committed): the actor decided nothing more and hands the change back once the end is
-    /// durable, for the scheduler to re-open the finished run with it.
-    RunEnded,
-}
 
 pub(crate) struct DagRunActor;
 
@@ -132,27 +70,6 @@ const RUN_BATCH_WRITES_MAX: usize = weft_storage::BATCH_WRITES_MAX;
 /// The largest unit `cut_oversized` keeps whole (a mapped task's expansion, with its
 /// placeholder) is far below a batch: every cut makes progress.
 const _: () = assert!(weft_core::limits::MAP_INDEX_MAX + 1 < RUN_BATCH_WRITES_MAX / 2);
-
-pub(crate) enum RunStart {
-    Fresh,
-    Recovered {
-        state: DagRunState,
-        task_instances: Vec<TaskInstanceRecord>,
-        /// When the run first started (its `dagrun_timeout` counts from here).
-        started_at: Option<Timestamp>,
-        /// A finished run re-opened to clear or mark a task: it starts with that change, not
-        /// before it (started first, it would find itself finished and stop at once).
-        start_with_change: bool,
-    },
-}
-
-pub(crate) struct DagRunArgs {
-    pub shared: Arc<Shared>,
-    pub context: RunContext,
-    pub start: RunStart,
-    pub scheduler: ActorRef<SchedulerMsg>,
-    pub dispatcher: ActorRef<DispatcherMsg>,
-}
 
 pub(crate) struct DagRunActorState {
     shared: Arc<Shared>,

@@ -2,11 +2,9 @@
 //! hands started attempts to idle worker slots.
 
 use crate::attempt::lost_report;
-use crate::dag_run_actor::DagRunMsg;
+use crate::messages::{AttemptAssignment, DagRunMsg, DispatcherMsg, WorkerSlotArgs, WorkerSlotMsg};
 use crate::shared::Shared;
-use crate::worker_slot::{
-    AttemptAssignment, SlotHandle, WorkerSlot, WorkerSlotArgs, WorkerSlotMsg,
-};
+use crate::worker_slot::SlotHandle;
 use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::Arc;
@@ -16,39 +14,6 @@ use weft_core::ids::TaskInstanceKey;
 /// Attempts waiting for a slot; beyond this, new requests are refused (reported lost to their
 /// runs, which retry them as the policy allows) rather than growing memory without bound.
 pub const DISPATCH_QUEUE_MAX: usize = 1_000_000;
-
-pub(crate) enum DispatcherMsg {
-    /// Queue an attempt; its worker slot reports to `reply`, the run it belongs to.
-    Enqueue {
-        assignment: Arc<AttemptAssignment>,
-        reply: ActorRef<DagRunMsg>,
-    },
-    SlotFree {
-        slot: usize,
-        key: TaskInstanceKey,
-        try_number: u32,
-        token: u64,
-    },
-    /// Withdraw the waiting request of the attempt with this token, or of an older one, and
-    /// stop the attempt with this token if a worker slot is running it.
-    Cancel {
-        key: TaskInstanceKey,
-        token: u64,
-    },
-    SetPool {
-        name: String,
-        slots: u32,
-    },
-    SetDagLimit {
-        dag_id: String,
-        max_active_tasks: u32,
-    },
-    /// Test hook: crash one worker slot.
-    #[cfg(any(test, feature = "fault-injection"))]
-    CrashSlot {
-        index: usize,
-    },
-}
 
 pub(crate) struct DispatcherActor;
 
@@ -99,7 +64,7 @@ impl Actor for DispatcherActor {
                 handle: handle.clone(),
                 dispatcher: myself.clone(),
             };
-            let (slot, _) = Actor::spawn_linked(None, WorkerSlot, args, myself.get_cell()).await?;
+            let slot = crate::tree::spawn_worker_slot(args, myself.get_cell()).await?;
             slots.push(slot);
         }
         let mut core = Dispatcher::new();
@@ -221,8 +186,7 @@ impl Actor for DispatcherActor {
                     handle: state.handles[index].clone(),
                     dispatcher: myself.clone(),
                 };
-                let (slot, _) =
-                    Actor::spawn_linked(None, WorkerSlot, args, myself.get_cell()).await?;
+                let slot = crate::tree::spawn_worker_slot(args, myself.get_cell()).await?;
                 state.slots[index] = slot;
                 let effects = state.slot_lost(index);
                 state.perform(effects);

@@ -1,15 +1,14 @@
 //! The embedding API: an [`Engine`] handle a Rust program uses to register DAGs (with Rust
 //! closures as tasks), trigger runs, subscribe to state changes and shut down.
 
-use crate::dispatcher_actor::{DispatcherActor, DispatcherMsg};
 use crate::error::EngineError;
 use crate::events::Event;
 use crate::executor::sandbox::SandboxSpec;
 use crate::executor::{python::PythonRunnerConfig, TaskContext, LOG_BYTES_MAX_DEFAULT};
-use crate::scheduler_actor::{SchedulerActor, SchedulerArgs, SchedulerMsg};
+use crate::messages::{DispatcherMsg, SchedulerArgs, SchedulerMsg};
 use crate::shared::Shared;
 use futures::future::BoxFuture;
-use ractor::{Actor, ActorRef};
+use ractor::ActorRef;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -184,12 +183,12 @@ impl Engine {
     /// Start the actors on `store`, rebuilding every active run from it.
     pub async fn start(store: Arc<dyn Store>, config: EngineConfig) -> Result<Engine, EngineError> {
         let shared = Arc::new(Shared::new(store, config));
-        let (dispatcher, _) = Actor::spawn(None, DispatcherActor, shared.clone()).await?;
+        let dispatcher = crate::tree::spawn_dispatcher(shared.clone()).await?;
         let args = SchedulerArgs {
             shared: shared.clone(),
             dispatcher: dispatcher.clone(),
         };
-        let (scheduler, _) = Actor::spawn(None, SchedulerActor, args).await?;
+        let scheduler = crate::tree::spawn_scheduler(args).await?;
         Ok(Engine {
             shared,
             scheduler,
@@ -432,9 +431,7 @@ impl Engine {
     #[cfg(any(test, feature = "fault-injection"))]
     /// Test hook: crash a worker slot (its attempt is lost; the slot is replaced).
     pub fn crash_worker_slot(&self, index: usize) {
-        let _ = self
-            .dispatcher
-            .cast(crate::dispatcher_actor::DispatcherMsg::CrashSlot { index });
+        let _ = self.dispatcher.cast(DispatcherMsg::CrashSlot { index });
     }
 
     #[cfg(any(test, feature = "fault-injection"))]

@@ -1,7 +1,8 @@
 //! weft-actors: the ractor actors that drive the core state machines and perform their
 //! effects, the executors that run attempts, and the embedding API ([`Engine`]).
 //!
-//! Actor tree (each arrow is supervision):
+//! Actor tree (each arrow is supervision; `tree.rs` spawns them, `messages.rs` holds every
+//! message):
 //!
 //! ```text
 //! Scheduler ──> DagRun (one per active run)
@@ -21,8 +22,10 @@ mod engine;
 mod error;
 mod events;
 pub mod executor;
+mod messages;
 mod scheduler_actor;
 mod shared;
+mod tree;
 mod worker_slot;
 
 pub use engine::{
@@ -31,4 +34,4 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use events::Event;
-pub use worker_slot::AttemptAssignment;
+pub use messages::AttemptAssignment;

@@ -2,13 +2,15 @@
 //! time (one timer, never a scan), creates runs in the store and supervises one DagRun actor
 //! per active run, rebuilding a failed one from the store.
 
-use crate::dag_run_actor::{ChangeAnswer, DagRunActor, DagRunArgs, DagRunMsg, RunStart};
-use crate::dispatcher_actor::DispatcherMsg;
 use crate::engine::UpsertOutcome;
 use crate::error::EngineError;
 use crate::events::Event;
+use crate::messages::{
+    ChangeAnswer, DagRunArgs, DagRunMsg, DispatcherMsg, RunChange, RunStart, SchedulerArgs,
+    SchedulerMsg,
+};
 use crate::shared::Shared;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use weft_core::dag::Dag;
@@ -20,73 +22,10 @@ use weft_core::state::{DagRunState, RunType, TaskState};
 use weft_core::Timestamp;
 use weft_storage::{DagVersionRow, RunRow, Write};
 
-pub(crate) enum SchedulerMsg {
-    UpsertDag {
-        spec: Box<DagSpec>,
-        reply: RpcReplyPort<Result<UpsertOutcome, EngineError>>,
-    },
-    SetPaused {
-        dag_id: String,
-        paused: bool,
-        reply: RpcReplyPort<Result<(), EngineError>>,
-    },
-    Trigger {
-        dag_id: String,
-        logical_date: Option<Timestamp>,
-        conf: serde_json::Value,
-        reply: RpcReplyPort<Result<RunKey, EngineError>>,
-    },
-    Backfill {
-        dag_id: String,
-        from: Timestamp,
-        to: Timestamp,
-        reply: RpcReplyPort<Result<Vec<RunKey>, EngineError>>,
-    },
-    Clear {
-        run: RunKey,
-        task_ids: Vec<String>,
-        downstream: bool,
-        upstream: bool,
-        reply: RpcReplyPort<Result<(), EngineError>>,
-    },
-    MarkTask {
-        run: RunKey,
-        task_id: String,
-        map_index: i32,
-        state: TaskState,
-        reply: RpcReplyPort<Result<(), EngineError>>,
-    },
-    Tick,
-    /// A run actor finished its run and stops. `actor` tells a stale report (from an actor
-    /// the scheduler already replaced, see `active_run_actor`) from the current one.
-    RunFinished {
-        run: RunKey,
-        state: DagRunState,
-        actor: ActorId,
-    },
-    TaskFinalized {
-        run: RunKey,
-        logical_date: Timestamp,
-        task_id: String,
-        state: TaskState,
-    },
-    /// Rebuild the actor of a run whose actor failed (see `handle_supervisor_evt`).
-    RebuildRun {
-        run: RunKey,
-    },
-    /// Test hook: crash the actor of an active run.
-    #[cfg(any(test, feature = "fault-injection"))]
-    CrashRun {
-        run: RunKey,
-    },
-}
+/// How often a change may be handed back by a run that ended before it (see `change_run`).
+const CHANGE_ROUNDS_MAX: u32 = 2;
 
 pub(crate) struct SchedulerActor;
-
-pub(crate) struct SchedulerArgs {
-    pub shared: Arc<Shared>,
-    pub dispatcher: ActorRef<DispatcherMsg>,
-}
 
 pub(crate) struct SchedulerState {
     shared: Arc<Shared>,
@@ -186,10 +125,12 @@ impl Actor for SchedulerActor {
                 upstream,
                 reply,
             } => {
-                let result = state
-                    .clear(&myself, run, task_ids, downstream, upstream)
-                    .await;
-                let _ = reply.send(result);
+                let change = RunChange::Clear {
+                    task_ids,
+                    downstream,
+                    upstream,
+                };
+                state.change_run(&myself, run, change, reply, 0).await;
             }
             SchedulerMsg::MarkTask {
                 run,
@@ -198,9 +139,19 @@ impl Actor for SchedulerActor {
                 state: target,
                 reply,
             } => {
-                let result = state.mark(&myself, run, task_id, map_index, target).await;
-                let _ = reply.send(result);
+                let change = RunChange::Mark {
+                    task_id,
+                    map_index,
+                    state: target,
+                };
+                state.change_run(&myself, run, change, reply, 0).await;
             }
+            SchedulerMsg::ChangeHandedBack {
+                run,
+                change,
+                reply,
+                round,
+            } => state.change_run(&myself, run, change, reply, round).await,
             SchedulerMsg::Tick => {
                 let started = std::time::Instant::now();
                 state.patient = true;
@@ -538,71 +489,66 @@ impl SchedulerState {
         Ok(created)
     }
 
-    async fn clear(
-        &mut self,
-        myself: &ActorRef<SchedulerMsg>,
-        run: RunKey,
-        task_ids: Vec<String>,
-        downstream: bool,
-        upstream: bool,
-    ) -> Result<(), EngineError> {
-        self.change_run(myself, &run, |reply| DagRunMsg::Clear {
-            task_ids: task_ids.clone(),
-            downstream,
-            upstream,
-            reply,
-        })
-        .await
-    }
-
-    async fn mark(
-        &mut self,
-        myself: &ActorRef<SchedulerMsg>,
-        run: RunKey,
-        task_id: String,
-        map_index: i32,
-        target: TaskState,
-    ) -> Result<(), EngineError> {
-        self.change_run(myself, &run, |reply| DagRunMsg::MarkState {
-            task_id: task_id.clone(),
-            map_index,
-            state: target,
-            reply,
-        })
-        .await
-    }
-
-    /// Hands a change to the run's actor (re-opening a finished run) and waits until it is
-    /// durable. A change that reaches the actor after it decided the run's end is handed back
-    /// once that end is durable; the run, finished by then, is re-opened for it.
+    /// Hands a change to the run's actor (re-opening a finished run) and answers `reply` once
+    /// it is durable, without waiting for it here: the run's answer is awaited by a task of
+    /// its own, so the scheduler serves other messages meanwhile (a change can wait for the
+    /// store as long as an outage lasts). A change that reaches the actor after it decided the
+    /// run's end is handed back once that end is durable (`ChangeHandedBack`); the run, finished
+    /// by then, is re-opened for it.
     async fn change_run(
         &mut self,
         myself: &ActorRef<SchedulerMsg>,
-        run: &RunKey,
-        change: impl Fn(RpcReplyPort<ChangeAnswer>) -> DagRunMsg,
-    ) -> Result<(), EngineError> {
+        run: RunKey,
+        change: RunChange,
+        reply: RpcReplyPort<Result<(), EngineError>>,
+        round: u32,
+    ) {
         // A re-opened run starts with the change, so it cannot end before it: a second hand
         // back would be a bug, not a race.
-        for _ in 0..2 {
-            let actor = self.active_run_actor(myself, run).await?;
-            match actor.call(&change, None).await? {
-                ractor::rpc::CallResult::Success(ChangeAnswer::Applied) => return Ok(()),
-                ractor::rpc::CallResult::Success(ChangeAnswer::RunEnded) => continue,
-                ractor::rpc::CallResult::Timeout => {
-                    return Err(EngineError::Unavailable(
-                        "the run did not answer".to_string(),
-                    ))
-                }
-                ractor::rpc::CallResult::SenderError => {
-                    return Err(EngineError::Unavailable(
-                        "the run stopped before applying the change".to_string(),
-                    ))
-                }
-            }
+        if round >= CHANGE_ROUNDS_MAX {
+            let error = EngineError::Unavailable("the run kept ending before the change".into());
+            let _ = reply.send(Err(error));
+            return;
         }
-        Err(EngineError::Unavailable(
-            "the run kept ending before the change".to_string(),
-        ))
+        let actor = match self.active_run_actor(myself, &run).await {
+            Ok(actor) => actor,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let scheduler = myself.clone();
+        tokio::spawn(async move {
+            let answer = actor.call(|port| change.message(port), None).await;
+            let result = match answer {
+                Ok(ractor::rpc::CallResult::Success(ChangeAnswer::Applied)) => Ok(()),
+                Ok(ractor::rpc::CallResult::Success(ChangeAnswer::RunEnded)) => {
+                    let handed_back = SchedulerMsg::ChangeHandedBack {
+                        run,
+                        change,
+                        reply,
+                        round: round + 1,
+                    };
+                    // The scheduler is gone (the engine stops): nobody can re-open it.
+                    if let Err(ractor::MessagingErr::SendErr(SchedulerMsg::ChangeHandedBack {
+                        reply,
+                        ..
+                    })) = scheduler.cast(handed_back)
+                    {
+                        let stopped = EngineError::Unavailable("the engine stopped".into());
+                        let _ = reply.send(Err(stopped));
+                    }
+                    return;
+                }
+                Ok(ractor::rpc::CallResult::Timeout) => Err(EngineError::Unavailable(
+                    "the run did not answer".to_string(),
+                )),
+                Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(EngineError::Unavailable(
+                    "the run stopped before applying the change".to_string(),
+                )),
+            };
+            let _ = reply.send(result);
+        });
     }
 
     /// The actor of a run, re-opening a finished run (clearing a task of a finished run makes
@@ -969,7 +915,7 @@ impl SchedulerState {
             scheduler: myself.clone(),
             dispatcher: self.dispatcher.clone(),
         };
-        let (actor, _) = Actor::spawn_linked(None, DagRunActor, args, myself.get_cell()).await?;
+        let actor = crate::tree::spawn_run(args, myself.get_cell()).await?;
         self.runs.insert(run.clone(), actor);
         self.by_date
             .entry(run.dag_id.to_string())

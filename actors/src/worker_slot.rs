@@ -5,83 +5,18 @@
 //! later transport can place slots in other processes and cells.
 
 use crate::attempt::RUNNING_REPORT_GRACE;
-use crate::dag_run_actor::DagRunMsg;
-use crate::dispatcher_actor::DispatcherMsg;
-use crate::executor::{self, AttemptLimits, AttemptReport, LogTarget, TaskContext};
+use crate::executor::{self, AttemptReport};
+use crate::messages::{AttemptAssignment, DagRunMsg, DispatcherMsg, WorkerSlotArgs, WorkerSlotMsg};
 use crate::shared::Shared;
 use futures::FutureExt as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use weft_core::dag_run::{AttemptOutcome, DispatchRequest};
+use weft_core::dag_run::AttemptOutcome;
 use weft_core::spec::{FlowControl, TaskKind};
 
-/// One attempt, as handed to a worker slot. Plain data: it crosses process boundaries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AttemptAssignment {
-    pub request: DispatchRequest,
-    /// What the task runs, and how its result steers the run (the rest of its `TaskSpec` is the
-    /// run's business, not the worker's).
-    pub kind: TaskKind,
-    pub flow: FlowControl,
-    /// What every attempt of the run is told about it, shared by them (its attempt fields are
-    /// empty; `context` fills them in).
-    #[serde(with = "shared_context")]
-    pub run: Arc<TaskContext>,
-    /// The upstream results this attempt reads (empty for a task that reads none).
-    pub xcoms: BTreeMap<String, serde_json::Value>,
-    pub max_tries: u32,
-    pub limits: AttemptLimits,
-    pub log: LogTarget,
-}
-
-impl AttemptAssignment {
-    /// The whole context of this attempt, for what reads it (templates, Python and in-process
-    /// tasks); a plain shell task needs only its context variables and builds none.
-    pub fn context(&self) -> TaskContext {
-        let key = &self.request.key;
-        TaskContext {
-            task_id: key.task_id.to_string(),
-            map_index: key.map_index,
-            try_number: self.request.try_number,
-            max_tries: self.max_tries,
-            xcoms: self.xcoms.clone(),
-            ..(*self.run).clone()
-        }
-    }
-}
-
-/// Serializes the shared run context as the plain value it holds.
-mod shared_context {
-    use crate::executor::TaskContext;
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use std::sync::Arc;
-
-    pub fn serialize<S: Serializer>(context: &Arc<TaskContext>, to: S) -> Result<S::Ok, S::Error> {
-        context.as_ref().serialize(to)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<Arc<TaskContext>, D::Error> {
-        TaskContext::deserialize(from).map(Arc::new)
-    }
-}
-
-pub(crate) enum WorkerSlotMsg {
-    /// Stop the attempt with this token if it is the one running.
-    Kill { token: u64 },
-    /// Test hook: fail the actor as a crash would.
-    #[cfg(any(test, feature = "fault-injection"))]
-    Crash,
-}
-
 pub(crate) struct WorkerSlot;
-
-pub(crate) struct WorkerSlotArgs {
-    pub handle: SlotHandle,
-    pub dispatcher: ActorRef<DispatcherMsg>,
-}
 
 pub(crate) struct WorkerSlotState {
     handle: SlotHandle,
@@ -480,6 +415,8 @@ fn timed_out() -> AttemptReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::{AttemptLimits, LogTarget, TaskContext};
+    use weft_core::dag_run::DispatchRequest;
     use weft_core::ids::{Name, TaskInstanceKey};
     use weft_core::state::RunType;
 

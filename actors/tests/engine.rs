@@ -1438,3 +1438,69 @@ async fn a_batch_the_store_refuses_for_good_fails_its_run() {
     );
     engine.shutdown().await;
 }
+
+/// The scheduler never waits on a run inside its own handler: while a mark waits for the store
+/// (its batch held back), the scheduler still registers and triggers other DAGs, and the mark
+/// answers once its batch is durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_serves_others_while_a_change_waits_for_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mark_held = Arc::new(tokio::sync::Notify::new());
+    let seen_mark = mark_held.clone();
+    let store: Arc<dyn Store> = Arc::new(FaultyStore {
+        inner: sqlite(&dir),
+        faults: HoldBack {
+            // The mark's batch: the task instance set to `failed` by hand.
+            hold: Box::new(move |batch| {
+                let marks = batch.iter().any(|write| {
+                    matches!(write, weft_storage::Write::PutTaskInstance { record, .. }
+                        if record.state == TaskState::Failed && record.key.dag_id.as_str() == "slow")
+                });
+                if marks {
+                    seen_mark.notify_one();
+                }
+                marks
+            }),
+            release: release.clone(),
+            written: Arc::default(),
+        },
+    });
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    let slow = RustDag::new("slow").task("wait", &[], |_| async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok(None)
+    });
+    engine.register(slow).await.unwrap();
+    let run = engine.trigger("slow", serde_json::json!({})).await.unwrap();
+    let marking = {
+        let (engine, run) = (engine.clone(), run.clone());
+        tokio::spawn(async move { engine.mark(&run, "wait", -1, TaskState::Failed).await })
+    };
+    tokio::time::timeout(RUN_DEADLINE, mark_held.notified())
+        .await
+        .expect("the mark's batch reaches the store");
+    // The held batch waits up to 10 s for its release; the scheduler answers long before.
+    let other = RustDag::new("other").task("only", &[], |_| async { Ok(None) });
+    let served = tokio::time::timeout(Duration::from_secs(5), async {
+        engine.register(other).await.unwrap();
+        engine
+            .trigger("other", serde_json::json!({}))
+            .await
+            .unwrap()
+    })
+    .await
+    .expect("the scheduler serves other DAGs while the mark waits");
+    assert!(!marking.is_finished(), "the mark waits for its batch");
+    release.notify_one();
+    tokio::time::timeout(RUN_DEADLINE, marking)
+        .await
+        .expect("the mark answers once durable")
+        .unwrap()
+        .unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Failed);
+    assert_eq!(wait(&engine, &served).await, DagRunState::Success);
+    engine.shutdown().await;
+}
