@@ -17,7 +17,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use weft_core::dag_run::{
-    AttemptOutcome, DagRun, DispatchRequest, RunContext, RunEffect, RunInput, TaskInstanceRecord,
+    AttemptOutcome, DagRun, DispatchRequest, RunContext, RunDecision, RunEffect, RunInput,
+    TaskInstanceRecord,
 };
 use weft_core::ids::{Name, RunKey, TaskInstanceKey};
 use weft_core::state::{DagRunState, TaskState};
@@ -371,11 +372,8 @@ impl DagRunActorState {
             token,
             outcome: report.outcome,
         };
-        let accepted = |effects: &[RunEffect]| {
-            effects.iter().any(|effect| matches!(effect,
-                RunEffect::PersistTask { expected: Some(version), record }
-                    if record.key == key && version.token == token && version.try_number == try_number))
-        };
+        // The core says whether it took this report as the current attempt's.
+        let accepted = |decision: &RunDecision| decision.accepted.is_some();
         self.decide_with(myself, prelude, input, extra, accepted, None)
             .await
     }
@@ -437,7 +435,7 @@ impl DagRunActorState {
         prelude: Option<(Timestamp, RunInput)>,
         input: RunInput,
         extra: Vec<Write>,
-        include_extra: impl Fn(&[RunEffect]) -> bool,
+        include_extra: impl Fn(&RunDecision) -> bool,
         reply: Option<RpcReplyPort<ChangeAnswer>>,
     ) -> Result<(), ActorProcessingErr> {
         if self.ending() {
@@ -451,13 +449,13 @@ impl DagRunActorState {
             Some((at, prelude)) => self.run.handle(at.min(now), prelude),
             None => Vec::new(),
         };
-        let decided = self.run.handle(now, input);
+        let decided = self.run.handle_input(now, input);
         // Writes of this decision join those of earlier decisions not yet committed.
         let mut batch = std::mem::take(&mut self.unflushed);
         if include_extra(&decided) {
             batch.extend(extra);
         }
-        effects.extend(decided);
+        effects.extend(decided.effects);
         if effects.is_empty() && reply.is_none() {
             self.unflushed = batch;
             return Ok(());

@@ -256,6 +256,25 @@ pub enum RunEffect {
     },
 }
 
+/// An attempt report (`AttemptStarted` or `AttemptFinished`) that the run took as the current
+/// attempt's: its (try, token) was the task instance's. Drivers store what comes with a report
+/// (the attempt row, its log, its result) exactly when the run says it accepted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedReport {
+    pub key: TaskInstanceKey,
+    pub try_number: u32,
+    pub token: u64,
+}
+
+/// What one input made the run decide.
+#[derive(Debug, Clone)]
+pub struct RunDecision {
+    pub effects: Vec<RunEffect>,
+    /// The attempt report the input carried, when the run accepted it (`None` for a stale or
+    /// duplicate report, and for inputs that carry none).
+    pub accepted: Option<AcceptedReport>,
+}
+
 /// Inputs the run ignored, by reason; for metrics and the simulator's checkers.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunStats {
@@ -304,6 +323,8 @@ pub struct DagRun {
 struct Step {
     now: Timestamp,
     effects: Vec<RunEffect>,
+    /// The attempt report (start or end) this step took as current, if any.
+    accepted: Option<AcceptedReport>,
     /// Topological positions of tasks whose `none` instances need evaluation.
     dirty: BTreeSet<usize>,
 }
@@ -406,9 +427,15 @@ impl DagRun {
     }
 
     pub fn handle(&mut self, now: Timestamp, input: RunInput) -> Vec<RunEffect> {
+        self.handle_input(now, input).effects
+    }
+
+    /// `handle`, also saying which attempt report it accepted.
+    pub fn handle_input(&mut self, now: Timestamp, input: RunInput) -> RunDecision {
         let mut step = Step {
             now,
             effects: Vec::new(),
+            accepted: None,
             dirty: BTreeSet::new(),
         };
         match input {
@@ -448,7 +475,10 @@ impl DagRun {
             self.settle(&mut step);
             self.update_run_state(&mut step);
         }
-        step.effects
+        RunDecision {
+            effects: step.effects,
+            accepted: step.accepted,
+        }
     }
 
     // ---- inputs ----
@@ -495,6 +525,7 @@ impl DagRun {
             self.stats.ignored_results += 1;
             return;
         };
+        step.accepted = Some(self.accepted_report(task, map_index, attempt));
         let now = step.now;
         self.update(step, task, map_index, |record| {
             record.state = TaskState::Running;
@@ -529,6 +560,7 @@ impl DagRun {
             self.stats.ignored_results += 1;
             return;
         };
+        step.accepted = Some(self.accepted_report(task, map_index, attempt));
         match outcome {
             AttemptOutcome::Success {
                 branch,
@@ -1289,6 +1321,14 @@ impl DagRun {
         let current =
             (record.try_number, record.token) == attempt && states.contains(&record.state);
         current.then_some(task)
+    }
+
+    fn accepted_report(&self, task: usize, map_index: i32, attempt: (u32, u64)) -> AcceptedReport {
+        AcceptedReport {
+            key: self.key(task, map_index),
+            try_number: attempt.0,
+            token: attempt.1,
+        }
     }
 
     fn instances_where(&self, task: usize, keep: impl Fn(TaskState) -> bool) -> Vec<i32> {

@@ -608,3 +608,50 @@ fn failed_leaf_fails_run_only_when_everything_finished_and_teardown_is_ignored()
     "#]]
     .assert_eq(&h.take_log());
 }
+
+/// The run says which attempt report it accepted: the current attempt's start and end, and
+/// neither a stale try's result nor a second report of an end already taken.
+#[test]
+fn the_run_names_the_report_it_accepted() {
+    use weft_core::dag_run::AcceptedReport;
+    use weft_core::ids::TaskInstanceKey;
+    let mut h = Harness::new(dag("a >> b"));
+    h.start();
+    let (try_number, token) = h.attempt("a");
+    let key = TaskInstanceKey::new(
+        h.run.context().dag.dag_id(),
+        &h.run.context().run_id,
+        "a",
+        -1,
+    );
+    let now = h.now;
+    let mut report = |input| h.run.handle_input(now, input).accepted;
+    let started = RunInput::AttemptStarted {
+        task_id: "a".into(),
+        map_index: -1,
+        try_number,
+        token,
+    };
+    let expected = AcceptedReport {
+        key,
+        try_number,
+        token,
+    };
+    assert_eq!(report(started.clone()), Some(expected.clone()));
+    assert_eq!(report(started), None, "a second start is a duplicate");
+    let finished = |token| RunInput::AttemptFinished {
+        task_id: "a".into(),
+        map_index: -1,
+        try_number,
+        token,
+        outcome: success(),
+    };
+    assert_eq!(
+        report(finished(token + 7)),
+        None,
+        "another token is fenced out"
+    );
+    assert_eq!(report(finished(token)), Some(expected));
+    assert_eq!(report(finished(token)), None, "an end already taken");
+    assert_eq!(report(RunInput::Start), None, "an input without a report");
+}

@@ -892,7 +892,6 @@ impl Simulation {
         };
         let accepted = Accepted {
             key,
-            attempt,
             reported,
             outcome: Some(outcome),
         };
@@ -916,7 +915,6 @@ impl Simulation {
                 token,
             } => Some(Accepted {
                 key: TaskInstanceKey::new(&run.dag_id, &run.run_id, task_id, *map_index),
-                attempt: (*try_number, *token),
                 reported: (*try_number, *token),
                 outcome: None,
             }),
@@ -928,12 +926,13 @@ impl Simulation {
             return Ok(());
         };
         let driver_id = driver.id;
-        let effects = driver.run.handle(now, input);
+        let decision = driver.run.handle_input(now, input);
+        let effects = decision.effects;
         if effects.is_empty() {
             return Ok(());
         }
-        let accepting = accepted.as_ref().or(started.as_ref());
-        let is_accepted = accepting.is_some_and(|a| a.accepted_by(&effects));
+        // The core says whether it took the report as the current attempt's.
+        let is_accepted = decision.accepted.is_some();
         let mut batch = if is_accepted { extra } else { Vec::new() };
         let mut records = Vec::new();
         let mut finished = None;
@@ -1230,8 +1229,6 @@ impl Simulation {
 /// The attempt whose report a decision may accept, and how to recognise that it did.
 struct Accepted {
     key: TaskInstanceKey,
-    /// The (try, token) fed to the core.
-    attempt: (u32, u64),
     /// The (try, token) the worker reported (differs only under the canary).
     reported: (u32, u64),
     /// `None` for a start report.
@@ -1239,16 +1236,6 @@ struct Accepted {
 }
 
 impl Accepted {
-    /// As the actors decide it: some write moves this task instance from exactly this
-    /// (try, token).
-    fn accepted_by(&self, effects: &[RunEffect]) -> bool {
-        effects.iter().any(|effect| {
-            matches!(effect, RunEffect::PersistTask { expected: Some(version), record }
-                if record.key == self.key
-                    && (version.try_number, version.token) == self.attempt)
-        })
-    }
-
     fn record(&self) -> Record {
         match &self.outcome {
             Some(outcome) => Record::ResultAccepted {
