@@ -619,6 +619,7 @@ async fn trigger_offline(
     logical_date: Option<Timestamp>,
     conf: serde_json::Value,
 ) -> anyhow::Result<serde_json::Value> {
+    use weft_core::scheduler::{Scheduler, SchedulerEffect, SchedulerInput};
     let store = refresh(config).await?;
     let dag = load_dag(store.as_ref(), dag_id).await?;
     let row = store
@@ -626,17 +627,63 @@ async fn trigger_offline(
         .await?
         .ok_or_else(|| anyhow!("dag `{dag_id}` is not registered"))?;
     let now = Utc::now();
-    let logical_date = logical_date.unwrap_or(now);
-    let run_id = weft_core::ids::run_id_for(weft_core::state::RunType::Manual, logical_date);
+    // The core's trigger decision, as a node's scheduler takes it: the run id, the data
+    // interval, the limits on conf, and a logical date that no run holds yet.
+    let mut core = Scheduler::new();
+    let upserted = SchedulerInput::DagUpserted {
+        dag: Arc::new(dag),
+        paused: row.is_paused,
+        last_automated: None,
+    };
+    core.handle(now, upserted);
+    let at = logical_date.unwrap_or(now);
+    let just_after = at + chrono::TimeDelta::microseconds(1);
+    if let Some(existing) = store.previous_run(dag_id, just_after).await? {
+        if existing.logical_date == at {
+            let recovered = SchedulerInput::RunRecovered {
+                dag_id: dag_id.to_string(),
+                run_id: existing.key.run_id.to_string(),
+                run_type: existing.run_type,
+                logical_date: existing.logical_date,
+                data_interval: existing.data_interval,
+                state: existing.state,
+            };
+            core.handle(now, recovered);
+        }
+    }
+    let trigger = SchedulerInput::Trigger {
+        dag_id: dag_id.to_string(),
+        run_id: None,
+        logical_date: Some(at),
+        conf,
+    };
+    let effects = core.handle(now, trigger);
+    let created = effects.into_iter().find_map(|effect| match effect {
+        SchedulerEffect::Rejected { reason, .. } => Some(Err(reason)),
+        SchedulerEffect::CreateRun {
+            run_id,
+            run_type,
+            logical_date,
+            data_interval,
+            conf,
+            ..
+        } => Some(Ok((run_id, run_type, logical_date, data_interval, conf))),
+        _ => None,
+    });
+    let (run_id, run_type, logical_date, data_interval, conf) = match created {
+        Some(Ok(created)) => created,
+        Some(Err(reason)) => bail!("cannot trigger `{dag_id}`: {reason}"),
+        None => bail!("cannot trigger `{dag_id}`: the scheduler decided no run"),
+    };
     let run = weft_storage::RunRow {
         key: RunKey {
             dag_id: dag_id.into(),
             run_id: run_id.as_str().into(),
         },
-        run_type: weft_core::state::RunType::Manual,
+        run_type,
         state: DagRunState::Queued,
         logical_date,
-        data_interval: dag.timetable().infer_manual_data_interval(logical_date),
+        data_interval,
         version_hash: row.latest_version,
         conf,
         seed: now.timestamp_nanos_opt().unwrap_or(0) as u64,

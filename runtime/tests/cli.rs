@@ -386,6 +386,21 @@ fn a_triggered_run_without_a_node_is_started_by_the_next_node() {
     let run_id = triggered["run_id"].as_str().unwrap().to_string();
     let runs = home.json(&["runs", "list", "hello"]);
     assert_eq!(runs[0]["state"], "queued");
+    // The offline trigger takes the scheduler's decision: a logical date holds one run, and
+    // conf is a JSON object.
+    let at = ["--logical-date", "2024-03-01T00:00:00Z"];
+    let first = home.run(&[&["dags", "trigger", "hello"][..], &at[..]].concat());
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = home.run(&[&["dags", "trigger", "hello"][..], &at[..]].concat());
+    assert!(!second.status.success());
+    let refusal = String::from_utf8_lossy(&second.stderr);
+    assert!(refusal.contains("exists already"), "{refusal}");
+    let array = home.run(&["dags", "trigger", "hello", "--conf", "[1]"]);
+    assert!(!array.status.success());
     let output = home.run(&["standalone", "--exit-when-idle"]);
     assert!(
         output.status.success(),
