@@ -574,6 +574,20 @@ impl SchedulerState {
             Box::pin(self.run_over(myself, run, row.state)).await?;
         }
         if row.state.is_finished() {
+            // Re-opening is the core's decision: the run holds a `max_active_runs` place again.
+            let reopen = SchedulerInput::Reopen {
+                dag_id: run.dag_id.to_string(),
+                run_id: run.run_id.to_string(),
+                run_type: row.run_type,
+                logical_date: row.logical_date,
+            };
+            let effects = self.feed_collect(myself, reopen).await?;
+            if let Some(reason) = effects.iter().find_map(|effect| match effect {
+                SchedulerEffect::Rejected { reason, .. } => Some(reason.clone()),
+                _ => None,
+            }) {
+                return Err(EngineError::Rejected(reason));
+            }
             self.shared
                 .write(vec![Write::UpdateRun {
                     key: run.clone(),
@@ -747,6 +761,8 @@ impl SchedulerState {
             SchedulerEffect::Rejected { dag_id, reason } => {
                 tracing::warn!(%dag_id, %reason, "scheduler rejected a request");
             }
+            // Performed by `active_run_actor`, which asked for it with the change to apply.
+            SchedulerEffect::ReopenRun { .. } => {}
         }
         Ok(())
     }

@@ -1504,3 +1504,54 @@ async fn the_scheduler_serves_others_while_a_change_waits_for_the_store() {
     assert_eq!(wait(&engine, &served).await, DagRunState::Success);
     engine.shutdown().await;
 }
+
+/// A finished run re-opened by a clear holds its DAG's only `max_active_runs` place: a run
+/// triggered meanwhile stays queued until the re-opened one finishes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reopened_run_counts_toward_max_active_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let engine = Engine::start(store.clone(), EngineConfig::new(dir.path()))
+        .await
+        .unwrap();
+    // The first try passes at once; later tries wait at the gate.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let task_gate = gate.clone();
+    let dag = RustDag::new("reopened")
+        .task("only", &[], move |ctx| {
+            let gate = task_gate.clone();
+            async move {
+                if ctx.try_number > 1 {
+                    gate.acquire().await.unwrap().forget();
+                }
+                Ok(None)
+            }
+        })
+        .settings(|spec| spec.max_active_runs = 1);
+    engine.register(dag).await.unwrap();
+    let first = engine
+        .trigger("reopened", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(wait(&engine, &first).await, DagRunState::Success);
+    engine.clear(&first, &["only"], false, false).await.unwrap();
+    assert_eq!(
+        store.run(&first).await.unwrap().unwrap().state,
+        DagRunState::Running
+    );
+    let second = engine
+        .trigger("reopened", serde_json::json!({}))
+        .await
+        .unwrap();
+    // Long enough for the second run to have started if it could; it must not.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.run(&second).await.unwrap().unwrap().state,
+        DagRunState::Queued,
+        "the re-opened run holds the only place"
+    );
+    gate.add_permits(1);
+    assert_eq!(wait(&engine, &first).await, DagRunState::Success);
+    assert_eq!(wait(&engine, &second).await, DagRunState::Success);
+    engine.shutdown().await;
+}

@@ -62,6 +62,15 @@ pub enum SchedulerInput {
         run_id: String,
         state: DagRunState,
     },
+    /// An operator changed a task of a finished run (a clear or a mark): the run is to run
+    /// again. It is admitted at once, as the change must be applied now, and counts toward
+    /// `max_active_runs` until it finishes again, so queued runs wait for it.
+    Reopen {
+        dag_id: String,
+        run_id: String,
+        run_type: RunType,
+        logical_date: Timestamp,
+    },
     /// The store refused a `StartRun`: the run was not queued. `stored` is the state the store
     /// holds, `None` when the run does not exist (its `CreateRun` met another run at the same
     /// logical date, which only a restart hides from the scheduler: recovery reads unfinished
@@ -88,6 +97,9 @@ pub enum SchedulerEffect {
     },
     /// Start a queued run (there is room under `max_active_runs`).
     StartRun { dag_id: String, run_id: String },
+    /// Run a finished run again (its state back to `running`), with the change that re-opened
+    /// it; it holds a `max_active_runs` place from now on.
+    ReopenRun { dag_id: String, run_id: String },
     /// Wake up at this time with `Tick` (replaces any earlier wake-up).
     WakeAt(Timestamp),
     /// A request could not be honoured.
@@ -223,6 +235,12 @@ impl Scheduler {
                 run_id,
                 stored,
             } => self.handle_start_refused(now, &dag_id, &run_id, stored, &mut effects),
+            SchedulerInput::Reopen {
+                dag_id,
+                run_id,
+                run_type,
+                logical_date,
+            } => self.handle_reopen(&dag_id, run_id, run_type, logical_date, &mut effects),
         }
         let earliest = self.due.first().map(|(at, _)| *at);
         if earliest != self.wake_at {
@@ -301,6 +319,34 @@ impl Scheduler {
             }
             state.active.insert(run_id, run);
         }
+        self.reschedule(dag_id);
+    }
+
+    fn handle_reopen(
+        &mut self,
+        dag_id: &str,
+        run_id: String,
+        run_type: RunType,
+        logical_date: Timestamp,
+        effects: &mut Vec<SchedulerEffect>,
+    ) {
+        let Some(state) = self.dags.get_mut(dag_id) else {
+            effects.push(unknown_dag(dag_id));
+            return;
+        };
+        state.logical_dates.insert(logical_date);
+        let run = ActiveRun {
+            run_type,
+            logical_date,
+            started: true,
+        };
+        if state.active.insert(run_id.clone(), run).is_none() {
+            effects.push(SchedulerEffect::ReopenRun {
+                dag_id: dag_id.to_string(),
+                run_id,
+            });
+        }
+        // At `max_active_runs` now, the DAG creates no scheduled run until a place frees.
         self.reschedule(dag_id);
     }
 

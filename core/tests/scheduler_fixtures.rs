@@ -85,6 +85,7 @@ fn trace(scheduler: &mut Scheduler, inputs: Vec<(Timestamp, SchedulerInput)>) ->
             SchedulerInput::StartRefused { run_id, stored, .. } => {
                 format!("start refused {run_id} stored {stored:?}")
             }
+            SchedulerInput::Reopen { run_id, .. } => format!("reopen {run_id}"),
         };
         out.push_str(&format!("{} {label}\n", short(&now)));
         for effect in scheduler.handle(now, input) {
@@ -100,6 +101,9 @@ fn trace(scheduler: &mut Scheduler, inputs: Vec<(Timestamp, SchedulerInput)>) ->
                     short(&data_interval.end)
                 ),
                 SchedulerEffect::StartRun { dag_id, run_id } => format!("start {dag_id} {run_id}"),
+                SchedulerEffect::ReopenRun { dag_id, run_id } => {
+                    format!("reopen {dag_id} {run_id}")
+                }
                 SchedulerEffect::WakeAt(time) => format!("wake {}", short(&time)),
                 SchedulerEffect::Rejected { dag_id, reason } => {
                     format!("rejected {dag_id}: {reason}")
@@ -198,6 +202,50 @@ fn max_active_runs_one_holds_back_runs_until_one_finishes() {
                 start d scheduled__2024-01-02T00:00:00+00:00
             01-03T15:00 finished scheduled__2024-01-02T00:00:00+00:00
                 wake 01-04T00:00
+        "#]],
+    );
+}
+
+/// A finished run that an operator re-opens (a clear or a mark) holds a `max_active_runs`
+/// place until it finishes again: the next scheduled run waits for it.
+#[test]
+fn a_reopened_run_counts_toward_max_active_runs() {
+    let options = DagOptions {
+        max_active_runs: 1,
+        ..daily()
+    };
+    let first = "scheduled__2024-01-01T00:00:00+00:00";
+    check(
+        vec![
+            (at(2024, 1, 1, 0, 0), upsert(dag("d", options))),
+            (at(2024, 1, 2, 12, 0), SchedulerInput::Tick),
+            (at(2024, 1, 2, 13, 0), finished(first)),
+            (
+                at(2024, 1, 2, 14, 0),
+                SchedulerInput::Reopen {
+                    dag_id: "d".into(),
+                    run_id: first.into(),
+                    run_type: RunType::Scheduled,
+                    logical_date: at(2024, 1, 1, 0, 0),
+                },
+            ),
+            (at(2024, 1, 3, 1, 0), SchedulerInput::Tick),
+            (at(2024, 1, 3, 2, 0), finished(first)),
+        ],
+        expect![[r#"
+            01-01T00:00 upsert d
+                wake 01-02T00:00
+            01-02T12:00 tick
+                create d scheduled__2024-01-01T00:00:00+00:00 [01-01T00:00, 01-02T00:00)
+                start d scheduled__2024-01-01T00:00:00+00:00
+            01-02T13:00 finished scheduled__2024-01-01T00:00:00+00:00
+                wake 01-03T00:00
+            01-02T14:00 reopen scheduled__2024-01-01T00:00:00+00:00
+                reopen d scheduled__2024-01-01T00:00:00+00:00
+            01-03T01:00 tick
+            01-03T02:00 finished scheduled__2024-01-01T00:00:00+00:00
+                create d scheduled__2024-01-02T00:00:00+00:00 [01-02T00:00, 01-03T00:00)
+                start d scheduled__2024-01-02T00:00:00+00:00
         "#]],
     );
 }

@@ -733,7 +733,8 @@ impl Simulation {
                 };
                 self.schedule(at, event);
             }
-            SchedulerEffect::Rejected { .. } => {}
+            // The simulated operators neither clear nor mark, so no run is re-opened.
+            SchedulerEffect::Rejected { .. } | SchedulerEffect::ReopenRun { .. } => {}
         }
         Ok(())
     }
