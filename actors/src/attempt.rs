@@ -133,7 +133,7 @@ pub(crate) fn build_assignment(
     request: DispatchRequest,
     xcoms: Results,
 ) -> AttemptAssignment {
-    let key = &request.key;
+    let key = &request.attempt.key;
     let config = &shared.config;
     let limits = AttemptLimits {
         timeout_ms: request.execution_timeout_ms,
@@ -142,10 +142,10 @@ pub(crate) fn build_assignment(
     };
     let log = LogTarget {
         key: key.clone(),
-        try_number: request.try_number,
+        try_number: request.attempt.try_number,
         path: config
             .data_dir
-            .join(log_relative_path(key, request.try_number)),
+            .join(log_relative_path(key, request.attempt.try_number)),
     };
     AttemptAssignment {
         request,

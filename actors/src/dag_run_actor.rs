@@ -20,7 +20,7 @@ use weft_core::dag_run::{
     AttemptOutcome, DagRun, DispatchRequest, RunContext, RunDecision, RunEffect, RunInput,
     TaskInstanceRecord,
 };
-use weft_core::ids::{Name, RunKey, TaskInstanceKey};
+use weft_core::ids::{AttemptId, Name, RunKey, TaskInstanceKey};
 use weft_core::state::{DagRunState, TaskState};
 use weft_core::Timestamp;
 use weft_storage::{AttemptRow, LogRow, Write, XcomRow};
@@ -199,34 +199,18 @@ impl Actor for DagRunActor {
         state: &mut DagRunActorState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            DagRunMsg::AttemptStarted {
-                task_id,
-                map_index,
-                try_number,
-                token,
-            } => {
-                let input = RunInput::AttemptStarted {
-                    task_id,
-                    map_index,
-                    try_number,
-                    token,
-                };
+            DagRunMsg::AttemptStarted { attempt } => {
+                let input = RunInput::AttemptStarted { attempt };
                 state.decide(&myself, input, Vec::new()).await?;
             }
             DagRunMsg::AttemptFinished {
-                task_id,
-                map_index,
-                try_number,
-                token,
+                attempt,
                 report,
                 started_at,
                 start_unreported,
             } => {
                 let attempt = FinishedAttempt {
-                    task_id,
-                    map_index,
-                    try_number,
-                    token,
+                    attempt,
                     started_at,
                     start_unreported,
                 };
@@ -315,22 +299,18 @@ impl DagRunActorState {
         mut report: AttemptReport,
     ) -> Result<(), ActorProcessingErr> {
         let FinishedAttempt {
-            task_id,
-            map_index,
-            try_number,
-            token,
+            attempt,
             started_at,
             start_unreported,
         } = attempt;
         refuse_oversized_result(&mut report);
-        let key = TaskInstanceKey::new(&self.key.dag_id, &self.key.run_id, &task_id, map_index);
+        let key = attempt.key.clone();
+        let try_number = attempt.try_number;
         let now = crate::shared::now();
         // The attempt's own records go in the same batch as the decision, and only if the run
         // accepts the result (current try and token): a fenced-out result leaves no trace.
         let mut extra = vec![Write::PutAttempt(AttemptRow {
-            key: key.clone(),
-            try_number,
-            token,
+            attempt: attempt.clone(),
             state: attempt_state(&report.outcome),
             started_at: started_at.unwrap_or(now),
             ended_at: Some(now),
@@ -357,19 +337,13 @@ impl DagRunActorState {
             (true, Some(started_at)) => Some((
                 started_at,
                 RunInput::AttemptStarted {
-                    task_id: task_id.clone(),
-                    map_index,
-                    try_number,
-                    token,
+                    attempt: attempt.clone(),
                 },
             )),
             _ => None,
         };
         let input = RunInput::AttemptFinished {
-            task_id,
-            map_index,
-            try_number,
-            token,
+            attempt,
             outcome: report.outcome,
         };
         // The core says whether it took this report as the current attempt's.
@@ -859,8 +833,9 @@ impl DagRunActorState {
     ) -> Result<(), ActorProcessingErr> {
         match effect {
             RunEffect::Dispatch(request) => self.dispatch(myself, request)?,
-            RunEffect::Kill { key, token, .. } => {
+            RunEffect::Kill { attempt } => {
                 // The dispatcher withdraws the attempt if it waits, or stops it if it runs.
+                let (key, token) = (attempt.key, attempt.token);
                 let _ = self.dispatcher.cast(DispatcherMsg::Cancel { key, token });
             }
             RunEffect::SetTimer { at, timer } => {
@@ -881,9 +856,9 @@ impl DagRunActorState {
         request: DispatchRequest,
     ) -> Result<(), ActorProcessingErr> {
         let context = self.run.shared_context();
-        let Some(task) = context.dag.task(&request.key.task_id) else {
+        let Some(task) = context.dag.task(&request.attempt.key.task_id) else {
             // The core dispatches only tasks of its DAG; report rather than fail the run.
-            let reason = format!("task `{}` is not in the DAG", request.key.task_id);
+            let reason = format!("task `{}` is not in the DAG", request.attempt.key.task_id);
             return Ok(myself.cast(DagRunMsg::attempt_lost(&request, &reason))?);
         };
         let run_context = &self.task_context;
@@ -931,14 +906,7 @@ impl DagRunActorState {
         myself: &ActorRef<DagRunMsg>,
         assignment: Arc<AttemptAssignment>,
     ) {
-        let request = &assignment.request;
-        let key = &request.key;
-        if !self.run.awaits_start(
-            &key.task_id,
-            key.map_index,
-            request.try_number,
-            request.token,
-        ) {
+        if !self.run.awaits_start(&assignment.request.attempt) {
             metrics::counter!("weft_stale_assignments_dropped_total").increment(1);
             return;
         }
@@ -954,17 +922,12 @@ impl DagRunMsg {
     /// whether its start is still unreported (it ended within the grace), for an attempt that
     /// reached a worker slot.
     pub(crate) fn attempt_finished(
-        key: &TaskInstanceKey,
-        try_number: u32,
-        token: u64,
+        attempt: AttemptId,
         report: AttemptReport,
         started: Option<(Timestamp, bool)>,
     ) -> DagRunMsg {
         DagRunMsg::AttemptFinished {
-            task_id: key.task_id.clone(),
-            map_index: key.map_index,
-            try_number,
-            token,
+            attempt,
             report: Box::new(report),
             started_at: started.map(|(at, _)| at),
             start_unreported: started.is_some_and(|(_, unreported)| unreported),
@@ -975,13 +938,7 @@ impl DagRunMsg {
     /// task's policy allows).
     pub(crate) fn attempt_lost(request: &DispatchRequest, reason: &str) -> DagRunMsg {
         let report = lost_report(reason);
-        DagRunMsg::attempt_finished(
-            &request.key,
-            request.try_number,
-            request.token,
-            report,
-            None,
-        )
+        DagRunMsg::attempt_finished(request.attempt.clone(), report, None)
     }
 }
 
@@ -1033,7 +990,7 @@ fn split_wide_dispatch(
             RunEffect::Dispatch(request) => {
                 seen += 1;
                 own_rows
-                    .get(&request.key)
+                    .get(&request.attempt.key)
                     .filter(|_| seen > DISPATCH_CHUNK_FIRST)
             }
             _ => None,
@@ -1113,7 +1070,7 @@ fn cut_oversized(batch: Vec<Write>, max: usize) -> Vec<Vec<Write>> {
     fn row_key(write: &Write) -> Option<&TaskInstanceKey> {
         match write {
             Write::PutTaskInstance { record, .. } => Some(&record.key),
-            Write::PutAttempt(attempt) => Some(&attempt.key),
+            Write::PutAttempt(attempt) => Some(&attempt.attempt.key),
             Write::PutLog(log) => Some(&log.key),
             Write::PutXcom(xcom) => Some(&xcom.key),
             Write::DeleteXcoms { key } => Some(key),
@@ -1214,10 +1171,7 @@ fn expands(context: &RunContext, key: &TaskInstanceKey) -> bool {
 
 /// The attempt an `AttemptFinished` is about.
 struct FinishedAttempt {
-    task_id: Name,
-    map_index: i32,
-    try_number: u32,
-    token: u64,
+    attempt: AttemptId,
     started_at: Option<Timestamp>,
     start_unreported: bool,
 }
@@ -1286,9 +1240,7 @@ mod tests {
 
     fn dispatch(task_id: &str) -> RunEffect {
         RunEffect::Dispatch(DispatchRequest {
-            key: TaskInstanceKey::new("d", "r", task_id, -1),
-            try_number: 1,
-            token: 1,
+            attempt: AttemptId::new(TaskInstanceKey::new("d", "r", task_id, -1), 1, 1),
             priority_weight: 1,
             run_type: RunType::Manual,
             pool: Name::from("default_pool"),
@@ -1362,7 +1314,7 @@ mod tests {
                 .effects
                 .iter()
                 .map(|effect| match effect {
-                    RunEffect::Dispatch(request) => request.key.task_id.to_string(),
+                    RunEffect::Dispatch(request) => request.attempt.key.task_id.to_string(),
                     other => panic!("only dispatches move: {other:?}"),
                 })
                 .collect();
@@ -1393,9 +1345,7 @@ mod tests {
         };
         let attempt = |task_id: &str| {
             Write::PutAttempt(AttemptRow {
-                key: TaskInstanceKey::new("d", "r", task_id, -1),
-                try_number: 1,
-                token: 1,
+                attempt: AttemptId::new(TaskInstanceKey::new("d", "r", task_id, -1), 1, 1),
                 state: TaskState::Success,
                 started_at: crate::shared::now(),
                 ended_at: None,
@@ -1448,7 +1398,7 @@ mod tests {
         for (index, pair) in flat[12..total - 1].chunks(2).enumerate() {
             match pair {
                 [Write::PutAttempt(attempt), Write::PutTaskInstance { record, .. }] => {
-                    assert_eq!(attempt.key, record.key);
+                    assert_eq!(attempt.attempt.key, record.key);
                     assert_eq!(*record.key.task_id, format!("t{index}"));
                 }
                 other => panic!("an attempt apart from its row: {other:?}"),
@@ -1482,9 +1432,7 @@ mod tests {
 
         let (mut batch, own_from, mut decision) = wide(200, 0);
         decision.effects.push(RunEffect::Kill {
-            key: TaskInstanceKey::new("d", "r", "other", -1),
-            try_number: 1,
-            token: 1,
+            attempt: AttemptId::new(TaskInstanceKey::new("d", "r", "other", -1), 1, 1),
         });
         assert!(split_wide_dispatch(&mut batch, own_from, &mut decision, |_| false).is_empty());
         assert_eq!(batch.len(), 200);

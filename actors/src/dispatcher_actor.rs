@@ -9,7 +9,7 @@ use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::Arc;
 use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher};
-use weft_core::ids::TaskInstanceKey;
+use weft_core::ids::{AttemptId, TaskInstanceKey};
 
 /// Attempts waiting for a slot; beyond this, new requests are refused (reported lost to their
 /// runs, which retry them as the policy allows) rather than growing memory without bound.
@@ -109,33 +109,29 @@ impl Actor for DispatcherActor {
                     reply,
                     since: std::time::Instant::now(),
                 };
-                state
-                    .waiting
-                    .insert((request.key.clone(), request.try_number), waiting);
+                state.waiting.insert(
+                    (request.attempt.key.clone(), request.attempt.try_number),
+                    waiting,
+                );
                 state.core.handle(DispatchInput::Enqueue(request))
             }
-            DispatcherMsg::SlotFree {
-                slot,
-                key,
-                try_number,
-                token,
-            } => {
+            DispatcherMsg::SlotFree { slot, attempt } => {
                 // Only once per attempt: a slot that died after freeing itself may have had
                 // its attempts released already (supervision events overtake messages), and
                 // a second release would list the slot as idle twice.
-                if state.running.remove(&(key.clone(), token)).is_none() {
+                if state
+                    .running
+                    .remove(&(attempt.key.clone(), attempt.token))
+                    .is_none()
+                {
                     return Ok(());
                 }
                 state.idle.push(slot);
-                state.core.handle(DispatchInput::Release {
-                    key,
-                    try_number,
-                    token,
-                })
+                state.core.handle(DispatchInput::Release { attempt })
             }
             DispatcherMsg::Cancel { key, token } => {
                 state.waiting.retain(|(waiting_key, _), waiting| {
-                    *waiting_key != key || waiting.assignment.request.token > token
+                    *waiting_key != key || waiting.assignment.request.attempt.token > token
                 });
                 // A running attempt stops too (a timeout, a cleared or marked task, a run
                 // rebuilt while the attempt ran); its slot frees itself as usual.
@@ -203,7 +199,7 @@ impl DispatcherState {
             match effect {
                 DispatchEffect::Start(request) => self.start(request),
                 DispatchEffect::Stop(request) => {
-                    self.stop(&request.key, request.token, "superseded")
+                    self.stop(&request.attempt.key, request.attempt.token, "superseded")
                 }
             }
         }
@@ -228,14 +224,10 @@ impl DispatcherState {
             let report = lost_report("worker slot died");
             // The start may not have been reported yet; the run ignores a second one.
             let started = Some((attempt.started_at, true));
-            let lost =
-                DagRunMsg::attempt_finished(&key, attempt.try_number, token, report, started);
+            let id = AttemptId::new(key, attempt.try_number, token);
+            let lost = DagRunMsg::attempt_finished(id.clone(), report, started);
             let _ = attempt.reply.cast(lost);
-            effects.extend(self.core.handle(DispatchInput::Release {
-                key,
-                try_number: attempt.try_number,
-                token,
-            }));
+            effects.extend(self.core.handle(DispatchInput::Release { attempt: id }));
         }
         if !self.idle.contains(&index) {
             self.idle.push(index);
@@ -246,13 +238,11 @@ impl DispatcherState {
     fn start(&mut self, request: weft_core::dag_run::DispatchRequest) {
         let Some(waiting) = self
             .waiting
-            .remove(&(request.key.clone(), request.try_number))
+            .remove(&(request.attempt.key.clone(), request.attempt.try_number))
         else {
             // Cancelled while queued: give the capacity straight back.
             self.core.handle(DispatchInput::Release {
-                key: request.key,
-                try_number: request.try_number,
-                token: request.token,
+                attempt: request.attempt,
             });
             return;
         };
@@ -260,8 +250,10 @@ impl DispatcherState {
             tracing::error!("dispatcher started an attempt with no idle worker slot");
             metrics::counter!("weft_invariant_violations_total", "name" => "no_idle_slot")
                 .increment(1);
-            self.waiting
-                .insert((request.key.clone(), request.try_number), waiting);
+            self.waiting.insert(
+                (request.attempt.key.clone(), request.attempt.try_number),
+                waiting,
+            );
             return;
         };
         metrics::counter!("weft_dispatched_total").increment(1);
@@ -272,11 +264,12 @@ impl DispatcherState {
         } = waiting;
         let attempt = RunningAttempt {
             slot,
-            try_number: request.try_number,
+            try_number: request.attempt.try_number,
             reply: reply.clone(),
             started_at: crate::shared::now(),
         };
-        self.running.insert((request.key, request.token), attempt);
+        self.running
+            .insert((request.attempt.key, request.attempt.token), attempt);
         self.handles[slot].start(&self.shared, &self.myself, assignment, reply);
     }
 

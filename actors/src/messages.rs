@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use weft_core::dag_run::{DispatchRequest, RunContext, RunTimer, TaskInstanceRecord};
-use weft_core::ids::{Name, RunKey, TaskInstanceKey};
+use weft_core::ids::{AttemptId, RunKey, TaskInstanceKey};
 use weft_core::spec::{DagSpec, FlowControl, TaskKind};
 use weft_core::state::{DagRunState, TaskState};
 use weft_core::Timestamp;
@@ -102,16 +102,10 @@ pub(crate) struct SchedulerArgs {
 pub(crate) enum DagRunMsg {
     /// An attempt has run for `RUNNING_REPORT_GRACE` (sent by its worker slot).
     AttemptStarted {
-        task_id: Name,
-        map_index: i32,
-        try_number: u32,
-        token: u64,
+        attempt: AttemptId,
     },
     AttemptFinished {
-        task_id: Name,
-        map_index: i32,
-        try_number: u32,
-        token: u64,
+        attempt: AttemptId,
         report: Box<AttemptReport>,
         started_at: Option<Timestamp>,
         /// The worker slot held back `AttemptStarted` (the attempt ended within its grace
@@ -234,9 +228,7 @@ pub(crate) enum DispatcherMsg {
     },
     SlotFree {
         slot: usize,
-        key: TaskInstanceKey,
-        try_number: u32,
-        token: u64,
+        attempt: AttemptId,
     },
     /// Withdraw the waiting request of the attempt with this token, or of an older one, and
     /// stop the attempt with this token if a worker slot is running it.
@@ -284,11 +276,11 @@ impl AttemptAssignment {
     /// The whole context of this attempt, for what reads it (templates, Python and in-process
     /// tasks); a plain shell task needs only its context variables and builds none.
     pub fn context(&self) -> TaskContext {
-        let key = &self.request.key;
+        let key = &self.request.attempt.key;
         TaskContext {
             task_id: key.task_id.to_string(),
             map_index: key.map_index,
-            try_number: self.request.try_number,
+            try_number: self.request.attempt.try_number,
             max_tries: self.max_tries,
             xcoms: self.xcoms.clone(),
             ..(*self.run).clone()

@@ -116,7 +116,7 @@ fn lock(running: &Mutex<Option<Running>>) -> std::sync::MutexGuard<'_, Option<Ru
 fn current(running: &mut Option<Running>, token: u64) -> Option<&mut Running> {
     running
         .as_mut()
-        .filter(|running| running.assignment.request.token == token)
+        .filter(|running| running.assignment.request.attempt.token == token)
 }
 
 /// Takes the running attempt out if it is the one with `token`.
@@ -136,19 +136,10 @@ fn report_end(
     let request = &running.assignment.request;
     metrics::histogram!("weft_attempt_seconds").record(running.started.elapsed().as_secs_f64());
     let started = Some((running.started_at, !running.start_reported));
-    let _ = running.reply.cast(DagRunMsg::attempt_finished(
-        &request.key,
-        request.try_number,
-        request.token,
-        report,
-        started,
-    ));
-    let _ = dispatcher.cast(DispatcherMsg::SlotFree {
-        slot,
-        key: request.key.clone(),
-        try_number: request.try_number,
-        token: request.token,
-    });
+    let attempt = request.attempt.clone();
+    let finished = DagRunMsg::attempt_finished(attempt.clone(), report, started);
+    let _ = running.reply.cast(finished);
+    let _ = dispatcher.cast(DispatcherMsg::SlotFree { slot, attempt });
 }
 
 impl SlotHandle {
@@ -178,14 +169,14 @@ impl SlotHandle {
         assignment: Arc<AttemptAssignment>,
         reply: ActorRef<DagRunMsg>,
     ) {
-        let token = assignment.request.token;
+        let token = assignment.request.attempt.token;
         {
             let mut running = lock(&self.running);
             if let Some(busy) = running.as_ref() {
                 // The dispatcher only assigns idle slots; a second assignment is a bug upstream.
                 tracing::error!(
                     slot = self.index,
-                    busy_with = %busy.assignment.request.key,
+                    busy_with = %busy.assignment.request.attempt.key,
                     "worker slot got a second attempt while busy"
                 );
                 metrics::counter!("weft_invariant_violations_total", "name" => "slot_double_booked")
@@ -216,10 +207,7 @@ impl SlotHandle {
                         .is_some();
                     if still_running {
                         let _ = reply.cast(DagRunMsg::AttemptStarted {
-                            task_id: request.key.task_id.clone(),
-                            map_index: request.key.map_index,
-                            try_number: request.try_number,
-                            token,
+                            attempt: request.attempt.clone(),
                         });
                     }
                     attempt.await
@@ -288,7 +276,7 @@ async fn run_shell_kind(
     let Some(command) = executor::subprocess::ShellCommand::from_kind(kind) else {
         return failed("not a shell task".to_string(), false);
     };
-    let try_number = assignment.request.try_number.to_string();
+    let try_number = assignment.request.attempt.try_number.to_string();
     let extra_env = context_env(assignment, &try_number);
     executor::subprocess::run_shell(&command, &assignment.log, &assignment.limits, &extra_env).await
 }
@@ -377,7 +365,10 @@ fn context_env<'a>(
     let run = &assignment.run;
     [
         ("WEFT_CTX_DAG_ID", &run.dag_id),
-        ("WEFT_CTX_TASK_ID", assignment.request.key.task_id.as_str()),
+        (
+            "WEFT_CTX_TASK_ID",
+            assignment.request.attempt.key.task_id.as_str(),
+        ),
         ("WEFT_CTX_RUN_ID", &run.run_id),
         ("WEFT_CTX_TRY_NUMBER", try_number),
         ("WEFT_CTX_LOGICAL_DATE", &run.logical_date),
@@ -417,7 +408,7 @@ mod tests {
     use super::*;
     use crate::executor::{AttemptLimits, LogTarget, TaskContext};
     use weft_core::dag_run::DispatchRequest;
-    use weft_core::ids::{Name, TaskInstanceKey};
+    use weft_core::ids::{AttemptId, Name, TaskInstanceKey};
     use weft_core::state::RunType;
 
     fn assignment() -> AttemptAssignment {
@@ -441,9 +432,7 @@ mod tests {
         let key = TaskInstanceKey::new("etl", "manual__1", "load", 4);
         AttemptAssignment {
             request: DispatchRequest {
-                key: key.clone(),
-                try_number: 2,
-                token: 9,
+                attempt: AttemptId::new(key.clone(), 2, 9),
                 priority_weight: 1,
                 run_type: RunType::Manual,
                 pool: Name::from("default_pool"),
@@ -490,7 +479,7 @@ mod tests {
             ),
             ("etl", "manual__1", serde_json::json!(3))
         );
-        let try_number = assignment.request.try_number.to_string();
+        let try_number = assignment.request.attempt.try_number.to_string();
         assert_eq!(
             context_env(&assignment, &try_number),
             [

@@ -129,7 +129,10 @@ async fn a_failing_task_is_retried_until_it_succeeds() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let key = TaskInstanceKey::new("flaky", &run.run_id, "flaky", -1);
     let attempts = store.attempts(&key).await.unwrap();
-    let tries: Vec<(u32, TaskState)> = attempts.iter().map(|a| (a.try_number, a.state)).collect();
+    let tries: Vec<(u32, TaskState)> = attempts
+        .iter()
+        .map(|a| (a.attempt.try_number, a.state))
+        .collect();
     assert_eq!(
         tries,
         vec![
@@ -287,7 +290,7 @@ async fn crash_the_run_actor_during_an_attempt(wait_for_running: bool) -> (u32, 
         1,
         "exactly one accepted result: {accepted:?}"
     );
-    assert_eq!(accepted[0].try_number, record.try_number);
+    assert_eq!(accepted[0].attempt.try_number, record.try_number);
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
@@ -1327,7 +1330,7 @@ async fn run_through_an_outage(crash: bool) -> Vec<u32> {
             .await
             .unwrap()
             .iter()
-            .map(|attempt| (attempt.try_number, attempt.state))
+            .map(|attempt| (attempt.attempt.try_number, attempt.state))
             .collect();
         assert_eq!(tries, vec![(1, TaskState::Success)], "{task_id}");
     }
@@ -1409,7 +1412,7 @@ async fn a_batch_the_store_refuses_for_good_fails_its_run() {
             corrupt: Some(Box::new(|batch| {
                 batch.iter().any(|write| {
                     matches!(write, weft_storage::Write::PutAttempt(attempt)
-                    if &*attempt.key.task_id == "bad")
+                    if &*attempt.attempt.key.task_id == "bad")
                 })
             })),
         },

@@ -17,7 +17,7 @@
 //! an `up_for_retry` instance gets its retry timer again.
 
 use crate::dag::Dag;
-use crate::ids::{Name, TaskInstanceKey};
+use crate::ids::{AttemptId, Name, TaskInstanceKey};
 use crate::limits::MAP_INDEX_MAX;
 use crate::retry::{jitter, RetryPolicy};
 use crate::spec::{FlowControl, MappingSpec, TaskKind, TaskRole};
@@ -84,6 +84,11 @@ impl TaskInstanceRecord {
             try_number: self.try_number,
             token: self.token,
         }
+    }
+
+    /// The attempt of the current try and token.
+    pub fn attempt_id(&self) -> AttemptId {
+        AttemptId::new(self.key.clone(), self.try_number, self.token)
     }
 }
 
@@ -168,12 +173,7 @@ pub enum RunTimer {
         try_number: u32,
     },
     /// An attempt ran past its execution timeout.
-    ExecutionTimeout {
-        task_id: String,
-        map_index: i32,
-        try_number: u32,
-        token: u64,
-    },
+    ExecutionTimeout { attempt: AttemptId },
     /// The run ran past `dagrun_timeout`.
     RunTimeout,
 }
@@ -184,17 +184,11 @@ pub enum RunInput {
     Start,
     /// A worker began the attempt: queued -> running.
     AttemptStarted {
-        task_id: Name,
-        map_index: i32,
-        try_number: u32,
-        token: u64,
+        attempt: AttemptId,
     },
-    /// An attempt ended. Ignored unless `(try_number, token)` is current.
+    /// An attempt ended. Ignored unless its (try, token) is current.
     AttemptFinished {
-        task_id: Name,
-        map_index: i32,
-        try_number: u32,
-        token: u64,
+        attempt: AttemptId,
         outcome: AttemptOutcome,
     },
     TimerFired(RunTimer),
@@ -220,9 +214,7 @@ pub enum RunInput {
 /// A task instance ready for a worker slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DispatchRequest {
-    pub key: TaskInstanceKey,
-    pub try_number: u32,
-    pub token: u64,
+    pub attempt: AttemptId,
     pub priority_weight: i64,
     pub run_type: RunType,
     pub pool: Name,
@@ -241,9 +233,7 @@ pub enum RunEffect {
     Dispatch(DispatchRequest),
     /// Stop a running attempt (timeout, or cleared/marked while running).
     Kill {
-        key: TaskInstanceKey,
-        try_number: u32,
-        token: u64,
+        attempt: AttemptId,
     },
     SetTimer {
         at: Timestamp,
@@ -256,23 +246,15 @@ pub enum RunEffect {
     },
 }
 
-/// An attempt report (`AttemptStarted` or `AttemptFinished`) that the run took as the current
-/// attempt's: its (try, token) was the task instance's. Drivers store what comes with a report
-/// (the attempt row, its log, its result) exactly when the run says it accepted it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AcceptedReport {
-    pub key: TaskInstanceKey,
-    pub try_number: u32,
-    pub token: u64,
-}
-
 /// What one input made the run decide.
 #[derive(Debug, Clone)]
 pub struct RunDecision {
     pub effects: Vec<RunEffect>,
-    /// The attempt report the input carried, when the run accepted it (`None` for a stale or
-    /// duplicate report, and for inputs that carry none).
-    pub accepted: Option<AcceptedReport>,
+    /// The attempt whose report (`AttemptStarted` or `AttemptFinished`) the input carried,
+    /// when the run took it as the current attempt's (`None` for a stale or duplicate report,
+    /// and for inputs that carry none). Drivers store what comes with a report (the attempt
+    /// row, its log, its result) exactly when the run says it accepted it.
+    pub accepted: Option<AttemptId>,
 }
 
 /// Inputs the run ignored, by reason; for metrics and the simulator's checkers.
@@ -324,7 +306,7 @@ struct Step {
     now: Timestamp,
     effects: Vec<RunEffect>,
     /// The attempt report (start or end) this step took as current, if any.
-    accepted: Option<AcceptedReport>,
+    accepted: Option<AttemptId>,
     /// Topological positions of tasks whose `none` instances need evaluation.
     dirty: BTreeSet<usize>,
 }
@@ -410,14 +392,11 @@ impl DagRun {
     /// Whether this attempt (try number, fencing token) is the one its task instance is queued
     /// for: a dispatch prepared meanwhile for an attempt that was since killed, superseded or
     /// retried must not start.
-    pub fn awaits_start(&self, task_id: &str, map_index: i32, try_number: u32, token: u64) -> bool {
-        self.current_attempt(
-            task_id,
-            map_index,
-            (try_number, token),
-            &[TaskState::Queued],
-        )
-        .is_some()
+    pub fn awaits_start(&self, attempt: &AttemptId) -> bool {
+        let key = &attempt.key;
+        let queued = &[TaskState::Queued];
+        self.current_attempt(&key.task_id, key.map_index, attempt.version(), queued)
+            .is_some()
     }
 
     /// Task instances that hold or wait for a worker slot (`queued` or `running`).
@@ -440,21 +419,14 @@ impl DagRun {
         };
         match input {
             RunInput::Start => self.start(&mut step),
-            RunInput::AttemptStarted {
-                task_id,
-                map_index,
-                try_number,
-                token,
-            } => self.attempt_started(&mut step, &task_id, map_index, (try_number, token)),
-            RunInput::AttemptFinished {
-                task_id,
-                map_index,
-                try_number,
-                token,
-                outcome,
-            } => {
-                let attempt = (try_number, token);
-                self.attempt_finished(&mut step, &task_id, map_index, attempt, outcome)
+            RunInput::AttemptStarted { attempt } => {
+                let key = &attempt.key;
+                self.attempt_started(&mut step, &key.task_id, key.map_index, attempt.version())
+            }
+            RunInput::AttemptFinished { attempt, outcome } => {
+                let key = &attempt.key;
+                let version = attempt.version();
+                self.attempt_finished(&mut step, &key.task_id, key.map_index, version, outcome)
             }
             RunInput::TimerFired(timer) => self.timer_fired(&mut step, timer),
             RunInput::PastTaskFinished { task_id, state } => {
@@ -525,7 +497,7 @@ impl DagRun {
             self.stats.ignored_results += 1;
             return;
         };
-        step.accepted = Some(self.accepted_report(task, map_index, attempt));
+        step.accepted = Some(self.attempt_id(task, map_index, attempt));
         let now = step.now;
         self.update(step, task, map_index, |record| {
             record.state = TaskState::Running;
@@ -535,10 +507,7 @@ impl DagRun {
         // or worker slot is not execution time.
         if let Some(timeout_ms) = self.context.dag.task_at(task).execution_timeout_ms {
             let timer = RunTimer::ExecutionTimeout {
-                task_id: task_id.to_string(),
-                map_index,
-                try_number: attempt.0,
-                token: attempt.1,
+                attempt: self.attempt_id(task, map_index, attempt),
             };
             step.effects.push(RunEffect::SetTimer {
                 at: after_ms(now, timeout_ms),
@@ -560,7 +529,7 @@ impl DagRun {
             self.stats.ignored_results += 1;
             return;
         };
-        step.accepted = Some(self.accepted_report(task, map_index, attempt));
+        step.accepted = Some(self.attempt_id(task, map_index, attempt));
         match outcome {
             AttemptOutcome::Success {
                 branch,
@@ -600,12 +569,10 @@ impl DagRun {
                 map_index,
                 try_number,
             } => self.retry_due(step, &task_id, map_index, try_number),
-            RunTimer::ExecutionTimeout {
-                task_id,
-                map_index,
-                try_number,
-                token,
-            } => self.execution_timed_out(step, &task_id, map_index, (try_number, token)),
+            RunTimer::ExecutionTimeout { attempt } => {
+                let key = &attempt.key;
+                self.execution_timed_out(step, &key.task_id, key.map_index, attempt.version())
+            }
             RunTimer::RunTimeout => self.run_timed_out(step),
         };
         if !applied {
@@ -647,9 +614,7 @@ impl DagRun {
         };
         let key = self.key(task, map_index);
         step.effects.push(RunEffect::Kill {
-            key,
-            try_number: attempt.0,
-            token: attempt.1,
+            attempt: AttemptId::new(key, attempt.0, attempt.1),
         });
         let timeout_ms = self
             .context
@@ -991,9 +956,7 @@ impl DagRun {
         };
         let spec = self.context.dag.task_at(task);
         step.effects.push(RunEffect::Dispatch(DispatchRequest {
-            key: record.key.clone(),
-            try_number: record.try_number,
-            token: record.token,
+            attempt: record.attempt_id(),
             priority_weight: self.context.dag.priority_weight_at(task),
             run_type: self.context.run_type,
             pool: self.context.dag.pool_name_at(task).clone(),
@@ -1323,12 +1286,8 @@ impl DagRun {
         current.then_some(task)
     }
 
-    fn accepted_report(&self, task: usize, map_index: i32, attempt: (u32, u64)) -> AcceptedReport {
-        AcceptedReport {
-            key: self.key(task, map_index),
-            try_number: attempt.0,
-            token: attempt.1,
-        }
+    fn attempt_id(&self, task: usize, map_index: i32, attempt: (u32, u64)) -> AttemptId {
+        AttemptId::new(self.key(task, map_index), attempt.0, attempt.1)
     }
 
     fn instances_where(&self, task: usize, keep: impl Fn(TaskState) -> bool) -> Vec<i32> {
@@ -1354,9 +1313,7 @@ impl DagRun {
         };
         if record.state.is_active() {
             step.effects.push(RunEffect::Kill {
-                key: record.key.clone(),
-                try_number: record.try_number,
-                token: record.token,
+                attempt: record.attempt_id(),
             });
         }
     }

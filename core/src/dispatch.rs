@@ -14,7 +14,7 @@
 //! them; they are counted in [`DispatchStats::waiting_for_unknown_pool`].
 
 use crate::dag_run::DispatchRequest;
-use crate::ids::{Name, TaskInstanceKey};
+use crate::ids::{AttemptId, Name, TaskInstanceKey};
 use crate::spec::DEFAULT_POOL;
 use crate::state::RunType;
 use std::cmp::Reverse;
@@ -41,11 +41,7 @@ pub enum DispatchInput {
     /// An attempt ended (or was never started) and gives back its pool slots and worker slot.
     /// Named by (try, token): a duplicated or late release of one attempt never frees another
     /// attempt of the same try.
-    Release {
-        key: TaskInstanceKey,
-        try_number: u32,
-        token: u64,
-    },
+    Release { attempt: AttemptId },
     /// A queued request is no longer wanted (cleared, run failed): the waiting request of the
     /// attempt with this token, or of an older one. Never a newer attempt's: a late cancel must
     /// not withdraw the retry that replaced the attempt it was about.
@@ -195,13 +191,11 @@ impl Dispatcher {
         let mut effects = Vec::new();
         match input {
             DispatchInput::Enqueue(request) => self.enqueue(request, &mut effects),
-            DispatchInput::Release {
-                key,
-                try_number,
-                token,
-            } => self.release(&key, try_number, token),
+            DispatchInput::Release { attempt } => {
+                self.release(&attempt.key, attempt.try_number, attempt.token)
+            }
             DispatchInput::Cancel { key, token } => {
-                let waiting = self.waiting.get(&key).map(|w| w.request.token);
+                let waiting = self.waiting.get(&key).map(|w| w.request.attempt.token);
                 if waiting.is_some_and(|waiting| waiting <= token) {
                     self.remove_waiting(&key);
                 } else {
@@ -253,18 +247,18 @@ impl Dispatcher {
     }
 
     fn enqueue(&mut self, request: DispatchRequest, effects: &mut Vec<DispatchEffect>) {
-        let attempt = (request.try_number, request.token);
+        let attempt = request.attempt.version();
         let is_started = self
             .started
-            .get(&request.key)
+            .get(&request.attempt.key)
             .into_iter()
             .flatten()
-            .any(|started| (started.try_number, started.token) == attempt);
+            .any(|started| started.attempt.version() == attempt);
         if is_started {
             self.stats.duplicate_enqueues += 1;
             return;
         }
-        match self.newest_enqueued.get(&request.key).copied() {
+        match self.newest_enqueued.get(&request.attempt.key).copied() {
             Some(newest) if newest == attempt => {
                 // Queued, started, or already ran and released: never start it twice.
                 self.stats.duplicate_enqueues += 1;
@@ -274,10 +268,10 @@ impl Dispatcher {
                 self.stats.stale_enqueues += 1;
                 return;
             }
-            _ => self.remember_enqueued(&request.key, attempt),
+            _ => self.remember_enqueued(&request.attempt.key, attempt),
         }
-        if let Some(waiting) = self.waiting.get(&request.key) {
-            let queued = (waiting.request.try_number, waiting.request.token);
+        if let Some(waiting) = self.waiting.get(&request.attempt.key) {
+            let queued = waiting.request.attempt.version();
             if queued == attempt {
                 self.stats.duplicate_enqueues += 1;
                 return;
@@ -287,12 +281,12 @@ impl Dispatcher {
                 return;
             }
             // A newer attempt (a new token after recovery) replaces the queued one.
-            self.remove_waiting(&request.key);
+            self.remove_waiting(&request.attempt.key);
         }
-        let superseded = self.started.get(&request.key).into_iter().flatten();
+        let superseded = self.started.get(&request.attempt.key).into_iter().flatten();
         effects.extend(
             superseded
-                .filter(|started| (started.try_number, started.token) < attempt)
+                .filter(|started| started.attempt.version() < attempt)
                 .map(|started| DispatchEffect::Stop(started.clone())),
         );
         self.push_waiting(request);
@@ -314,9 +308,9 @@ impl Dispatcher {
         self.next_sequence += 1;
         let queue = QueueId {
             pool: request.pool.clone(),
-            dag_id: request.key.dag_id.clone(),
+            dag_id: request.attempt.key.dag_id.clone(),
         };
-        let key = request.key.clone();
+        let key = request.attempt.key.clone();
         self.update_queue(&queue, |entries| {
             entries.insert(rank, key.clone());
         });
@@ -364,10 +358,7 @@ impl Dispatcher {
     fn release(&mut self, key: &TaskInstanceKey, try_number: u32, token: u64) {
         let Some(attempts) = self.started.get_mut(key) else {
             // "Or was never started": a waiting request of that attempt is withdrawn.
-            let waiting = self
-                .waiting
-                .get(key)
-                .map(|w| (w.request.try_number, w.request.token));
+            let waiting = self.waiting.get(key).map(|w| w.request.attempt.version());
             if waiting == Some((try_number, token)) {
                 self.remove_waiting(key);
             } else {
@@ -377,7 +368,7 @@ impl Dispatcher {
         };
         let Some(position) = attempts
             .iter()
-            .position(|a| a.try_number == try_number && a.token == token)
+            .position(|a| a.attempt.version() == (try_number, token))
         else {
             self.stats.unknown_releases += 1;
             return;
@@ -448,11 +439,11 @@ impl Dispatcher {
             pool.used += request.pool_slots;
         }
         self.dags
-            .entry(request.key.dag_id.clone())
+            .entry(request.attempt.key.dag_id.clone())
             .or_default()
             .active += 1;
         self.started
-            .entry(request.key.clone())
+            .entry(request.attempt.key.clone())
             .or_default()
             .push(request.clone());
     }

@@ -153,6 +153,49 @@ impl fmt::Display for TaskInstanceKey {
     }
 }
 
+/// Identifies one attempt: a try of a task instance, with the fencing token it was dispatched
+/// under. Every report about an attempt (started, finished, lost, killed) names it by this, and
+/// a report counts only while its (try, token) is the task instance's current one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AttemptId {
+    pub key: TaskInstanceKey,
+    pub try_number: u32,
+    pub token: u64,
+}
+
+impl AttemptId {
+    pub fn new(key: TaskInstanceKey, try_number: u32, token: u64) -> AttemptId {
+        AttemptId {
+            key,
+            try_number,
+            token,
+        }
+    }
+
+    /// The (try, token) pair, for comparing attempts of one task instance.
+    pub fn version(&self) -> (u32, u64) {
+        (self.try_number, self.token)
+    }
+
+    /// The run this attempt belongs to.
+    pub fn run(&self) -> RunKey {
+        RunKey {
+            dag_id: self.key.dag_id.clone(),
+            run_id: self.key.run_id.clone(),
+        }
+    }
+}
+
+impl fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} try {} token {}",
+            self.key, self.try_number, self.token
+        )
+    }
+}
+
 /// Identifies one DAG run.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RunKey {

@@ -363,10 +363,7 @@ fn execution_timeout_kills_and_retries() {
     h.started("slow");
     h.advance_ms(30_000);
     h.fire(RunTimer::ExecutionTimeout {
-        task_id: "slow".to_string(),
-        map_index: -1,
-        try_number: 1,
-        token: 1,
+        attempt: h.attempt_id("slow", 1, 1),
     });
     // The killed attempt's late result is fenced out.
     h.finish_attempt("slow", 1, 1, success());
@@ -492,13 +489,16 @@ fn clear_with_downstream_reruns_and_reopens_the_run() {
 fn only_the_queued_attempt_awaits_its_start() {
     let mut h = Harness::new(dag("a >> b"));
     h.start();
-    assert!(h.run.awaits_start("a", -1, 1, 1));
-    assert!(!h.run.awaits_start("a", -1, 1, 2), "another token");
-    assert!(!h.run.awaits_start("a", -1, 2, 1), "another try");
-    assert!(!h.run.awaits_start("b", -1, 1, 1), "not queued yet");
-    assert!(!h.run.awaits_start("missing", -1, 1, 1));
+    let awaits = |h: &Harness, name: &str, try_number: u32, token: u64| {
+        h.run.awaits_start(&h.attempt_id(name, try_number, token))
+    };
+    assert!(awaits(&h, "a", 1, 1));
+    assert!(!awaits(&h, "a", 1, 2), "another token");
+    assert!(!awaits(&h, "a", 2, 1), "another try");
+    assert!(!awaits(&h, "b", 1, 1), "not queued yet");
+    assert!(!awaits(&h, "missing", 1, 1));
     h.started("a");
-    assert!(!h.run.awaits_start("a", -1, 1, 1), "already running");
+    assert!(!awaits(&h, "a", 1, 1), "already running");
 }
 
 #[test]
@@ -613,45 +613,28 @@ fn failed_leaf_fails_run_only_when_everything_finished_and_teardown_is_ignored()
 /// neither a stale try's result nor a second report of an end already taken.
 #[test]
 fn the_run_names_the_report_it_accepted() {
-    use weft_core::dag_run::AcceptedReport;
-    use weft_core::ids::TaskInstanceKey;
     let mut h = Harness::new(dag("a >> b"));
     h.start();
     let (try_number, token) = h.attempt("a");
-    let key = TaskInstanceKey::new(
-        h.run.context().dag.dag_id(),
-        &h.run.context().run_id,
-        "a",
-        -1,
-    );
+    let expected = h.attempt_id("a", try_number, token);
+    let stale = h.attempt_id("a", try_number, token + 7);
     let now = h.now;
     let mut report = |input| h.run.handle_input(now, input).accepted;
     let started = RunInput::AttemptStarted {
-        task_id: "a".into(),
-        map_index: -1,
-        try_number,
-        token,
-    };
-    let expected = AcceptedReport {
-        key,
-        try_number,
-        token,
+        attempt: expected.clone(),
     };
     assert_eq!(report(started.clone()), Some(expected.clone()));
     assert_eq!(report(started), None, "a second start is a duplicate");
-    let finished = |token| RunInput::AttemptFinished {
-        task_id: "a".into(),
-        map_index: -1,
-        try_number,
-        token,
+    let finished = |attempt: &weft_core::ids::AttemptId| RunInput::AttemptFinished {
+        attempt: attempt.clone(),
         outcome: success(),
     };
     assert_eq!(
-        report(finished(token + 7)),
+        report(finished(&stale)),
         None,
         "another token is fenced out"
     );
-    assert_eq!(report(finished(token)), Some(expected));
-    assert_eq!(report(finished(token)), None, "an end already taken");
+    assert_eq!(report(finished(&expected)), Some(expected.clone()));
+    assert_eq!(report(finished(&expected)), None, "an end already taken");
     assert_eq!(report(RunInput::Start), None, "an input without a report");
 }

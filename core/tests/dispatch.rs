@@ -4,14 +4,12 @@
 use expect_test::expect;
 use weft_core::dag_run::DispatchRequest;
 use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher};
-use weft_core::ids::TaskInstanceKey;
+use weft_core::ids::{AttemptId, TaskInstanceKey};
 use weft_core::state::RunType;
 
 fn request(dag_id: &str, task_id: &str, priority_weight: i64) -> DispatchRequest {
     DispatchRequest {
-        key: TaskInstanceKey::new(dag_id, "r", task_id, -1),
-        try_number: 1,
-        token: 1,
+        attempt: AttemptId::new(TaskInstanceKey::new(dag_id, "r", task_id, -1), 1, 1),
         priority_weight,
         run_type: RunType::Scheduled,
         pool: "default_pool".into(),
@@ -20,13 +18,23 @@ fn request(dag_id: &str, task_id: &str, priority_weight: i64) -> DispatchRequest
     }
 }
 
+fn with_token(mut request: DispatchRequest, token: u64) -> DispatchRequest {
+    request.attempt.token = token;
+    request
+}
+
 fn started(effects: Vec<DispatchEffect>) -> String {
     let names: Vec<String> = effects
         .into_iter()
         .map(|effect| match effect {
-            DispatchEffect::Start(r) => format!("{}.{}", r.key.dag_id, r.key.task_id),
+            DispatchEffect::Start(r) => {
+                format!("{}.{}", r.attempt.key.dag_id, r.attempt.key.task_id)
+            }
             DispatchEffect::Stop(r) => {
-                format!("stop:{}.{}#{}", r.key.dag_id, r.key.task_id, r.token)
+                format!(
+                    "stop:{}.{}#{}",
+                    r.attempt.key.dag_id, r.attempt.key.task_id, r.attempt.token
+                )
             }
         })
         .collect();
@@ -39,11 +47,8 @@ fn release(dispatcher: &mut Dispatcher, dag_id: &str, task_id: &str) -> String {
 
 fn release_token(dispatcher: &mut Dispatcher, dag_id: &str, task_id: &str, token: u64) -> String {
     let key = TaskInstanceKey::new(dag_id, "r", task_id, -1);
-    started(dispatcher.handle(DispatchInput::Release {
-        key,
-        try_number: 1,
-        token,
-    }))
+    let attempt = AttemptId::new(key, 1, token);
+    started(dispatcher.handle(DispatchInput::Release { attempt }))
 }
 
 #[test]
@@ -169,7 +174,7 @@ fn newer_token_replaces_queued_request_and_cancel_withdraws() {
     dispatcher.handle(DispatchInput::SetWorkerSlots { count: 0 });
     dispatcher.handle(DispatchInput::Enqueue(request("d", "a", 1)));
     let mut newer = request("d", "a", 1);
-    newer.token = 2;
+    newer.attempt.token = 2;
     dispatcher.handle(DispatchInput::Enqueue(newer));
     dispatcher.handle(DispatchInput::Enqueue(request("d", "b", 1)));
     dispatcher.handle(DispatchInput::Cancel {
@@ -187,7 +192,7 @@ fn newer_token_replaces_queued_request_and_cancel_withdraws() {
     let tokens: Vec<u64> = effects
         .iter()
         .filter_map(|effect| match effect {
-            DispatchEffect::Start(r) => Some(r.token),
+            DispatchEffect::Start(r) => Some(r.attempt.token),
             DispatchEffect::Stop(_) => None,
         })
         .collect();
@@ -203,14 +208,8 @@ fn newer_token_replaces_queued_request_and_cancel_withdraws() {
 #[test]
 fn seed_54_late_duplicate_enqueue_never_restarts_an_attempt() {
     let mut dispatcher = Dispatcher::new();
-    let first = DispatchRequest {
-        token: 3,
-        ..request("d", "t", 1)
-    };
-    let second = DispatchRequest {
-        token: 4,
-        ..request("d", "t", 1)
-    };
+    let first = with_token(request("d", "t", 1), 3);
+    let second = with_token(request("d", "t", 1), 4);
     assert_eq!(
         started(dispatcher.handle(DispatchInput::Enqueue(first.clone()))),
         "d.t"
@@ -249,9 +248,8 @@ fn a_duplicated_release_frees_only_its_own_attempt() {
         slots: 2,
     });
     let in_pool = |token| DispatchRequest {
-        token,
         pool: "p".into(),
-        ..request("d", "t", 1)
+        ..with_token(request("d", "t", 1), token)
     };
     let other = DispatchRequest {
         pool: "p".into(),
@@ -293,8 +291,8 @@ fn seed_1701_a_newer_attempt_stops_the_superseded_one() {
         "d.a"
     );
     let mut retry = request("d", "a", 1);
-    retry.try_number = 2;
-    retry.token = 2;
+    retry.attempt.try_number = 2;
+    retry.attempt.token = 2;
     // Try 2 cannot start (try 1 holds the only pool slot) and try 1 is told to stop.
     assert_eq!(
         started(dispatcher.handle(DispatchInput::Enqueue(retry.clone()))),

@@ -1220,7 +1220,7 @@ async fn tasks(config: Config, json: bool, command: TasksCommand) -> anyhow::Res
                 let attempts = store.attempts(&key).await?;
                 if !attempts
                     .iter()
-                    .any(|attempt| attempt.try_number == try_number)
+                    .any(|attempt| attempt.attempt.try_number == try_number)
                 {
                     bail!("no log for {key} try {try_number}");
                 }

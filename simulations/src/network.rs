@@ -5,7 +5,7 @@
 //! after a restart).
 
 use weft_core::dag_run::{AttemptOutcome, DispatchRequest};
-use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::ids::{AttemptId, RunKey, TaskInstanceKey};
 use weft_core::state::DagRunState;
 use weft_core::Timestamp;
 
@@ -20,21 +20,13 @@ pub enum Message {
     Release {
         epoch: u64,
         worker: usize,
-        key: TaskInstanceKey,
-        try_number: u32,
-        token: u64,
+        attempt: AttemptId,
     },
     /// Worker -> DagRun.
-    AttemptStarted {
-        key: TaskInstanceKey,
-        try_number: u32,
-        token: u64,
-    },
+    AttemptStarted { attempt: AttemptId },
     /// Worker (or its supervisor) -> DagRun.
     AttemptFinished {
-        key: TaskInstanceKey,
-        try_number: u32,
-        token: u64,
+        attempt: AttemptId,
         outcome: AttemptOutcome,
         started_at: Option<Timestamp>,
         worker: usize,
@@ -50,14 +42,15 @@ impl Message {
     pub fn describe(&self) -> String {
         match self {
             Message::Enqueue(request) => {
-                format!("enqueue {} try {}", request.key, request.try_number)
+                format!(
+                    "enqueue {} try {}",
+                    request.attempt.key, request.attempt.try_number
+                )
             }
             Message::Cancel { key, token } => format!("cancel {key} token {token}"),
-            Message::Release {
-                key, try_number, ..
-            } => format!("release {key} try {try_number}"),
-            Message::AttemptStarted { key, token, .. } => format!("started {key} token {token}"),
-            Message::AttemptFinished { key, token, .. } => format!("finished {key} token {token}"),
+            Message::Release { attempt, .. } => format!("release {attempt}"),
+            Message::AttemptStarted { attempt } => format!("started {attempt}"),
+            Message::AttemptFinished { attempt, .. } => format!("finished {attempt}"),
             Message::Kill { key, token } => format!("kill {key} token {token}"),
             Message::RunFinished { run, state } => format!("run finished {run} {state}"),
         }

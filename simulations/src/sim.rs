@@ -34,7 +34,7 @@ use weft_core::dag_run::{
     TaskInstanceRecord,
 };
 use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher};
-use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::ids::{AttemptId, RunKey, TaskInstanceKey};
 use weft_core::scheduler::{Scheduler, SchedulerEffect, SchedulerInput};
 use weft_core::spec::{FlowControl, MappingSpec, TaskSpec};
 use weft_core::state::{DagRunState, TaskState};
@@ -472,9 +472,7 @@ impl Simulation {
             Message::Release {
                 epoch,
                 worker,
-                key,
-                try_number,
-                token,
+                attempt,
             } => {
                 if epoch == self.epoch {
                     // A duplicated release must not free the slot twice (the actors' slot
@@ -485,43 +483,22 @@ impl Simulation {
                             node.idle_workers.push(worker);
                         }
                     }
-                    self.dispatch(DispatchInput::Release {
-                        key,
-                        try_number,
-                        token,
-                    });
+                    self.dispatch(DispatchInput::Release { attempt });
                 }
             }
             Message::Kill { key, token } => self.kill_attempt(&key, token),
-            Message::AttemptStarted {
-                key,
-                try_number,
-                token,
-            } => {
-                let run = run_of(&key);
-                let input = RunInput::AttemptStarted {
-                    task_id: key.task_id.clone(),
-                    map_index: key.map_index,
-                    try_number,
-                    token,
-                };
+            Message::AttemptStarted { attempt } => {
+                let run = attempt.run();
+                let input = RunInput::AttemptStarted { attempt };
                 return self.decide(&run, input, Vec::new(), None);
             }
             Message::AttemptFinished {
-                key,
-                try_number,
-                token,
+                attempt,
                 outcome,
                 started_at,
                 worker,
             } => {
-                return self.attempt_finished(
-                    key,
-                    (try_number, token),
-                    outcome,
-                    started_at,
-                    worker,
-                );
+                return self.attempt_finished(attempt, outcome, started_at, worker);
             }
             Message::RunFinished { run, state } => {
                 if let Some(node) = self.node.as_mut() {
@@ -855,13 +832,14 @@ impl Simulation {
 
     fn attempt_finished(
         &mut self,
-        key: TaskInstanceKey,
-        reported: (u32, u64),
+        reported: AttemptId,
         outcome: AttemptOutcome,
         started_at: Option<Timestamp>,
         worker: usize,
     ) -> Handled {
-        let run = run_of(&key);
+        let run = reported.run();
+        let key = reported.key.clone();
+        let reported = reported.version();
         let mut attempt = reported;
         if self.canary == Canary::AcceptStaleResults {
             let current = self.node.as_ref().and_then(|node| {
@@ -875,9 +853,7 @@ impl Simulation {
             attempt = current.unwrap_or(reported);
         }
         let extra = vec![Write::PutAttempt(AttemptRow {
-            key: key.clone(),
-            try_number: attempt.0,
-            token: attempt.1,
+            attempt: AttemptId::new(key.clone(), attempt.0, attempt.1),
             state: attempt_state(&outcome),
             started_at: started_at.unwrap_or(self.now),
             ended_at: Some(self.now),
@@ -885,10 +861,7 @@ impl Simulation {
             note: None,
         })];
         let input = RunInput::AttemptFinished {
-            task_id: key.task_id.clone(),
-            map_index: key.map_index,
-            try_number: attempt.0,
-            token: attempt.1,
+            attempt: AttemptId::new(key.clone(), attempt.0, attempt.1),
             outcome: outcome.clone(),
         };
         let accepted = Accepted {
@@ -909,14 +882,9 @@ impl Simulation {
         accepted: Option<Accepted>,
     ) -> Handled {
         let started = match &input {
-            RunInput::AttemptStarted {
-                task_id,
-                map_index,
-                try_number,
-                token,
-            } => Some(Accepted {
-                key: TaskInstanceKey::new(&run.dag_id, &run.run_id, task_id, *map_index),
-                reported: (*try_number, *token),
+            RunInput::AttemptStarted { attempt } => Some(Accepted {
+                key: attempt.key.clone(),
+                reported: attempt.version(),
                 outcome: None,
             }),
             _ => None,
@@ -1013,7 +981,8 @@ impl Simulation {
         for effect in effects {
             match effect {
                 RunEffect::Dispatch(request) => self.send(Message::Enqueue(request), latency_ms),
-                RunEffect::Kill { key, token, .. } => {
+                RunEffect::Kill { attempt } => {
+                    let (key, token) = (attempt.key, attempt.token);
                     // The run asks the dispatcher to stop the slot's attempt with this token
                     // and to withdraw any waiting request (`DispatcherMsg::Cancel`).
                     self.send(
@@ -1093,7 +1062,9 @@ impl Simulation {
                     self.start_attempt(worker, request);
                 }
                 // The dispatcher supervises the worker slots: a local stop, not a message.
-                DispatchEffect::Stop(request) => self.kill_attempt(&request.key, request.token),
+                DispatchEffect::Stop(request) => {
+                    self.kill_attempt(&request.attempt.key, request.attempt.token)
+                }
             }
         }
     }
@@ -1103,22 +1074,25 @@ impl Simulation {
     fn start_attempt(&mut self, worker: usize, request: DispatchRequest) {
         self.next_attempt += 1;
         let id = self.next_attempt;
-        let task = self.task_spec(&request.key);
-        let ends = plan_attempt(&mut self.worker_rng, &task, &self.workload, &request.key);
+        let task = self.task_spec(&request.attempt.key);
+        let ends = plan_attempt(
+            &mut self.worker_rng,
+            &task,
+            &self.workload,
+            &request.attempt.key,
+        );
         self.record(Record::AttemptStarted {
             attempt: id,
-            key: request.key.clone(),
-            try_number: request.try_number,
-            token: request.token,
+            key: request.attempt.key.clone(),
+            try_number: request.attempt.try_number,
+            token: request.attempt.token,
             worker,
             pool: request.pool.to_string(),
             pool_slots: request.pool_slots,
         });
         self.send(
             Message::AttemptStarted {
-                key: request.key.clone(),
-                try_number: request.try_number,
-                token: request.token,
+                attempt: request.attempt.clone(),
             },
             0,
         );
@@ -1153,9 +1127,7 @@ impl Simulation {
         let request = attempt.request;
         self.send(
             Message::AttemptFinished {
-                key: request.key.clone(),
-                try_number: request.try_number,
-                token: request.token,
+                attempt: request.attempt.clone(),
                 outcome,
                 started_at: Some(attempt.started_at),
                 worker: attempt.worker,
@@ -1166,9 +1138,7 @@ impl Simulation {
             Message::Release {
                 epoch: self.epoch,
                 worker: attempt.worker,
-                key: request.key,
-                try_number: request.try_number,
-                token: request.token,
+                attempt: request.attempt,
             },
             0,
         );
@@ -1178,7 +1148,7 @@ impl Simulation {
         let found = self
             .attempts
             .iter()
-            .find(|(_, a)| a.request.key == *key && a.request.token == token)
+            .find(|(_, a)| a.request.attempt.key == *key && a.request.attempt.token == token)
             .map(|(id, _)| *id);
         if let Some(id) = found {
             let attempt = self.attempts.remove(&id).expect("found above");
@@ -1251,13 +1221,6 @@ impl Accepted {
                 token: self.reported.1,
             },
         }
-    }
-}
-
-fn run_of(key: &TaskInstanceKey) -> RunKey {
-    RunKey {
-        dag_id: key.dag_id.clone(),
-        run_id: key.run_id.clone(),
     }
 }
 

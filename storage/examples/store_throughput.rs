@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 use weft_core::dag_run::TaskInstanceRecord;
-use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::ids::{AttemptId, RunKey, TaskInstanceKey};
 use weft_core::state::{DagRunState, RunType, TaskState};
 use weft_core::timetable::DataInterval;
 use weft_storage::sqlite::{SqliteOptions, SqliteStore, Synchronous};
@@ -142,9 +142,7 @@ async fn write_loop(
         let current = record(&run, writer, step);
         let next = record(&run, writer, step + 1);
         let attempt = AttemptRow {
-            key: next.key.clone(),
-            try_number: next.try_number,
-            token: next.token,
+            attempt: AttemptId::new(next.key.clone(), next.try_number, next.token),
             state: TaskState::Running,
             started_at: at(1),
             ended_at: None,

@@ -47,7 +47,7 @@ use crate::{
 use async_trait::async_trait;
 use std::sync::Arc;
 use weft_core::dag_run::{TaskInstanceRecord, TaskVersion};
-use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::ids::{AttemptId, RunKey, TaskInstanceKey};
 use weft_core::state::{DagRunState, RunType, TaskState};
 use weft_core::timetable::DataInterval;
 use weft_core::Timestamp;
@@ -230,9 +230,7 @@ fn audit_entry(action: &str) -> AuditRow {
 
 fn attempt(key: &TaskInstanceKey, try_number: u32, state: TaskState) -> AttemptRow {
     AttemptRow {
-        key: key.clone(),
-        try_number,
-        token: u64::from(try_number) + 10,
+        attempt: AttemptId::new(key.clone(), try_number, u64::from(try_number) + 10),
         state,
         started_at: at(200 + i64::from(try_number)),
         ended_at: None,
@@ -871,7 +869,7 @@ pub async fn attempts_oldest_first<B: Backend>(backend: &B) {
     must(store.write(writes).await, "put attempts");
     let tries: Vec<u32> = must(store.attempts(&record.key).await, "read")
         .iter()
-        .map(|a| a.try_number)
+        .map(|a| a.attempt.try_number)
         .collect();
     assert_eq!(tries, vec![1, 2, 3]);
 

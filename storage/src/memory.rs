@@ -161,12 +161,12 @@ impl Tables {
                 self.put_task_instance(undo, expected, record)
             }
             Write::PutAttempt(attempt) => {
-                self.require_task_instance(&attempt.key)?;
+                self.require_task_instance(&attempt.attempt.key)?;
                 put(
                     self,
                     undo,
                     |t| &mut t.attempts,
-                    (attempt.key.clone(), attempt.try_number),
+                    (attempt.attempt.key.clone(), attempt.attempt.try_number),
                     attempt,
                 );
                 Ok(())

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use weft_core::dag_run::{TaskInstanceRecord, TaskVersion};
-use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::ids::{AttemptId, RunKey, TaskInstanceKey};
 use weft_core::state::{DagRunState, RunType};
 use weft_core::timetable::DataInterval;
 use weft_core::Timestamp;
@@ -67,9 +67,10 @@ pub struct RunRow {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRow {
-    pub key: TaskInstanceKey,
-    pub try_number: u32,
-    pub token: u64,
+    /// Which attempt: the task instance, its try and fencing token (flattened in JSON, as
+    /// `key`, `try_number` and `token`).
+    #[serde(flatten)]
+    pub attempt: AttemptId,
     /// Final state of the attempt (`running` while it runs).
     pub state: weft_core::state::TaskState,
     pub started_at: Timestamp,
@@ -258,4 +259,26 @@ pub enum Write {
         kind: SecretKind,
         id: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attempt rows stored as JSON (the CQL store's bodies) before `AttemptId` existed read
+    /// the same, and are written the same.
+    #[test]
+    fn attempt_rows_keep_their_json_shape() {
+        let stored = r#"{"key":{"dag_id":"d","run_id":"r","task_id":"t","map_index":-1},
+            "try_number":2,"token":7,"state":"success","started_at":"2024-01-01T00:00:00Z",
+            "ended_at":null,"worker":"local","note":null}"#;
+        let row: AttemptRow = serde_json::from_str(stored).expect("the stored shape reads");
+        assert_eq!(row.attempt.version(), (2, 7));
+        assert_eq!(row.attempt.key, TaskInstanceKey::new("d", "r", "t", -1));
+        let written = serde_json::to_value(&row).expect("serializes");
+        assert_eq!(written["try_number"], 2);
+        assert_eq!(written["token"], 7);
+        assert_eq!(written["key"]["task_id"], "t");
+        assert!(written.get("attempt").is_none());
+    }
 }

@@ -12,7 +12,7 @@ use weft_core::dag_run::{
     AttemptOutcome, DagRun, RunContext, RunEffect, RunInput, RunTimer, TaskInstanceRecord,
     TaskVersion,
 };
-use weft_core::ids::TaskInstanceKey;
+use weft_core::ids::{AttemptId, TaskInstanceKey};
 use weft_core::spec::{DagSpec, TaskKind, TaskSpec};
 use weft_core::state::{DagRunState, RunType, TaskState};
 use weft_core::timetable::DataInterval;
@@ -196,14 +196,18 @@ impl Harness {
             .state
     }
 
-    pub fn started(&mut self, name: &str) {
+    /// The id of an attempt of the instance `name` (`task` or `task[i]`).
+    pub fn attempt_id(&self, name: &str, try_number: u32, token: u64) -> AttemptId {
         let (task_id, map_index) = parse_instance(name);
+        let context = self.run.context();
+        let key = TaskInstanceKey::new(context.dag.dag_id(), &context.run_id, &task_id, map_index);
+        AttemptId::new(key, try_number, token)
+    }
+
+    pub fn started(&mut self, name: &str) {
         let (try_number, token) = self.attempt(name);
         let input = RunInput::AttemptStarted {
-            task_id: task_id.into(),
-            map_index,
-            try_number,
-            token,
+            attempt: self.attempt_id(name, try_number, token),
         };
         self.send(&format!("started {name}"), input);
     }
@@ -220,16 +224,12 @@ impl Harness {
         token: u64,
         outcome: AttemptOutcome,
     ) {
-        let (task_id, map_index) = parse_instance(name);
         let label = format!(
             "finished {name} try={try_number} token={token} {}",
             outcome_label(&outcome)
         );
         let input = RunInput::AttemptFinished {
-            task_id: task_id.into(),
-            map_index,
-            try_number,
-            token,
+            attempt: self.attempt_id(name, try_number, token),
             outcome,
         };
         self.send(&label, input);
@@ -327,16 +327,12 @@ fn render_timer(timer: &RunTimer) -> String {
             let key = TaskInstanceKey::new("d", "r", task_id, *map_index);
             format!("retry {} try={try_number}", name(&key))
         }
-        RunTimer::ExecutionTimeout {
-            task_id,
-            map_index,
-            try_number,
-            token,
-        } => {
-            let key = TaskInstanceKey::new("d", "r", task_id, *map_index);
+        RunTimer::ExecutionTimeout { attempt } => {
             format!(
-                "execution_timeout {} try={try_number} token={token}",
-                name(&key)
+                "execution_timeout {} try={} token={}",
+                name(&attempt.key),
+                attempt.try_number,
+                attempt.token
             )
         }
         RunTimer::RunTimeout => "run_timeout".to_string(),
@@ -376,17 +372,18 @@ pub fn render(effect: &RunEffect) -> String {
         }
         RunEffect::Dispatch(request) => format!(
             "dispatch {} try={} token={} prio={}",
-            name(&request.key),
-            request.try_number,
-            request.token,
+            name(&request.attempt.key),
+            request.attempt.try_number,
+            request.attempt.token,
             request.priority_weight
         ),
-        RunEffect::Kill {
-            key,
-            try_number,
-            token,
-        } => {
-            format!("kill {} try={try_number} token={token}", name(key))
+        RunEffect::Kill { attempt } => {
+            format!(
+                "kill {} try={} token={}",
+                name(&attempt.key),
+                attempt.try_number,
+                attempt.token
+            )
         }
         RunEffect::SetTimer { at, timer } => {
             format!("timer {} at {}", render_timer(timer), clock(*at))

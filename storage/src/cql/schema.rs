@@ -163,6 +163,6 @@ mod tests {
                 assert!(!statement.contains("--"));
             }
         }
-        assert_eq!(latest_version(), 2);
+        assert_eq!(latest_version(), 3);
     }
 }

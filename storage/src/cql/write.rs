@@ -321,12 +321,12 @@ impl Plan {
                 }
                 Write::PutAttempt(attempt) => {
                     let item = Item::Put {
-                        key: attempt.key.clone(),
+                        key: attempt.attempt.key.clone(),
                         kind: KIND_ATTEMPT,
-                        item: try_item(attempt.try_number),
+                        item: try_item(attempt.attempt.try_number),
                         body: to_json(&attempt),
                     };
-                    plan.run_item(&attempt.key, item, true);
+                    plan.run_item(&attempt.attempt.key, item, true);
                 }
                 Write::PutXcom(xcom) => {
                     let item = Item::Put {

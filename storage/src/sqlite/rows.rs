@@ -12,7 +12,7 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::str::FromStr;
 use weft_core::dag_run::TaskInstanceRecord;
-use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::ids::{AttemptId, RunKey, TaskInstanceKey};
 use weft_core::state::DagRunState;
 use weft_core::timetable::DataInterval;
 use weft_core::Timestamp;
@@ -157,9 +157,7 @@ const ATTEMPT_COLUMNS: &str = "dag_id, run_id, task_id, map_index, try_number, t
 
 fn attempt_row(row: &Row<'_>) -> rusqlite::Result<AttemptRow> {
     Ok(AttemptRow {
-        key: task_instance_key_at(row, 0)?,
-        try_number: row.get(4)?,
-        token: u64_at(row, 5)?,
+        attempt: AttemptId::new(task_instance_key_at(row, 0)?, row.get(4)?, u64_at(row, 5)?),
         state: parsed_at(row, 6)?,
         started_at: timestamp_at(row, 7)?,
         ended_at: optional_timestamp_at(row, 8)?,

@@ -228,7 +228,7 @@ fn apply_write(connection: &Connection, write: &Write) -> Result<()> {
         }
         Write::PutTaskInstance { expected, record } => put_task_instance(connection, *expected, record),
         Write::PutAttempt(attempt) => {
-            put_attempt(connection, attempt).map_err(|error| of_task_instance(error, &attempt.key, doing))
+            put_attempt(connection, attempt).map_err(|error| of_task_instance(error, &attempt.attempt.key, doing))
         }
         Write::PutXcom(xcom) => {
             put_xcom(connection, xcom).map_err(|error| of_task_instance(error, &xcom.key, doing))
@@ -637,7 +637,7 @@ fn is_foreign_key_violation(error: &rusqlite::Error) -> bool {
 /// delete a row before it inserts, so SQLite opens a statement journal for it and copies each
 /// page it touches there first, which made these writes about a tenth dearer.
 fn put_attempt(connection: &Connection, attempt: &AttemptRow) -> rusqlite::Result<()> {
-    let key = &attempt.key;
+    let key = &attempt.attempt.key;
     connection
         .prepare_cached(
             "INSERT INTO attempts (dag_id, run_id, task_id, map_index, try_number, \
@@ -652,8 +652,8 @@ fn put_attempt(connection: &Connection, attempt: &AttemptRow) -> rusqlite::Resul
             key.run_id.as_str(),
             key.task_id.as_str(),
             key.map_index,
-            attempt.try_number,
-            u64_bits(attempt.token),
+            attempt.attempt.try_number,
+            u64_bits(attempt.attempt.token),
             attempt.state.as_str(),
             micros(attempt.started_at),
             optional_micros(attempt.ended_at),

@@ -275,7 +275,7 @@ pub async fn get_task_instance(
     let tries = attempts
         .iter()
         .map(|attempt| TaskTry {
-            try_number: attempt.try_number,
+            try_number: attempt.attempt.try_number,
             state: crate::stream::task_state(attempt.state),
             start_date: views::time(attempt.started_at),
             end_date: views::optional_time(attempt.ended_at),
@@ -348,7 +348,7 @@ pub async fn task_log(
         .attempts(&record.key)
         .await?
         .iter()
-        .any(|attempt| attempt.try_number == try_number && attempt.ended_at.is_some());
+        .any(|attempt| attempt.attempt.try_number == try_number && attempt.ended_at.is_some());
     let path = state.engine().log_path(&record.key, try_number);
     let offset = query.offset.unwrap_or(0);
     let (content, next_offset, at_end) = read_chunk(&path, offset).await?;
