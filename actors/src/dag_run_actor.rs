@@ -1245,6 +1245,7 @@ mod tests {
             run_type: RunType::Manual,
             pool: Name::from("default_pool"),
             pool_slots: 1,
+            queue: Name::from("default"),
             execution_timeout_ms: None,
         })
     }

@@ -8,14 +8,25 @@ use crate::worker_slot::SlotHandle;
 use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use std::sync::Arc;
-use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher};
-use weft_core::ids::{AttemptId, TaskInstanceKey};
+use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher, WorkerInfo, LOCAL_WORKER};
+use weft_core::ids::{AttemptId, Name, TaskInstanceKey};
 
 /// Attempts waiting for a slot; beyond this, new requests are refused (reported lost to their
 /// runs, which retry them as the policy allows) rather than growing memory without bound.
 pub const DISPATCH_QUEUE_MAX: usize = 1_000_000;
 
 pub(crate) struct DispatcherActor;
+
+/// The node's own slots, as the core's worker [`LOCAL_WORKER`].
+fn local_worker(slots: usize, queues: &[String]) -> WorkerInfo {
+    WorkerInfo {
+        queues: queues
+            .iter()
+            .map(|queue| Name::from(queue.as_str()))
+            .collect(),
+        ..WorkerInfo::new(LOCAL_WORKER, slots as u32)
+    }
+}
 
 /// An attempt a worker slot is running.
 struct RunningAttempt {
@@ -35,7 +46,6 @@ struct Waiting {
 pub(crate) struct DispatcherState {
     core: Dispatcher,
     waiting: HashMap<(TaskInstanceKey, u32), Waiting>,
-    idle: Vec<usize>,
     /// The slot of every attempt started and not yet freed, by (task instance, token), so a
     /// superseded attempt can be stopped. Bounded by the number of slots.
     running: HashMap<(TaskInstanceKey, u64), RunningAttempt>,
@@ -68,9 +78,9 @@ impl Actor for DispatcherActor {
             slots.push(slot);
         }
         let mut core = Dispatcher::new();
-        core.handle(DispatchInput::SetWorkerSlots {
-            count: count as u32,
-        });
+        // The node's own slots are one worker among possible others.
+        let local = local_worker(count, &shared.config.worker_queues);
+        core.handle(DispatchInput::WorkerJoined(local));
         for pool in shared.store.pools().await? {
             core.handle(DispatchInput::SetPool {
                 name: pool.name,
@@ -80,7 +90,6 @@ impl Actor for DispatcherActor {
         Ok(DispatcherState {
             core,
             waiting: HashMap::new(),
-            idle: (0..count).rev().collect(),
             running: HashMap::new(),
             slots,
             handles,
@@ -115,7 +124,7 @@ impl Actor for DispatcherActor {
                 );
                 state.core.handle(DispatchInput::Enqueue(request))
             }
-            DispatcherMsg::SlotFree { slot, attempt } => {
+            DispatcherMsg::SlotFree { attempt } => {
                 // Only once per attempt: a slot that died after freeing itself may have had
                 // its attempts released already (supervision events overtake messages), and
                 // a second release would list the slot as idle twice.
@@ -126,7 +135,6 @@ impl Actor for DispatcherActor {
                 {
                     return Ok(());
                 }
-                state.idle.push(slot);
                 state.core.handle(DispatchInput::Release { attempt })
             }
             DispatcherMsg::Cancel { key, token } => {
@@ -148,6 +156,10 @@ impl Actor for DispatcherActor {
                 dag_id,
                 max_active_tasks,
             }),
+            DispatcherMsg::SetLocalQueues { queues } => {
+                let info = local_worker(state.handles.len(), &queues);
+                state.core.handle(DispatchInput::WorkerJoined(info))
+            }
             #[cfg(any(test, feature = "fault-injection"))]
             DispatcherMsg::CrashSlot { index } => {
                 if let Some(slot) = state.slots.get(index) {
@@ -195,9 +207,15 @@ impl Actor for DispatcherActor {
 impl DispatcherState {
     fn perform(&mut self, effects: Vec<DispatchEffect>) {
         metrics::gauge!("weft_dispatch_queue_depth").set(self.waiting.len() as f64);
+        let unserved = self.core.waiting_unserved();
+        metrics::gauge!("weft_dispatch_waiting_unserved_queue").set(unserved as f64);
         for effect in effects {
             match effect {
-                DispatchEffect::Start(request) => self.start(request),
+                DispatchEffect::Start {
+                    request,
+                    worker,
+                    slot,
+                } => self.start(request, &worker, slot as usize),
                 DispatchEffect::Stop(request) => {
                     self.stop(&request.attempt.key, request.attempt.token, "superseded")
                 }
@@ -205,8 +223,8 @@ impl DispatcherState {
         }
     }
 
-    /// The attempt of a dead slot never reports: report it lost, release its capacity and
-    /// make the slot index idle again (its replacement is already spawned).
+    /// The attempt of a dead slot never reports: report it lost and release its capacity,
+    /// which gives the slot back to the core (its replacement is already spawned).
     fn slot_lost(&mut self, index: usize) -> Vec<DispatchEffect> {
         let lost: Vec<(TaskInstanceKey, u64)> = self
             .running
@@ -229,13 +247,10 @@ impl DispatcherState {
             let _ = attempt.reply.cast(lost);
             effects.extend(self.core.handle(DispatchInput::Release { attempt: id }));
         }
-        if !self.idle.contains(&index) {
-            self.idle.push(index);
-        }
         effects
     }
 
-    fn start(&mut self, request: weft_core::dag_run::DispatchRequest) {
+    fn start(&mut self, request: weft_core::dag_run::DispatchRequest, worker: &str, slot: usize) {
         let Some(waiting) = self
             .waiting
             .remove(&(request.attempt.key.clone(), request.attempt.try_number))
@@ -246,16 +261,23 @@ impl DispatcherState {
             });
             return;
         };
-        let Some(slot) = self.idle.pop() else {
-            tracing::error!("dispatcher started an attempt with no idle worker slot");
-            metrics::counter!("weft_invariant_violations_total", "name" => "no_idle_slot")
-                .increment(1);
-            self.waiting.insert(
-                (request.attempt.key.clone(), request.attempt.try_number),
-                waiting,
+        if worker != LOCAL_WORKER || slot >= self.handles.len() {
+            // Only the local worker exists in this process; the core placed the attempt
+            // elsewhere only if it was told of another worker, which nothing does yet.
+            tracing::error!(
+                worker,
+                slot,
+                "dispatcher placed an attempt on an unknown slot"
             );
+            metrics::counter!("weft_invariant_violations_total", "name" => "unknown_slot")
+                .increment(1);
+            let lost = DagRunMsg::attempt_lost(&request, "placed on an unknown worker slot");
+            let _ = waiting.reply.cast(lost);
+            self.core.handle(DispatchInput::Release {
+                attempt: request.attempt,
+            });
             return;
-        };
+        }
         metrics::counter!("weft_dispatched_total").increment(1);
         metrics::histogram!("weft_dispatch_latency_seconds")
             .record(waiting.since.elapsed().as_secs_f64());

@@ -52,6 +52,8 @@ pub struct EngineConfig {
     pub data_dir: PathBuf,
     /// Attempts that may run at once on this node.
     pub worker_slots: usize,
+    /// The queues this node's slots serve (Airflow's `queue=` on a task); empty: every queue.
+    pub worker_queues: Vec<String>,
     /// Size limit of one attempt's log.
     pub log_bytes_max: u64,
     /// Sandbox applied to task processes, if any.
@@ -83,6 +85,7 @@ impl EngineConfig {
             worker_slots: std::thread::available_parallelism()
                 .map(|n| n.get() * 4)
                 .unwrap_or(8),
+            worker_queues: Vec::new(),
             log_bytes_max: LOG_BYTES_MAX_DEFAULT,
             sandbox: None,
             sandbox_full: None,
@@ -381,6 +384,14 @@ impl Engine {
             name: name.to_string(),
             slots,
         })?;
+        Ok(())
+    }
+
+    /// Sets the queues this node's own slots serve (empty: every queue); attempts waiting for
+    /// a queue the slots now serve start.
+    pub fn set_worker_queues(&self, queues: Vec<String>) -> Result<(), EngineError> {
+        self.dispatcher
+            .cast(DispatcherMsg::SetLocalQueues { queues })?;
         Ok(())
     }
 

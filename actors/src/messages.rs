@@ -226,8 +226,8 @@ pub(crate) enum DispatcherMsg {
         assignment: Arc<AttemptAssignment>,
         reply: ActorRef<DagRunMsg>,
     },
+    /// An attempt ended in its slot, which is free again (the core knows which slot it was).
     SlotFree {
-        slot: usize,
         attempt: AttemptId,
     },
     /// Withdraw the waiting request of the attempt with this token, or of an older one, and
@@ -243,6 +243,10 @@ pub(crate) enum DispatcherMsg {
     SetDagLimit {
         dag_id: String,
         max_active_tasks: u32,
+    },
+    /// The queues the node's own slots serve from now on (empty: every queue).
+    SetLocalQueues {
+        queues: Vec<String>,
     },
     /// Test hook: crash one worker slot.
     #[cfg(any(test, feature = "fault-injection"))]

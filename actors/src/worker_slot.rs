@@ -85,7 +85,7 @@ impl Actor for WorkerSlot {
                         log_truncated: false,
                         exit_code: None,
                     };
-                    report_end(&state.dispatcher, state.handle.index, running, report);
+                    report_end(&state.dispatcher, running, report);
                 }
             }
             #[cfg(any(test, feature = "fault-injection"))]
@@ -127,19 +127,14 @@ fn take_running(running: &Mutex<Option<Running>>, token: u64) -> Option<Running>
 }
 
 /// Tells the run how the attempt ended and frees the slot at the dispatcher.
-fn report_end(
-    dispatcher: &ActorRef<DispatcherMsg>,
-    slot: usize,
-    running: Running,
-    report: AttemptReport,
-) {
+fn report_end(dispatcher: &ActorRef<DispatcherMsg>, running: Running, report: AttemptReport) {
     let request = &running.assignment.request;
     metrics::histogram!("weft_attempt_seconds").record(running.started.elapsed().as_secs_f64());
     let started = Some((running.started_at, !running.start_reported));
     let attempt = request.attempt.clone();
     let finished = DagRunMsg::attempt_finished(attempt.clone(), report, started);
     let _ = running.reply.cast(finished);
-    let _ = dispatcher.cast(DispatcherMsg::SlotFree { slot, attempt });
+    let _ = dispatcher.cast(DispatcherMsg::SlotFree { attempt });
 }
 
 impl SlotHandle {
@@ -192,7 +187,7 @@ impl SlotHandle {
             });
         }
         let shared = shared.clone();
-        let (slot, dispatcher, index) = (self.running.clone(), dispatcher.clone(), self.index);
+        let (slot, dispatcher) = (self.running.clone(), dispatcher.clone());
         let execution = tokio::spawn(async move {
             let attempt = execute(&shared, &assignment);
             tokio::pin!(attempt);
@@ -214,7 +209,7 @@ impl SlotHandle {
                 }
             };
             if let Some(running) = take_running(&slot, token) {
-                report_end(&dispatcher, index, running, report);
+                report_end(&dispatcher, running, report);
             }
         });
         if let Some(running) = current(&mut lock(&self.running), token) {
@@ -437,6 +432,7 @@ mod tests {
                 run_type: RunType::Manual,
                 pool: Name::from("default_pool"),
                 pool_slots: 1,
+                queue: Name::from("default"),
                 execution_timeout_ms: None,
             },
             kind: TaskKind::Empty,

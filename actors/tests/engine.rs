@@ -1558,3 +1558,43 @@ async fn a_reopened_run_counts_toward_max_active_runs() {
     assert_eq!(wait(&engine, &second).await, DagRunState::Success);
     engine.shutdown().await;
 }
+
+/// A task on a queue that no worker serves waits, queued, and starts once a worker serves it
+/// (here the node's own slots, told to serve every queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_an_unserved_queue_waits_until_a_worker_serves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let mut config = EngineConfig::new(dir.path());
+    config.worker_queues = vec!["default".to_string()];
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let dag = RustDag::new("queues")
+        .task("cpu", &[], |_| async { Ok(None) })
+        .task("gpu", &["cpu"], |_| async { Ok(None) })
+        .configure(|task| task.queue = Some("gpu".to_string()));
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("queues", serde_json::json!({}))
+        .await
+        .unwrap();
+    let key = |task: &str| TaskInstanceKey::new("queues", &run.run_id, task, -1);
+    let deadline = tokio::time::Instant::now() + RUN_DEADLINE;
+    loop {
+        let cpu = store.task_instance(&key("cpu")).await.unwrap();
+        if cpu.is_some_and(|record| record.state == TaskState::Success) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the default-queue task ran"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Long enough for the GPU task to have started if anything served its queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gpu = store.task_instance(&key("gpu")).await.unwrap().unwrap();
+    assert_eq!(gpu.state, TaskState::Queued, "nothing serves `gpu`");
+    engine.set_worker_queues(Vec::new()).unwrap();
+    assert_eq!(wait(&engine, &run).await, DagRunState::Success);
+    engine.shutdown().await;
+}

@@ -92,6 +92,7 @@ pub struct Dag {
     dag_name: Name,
     task_names: Vec<Name>,
     pool_names: Vec<Name>,
+    queue_names: Vec<Name>,
 }
 
 impl Dag {
@@ -173,10 +174,16 @@ impl Dag {
             .iter()
             .map(|task| Name::from(task.pool.as_str()))
             .collect();
+        let queue_names = spec
+            .tasks
+            .iter()
+            .map(|task| Name::from(task.queue.as_deref().unwrap_or(crate::spec::DEFAULT_QUEUE)))
+            .collect();
         Dag {
             dag_name,
             task_names,
             pool_names,
+            queue_names,
             spec,
             timetable,
             graph,
@@ -278,6 +285,11 @@ impl Dag {
     /// The pool of the task at `index`, as a shared name.
     pub fn pool_name_at(&self, index: usize) -> &Name {
         &self.pool_names[index]
+    }
+
+    /// The worker queue of the task at `index`, as a shared name.
+    pub fn queue_name_at(&self, index: usize) -> &Name {
+        &self.queue_names[index]
     }
 
     pub fn topological_indices(&self) -> &[usize] {

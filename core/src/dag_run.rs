@@ -219,7 +219,14 @@ pub struct DispatchRequest {
     pub run_type: RunType,
     pub pool: Name,
     pub pool_slots: u32,
+    /// The worker queue it runs on: only a worker serving it takes it.
+    #[serde(default = "default_queue")]
+    pub queue: Name,
     pub execution_timeout_ms: Option<u64>,
+}
+
+fn default_queue() -> Name {
+    Name::from(crate::spec::DEFAULT_QUEUE)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -961,6 +968,7 @@ impl DagRun {
             run_type: self.context.run_type,
             pool: self.context.dag.pool_name_at(task).clone(),
             pool_slots: spec.pool_slots,
+            queue: self.context.dag.queue_name_at(task).clone(),
             execution_timeout_ms: spec.execution_timeout_ms,
         }));
     }

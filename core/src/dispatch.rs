@@ -12,6 +12,13 @@
 //! A request naming a pool that does not exist waits until `SetPool` creates it, as Airflow
 //! leaves such task instances scheduled ("will not be scheduled" warning) rather than failing
 //! them; they are counted in [`DispatchStats::waiting_for_unknown_pool`].
+//!
+//! **Workers and placement.** Slots belong to workers ([`WorkerInfo`]: an id, a number of
+//! slots, the queues it serves — none listed means every queue — and labels). The dispatcher
+//! decides where each attempt runs: a worker that serves the request's queue and has a free
+//! slot, and which of its slots (`DispatchEffect::Start`). A request whose queue no worker
+//! serves waits, counted in [`DispatchStats::waiting_for_unserved_queue`], and starts when such
+//! a worker joins. The node's own slots are one worker, [`LOCAL_WORKER`], like any other.
 
 use crate::dag_run::DispatchRequest;
 use crate::ids::{AttemptId, Name, TaskInstanceKey};
@@ -25,8 +32,39 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Slots of `default_pool` until `SetPool` changes them (Airflow's default).
 pub const DEFAULT_POOL_SLOTS: u32 = 128;
-/// Worker slots until `SetWorkerSlots` says otherwise (Airflow's `core.parallelism` default).
+/// Slots of the local worker until `SetWorkerSlots` or `WorkerJoined` says otherwise
+/// (Airflow's `core.parallelism` default).
 pub const WORKER_SLOTS_DEFAULT: u32 = 32;
+/// The id of the node's own worker, which a fresh dispatcher starts with.
+pub const LOCAL_WORKER: &str = "local";
+/// Workers one dispatcher knows at once.
+pub const WORKERS_MAX: usize = 10_000;
+
+/// A worker as the dispatcher knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub id: Name,
+    pub slots: u32,
+    /// The queues it serves; empty means every queue.
+    pub queues: Vec<Name>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl WorkerInfo {
+    /// A worker serving every queue.
+    pub fn new(id: &str, slots: u32) -> WorkerInfo {
+        WorkerInfo {
+            id: Name::from(id),
+            slots,
+            queues: Vec::new(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    pub fn serves(&self, queue: &str) -> bool {
+        self.queues.is_empty() || self.queues.iter().any(|served| served.as_ref() == queue)
+    }
+}
 /// A DAG's `max_active_tasks` until `SetDagLimit` says otherwise (the spec's default).
 pub const DAG_ACTIVE_TASKS_DEFAULT: u32 = 16;
 /// Task instances whose newest enqueued attempt the dispatcher remembers, oldest forgotten
@@ -53,14 +91,24 @@ pub enum DispatchInput {
         dag_id: String,
         max_active_tasks: u32,
     },
-    /// The number of worker slots that exist.
+    /// The local worker's number of slots (`WorkerJoined` of [`LOCAL_WORKER`], every queue).
     SetWorkerSlots { count: u32 },
+    /// A worker joined, or changed its slots, queues or labels. Slots it loses while they run
+    /// an attempt stay taken until that attempt is released.
+    WorkerJoined(WorkerInfo),
+    /// A worker left: nothing more starts on it. Its running attempts stay counted until the
+    /// driver releases them (reporting them lost).
+    WorkerLeft { id: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DispatchEffect {
-    /// Run this attempt now on a free worker slot.
-    Start(DispatchRequest),
+    /// Run this attempt now, on this worker's slot.
+    Start {
+        request: DispatchRequest,
+        worker: Name,
+        slot: u32,
+    },
     /// Stop this started attempt: a newer attempt of the same task instance was enqueued, so
     /// the run has given up on it (its reports are refused by fencing), yet it still holds a
     /// worker slot and pool slots. The `Kill` that should have stopped it may have been lost
@@ -82,6 +130,10 @@ pub struct DispatchStats {
     pub unknown_cancels: u64,
     /// Requests now waiting on a pool that does not exist.
     pub waiting_for_unknown_pool: u64,
+    /// Requests now waiting for a queue that no worker serves.
+    pub waiting_for_unserved_queue: u64,
+    /// `WorkerJoined` refused because `WORKERS_MAX` workers are known.
+    pub workers_refused: u64,
 }
 
 /// Queue order: lower sorts first.
@@ -103,11 +155,50 @@ impl Rank {
     }
 }
 
-/// One queue per pool and DAG.
+/// One queue per pool, DAG and worker queue.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct QueueId {
     pool: Name,
     dag_id: Name,
+    queue: Name,
+}
+
+/// A worker and which of its slots are free.
+#[derive(Debug, Clone)]
+struct Worker {
+    info: WorkerInfo,
+    /// Free slot indices, lowest last (the next one taken).
+    free: Vec<u32>,
+    /// Invariant: the slots taken by started attempts (`started` entries placed here).
+    taken: BTreeSet<u32>,
+}
+
+impl Worker {
+    fn new(info: WorkerInfo) -> Worker {
+        let free = (0..info.slots).rev().collect();
+        Worker {
+            info,
+            free,
+            taken: BTreeSet::new(),
+        }
+    }
+
+    /// Takes the new shape; slots over the new count are dropped once free.
+    fn reshape(&mut self, info: WorkerInfo) {
+        self.free = (0..info.slots)
+            .rev()
+            .filter(|slot| !self.taken.contains(slot))
+            .collect();
+        self.info = info;
+    }
+}
+
+/// A started attempt and where it runs.
+#[derive(Debug, Clone)]
+struct Placed {
+    request: DispatchRequest,
+    worker: Name,
+    slot: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -133,9 +224,10 @@ struct DagUsage {
 
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
-    worker_slots: u32,
-    /// Invariant: `workers_used == started.values().map(Vec::len).sum()`.
-    workers_used: u32,
+    /// Workers by id, in id order (placement is deterministic).
+    workers: BTreeMap<Name, Worker>,
+    /// Invariant: the free slots of all workers.
+    free_slots: u32,
     pools: HashMap<Name, Pool>,
     dags: HashMap<Name, DagUsage>,
     queues: HashMap<QueueId, BTreeMap<Rank, TaskInstanceKey>>,
@@ -145,7 +237,7 @@ pub struct Dispatcher {
     waiting: HashMap<TaskInstanceKey, Waiting>,
     /// Started attempts per task instance; more than one only while a superseded attempt
     /// still holds its slot.
-    started: HashMap<TaskInstanceKey, Vec<DispatchRequest>>,
+    started: HashMap<TaskInstanceKey, Vec<Placed>>,
     /// The newest (try, token) ever enqueued per task instance, so that an attempt that was
     /// superseded, or already ran and was released, is not started again by a late duplicate
     /// (found by the simulator, seed 54). Bounded by `ENQUEUED_REMEMBERED_MAX` through
@@ -163,9 +255,10 @@ impl Default for Dispatcher {
             slots: DEFAULT_POOL_SLOTS,
             used: 0,
         };
+        let local = Worker::new(WorkerInfo::new(LOCAL_WORKER, WORKER_SLOTS_DEFAULT));
         Dispatcher {
-            worker_slots: WORKER_SLOTS_DEFAULT,
-            workers_used: 0,
+            workers: [(Name::from(LOCAL_WORKER), local)].into_iter().collect(),
+            free_slots: WORKER_SLOTS_DEFAULT,
             pools: [(Name::from(DEFAULT_POOL), default_pool)]
                 .into_iter()
                 .collect(),
@@ -214,7 +307,15 @@ impl Dispatcher {
             } => {
                 self.dags.entry(dag_id.into()).or_default().limit = Some(max_active_tasks);
             }
-            DispatchInput::SetWorkerSlots { count } => self.worker_slots = count,
+            DispatchInput::SetWorkerSlots { count } => {
+                self.worker_joined(WorkerInfo::new(LOCAL_WORKER, count))
+            }
+            DispatchInput::WorkerJoined(info) => self.worker_joined(info),
+            DispatchInput::WorkerLeft { id } => {
+                if let Some(worker) = self.workers.remove(id.as_str()) {
+                    self.free_slots -= worker.free.len() as u32;
+                }
+            }
         }
         self.start_ready(&mut effects);
         effects
@@ -227,8 +328,24 @@ impl Dispatcher {
             .filter(|w| !self.pools.contains_key(&w.queue.pool));
         DispatchStats {
             waiting_for_unknown_pool: unknown.count() as u64,
+            waiting_for_unserved_queue: self.waiting_unserved(),
             ..self.stats
         }
+    }
+
+    /// Requests waiting for a queue that no worker serves. Costs one check per non-empty
+    /// (pool, DAG, queue) queue, not one per request.
+    pub fn waiting_unserved(&self) -> u64 {
+        self.queues
+            .iter()
+            .filter(|(queue, _)| {
+                !self
+                    .workers
+                    .values()
+                    .any(|worker| worker.info.serves(&queue.queue))
+            })
+            .map(|(_, entries)| entries.len() as u64)
+            .sum()
     }
 
     /// Requests waiting for a slot.
@@ -238,7 +355,29 @@ impl Dispatcher {
 
     /// Attempts started and not yet released.
     pub fn started_len(&self) -> usize {
-        self.workers_used as usize
+        self.started.values().map(Vec::len).sum()
+    }
+
+    /// The workers, by id.
+    pub fn workers(&self) -> impl Iterator<Item = &WorkerInfo> {
+        self.workers.values().map(|worker| &worker.info)
+    }
+
+    fn worker_joined(&mut self, info: WorkerInfo) {
+        let known = self.workers.len();
+        match self.workers.get_mut(&info.id) {
+            Some(worker) => {
+                self.free_slots -= worker.free.len() as u32;
+                worker.reshape(info);
+                self.free_slots += worker.free.len() as u32;
+            }
+            None if known >= WORKERS_MAX => self.stats.workers_refused += 1,
+            None => {
+                let worker = Worker::new(info);
+                self.free_slots += worker.free.len() as u32;
+                self.workers.insert(worker.info.id.clone(), worker);
+            }
+        }
     }
 
     /// Pool slots in use, or `None` for an unknown pool.
@@ -253,7 +392,7 @@ impl Dispatcher {
             .get(&request.attempt.key)
             .into_iter()
             .flatten()
-            .any(|started| started.attempt.version() == attempt);
+            .any(|started| started.request.attempt.version() == attempt);
         if is_started {
             self.stats.duplicate_enqueues += 1;
             return;
@@ -286,8 +425,8 @@ impl Dispatcher {
         let superseded = self.started.get(&request.attempt.key).into_iter().flatten();
         effects.extend(
             superseded
-                .filter(|started| started.attempt.version() < attempt)
-                .map(|started| DispatchEffect::Stop(started.clone())),
+                .filter(|started| started.request.attempt.version() < attempt)
+                .map(|started| DispatchEffect::Stop(started.request.clone())),
         );
         self.push_waiting(request);
     }
@@ -309,6 +448,7 @@ impl Dispatcher {
         let queue = QueueId {
             pool: request.pool.clone(),
             dag_id: request.attempt.key.dag_id.clone(),
+            queue: request.queue.clone(),
         };
         let key = request.attempt.key.clone();
         self.update_queue(&queue, |entries| {
@@ -368,16 +508,27 @@ impl Dispatcher {
         };
         let Some(position) = attempts
             .iter()
-            .position(|a| a.attempt.version() == (try_number, token))
+            .position(|a| a.request.attempt.version() == (try_number, token))
         else {
             self.stats.unknown_releases += 1;
             return;
         };
-        let request = attempts.remove(position);
+        let Placed {
+            request,
+            worker,
+            slot,
+        } = attempts.remove(position);
         if attempts.is_empty() {
             self.started.remove(key);
         }
-        self.workers_used -= 1;
+        if let Some(worker) = self.workers.get_mut(&worker) {
+            worker.taken.remove(&slot);
+            // A slot beyond a shrunk worker's count is not given back.
+            if slot < worker.info.slots {
+                worker.free.push(slot);
+                self.free_slots += 1;
+            }
+        }
         if let Some(pool) = self.pools.get_mut(&request.pool) {
             pool.used = pool.used.saturating_sub(request.pool_slots);
         }
@@ -387,7 +538,7 @@ impl Dispatcher {
     }
 
     fn start_ready(&mut self, effects: &mut Vec<DispatchEffect>) {
-        while self.workers_used < self.worker_slots {
+        while self.free_slots > 0 {
             let Some(queue) = self.best_startable_queue() else {
                 break;
             };
@@ -401,9 +552,33 @@ impl Dispatcher {
             let Some(request) = self.remove_waiting(&key) else {
                 break;
             };
-            self.mark_started(&request);
-            effects.push(DispatchEffect::Start(request));
+            let Some((worker, slot)) = self.take_slot(&queue.queue) else {
+                break;
+            };
+            self.mark_started(&request, &worker, slot);
+            effects.push(DispatchEffect::Start {
+                request,
+                worker,
+                slot,
+            });
         }
+    }
+
+    /// The first worker (by id) that serves `queue` and has a free slot.
+    fn worker_for(&self, queue: &str) -> Option<&Name> {
+        self.workers
+            .iter()
+            .find(|(_, worker)| !worker.free.is_empty() && worker.info.serves(queue))
+            .map(|(id, _)| id)
+    }
+
+    fn take_slot(&mut self, queue: &str) -> Option<(Name, u32)> {
+        let id = self.worker_for(queue)?.clone();
+        let worker = self.workers.get_mut(&id)?;
+        let slot = worker.free.pop()?;
+        worker.taken.insert(slot);
+        self.free_slots -= 1;
+        Some((id, slot))
     }
 
     /// The queue whose head ranks best among the heads that fit their pool and DAG limits.
@@ -430,11 +605,12 @@ impl Dispatcher {
             .and_then(|d| d.limit)
             .unwrap_or(DAG_ACTIVE_TASKS_DEFAULT);
         let dag_active = dag.map_or(0, |d| d.active);
-        waiting.request.pool_slots <= pool_free && dag_active < dag_limit
+        waiting.request.pool_slots <= pool_free
+            && dag_active < dag_limit
+            && self.worker_for(&queue.queue).is_some()
     }
 
-    fn mark_started(&mut self, request: &DispatchRequest) {
-        self.workers_used += 1;
+    fn mark_started(&mut self, request: &DispatchRequest, worker: &Name, slot: u32) {
         if let Some(pool) = self.pools.get_mut(&request.pool) {
             pool.used += request.pool_slots;
         }
@@ -445,6 +621,10 @@ impl Dispatcher {
         self.started
             .entry(request.attempt.key.clone())
             .or_default()
-            .push(request.clone());
+            .push(Placed {
+                request: request.clone(),
+                worker: worker.clone(),
+                slot,
+            });
     }
 }

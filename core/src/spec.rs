@@ -156,6 +156,10 @@ pub struct TaskSpec {
     pub pool: String,
     #[serde(default = "pool_slots_default")]
     pub pool_slots: u32,
+    /// The worker queue the task runs on (Airflow's `queue=`); `None` is `default`. Only a
+    /// worker that serves the queue runs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
     #[serde(default)]
     pub depends_on_past: bool,
     #[serde(default)]
@@ -196,6 +200,9 @@ fn pool_default() -> String {
 fn pool_slots_default() -> u32 {
     1
 }
+
+/// The queue a task runs on unless it names another (Airflow's `operators.default_queue`).
+pub const DEFAULT_QUEUE: &str = "default";
 
 /// The pool every task uses unless it names another, as in Airflow.
 pub const DEFAULT_POOL: &str = "default_pool";
@@ -299,6 +306,7 @@ impl TaskSpec {
             weight_rule: WeightRule::default(),
             pool: pool_default(),
             pool_slots: 1,
+            queue: None,
             depends_on_past: false,
             wait_for_downstream: false,
             task_group: None,

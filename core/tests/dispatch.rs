@@ -3,7 +3,7 @@
 
 use expect_test::expect;
 use weft_core::dag_run::DispatchRequest;
-use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher};
+use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher, WorkerInfo};
 use weft_core::ids::{AttemptId, TaskInstanceKey};
 use weft_core::state::RunType;
 
@@ -14,6 +14,7 @@ fn request(dag_id: &str, task_id: &str, priority_weight: i64) -> DispatchRequest
         run_type: RunType::Scheduled,
         pool: "default_pool".into(),
         pool_slots: 1,
+        queue: "default".into(),
         execution_timeout_ms: None,
     }
 }
@@ -27,7 +28,7 @@ fn started(effects: Vec<DispatchEffect>) -> String {
     let names: Vec<String> = effects
         .into_iter()
         .map(|effect| match effect {
-            DispatchEffect::Start(r) => {
+            DispatchEffect::Start { request: r, .. } => {
                 format!("{}.{}", r.attempt.key.dag_id, r.attempt.key.task_id)
             }
             DispatchEffect::Stop(r) => {
@@ -192,7 +193,7 @@ fn newer_token_replaces_queued_request_and_cancel_withdraws() {
     let tokens: Vec<u64> = effects
         .iter()
         .filter_map(|effect| match effect {
-            DispatchEffect::Start(r) => Some(r.attempt.token),
+            DispatchEffect::Start { request: r, .. } => Some(r.attempt.token),
             DispatchEffect::Stop(_) => None,
         })
         .collect();
@@ -310,4 +311,114 @@ fn seed_1701_a_newer_attempt_stops_the_superseded_one() {
         started(dispatcher.handle(DispatchInput::Enqueue(request("d", "a", 1)))),
         ""
     );
+}
+
+fn on_queue(mut request: DispatchRequest, queue: &str) -> DispatchRequest {
+    request.queue = queue.into();
+    request
+}
+
+fn worker(id: &str, slots: u32, queues: &[&str]) -> WorkerInfo {
+    WorkerInfo {
+        queues: queues.iter().map(|queue| (*queue).into()).collect(),
+        ..WorkerInfo::new(id, slots)
+    }
+}
+
+/// Where each start went, as `task@worker#slot`.
+fn placed(effects: Vec<DispatchEffect>) -> String {
+    let names: Vec<String> = effects
+        .into_iter()
+        .filter_map(|effect| match effect {
+            DispatchEffect::Start {
+                request,
+                worker,
+                slot,
+            } => Some(format!("{}@{worker}#{slot}", request.attempt.key.task_id)),
+            DispatchEffect::Stop(_) => None,
+        })
+        .collect();
+    names.join(" ")
+}
+
+/// The dispatcher places attempts: on a worker that serves the task's queue, on one of its free
+/// slots; an attempt for a queue no worker serves waits, counted, and starts when such a worker
+/// joins; a worker that leaves gets nothing more.
+#[test]
+fn attempts_go_to_workers_serving_their_queue() {
+    let mut dispatcher = Dispatcher::new();
+    dispatcher.handle(DispatchInput::SetWorkerSlots { count: 1 });
+    dispatcher.handle(DispatchInput::WorkerJoined(worker(
+        "w-cpu",
+        2,
+        &["default"],
+    )));
+    let gpu = on_queue(request("d", "train", 1), "gpu");
+    assert_eq!(
+        placed(dispatcher.handle(DispatchInput::Enqueue(gpu))),
+        "train@local#0"
+    );
+    // The local worker (every queue) is busy now: the next GPU task waits, visibly.
+    let gpu2 = on_queue(request("d", "train2", 1), "gpu");
+    assert_eq!(placed(dispatcher.handle(DispatchInput::Enqueue(gpu2))), "");
+    assert_eq!(
+        dispatcher.stats().waiting_for_unserved_queue,
+        0,
+        "local serves gpu"
+    );
+    // Default-queue tasks go to the CPU worker's slots, lowest first.
+    assert_eq!(
+        placed(dispatcher.handle(DispatchInput::Enqueue(request("d", "a", 1)))),
+        "a@w-cpu#0"
+    );
+    assert_eq!(
+        placed(dispatcher.handle(DispatchInput::Enqueue(request("d", "b", 1)))),
+        "b@w-cpu#1"
+    );
+    // The local worker becomes CPU-only: nothing serves `gpu` any more.
+    dispatcher.handle(DispatchInput::WorkerJoined(worker(
+        "local",
+        1,
+        &["default"],
+    )));
+    release(&mut dispatcher, "d", "train");
+    assert_eq!(dispatcher.stats().waiting_for_unserved_queue, 1);
+    assert_eq!(dispatcher.waiting_len(), 1);
+    // A GPU worker joins: the waiting task starts there.
+    let joined = dispatcher.handle(DispatchInput::WorkerJoined(worker("w-gpu", 1, &["gpu"])));
+    assert_eq!(placed(joined), "train2@w-gpu#0");
+    assert_eq!(dispatcher.stats().waiting_for_unserved_queue, 0);
+    // A worker that left takes nothing more; its slot never comes back.
+    dispatcher.handle(DispatchInput::WorkerLeft { id: "w-gpu".into() });
+    let gpu3 = on_queue(request("d", "train3", 1), "gpu");
+    assert_eq!(placed(dispatcher.handle(DispatchInput::Enqueue(gpu3))), "");
+    release(&mut dispatcher, "d", "train2");
+    assert_eq!(dispatcher.stats().waiting_for_unserved_queue, 1);
+    let ids: Vec<String> = dispatcher.workers().map(|w| w.id.to_string()).collect();
+    assert_eq!(ids, vec!["local", "w-cpu"]);
+}
+
+/// A worker that shrinks keeps its running attempts; the slots it lost are not reused, and the
+/// ones it kept are.
+#[test]
+fn a_shrinking_worker_keeps_its_running_attempts() {
+    let mut dispatcher = Dispatcher::new();
+    dispatcher.handle(DispatchInput::SetWorkerSlots { count: 2 });
+    for task in ["a", "b"] {
+        dispatcher.handle(DispatchInput::Enqueue(request("d", task, 1)));
+    }
+    assert_eq!(dispatcher.started_len(), 2);
+    dispatcher.handle(DispatchInput::SetWorkerSlots { count: 1 });
+    assert_eq!(
+        placed(dispatcher.handle(DispatchInput::Enqueue(request("d", "c", 1)))),
+        ""
+    );
+    // `b` ran on slot 1, which no longer exists: releasing it starts nothing.
+    assert_eq!(release(&mut dispatcher, "d", "b"), "");
+    // `a` ran on slot 0, which does: `c` takes it.
+    let key = TaskInstanceKey::new("d", "r", "a", -1);
+    let effects = dispatcher.handle(DispatchInput::Release {
+        attempt: AttemptId::new(key, 1, 1),
+    });
+    assert_eq!(placed(effects), "c@local#0");
 }

@@ -46,6 +46,9 @@ pub struct WorkersConfig {
     pub slots: usize,
     /// Size limit of one attempt's log.
     pub log_bytes_max: u64,
+    /// The queues this node's slots serve (Airflow's `queue=` on a task); empty, the default,
+    /// serves every queue. A task on a queue no worker serves waits (queued) until one does.
+    pub queues: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,6 +197,7 @@ impl Default for WorkersConfig {
                 .map(|n| n.get() * 4)
                 .unwrap_or(8),
             log_bytes_max: weft_actors::executor::LOG_BYTES_MAX_DEFAULT,
+            queues: Vec::new(),
         }
     }
 }

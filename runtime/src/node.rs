@@ -54,6 +54,7 @@ pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
     let mut engine = EngineConfig::new(&config.core.home);
     engine.secret_keys = crate::secrets::load_keys(config)?.0;
     engine.worker_slots = config.workers.slots;
+    engine.worker_queues = config.workers.queues.clone();
     engine.log_bytes_max = config.workers.log_bytes_max;
     engine.python.python = python_interpreter(config);
     engine.python.processes = config.python.runners;

@@ -1053,9 +1053,15 @@ impl Simulation {
         let effects = node.dispatcher.handle(input);
         for effect in effects {
             match effect {
-                DispatchEffect::Start(request) => {
-                    let Some(worker) = self.node.as_mut().and_then(|n| n.idle_workers.pop()) else {
-                        // The core started more attempts than there are slots: the limits
+                DispatchEffect::Start { request, slot, .. } => {
+                    // The core places the attempt; the slot must be idle in the workers' view.
+                    let slot = slot as usize;
+                    let idle = self.node.as_mut().and_then(|node| {
+                        let position = node.idle_workers.iter().position(|w| *w == slot)?;
+                        Some(node.idle_workers.remove(position))
+                    });
+                    let Some(worker) = idle else {
+                        // The core placed an attempt on a busy or unknown slot: the limits
                         // checker sees the attempt never run; nothing to execute it on.
                         continue;
                     };
