@@ -302,7 +302,6 @@ def parse_environment_connection(conn_id, text):
                          f"a JSON object: {error}") from None
     fields = {name: value.get(name) for name in CONNECTION_FIELDS}
     fields["conn_id"] = conn_id
-    fields["conn_type"] = fields["conn_type"] or value.get("conn_type", "")
     if isinstance(fields["extra"], (dict, list)):
         fields["extra"] = json.dumps(fields["extra"])
     if fields["port"] is not None:
