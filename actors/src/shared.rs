@@ -3,7 +3,7 @@
 
 use crate::engine::{EngineConfig, TaskFn};
 use crate::events::Event;
-use crate::executor::python::PythonRunnerPool;
+use crate::executor::python::{NodeSecrets, PythonRunnerPool};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tokio::sync::{broadcast, OnceCell};
@@ -55,10 +55,18 @@ impl Shared {
     }
 
     /// The warm Python runner pool, started on first use so that engines without Python tasks
-    /// never start a Python process.
+    /// never start a Python process. Its runners' calls for variables and connections are
+    /// answered from this engine's vault.
     pub async fn python(&self) -> Arc<PythonRunnerPool> {
         self.python
-            .get_or_init(|| async { Arc::new(PythonRunnerPool::new(self.config.python.clone())) })
+            .get_or_init(|| async {
+                let secrets = NodeSecrets {
+                    vault: self.vault.clone(),
+                    audit: self.store.clone(),
+                };
+                let config = self.config.python.clone();
+                Arc::new(PythonRunnerPool::with_secrets(config, secrets))
+            })
             .await
             .clone()
     }

@@ -259,24 +259,31 @@ async fn run_shell_kind(
     templated: bool,
 ) -> AttemptReport {
     let rendered;
+    let mut masks = Vec::new();
     let kind = if templated {
         match render_shell(shared, assignment).await {
-            Ok(kind) => rendered = kind,
+            Ok((kind, used)) => (rendered, masks) = (kind, used),
             Err(reason) => return failed(reason, false),
         }
         &rendered
     } else {
         &assignment.kind
     };
-    let Some(command) = executor::subprocess::ShellCommand::from_kind(kind) else {
+    let Some(mut command) = executor::subprocess::ShellCommand::from_kind(kind) else {
         return failed("not a shell task".to_string(), false);
     };
+    command.masks = masks;
     let try_number = assignment.request.attempt.try_number.to_string();
     let extra_env = context_env(assignment, &try_number);
     executor::subprocess::run_shell(&command, &assignment.log, &assignment.limits, &extra_env).await
 }
 
-async fn render_shell(shared: &Shared, assignment: &AttemptAssignment) -> Result<TaskKind, String> {
+/// The shell task with its templates rendered, and the secret values they used (to mask in
+/// its log).
+async fn render_shell(
+    shared: &Shared,
+    assignment: &AttemptAssignment,
+) -> Result<(TaskKind, Vec<String>), String> {
     let TaskKind::Shell {
         command,
         env,
@@ -289,7 +296,10 @@ async fn render_shell(shared: &Shared, assignment: &AttemptAssignment) -> Result
         return Err("not a shell task".to_string());
     };
     let fields = serde_json::json!({ "command": command, "env": env });
-    let rendered = shared
+    let executor::python::Rendered {
+        fields: rendered,
+        masks,
+    } = shared
         .python()
         .await
         .render(&assignment.context(), fields)
@@ -298,14 +308,15 @@ async fn render_shell(shared: &Shared, assignment: &AttemptAssignment) -> Result
     let command = rendered["command"].as_str().unwrap_or(command).to_string();
     let env: BTreeMap<String, String> =
         serde_json::from_value(rendered["env"].clone()).unwrap_or_else(|_| env.clone());
-    Ok(TaskKind::Shell {
+    let kind = TaskKind::Shell {
         command,
         env,
         append_env: *append_env,
         cwd: cwd.clone(),
         skip_exit_code: *skip_exit_code,
         templated: false,
-    })
+    };
+    Ok((kind, masks))
 }
 
 async fn run_in_process(

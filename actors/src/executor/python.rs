@@ -5,6 +5,11 @@
 //! instead of an interpreter start and a DAG import. Each process leads its own process group:
 //! a timeout kills the whole group (the task's children too) and a fresh process replaces it.
 //! The protocol is described in `sdk/python/weft/runner.py`.
+//!
+//! While it serves a request, a runner may call back: ask for a variable or a connection, or
+//! set or delete a variable, which only the node can do (a runner may run as another user in
+//! a sandbox, without access to the node's store). [`RunnerProcess::request`] answers such
+//! calls from the node's [`Vault`] until the response arrives.
 
 use super::{AttemptLimits, AttemptReport, LogTarget, TaskContext};
 use serde::Deserialize;
@@ -19,9 +24,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use weft_core::dag_run::AttemptOutcome;
+use weft_storage::vault::{self, Vault};
+use weft_storage::{AuditRow, Store, Write};
 
 /// The runner protocol version this executor speaks (the runner's hello line must match).
-pub const PROTOCOL_VERSION: u64 = 1;
+pub const PROTOCOL_VERSION: u64 = 2;
 /// Largest response line accepted from a runner: a result (at most 1 MiB in the runner) plus
 /// a failure reason and framing.
 pub const RESPONSE_BYTES_MAX: u64 = 4 * 1024 * 1024;
@@ -35,6 +42,11 @@ pub const RENDER_TIMEOUT_MS: u64 = 30_000;
 pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
 /// Lines of a runner's own stderr kept to explain why it died.
 pub const STDERR_LINES_KEPT: usize = 20;
+/// Calls one request may make (variables and connections read or written); more are answered
+/// with an error. A task fetching a few secrets makes a few calls.
+pub const CALLS_PER_REQUEST_MAX: usize = 1_000;
+/// Secret values one rendering may ask to mask in the shell task's log; more are dropped.
+pub const MASKS_MAX: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -97,6 +109,145 @@ impl PythonRunnerConfig {
             queue_max: QUEUE_MAX_DEFAULT,
             sandbox: None,
         }
+    }
+}
+
+/// What answers runners' calls: the node's vault, and the store its audit entries go to.
+#[derive(Clone)]
+pub struct NodeSecrets {
+    pub vault: Arc<Vault>,
+    /// Where a task's change of a variable is recorded (`Write::Audit`).
+    pub audit: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for NodeSecrets {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("NodeSecrets")
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who is asking, for the calls of one request: the task (for the audit entry) and what
+/// answers.
+struct Caller<'a> {
+    secrets: Option<&'a NodeSecrets>,
+    /// `task:<dag_id>/<run_id>/<task_id>` (with `[map index]` for a mapped task).
+    actor: String,
+}
+
+impl Caller<'_> {
+    /// A request that makes no calls (ping, shutdown).
+    fn nobody() -> Caller<'static> {
+        Caller {
+            secrets: None,
+            actor: String::new(),
+        }
+    }
+
+    fn of<'a>(secrets: Option<&'a NodeSecrets>, ctx: &TaskContext) -> Caller<'a> {
+        let mut actor = format!("task:{}/{}/{}", ctx.dag_id, ctx.run_id, ctx.task_id);
+        if ctx.map_index >= 0 {
+            actor.push_str(&format!("[{}]", ctx.map_index));
+        }
+        Caller { secrets, actor }
+    }
+
+    /// The reply to one call line: its value, or why it is refused.
+    async fn answer(&self, call: &Value) -> Result<Value, String> {
+        let name = call
+            .get("call")
+            .and_then(Value::as_str)
+            .ok_or("a call line has a string `call` member naming the call")?;
+        let Some(secrets) = self.secrets else {
+            return Err(format!(
+                "this node answers no `{name}` call: the runner pool was started without \
+                 access to the node's variables and connections"
+            ));
+        };
+        let text = |field: &str| {
+            call.get(field).and_then(Value::as_str).ok_or_else(|| {
+                format!("call `{name}` needs a string `{field}`; see weft/runner.py")
+            })
+        };
+        let vault = &secrets.vault;
+        match name {
+            "variable_get" => {
+                let variable = vault
+                    .variable(text("key")?)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(json!(variable))
+            }
+            "variable_set" => {
+                let description = match call.get("description") {
+                    None | Some(Value::Null) => "",
+                    Some(_) => text("description")?,
+                };
+                let variable = vault::Variable {
+                    key: text("key")?.to_string(),
+                    value: text("value")?.to_string(),
+                    description: description.to_string(),
+                };
+                let at = crate::shared::now();
+                vault
+                    .set_variable(&variable, at)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.audit(secrets, "variable.set", &variable.key, at)
+                    .await?;
+                Ok(json!({}))
+            }
+            "variable_delete" => {
+                let key = text("key")?;
+                let deleted = vault
+                    .delete_variable(key)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.audit(secrets, "variable.delete", key, crate::shared::now())
+                    .await?;
+                Ok(json!({ "deleted": deleted }))
+            }
+            "connection_get" => {
+                let connection = vault
+                    .connection(text("conn_id")?)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(json!(connection))
+            }
+            other => Err(format!(
+                "unknown call `{other}`; the node answers variable_get, variable_set, \
+                 variable_delete and connection_get"
+            )),
+        }
+    }
+
+    /// Records a task's change of a variable: who, what and which key, never the value.
+    async fn audit(
+        &self,
+        secrets: &NodeSecrets,
+        action: &str,
+        key: &str,
+        at: weft_core::Timestamp,
+    ) -> Result<(), String> {
+        let entry = AuditRow {
+            id: 0,
+            at,
+            actor: self.actor.clone(),
+            action: action.to_string(),
+            target: key.to_string(),
+            detail: json!({ "from": "python runner" }).to_string(),
+        };
+        secrets
+            .audit
+            .write(vec![Write::Audit(entry)])
+            .await
+            .map_err(|error| {
+                format!(
+                    "the change of variable `{key}` is made, but its audit entry could not be \
+                     written: {error}"
+                )
+            })
     }
 }
 
@@ -396,11 +547,13 @@ impl RunnerProcess {
         send_fd(&self.log_socket, file.as_fd())
     }
 
-    /// Sends one request and reads its response, waiting at most `timeout`.
+    /// Sends one request and reads its response, answering the runner's calls meanwhile (at
+    /// most [`CALLS_PER_REQUEST_MAX`]), waiting at most `timeout` for the whole exchange.
     async fn request(
         &mut self,
         mut request: Value,
         timeout: Option<Duration>,
+        caller: &Caller<'_>,
     ) -> Result<Value, Error> {
         let id = self.next_request_id;
         self.next_request_id += 1;
@@ -413,15 +566,39 @@ impl RunnerProcess {
                 Err(error) => Err(error),
             };
             if let Err(error) = written {
-                // A runner that died mid-task shows up first as a broken pipe here.
-                return match error.kind() {
-                    std::io::ErrorKind::BrokenPipe => {
-                        Err(Error::Exited(self.exit_description().await))
-                    }
-                    _ => Err(error.into()),
-                };
+                return Err(self.write_error(error).await);
             }
-            self.read_line().await
+            let mut calls = 0_usize;
+            loop {
+                let line = self.read_line().await?;
+                // A call has no id; the response (or a protocol breach) ends the request.
+                if line.get("call").is_none() || line.get("id").is_some() {
+                    return Ok(line);
+                }
+                calls += 1;
+                let reply = if calls > CALLS_PER_REQUEST_MAX {
+                    Err(format!(
+                        "more than {CALLS_PER_REQUEST_MAX} calls in one task attempt; fetch \
+                         what the task needs once and keep it"
+                    ))
+                } else {
+                    caller.answer(&line).await
+                };
+                metrics::counter!("weft_python_runner_calls_total").increment(1);
+                let reply = match reply {
+                    Ok(value) => json!({ "reply": value }),
+                    Err(error) => json!({ "reply_error": error }),
+                };
+                let mut reply = serde_json::to_vec(&reply).expect("a JSON value serializes");
+                reply.push(b'\n');
+                let written = match self.stdin.write_all(&reply).await {
+                    Ok(()) => self.stdin.flush().await,
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = written {
+                    return Err(self.write_error(error).await);
+                }
+            }
         };
         let response = match timeout {
             Some(limit) => {
@@ -439,6 +616,15 @@ impl RunnerProcess {
             )));
         }
         Ok(response)
+    }
+
+    /// A failed write to the runner: a runner that died mid-task shows up first as a broken
+    /// pipe.
+    async fn write_error(&mut self, error: std::io::Error) -> Error {
+        match error.kind() {
+            std::io::ErrorKind::BrokenPipe => Error::Exited(self.exit_description().await),
+            _ => error.into(),
+        }
     }
 
     async fn read_line(&mut self) -> Result<Value, Error> {
@@ -500,7 +686,12 @@ impl RunnerProcess {
     /// Asks the runner to exit, and kills it if it does not in time.
     async fn shut_down(mut self) {
         let grace = Some(Duration::from_millis(SHUTDOWN_GRACE_MS));
-        if self.request(json!({"op": "shutdown"}), grace).await.is_ok() {
+        let nobody = Caller::nobody();
+        if self
+            .request(json!({"op": "shutdown"}), grace, &nobody)
+            .await
+            .is_ok()
+        {
             let waited =
                 tokio::time::timeout(Duration::from_millis(SHUTDOWN_GRACE_MS), self.child.wait());
             if waited.await.is_ok() {
@@ -544,6 +735,8 @@ struct RunResponse {
 
 struct PoolInner {
     config: PythonRunnerConfig,
+    /// What answers runners' calls; `None`: every call is refused.
+    secrets: Option<NodeSecrets>,
     idle: Mutex<Vec<RunnerProcess>>,
     /// One permit per process that may exist; a request holds one while it uses a process.
     slots: Arc<Semaphore>,
@@ -574,8 +767,18 @@ struct Lease {
 }
 
 impl PythonRunnerPool {
-    /// A pool that starts processes on first use (see [`PythonRunnerPool::warm_up`]).
+    /// A pool that starts processes on first use (see [`PythonRunnerPool::warm_up`]), whose
+    /// runners' calls for variables and connections are refused.
     pub fn new(config: PythonRunnerConfig) -> PythonRunnerPool {
+        PythonRunnerPool::build(config, None)
+    }
+
+    /// A pool whose runners' calls are answered from `secrets`.
+    pub fn with_secrets(config: PythonRunnerConfig, secrets: NodeSecrets) -> PythonRunnerPool {
+        PythonRunnerPool::build(config, Some(secrets))
+    }
+
+    fn build(config: PythonRunnerConfig, secrets: Option<NodeSecrets>) -> PythonRunnerPool {
         assert!(
             config.processes > 0,
             "a python runner pool needs at least one process"
@@ -583,6 +786,7 @@ impl PythonRunnerPool {
         let slots = Arc::new(Semaphore::new(config.processes));
         let inner = PoolInner {
             config,
+            secrets,
             idle: Mutex::new(Vec::new()),
             slots,
             waiting: AtomicUsize::new(0),
@@ -658,7 +862,8 @@ impl PythonRunnerPool {
             });
         }
         let timeout = limits.timeout_ms.map(Duration::from_millis);
-        match lease.process.request(request, timeout).await {
+        let caller = Caller::of(self.inner.secrets.as_ref(), ctx);
+        match lease.process.request(request, timeout, &caller).await {
             Ok(response) => {
                 self.release(lease);
                 run_report(response)
@@ -690,12 +895,14 @@ impl PythonRunnerPool {
     }
 
     /// Renders the strings inside `fields` (an object or any JSON value) as Jinja templates
-    /// with `ctx`'s template context.
-    pub async fn render(&self, ctx: &TaskContext, fields: Value) -> Result<Value, Error> {
+    /// with `ctx`'s template context. The rendered fields are real (they are what runs); the
+    /// secret values they used come with them, for the task's log to mask.
+    pub async fn render(&self, ctx: &TaskContext, fields: Value) -> Result<Rendered, Error> {
         let request = json!({"op": "render", "context": ctx, "fields": fields});
         let mut lease = self.acquire().await?;
         let timeout = Some(Duration::from_millis(RENDER_TIMEOUT_MS));
-        let response = match lease.process.request(request, timeout).await {
+        let caller = Caller::of(self.inner.secrets.as_ref(), ctx);
+        let response = match lease.process.request(request, timeout, &caller).await {
             Ok(response) => response,
             Err(error) => {
                 self.discard(lease).await;
@@ -704,7 +911,18 @@ impl PythonRunnerPool {
         };
         self.release(lease);
         if response.get("ok").and_then(Value::as_bool) == Some(true) {
-            return Ok(response.get("fields").cloned().unwrap_or(Value::Null));
+            let masks = match response.get("mask") {
+                Some(Value::Array(values)) => values
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter(|value| !value.is_empty())
+                    .take(MASKS_MAX)
+                    .map(str::to_string)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let fields = response.get("fields").cloned().unwrap_or(Value::Null);
+            return Ok(Rendered { fields, masks });
         }
         let message = response
             .get("error")
@@ -781,6 +999,15 @@ impl PythonRunnerPool {
             }
         });
     }
+}
+
+/// Templated fields rendered by a runner.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The fields, rendered: what runs.
+    pub fields: Value,
+    /// Secret values the templates used, to be written as `***` in the task's log.
+    pub masks: Vec<String>,
 }
 
 fn report(outcome: AttemptOutcome) -> AttemptReport {
@@ -876,7 +1103,42 @@ with DAG("pool_test"):
     def fail():
         raise ValueError("bad input")
 
-    for make in (noop, noisy, sleepy, die, unserializable, skip, fail):
+    @task
+    def secrets():
+        from airflow.sdk import BaseHook, Variable
+        token = Variable.get("api_token")
+        print("token is", token)
+        Variable.set("written", "w-" + token, description="by a task")
+        password = BaseHook.get_connection("db").password
+        print("password is", password, flush=True)
+        return {"deleted": Variable.delete("gone"), "again": Variable.delete("gone"),
+                "missing": Variable.get("nope", default_var="fallback")}
+
+    @task
+    def bad_calls():
+        from weft import secrets as node
+        errors = []
+        for name, arguments in (("no_such_call", {}), ("variable_get", {}),
+                                ("variable_get", {"key": 7}), ("variable_set", {"key": ""})):
+            try:
+                node.call(name, **arguments)
+            except node.CallError as error:
+                errors.append(str(error))
+        return errors
+
+    @task
+    def greedy():
+        from weft import secrets as node
+        calls = 0
+        try:
+            while True:
+                node.call("variable_get", key="api_token")
+                calls += 1
+        except node.CallError as error:
+            return [calls, str(error)]
+
+    for make in (noop, noisy, sleepy, die, unserializable, skip, fail, secrets, bad_calls,
+                 greedy):
         make()
 "#;
 
@@ -1096,7 +1358,7 @@ with DAG("pool_test"):
         let fake_python = fixture.dir.path().join("fake-python");
         std::fs::write(
             &fake_python,
-            "#!/bin/sh\necho '{\"hello\": \"weft.runner\", \"protocol\": 1}'\nread line\necho 'not json at all'\nsleep 5\n",
+            "#!/bin/sh\necho '{\"hello\": \"weft.runner\", \"protocol\": 2}'\nread line\necho 'not json at all'\nsleep 5\n",
         )
         .unwrap();
         let status = std::process::Command::new("chmod")
@@ -1128,8 +1390,9 @@ with DAG("pool_test"):
             "env": {"RUN": "{{ run_id }}"},
         });
         let rendered = pool.render(&ctx, fields).await.unwrap();
+        assert!(rendered.masks.is_empty(), "{:?}", rendered.masks);
         assert_eq!(
-            rendered,
+            rendered.fields,
             json!({
                 "bash_command": "echo 2024-01-01 world pool_test__noop__20240101",
                 "env": {"RUN": "manual__2024-01-01"},
@@ -1186,6 +1449,173 @@ with DAG("pool_test"):
         }
         assert_eq!(busy.await.unwrap().outcome, AttemptOutcome::TimedOut);
         assert_eq!(waiting.await.unwrap().outcome, success());
+        pool.shutdown().await;
+    }
+
+    const TOKEN: &str = "tok-5ecr3t-value";
+    const PASSWORD: &str = "pg-pa55word";
+
+    fn at() -> weft_core::Timestamp {
+        chrono::DateTime::from_timestamp(1_700_000_000, 0).expect("a valid time")
+    }
+
+    /// A vault over a memory store holding a token, a connection and a variable to delete.
+    async fn node_secrets() -> (NodeSecrets, Arc<weft_storage::memory::MemoryStore>) {
+        let store = Arc::new(weft_storage::memory::MemoryStore::new());
+        let vault = Arc::new(Vault::new(store.clone(), vault::Keyring::generate()));
+        for (key, value) in [("api_token", TOKEN), ("gone", "soon")] {
+            let variable = vault::Variable {
+                key: key.into(),
+                value: value.into(),
+                description: String::new(),
+            };
+            vault.set_variable(&variable, at()).await.unwrap();
+        }
+        let uri = format!("postgres://etl:{PASSWORD}@db.example.com:5432/warehouse");
+        let connection = vault::Connection::from_uri("db", &uri).unwrap();
+        vault.set_connection(&connection, at()).await.unwrap();
+        let secrets = NodeSecrets {
+            vault,
+            audit: store.clone(),
+        };
+        (secrets, store)
+    }
+
+    #[tokio::test]
+    async fn calls_are_answered_from_the_vault_and_secrets_are_masked_in_the_log() {
+        let fixture = fixture();
+        let (secrets, store) = node_secrets().await;
+        let vault = secrets.vault.clone();
+        let pool = PythonRunnerPool::with_secrets(config(1), secrets);
+        let report = run(&pool, &fixture, "secrets").await;
+        let log = std::fs::read_to_string(log_target(fixture.dir.path(), "secrets").path).unwrap();
+        assert_eq!(report.outcome, success(), "log: {log}");
+        assert_eq!(
+            report.result,
+            Some(json!({"deleted": 1, "again": 0, "missing": "fallback"}))
+        );
+        assert!(log.contains("token is ***"), "log: {log}");
+        assert!(log.contains("password is ***"), "log: {log}");
+        assert!(
+            !log.contains(TOKEN) && !log.contains(PASSWORD),
+            "log: {log}"
+        );
+        let written = vault
+            .variable("written")
+            .await
+            .unwrap()
+            .expect("set by the task");
+        assert_eq!(written.value, format!("w-{TOKEN}"));
+        assert_eq!(written.description, "by a task");
+        assert_eq!(vault.variable("gone").await.unwrap(), None);
+        let audit = store.audit(10).await.unwrap();
+        let actions: Vec<(&str, &str, &str)> = audit
+            .iter()
+            .map(|row| (row.actor.as_str(), row.action.as_str(), row.target.as_str()))
+            .collect();
+        let actor = "task:pool_test/manual__2024-01-01/secrets";
+        for expected in [
+            (actor, "variable.set", "written"),
+            (actor, "variable.delete", "gone"),
+        ] {
+            assert!(actions.contains(&expected), "audit: {actions:?}");
+        }
+        assert!(
+            audit.iter().all(|row| !row.detail.contains(TOKEN)),
+            "{audit:?}"
+        );
+        pool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn malformed_calls_get_an_error_and_the_runner_lives_on() {
+        let fixture = fixture();
+        let (secrets, _store) = node_secrets().await;
+        let pool = PythonRunnerPool::with_secrets(config(1), secrets);
+        let report = run(&pool, &fixture, "bad_calls").await;
+        assert!(
+            matches!(report.outcome, AttemptOutcome::Success { .. }),
+            "{report:?}"
+        );
+        let errors: Vec<String> = serde_json::from_value(report.result.unwrap()).unwrap();
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(
+            errors[0].contains("unknown call `no_such_call`"),
+            "{errors:?}"
+        );
+        assert!(errors[1].contains("needs a string `key`"), "{errors:?}");
+        assert!(errors[2].contains("needs a string `key`"), "{errors:?}");
+        assert!(errors[3].contains("needs a string `value`"), "{errors:?}");
+        assert_eq!(run(&pool, &fixture, "noop").await.outcome, success());
+        pool.shutdown().await;
+
+        // A pool started without the node's secrets refuses every call, saying why.
+        let pool = PythonRunnerPool::new(config(1));
+        match run(&pool, &fixture, "secrets").await.outcome {
+            AttemptOutcome::Failed { reason, .. } => {
+                assert!(
+                    reason.contains("answers no `variable_get` call"),
+                    "{reason}"
+                )
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        pool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn calls_beyond_the_budget_are_refused() {
+        let fixture = fixture();
+        let (secrets, _store) = node_secrets().await;
+        let pool = PythonRunnerPool::with_secrets(config(1), secrets);
+        let report = run(&pool, &fixture, "greedy").await;
+        assert!(
+            matches!(report.outcome, AttemptOutcome::Success { .. }),
+            "{report:?}"
+        );
+        let result = report.result.unwrap();
+        assert_eq!(result[0], json!(CALLS_PER_REQUEST_MAX), "{result}");
+        let message = result[1].as_str().unwrap();
+        assert!(message.contains("more than 1000 calls"), "{message}");
+        // The budget is per request: the next task starts afresh.
+        let again = run(&pool, &fixture, "greedy").await.result.unwrap();
+        assert_eq!(again[0], json!(CALLS_PER_REQUEST_MAX));
+        pool.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn render_reads_variables_and_connections_and_names_what_to_mask() {
+        let fixture = fixture();
+        let (secrets, _store) = node_secrets().await;
+        let pool = PythonRunnerPool::with_secrets(config(1), secrets);
+        let ctx = context(&fixture, "noop", BTreeMap::new());
+        let fields = json!({
+            "command": "curl -H 'token: {{ var.value.api_token }}' {{ conn.db.host }}",
+            "env": {"PW": "{{ conn.db.password }}", "X": "{{ var.value.get('nope', 'dflt') }}"},
+        });
+        let rendered = pool.render(&ctx, fields).await.unwrap();
+        assert_eq!(
+            rendered.fields,
+            json!({
+                "command": format!("curl -H 'token: {TOKEN}' db.example.com"),
+                "env": {"PW": PASSWORD, "X": "dflt"},
+            })
+        );
+        let mut masks = rendered.masks.clone();
+        masks.sort();
+        assert_eq!(masks, vec![PASSWORD.to_string(), TOKEN.to_string()]);
+        // A template without secrets asks nothing to be masked (the masks are per request).
+        let plain = pool.render(&ctx, json!("{{ ds }}")).await.unwrap();
+        assert_eq!(plain.fields, json!("2024-01-01"));
+        assert!(plain.masks.is_empty(), "{:?}", plain.masks);
+        let error = pool
+            .render(&ctx, json!("{{ var.value.nope }}"))
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("Variable nope does not exist"),
+            "{error}"
+        );
         pool.shutdown().await;
     }
 

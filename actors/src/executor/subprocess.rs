@@ -33,6 +33,9 @@ pub struct ShellCommand {
     pub cwd: Option<PathBuf>,
     /// Exit code that means "skipped" (Airflow's 99 by default).
     pub skip_exit_code: Option<i32>,
+    /// Secret values the command's templates used: written as `***` in the log. Empty for
+    /// most tasks, which then pay nothing for masking.
+    pub masks: Vec<String>,
 }
 
 impl ShellCommand {
@@ -61,6 +64,7 @@ impl ShellCommand {
                 append_env: *append_env,
                 cwd: cwd.as_ref().map(PathBuf::from),
                 skip_exit_code: *skip_exit_code,
+                masks: Vec::new(),
             }),
             _ => None,
         }
@@ -107,6 +111,7 @@ async fn run_attempt(
     extra_env: &[(&str, &str)],
 ) -> AttemptReport {
     let mut log_file = LogFile::new(&log.path, limits.log_bytes_max);
+    log_file.mask = Masker::new(&command.masks);
     if let Some(cwd) = &command.cwd {
         if !cwd.is_dir() {
             let reason = format!("working directory {} does not exist", cwd.display());
@@ -805,6 +810,8 @@ struct LogFile {
     /// Creating or writing the file failed (disk full, no permission): stop writing, keep
     /// draining, and report the log as truncated.
     broken: bool,
+    /// Secrets to mask in the output; `None` (the usual case) writes output as it comes.
+    mask: Option<Masker>,
 }
 
 impl LogFile {
@@ -817,6 +824,7 @@ impl LogFile {
             written_bytes: 0,
             truncated: false,
             broken: false,
+            mask: None,
         }
     }
 
@@ -833,8 +841,25 @@ impl LogFile {
         Ok(self.file.insert(file))
     }
 
-    /// Appends task output, dropping what goes beyond `log_bytes_max`.
+    /// Appends task output, masked, dropping what goes beyond `log_bytes_max`.
     fn write(&mut self, bytes: &[u8]) {
+        match self.mask.as_mut() {
+            None => self.write_output(bytes),
+            Some(mask) => {
+                let masked = mask.push(bytes);
+                self.write_output(&masked);
+            }
+        }
+    }
+
+    /// Writes what the masker still holds back (the output ended, or weft writes a line).
+    fn flush_masked(&mut self) {
+        if let Some(held) = self.mask.as_mut().map(Masker::finish) {
+            self.write_output(&held);
+        }
+    }
+
+    fn write_output(&mut self, bytes: &[u8]) {
         let room = self.log_bytes_max.saturating_sub(self.output_bytes);
         self.output_bytes += bytes.len() as u64;
         let kept = &bytes[..bytes.len().min(room as usize)];
@@ -846,6 +871,7 @@ impl LogFile {
 
     /// Appends a line of weft's own, outside the output limit.
     fn note(&mut self, message: &str) {
+        self.flush_masked();
         self.write_raw(format!("[weft] {message}\n").as_bytes());
     }
 
@@ -873,6 +899,7 @@ impl LogFile {
 
     /// Adds the truncation line if needed and flushes. Returns (bytes in the file, truncated).
     fn finish(mut self) -> (u64, bool) {
+        self.flush_masked();
         if self.truncated {
             let message = format!(
                 "\n[weft] log truncated at {} bytes ({} bytes of output dropped)\n",
@@ -882,6 +909,86 @@ impl LogFile {
             self.write_raw(message.as_bytes());
         }
         (self.written_bytes, self.truncated || self.broken)
+    }
+}
+
+/// Replaces whole occurrences of secret values in a stream of output by `***`, also when a
+/// value is split across two reads: the end of a read that may be the start of a value is
+/// held back until the next read (or the end of the output); the rest is written at once.
+struct Masker {
+    /// The values, longest first (a value containing another is masked whole).
+    values: Vec<Vec<u8>>,
+    /// Which bytes start a value: most positions are passed over with one lookup.
+    first_bytes: [bool; 256],
+    /// Bytes of the longest value: only a rest shorter than this may be an unfinished value.
+    longest: usize,
+    held: Vec<u8>,
+}
+
+impl Masker {
+    /// A masker of the non-empty `values`; `None` when there is none.
+    fn new(values: &[String]) -> Option<Masker> {
+        let mut values: Vec<Vec<u8>> = values
+            .iter()
+            .filter(|value| !value.is_empty())
+            .map(|value| value.as_bytes().to_vec())
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by_key(|value| std::cmp::Reverse(value.len()));
+        values.dedup();
+        let mut first_bytes = [false; 256];
+        for value in &values {
+            first_bytes[value[0] as usize] = true;
+        }
+        Some(Masker {
+            longest: values[0].len(),
+            values,
+            first_bytes,
+            held: Vec::new(),
+        })
+    }
+
+    /// The output that can be written now, masked.
+    fn push(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut input = std::mem::take(&mut self.held);
+        input.extend_from_slice(bytes);
+        let (masked, rest) = self.mask(&input, false);
+        self.held = input[rest..].to_vec();
+        masked
+    }
+
+    /// What is held back, masked: the output ended.
+    fn finish(&mut self) -> Vec<u8> {
+        let input = std::mem::take(&mut self.held);
+        self.mask(&input, true).0
+    }
+
+    /// Masks `input` up to the first place where a value may start but is not complete yet
+    /// (all of it at the end); returns the masked bytes and where the unread rest starts.
+    fn mask(&self, input: &[u8], at_end: bool) -> (Vec<u8>, usize) {
+        let mut masked = Vec::with_capacity(input.len());
+        let mut at = 0;
+        while at < input.len() {
+            let byte = input[at];
+            if self.first_bytes[byte as usize] {
+                let rest = &input[at..];
+                let incomplete =
+                    |value: &Vec<u8>| value.len() > rest.len() && value.starts_with(rest);
+                if !at_end && rest.len() < self.longest && self.values.iter().any(incomplete) {
+                    break;
+                }
+                if let Some(value) = self.values.iter().find(|value| rest.starts_with(value)) {
+                    masked.extend_from_slice(weft_storage::vault::MASK.as_bytes());
+                    at += value.len();
+                    continue;
+                }
+            }
+            masked.push(byte);
+            at += 1;
+        }
+        (masked, at)
     }
 }
 
@@ -1166,6 +1273,41 @@ mod tests {
         assert_eq!(last_line_of(&["a\n", "\n"]), "");
         assert_eq!(last_line_of(&["hel", "lo  \r\n"]), "hello");
         assert_eq!(last_line_of(&[]), "");
+    }
+
+    fn masked(values: &[&str], chunks: &[&str]) -> String {
+        let values: Vec<String> = values.iter().map(|value| value.to_string()).collect();
+        let mut masker = Masker::new(&values).expect("values to mask");
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend(masker.push(chunk.as_bytes()));
+        }
+        out.extend(masker.finish());
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn masking_replaces_whole_values_also_across_reads() {
+        assert!(Masker::new(&[]).is_none());
+        assert!(Masker::new(&[String::new()]).is_none());
+        assert_eq!(masked(&["hunter2"], &["pw=hunter2\n"]), "pw=***\n");
+        // Split across two reads, and across three.
+        assert_eq!(
+            masked(&["hunter2"], &["pw=hun", "ter2 ok\n"]),
+            "pw=*** ok\n"
+        );
+        assert_eq!(masked(&["hunter2"], &["h", "unt", "er2"]), "***");
+        // The longest value wins where values overlap; a near miss is kept.
+        assert_eq!(
+            masked(&["abc", "abcdef"], &["xabcdefy abc abcde"]),
+            "x***y *** ***de"
+        );
+        assert_eq!(masked(&["hunter2"], &["hunter", "3"]), "hunter3");
+        // Nothing is held back beyond what could still become a value.
+        let mut masker = Masker::new(&["secret".to_string()]).unwrap();
+        assert_eq!(masker.push(b"one line\nsec"), b"one line\n");
+        assert_eq!(masker.push(b"ret\n"), b"***\n");
+        assert!(masker.finish().is_empty());
     }
 
     #[test]

@@ -99,7 +99,7 @@ SUCCESS = {"Success": {"branch": None, "proceed": None, "output_len": None}}
 
 
 def test_hello_names_the_protocol(runner):
-    assert runner.hello["hello"] == "weft.runner" and runner.hello["protocol"] == 1
+    assert runner.hello["hello"] == "weft.runner" and runner.hello["protocol"] == 2
 
 
 def test_taskflow_result_from_upstream_results(runner, dag_file, tmp_path):

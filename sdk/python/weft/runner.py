@@ -1,8 +1,8 @@
 """The Python task runner: `python -m weft.runner`, a warm worker process that runs Python
 tasks one at a time for the Rust executor, speaking JSON lines on stdin/stdout.
 
-Protocol (version 1). On start the runner writes one hello line:
-    {"hello": "weft.runner", "protocol": 1, "pid": 123, "python": "3.11.7"}
+Protocol (version 2). On start the runner writes one hello line:
+    {"hello": "weft.runner", "protocol": 2, "pid": 123, "python": "3.11.7"}
 then answers each request line with exactly one response line carrying the request's `id`:
     {"id": 1, "op": "run", "fileloc": "/dags/etl.py", "dag_id": "etl", "task_id": "load",
      "map_index": -1, "context": {TaskContext}, "log_path": "/logs/..", "log_bytes_max": 1048576}
@@ -13,6 +13,28 @@ then answers each request line with exactly one response line carrying the reque
     {"id": 3, "op": "ping"}      -> {"id": 3, "ok": true}
     {"id": 4, "op": "shutdown"}  -> {"id": 4, "ok": true}, then the runner exits
 A request the runner cannot serve gets {"id": .., "ok": false, "error": "..."}.
+
+Call-backs. While serving a `run` or `render` request, the runner may ask the node for what
+only the node can read (a runner may run as another user, in a sandbox): it writes one call
+line, which has a `call` member and no `id`, and reads the node's one-line reply from stdin
+before it goes on; the response with the request's `id` still ends the request.
+    {"call": "variable_get", "key": "x"}            -> {"reply": {"key", "value",
+                                                         "description"} | null}
+    {"call": "variable_set", "key": "x", "value": "v", "description": ""}
+                                                     -> {"reply": {}}
+    {"call": "variable_delete", "key": "x"}         -> {"reply": {"deleted": true}}
+    {"call": "connection_get", "conn_id": "db"}     -> {"reply": {"conn_id", "conn_type",
+        "description", "host", "schema", "login", "password", "port", "extra"} | null}
+A call the node refuses (unknown, malformed, over the per-request budget, a store error) is
+answered {"reply_error": "..."}; the task sees it as an exception. A task that uses no
+variable or connection makes no call. `AIRFLOW_VAR_<KEY>` and `AIRFLOW_CONN_<ID>` environment
+variables are read first, without a call (see `weft.secrets`).
+
+Masking. Secret values a task fetched (variables with a sensitive key, connection passwords,
+sensitive keys of connection extras) are written as `***` in its log (line by line, so a value
+split across writes is still caught) and in its failure reason. A `render` response that used
+such values carries them as `"mask": ["..."]`, for the node to mask the shell task's output;
+the rendered fields themselves stay real, they are what runs.
 A task that pushed XComs under other keys (`ti.xcom_push`, `multiple_outputs`) returns them
 with its result as `{"__weft_xcoms__": {"return_value": .., "key": ..}}`; the outcome's
 `branch`, `proceed` and `output_len` are still read from the return value alone.
@@ -29,12 +51,13 @@ import sys
 import threading
 import traceback
 
+from . import secrets
 from .exceptions import TaskFailException, TaskSkipException
 from .loader import load_file
 from .processor import protect_stdout
 from .templates import XCOM_KEYS_MARKER, build_context, render_value
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 # Largest request line read; the context carries upstream results, so it may be large.
 REQUEST_BYTES_MAX = 64 * 1024 * 1024
 # Largest task result (JSON bytes); results are meant to be small (XCom).
@@ -45,6 +68,9 @@ REASON_CHARS_MAX = 32 * 1024
 MODULES_CACHED_MAX = 64
 # How long to wait for background children of a task to close the log pipe.
 LOG_DRAIN_TIMEOUT_S = 1.0
+# While secrets are masked the log is written line by line; a longer line without a newline
+# is masked and written in pieces of this size.
+LOG_LINE_BYTES_MAX = 64 * 1024
 
 _modules = {}
 
@@ -77,6 +103,8 @@ class LogCapture:
         self.truncated = False
         self._closed = False
         self._lock = threading.Lock()
+        # The end of the output after its last newline, held back while secrets are masked.
+        self._pending = b""
 
     def __enter__(self):
         if self.fd is not None:
@@ -111,13 +139,26 @@ class LogCapture:
         with self._lock:
             if self._closed:
                 return
-            room = self.bytes_max - self.bytes_written
-            if len(data) > room:
-                self.truncated = True
-                data = data[: max(room, 0)]
-            if data:
-                self._file.write(data)
-                self.bytes_written += len(data)
+            if self._pending or secrets.has_masks():
+                # Whole lines only, so that a secret split across two writes is still masked.
+                data = self._pending + data
+                cut = data.rfind(b"\n") + 1
+                if not cut and len(data) < LOG_LINE_BYTES_MAX:
+                    self._pending = data
+                    return
+                cut = cut or len(data)
+                data, self._pending = _mask_bytes(data[:cut]), data[cut:]
+            self._emit(data)
+
+    def _emit(self, data):
+        """Writes `data` (under the lock), up to the byte limit."""
+        room = self.bytes_max - self.bytes_written
+        if len(data) > room:
+            self.truncated = True
+            data = data[: max(room, 0)]
+        if data:
+            self._file.write(data)
+            self.bytes_written += len(data)
 
     def __exit__(self, *exc_info):
         for stream in (sys.stdout, sys.stderr):
@@ -132,9 +173,18 @@ class LogCapture:
         # A child the task left running may keep the pipe open; stop logging it after a while.
         self._thread.join(LOG_DRAIN_TIMEOUT_S)
         with self._lock:
+            if self._pending:
+                self._emit(_mask_bytes(self._pending))
+                self._pending = b""
             self._closed = True
             self._file.close()
         return False
+
+
+def _mask_bytes(data):
+    for value in secrets.masks():
+        data = data.replace(value.encode("utf-8", "surrogateescape"), secrets.MASK.encode())
+    return data
 
 
 def load_dag_module(path):
@@ -152,6 +202,7 @@ def load_dag_module(path):
 
 
 def _failed(reason, retryable=True):
+    reason = secrets.mask_text(reason)
     if len(reason) > REASON_CHARS_MAX:
         reason = "..." + reason[-REASON_CHARS_MAX:]
     return {"Failed": {"reason": reason, "retryable": retryable}}
@@ -266,17 +317,27 @@ def handle_render(request):
         task = dag.task_dict.get(task_context.get("task_id")) if dag is not None else None
     context = build_context(task_context, dag=dag, task=task)
     try:
-        return {"ok": True, "fields": render_value(request.get("fields"), context)}
+        fields = render_value(request.get("fields"), context)
     except Exception as error:  # a template error is the author's; say which and why
-        return {"ok": False, "error": f"cannot render template: {type(error).__name__}: {error}"}
+        message = f"cannot render template: {type(error).__name__}: {error}"
+        return {"ok": False, "error": secrets.mask_text(message)}
+    answer = {"ok": True, "fields": fields}
+    if secrets.has_masks():
+        answer["mask"] = secrets.masks()
+    return answer
 
 
-def handle(request):
+def handle(request, stdin=None, channel=None):
     operation = request.get("op")
-    if operation == "run":
-        return handle_run(request)
-    if operation == "render":
-        return handle_render(request)
+    if operation in ("run", "render"):
+        # Each attempt masks what it fetched itself; calls reach the node only meanwhile.
+        secrets.reset_masks()
+        if channel is not None:
+            secrets.attach(stdin, channel)
+        try:
+            return handle_run(request) if operation == "run" else handle_render(request)
+        finally:
+            secrets.detach()
     if operation in ("ping", "shutdown"):
         return {"ok": True}
     return {"ok": False, "error": f"unknown op `{operation}`; use run, render, ping or shutdown"}
@@ -312,7 +373,7 @@ def serve(stdin, channel):
             answer = {"id": None, "ok": False, "error": f"request is not JSON: {error}"}
         else:
             try:
-                answer = handle(request)
+                answer = handle(request, stdin, channel)
             except Exception as error:  # a malformed request must not kill a warm runner
                 answer = {"ok": False, "error": f"bad request: {type(error).__name__}: {error}"}
             answer["id"] = request.get("id")

@@ -6,6 +6,7 @@ jinja2 is imported only here, so parsing DAG files does not pay for it."""
 import datetime as _dt
 import json
 
+from . import secrets
 from .operators import XComArg
 
 _environment = None
@@ -167,6 +168,9 @@ def build_context(task_context, dag=None, task=None):
         "try_number": task_context.get("try_number", 1),
         "macros": _Macros,
         "timezone": task_context.get("timezone", "UTC"),
+        # Variables and connections, fetched only when a template reads them.
+        "var": secrets.VarAccessor(),
+        "conn": secrets.ConnectionAccessor(),
     }
     if dag is not None:
         context.update(dag.user_defined_macros)

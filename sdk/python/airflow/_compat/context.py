@@ -17,6 +17,7 @@ from weft.exceptions import TaskFailException, TaskSkipException
 from weft.operators import XComArg as WeftXComArg
 
 from .models import AirflowException, MappedArgument, Param, ParamsDict, _DagParamRef
+from .secrets import Variable, template_accessors  # noqa: F401 - Variable is imported from here
 
 log = logging.getLogger("airflow.task")
 
@@ -74,43 +75,6 @@ class _Macros:
 macros = _Macros()
 
 
-class Variable:
-    """Airflow Variables, read from `AIRFLOW_VAR_<KEY>` environment variables (Airflow's
-    first secrets backend); weft keeps no Variable table."""
-
-    @staticmethod
-    def get(key, default_var=_dt, deserialize_json=False, default=_dt):
-        value = os.environ.get(f"AIRFLOW_VAR_{key.upper()}")
-        if value is None:
-            fallback = default if default is not _dt else default_var
-            if fallback is _dt:
-                raise KeyError(f"Variable {key} does not exist")
-            return fallback
-        return json.loads(value) if deserialize_json else value
-
-    @staticmethod
-    def set(key, value, description=None, serialize_json=False):
-        raise AirflowException("weft keeps no Variable table; set AIRFLOW_VAR_<KEY> instead")
-
-
-class _VariableAccessor:
-    """`var.value.key` / `var.json.key` in templates."""
-
-    def __init__(self, deserialize_json):
-        self._json = deserialize_json
-
-    def __getattr__(self, key):
-        return Variable.get(key, deserialize_json=self._json)
-
-    def get(self, key, default=None):
-        return Variable.get(key, default_var=default, deserialize_json=self._json)
-
-
-class _Var:
-    value = _VariableAccessor(False)
-    json = _VariableAccessor(True)
-
-
 class Context(dict):
     """The template context; a dict, as in Airflow."""
 
@@ -152,7 +116,7 @@ def airflow_context(context, task):
     _add_legacy_dates(result)
     result["params"] = _task_params(task, dag_run.conf)
     result["macros"] = macros
-    result["var"] = _Var()
+    result["var"], result["conn"] = template_accessors()
     result["task"] = task
     result["inlets"] = []
     result["outlets"] = []
