@@ -1159,7 +1159,12 @@ async fn every_error_is_json_with_its_status() {
     // Over the body limit: 413, for the typed bodies and the raw one of refresh alike. The
     // server answers from the declared length without reading the body, so the request is
     // sent by hand: a client still writing the body could see the connection close first.
-    for path in ["/api/v1/pools", "/api/v1/auth/refresh"] {
+    for path in [
+        "/api/v1/pools",
+        "/api/v1/auth/refresh",
+        "/api/v1/variables",
+        "/api/v1/connections",
+    ] {
         let (status, head, body) = oversize_post(&server, path, &admin).await;
         assert_eq!(status, 413, "{path}: {head}{body}");
         assert!(
