@@ -35,15 +35,19 @@ pub enum AuthError {
     Hash(String),
 }
 
-/// What a JWT says. `kind` keeps a refresh token from being used as an access token; `stamp`
-/// ties the token to the user's session generation (see [`Sessions`]), so that signing out,
-/// a new password or disabling the user ends it before its expiry.
+/// What a JWT says. `kind` keeps a refresh token from being used as an access token; `epoch`
+/// and `stamp` tie the token to the user's session epoch and password (see [`Sessions`]), so
+/// that signing out, a new password or disabling the user ends it before its expiry.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
     pub kind: TokenKind,
     pub iat: u64,
     pub exp: u64,
+    /// The user's session epoch when the token was issued (0 in tokens signed before epochs
+    /// were carried, which matches a user whose sessions were never revoked).
+    #[serde(default)]
+    pub epoch: u64,
     /// A token without a stamp (signed before stamps existed) matches no session.
     #[serde(default)]
     pub stamp: String,
@@ -114,16 +118,18 @@ pub fn now_s() -> u64 {
 }
 
 /// A fresh pair of (access, refresh) tokens for `user`, stamped with its current session
-/// generation.
+/// epoch.
 pub fn issue_tokens(state: &AppState, user: &UserRow) -> (String, String) {
     let now = now_s();
     let config = state.config();
-    let stamp = state.sessions().stamp(user);
+    let epoch = state.sessions().epoch(user);
+    let stamp = Sessions::stamp(user, epoch);
     let access = Claims {
         sub: user.username.clone(),
         kind: TokenKind::Access,
         iat: now,
         exp: now + config.session_ttl_s,
+        epoch,
         stamp: stamp.clone(),
     };
     let refresh = Claims {
@@ -131,6 +137,7 @@ pub fn issue_tokens(state: &AppState, user: &UserRow) -> (String, String) {
         kind: TokenKind::Refresh,
         iat: now,
         exp: now + config.refresh_ttl_s,
+        epoch,
         stamp,
     };
     (state.keys().sign(&access), state.keys().sign(&refresh))
@@ -138,15 +145,24 @@ pub fn issue_tokens(state: &AppState, user: &UserRow) -> (String, String) {
 
 // ------------------------------------------------------------------------- session revocation
 
-/// Session revocation. A token's `stamp` is a digest of the user's password hash and the
-/// user's session generation on this node: a new password changes the hash (and so ends
-/// every session, also after a restart, since the hash is stored); signing out, disabling
-/// the user or changing the password also moves the generation on. The generation lives in
-/// memory only (the user row has no field for it), so a sign-out is forgotten on restart:
-/// sessions it ended would then be valid again until they expire.
+/// How often a sign-out writes the user's new session epoch before giving up, when a change
+/// written meanwhile (by an admin, say) keeps overwriting it.
+pub const REVOKE_TRIES_MAX: usize = 8;
+
+/// Session revocation. A token carries the user's session epoch (`UserRow::session_epoch`,
+/// in the store) when it was issued, and a `stamp`: a digest of the username, that epoch and
+/// the user's password hash. Signing out, a new password and disabling the user move the
+/// stored epoch on; a token whose epoch is below the stored one, or whose stamp does not match
+/// the user's password hash, is refused. Since the epoch is stored, a revocation holds after a
+/// restart and on every node sharing the store.
+///
+/// This node also remembers the highest epoch it wrote for each user, and never accepts a
+/// token below it, nor writes a user row below it: a user row written by a change that read
+/// the row before a sign-out (an admin's role change, say) cannot bring that session back here.
 #[derive(Debug)]
 pub struct Sessions {
-    generations: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// The highest session epoch this node wrote, per user.
+    floors: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Moves on at every revocation, so that live streams re-check their caller at once.
     changed: tokio::sync::watch::Sender<u64>,
 }
@@ -154,15 +170,15 @@ pub struct Sessions {
 impl Default for Sessions {
     fn default() -> Sessions {
         Sessions {
-            generations: std::sync::Mutex::new(std::collections::HashMap::new()),
+            floors: std::sync::Mutex::new(std::collections::HashMap::new()),
             changed: tokio::sync::watch::channel(0).0,
         }
     }
 }
 
 impl Sessions {
-    fn generation(&self, username: &str) -> u64 {
-        self.generations
+    fn floor(&self, username: &str) -> u64 {
+        self.floors
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(username)
@@ -170,30 +186,80 @@ impl Sessions {
             .unwrap_or(0)
     }
 
-    /// The stamp a token issued to `user` now carries.
-    pub fn stamp(&self, user: &UserRow) -> String {
-        let generation = self.generation(&user.username);
+    fn raise_floor(&self, username: &str, epoch: u64) {
+        let mut floors = self
+            .floors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let floor = floors.entry(username.to_string()).or_insert(0);
+        *floor = (*floor).max(epoch);
+    }
+
+    /// The session epoch of `user` now: the stored one, or this node's floor if higher.
+    pub fn epoch(&self, user: &UserRow) -> u64 {
+        user.session_epoch.max(self.floor(&user.username))
+    }
+
+    /// The stamp a token issued to `user` in `epoch` carries.
+    pub fn stamp(user: &UserRow, epoch: u64) -> String {
         let digest = sha256_hex(&format!(
-            "{}\n{generation}\n{}",
+            "{}\n{epoch}\n{}",
             user.username, user.password_hash
         ));
         digest[..SESSION_STAMP_CHARS].to_string()
     }
 
-    /// Whether `claims` were issued to `user` in its current session generation.
+    /// Whether `claims` were issued to `user` in its current session epoch, with its current
+    /// password.
     pub fn is_current(&self, user: &UserRow, claims: &Claims) -> bool {
-        same_bytes(claims.stamp.as_bytes(), self.stamp(user).as_bytes())
+        claims.epoch >= self.epoch(user)
+            && same_bytes(
+                claims.stamp.as_bytes(),
+                Sessions::stamp(user, claims.epoch).as_bytes(),
+            )
     }
 
-    /// Ends every session (access and refresh tokens) of `username`.
-    pub fn revoke(&self, username: &str) {
-        *self
-            .generations
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry(username.to_string())
-            .or_insert(0) += 1;
+    /// Moves `row`'s session epoch past every token issued so far: call before writing a row
+    /// that ends the user's sessions (a new password, disabling), then [`Sessions::changed`].
+    pub fn end_sessions_in(&self, row: &mut UserRow) {
+        row.session_epoch = self.epoch(row) + 1;
+        self.raise_floor(&row.username, row.session_epoch);
+    }
+
+    /// Keeps `row`'s session epoch at least at what this node wrote: call before writing a
+    /// user row read earlier, so that the write does not undo a sign-out made meanwhile.
+    pub fn keep_epoch_in(&self, row: &mut UserRow) {
+        row.session_epoch = self.epoch(row);
+    }
+
+    /// Ends every session (access and refresh tokens) of `username`: writes the user's next
+    /// session epoch to the store, and checks it held against a concurrent write of the row.
+    pub async fn revoke(&self, store: &dyn weft_storage::Store, username: &str) -> Result<()> {
+        let mut target = None;
+        for _ in 0..REVOKE_TRIES_MAX {
+            let Some(mut row) = store.user(username).await? else {
+                // No user, no session to end.
+                self.changed();
+                return Ok(());
+            };
+            let wanted = *target.get_or_insert(self.epoch(&row) + 1);
+            if row.session_epoch >= wanted {
+                self.changed();
+                return Ok(());
+            }
+            row.session_epoch = wanted;
+            self.raise_floor(username, wanted);
+            store.write(vec![weft_storage::Write::PutUser(row)]).await?;
+        }
         self.changed();
+        Err(Error::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            format!(
+                "user `{username}` kept changing while signing out: sign out again (this \
+                 node refuses the ended sessions meanwhile)"
+            ),
+        ))
     }
 
     /// Tells live streams that users or grants changed.
@@ -305,6 +371,11 @@ pub async fn create_user(
         .await
         .map_err(|error| Error::internal(format!("password hashing failed: {error}")))?
         .map_err(|error| Error::internal(error.to_string()))?;
+    // A replaced user's sessions end: its epoch moves past theirs.
+    let session_epoch = store
+        .user(username)
+        .await?
+        .map_or(0, |old| old.session_epoch + 1);
     let user = UserRow {
         username: username.to_string(),
         password_hash,
@@ -312,7 +383,7 @@ pub async fn create_user(
         dag_grants: Vec::new(),
         disabled: false,
         created_at: chrono::Utc::now(),
-        session_epoch: 0,
+        session_epoch,
     };
     store
         .write(vec![weft_storage::Write::PutUser(user)])
@@ -603,6 +674,7 @@ mod tests {
             kind: TokenKind::Refresh,
             iat: now_s(),
             exp: now_s() + 60,
+            epoch: 0,
             stamp: String::new(),
         };
         let token = keys.sign(&claims);

@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations: every route of the API is
 //! registered through [`router_and_document`], so a route cannot exist without its entry.
 
-use crate::api::{self, admin, dags, runs, session, system};
+use crate::api::{self, admin, dags, runs, secrets, session, system};
 use crate::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::{Json, Router};
@@ -24,6 +24,7 @@ use utoipa_axum::routes;
         (name = "dags", description = "DAGs"),
         (name = "runs", description = "runs and task instances"),
         (name = "admin", description = "pools, workers, import errors, audit, users, tokens"),
+        (name = "secrets", description = "Airflow Variables and Connections, sealed at rest"),
         (name = "stream", description = "the live WebSocket stream"),
         (name = "system", description = "health and metrics"),
     )
@@ -85,6 +86,21 @@ pub fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::patch_user))
         .routes(routes!(admin::tokens, admin::create_token))
         .routes(routes!(admin::delete_token))
+        .routes(routes!(secrets::list_variables, secrets::create_variable))
+        .routes(routes!(
+            secrets::get_variable,
+            secrets::patch_variable,
+            secrets::delete_variable
+        ))
+        .routes(routes!(
+            secrets::list_connections,
+            secrets::create_connection
+        ))
+        .routes(routes!(
+            secrets::get_connection,
+            secrets::patch_connection,
+            secrets::delete_connection
+        ))
         .routes(routes!(crate::stream::stream))
         .routes(routes!(openapi_json))
         .split_for_parts();

@@ -1,7 +1,7 @@
 //! What the API does beyond access control: bad input is refused with a clear JSON error and
-//! changes nothing; sessions expire and refresh; sign-in is rate limited; API tokens work
-//! until revoked; every mutating call is audited; /metrics names the engine's metrics; the
-//! grid pages through runs.
+//! changes nothing; sessions expire and refresh, and a session ended stays ended after a
+//! restart; sign-in is rate limited; API tokens work until revoked; every mutating call is
+//! audited; /metrics names the engine's metrics; the grid pages through runs.
 
 mod common;
 
@@ -335,6 +335,7 @@ async fn sessions_expire_refresh_and_cookies_work() {
         kind: TokenKind::Access,
         iat: now - 120,
         exp: now - 60,
+        epoch: 0,
         stamp: String::new(),
     });
     let (status, body) = server.call("GET", "/api/v1/me", Some(&expired), None).await;
@@ -347,6 +348,7 @@ async fn sessions_expire_refresh_and_cookies_work() {
         kind: TokenKind::Access,
         iat: now,
         exp: now + 600,
+        epoch: 0,
         stamp: String::new(),
     });
     assert_eq!(
@@ -563,6 +565,76 @@ async fn sign_out_password_change_and_disabling_end_every_session() {
             .call("GET", "/api/v1/me", Some(&access), None)
             .await
             .0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sign_outs_survive_a_restart() {
+    let server = Server::start().await;
+    // `user` signs in twice and signs out once: both sessions end. `viewer` does not sign out.
+    let (ended, ended_refresh) = sign_in(&server, "user", PASSWORD).await;
+    let (other, _) = sign_in(&server, "user", PASSWORD).await;
+    let (kept, _) = sign_in(&server, "viewer", PASSWORD).await;
+    let (status, _) = server
+        .call("POST", "/api/v1/auth/logout", Some(&other), None)
+        .await;
+    assert_eq!(status, 204);
+    let stored = server.store().user("user").await.unwrap().unwrap();
+    assert!(stored.session_epoch >= 1, "the sign-out is in the store");
+
+    let server = server.restart().await;
+    for token in [&ended, &other] {
+        let (status, body) = server.call("GET", "/api/v1/me", Some(token), None).await;
+        assert_eq!(status, 401, "a signed-out session came back: {body}");
+    }
+    assert_eq!(refresh_status(&server, &ended_refresh).await, 401);
+    // A session that was not ended still works, and a new sign-in does.
+    let (status, _) = server.call("GET", "/api/v1/me", Some(&kept), None).await;
+    assert_eq!(status, 200);
+    let (fresh, _) = sign_in(&server, "user", PASSWORD).await;
+    let (status, body) = server.call("GET", "/api/v1/me", Some(&fresh), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["username"], "user");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn password_changes_and_disabling_survive_a_restart() {
+    let server = Server::start().await;
+    let admin = server.login("admin").await;
+    let (user_token, _) = sign_in(&server, "user", PASSWORD).await;
+    let (viewer_token, viewer_refresh) = sign_in(&server, "viewer", PASSWORD).await;
+    // A new password for `user`; `viewer` disabled and enabled again, which does not bring
+    // its sessions back.
+    for (username, patch) in [
+        ("user", json!({"password": "another good password"})),
+        ("viewer", json!({"disabled": true})),
+        ("viewer", json!({"disabled": false})),
+    ] {
+        let (status, body) = server
+            .call(
+                "PATCH",
+                &format!("/api/v1/users/{username}"),
+                Some(&admin),
+                Some(patch),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let server = server.restart().await;
+    for token in [&user_token, &viewer_token] {
+        let (status, _) = server.call("GET", "/api/v1/me", Some(token), None).await;
+        assert_eq!(status, 401);
+    }
+    assert_eq!(refresh_status(&server, &viewer_refresh).await, 401);
+    let (fresh, _) = sign_in(&server, "user", "another good password").await;
+    assert_eq!(
+        server.call("GET", "/api/v1/me", Some(&fresh), None).await.0,
+        200
+    );
+    let (fresh, _) = sign_in(&server, "viewer", PASSWORD).await;
+    assert_eq!(
+        server.call("GET", "/api/v1/me", Some(&fresh), None).await.0,
         200
     );
 }
@@ -1087,7 +1159,12 @@ async fn every_error_is_json_with_its_status() {
     // Over the body limit: 413, for the typed bodies and the raw one of refresh alike. The
     // server answers from the declared length without reading the body, so the request is
     // sent by hand: a client still writing the body could see the connection close first.
-    for path in ["/api/v1/pools", "/api/v1/auth/refresh"] {
+    for path in [
+        "/api/v1/pools",
+        "/api/v1/auth/refresh",
+        "/api/v1/variables",
+        "/api/v1/connections",
+    ] {
         let (status, head, body) = oversize_post(&server, path, &admin).await;
         assert_eq!(status, 413, "{path}: {head}{body}");
         assert!(

@@ -66,6 +66,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("import-errors") view=pages::admin::ImportErrorsPage/>
                     <Route path=path!("workers") view=pages::admin::WorkersPage/>
                     <Route path=path!("pools") view=pages::admin::PoolsPage/>
+                    <Route path=path!("variables") view=pages::admin::VariablesPage/>
+                    <Route path=path!("connections") view=pages::admin::ConnectionsPage/>
                     <Route path=path!("audit") view=pages::admin::AuditPage/>
                     <Route path=path!("users") view=pages::admin::UsersPage/>
                 </ParentRoute>

@@ -103,6 +103,44 @@ async fn pages_are_rendered_on_the_server_with_the_hydration_scripts() {
 }
 
 #[tokio::test]
+async fn the_variables_and_connections_pages_render_their_forms() {
+    let pkg = tempfile::tempdir().unwrap();
+    for (path, heading, form, fields) in [
+        (
+            "/variables",
+            "<h1>Variables</h1>",
+            "id=\"variable-create\"",
+            &["name=\"key\"", "name=\"value\"", "name=\"description\""][..],
+        ),
+        (
+            "/connections",
+            "<h1>Connections</h1>",
+            "id=\"connection-create\"",
+            &[
+                "name=\"connection_id\"",
+                "name=\"conn_type\"",
+                "type=\"password\"",
+                "name=\"extra\"",
+            ][..],
+        ),
+    ] {
+        let (status, _, body) = get(
+            ui_router(options(pkg.path())),
+            path,
+            &[("cookie", "weft_session=good")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let html = String::from_utf8(body).unwrap();
+        assert!(html.contains(heading), "{path}: {html}");
+        assert!(html.contains(form), "{path}: {html}");
+        for field in fields {
+            assert!(html.contains(field), "{path} has no {field}: {html}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn the_bundle_is_served_compressed_and_revalidated() {
     let pkg = tempfile::tempdir().unwrap();
     let js = "export function hydrate() {}\n".repeat(100);

@@ -623,6 +623,183 @@ pub struct TokenList {
     pub tokens: Vec<ApiToken>,
 }
 
+// ---------------------------------------------------------------- variables and connections
+
+/// What the API shows instead of a masked value: the value of a variable whose key names a
+/// secret (Airflow's sensitive names: `password`, `secret`, `api_key`, `token`, ...), and the
+/// sensitive keys of a connection's extra.
+pub const MASKED_VALUE: &str = "***";
+
+/// An Airflow Variable. `value` is [`MASKED_VALUE`] when the key names a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Variable {
+    pub key: String,
+    pub value: String,
+    pub description: Option<String>,
+}
+
+/// `GET /api/v1/variables`: one page of variables by key, and how many there are in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct VariableList {
+    pub variables: Vec<Variable>,
+    pub total_entries: usize,
+}
+
+/// `POST /api/v1/variables`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VariableCreate {
+    pub key: String,
+    pub value: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `PATCH /api/v1/variables/{key}`: fields left out stay as they are; a `null` description
+/// removes it. With `?update_mask=value,description` only the fields named change (a named
+/// field left out of the body is cleared). `key`, when sent, must be the key of the path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct VariablePatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub description: Option<Option<String>>,
+}
+
+/// An Airflow Connection as the API shows it: never the password (it is write-only), and the
+/// extra (a JSON object as text) with the values of its sensitive keys masked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Connection {
+    pub connection_id: String,
+    pub conn_type: String,
+    pub description: Option<String>,
+    pub host: Option<String>,
+    pub schema: Option<String>,
+    pub login: Option<String>,
+    pub port: Option<u16>,
+    pub extra: Option<String>,
+    /// Whether a password is stored (it is never shown).
+    pub has_password: bool,
+}
+
+/// `GET /api/v1/connections`: one page of connections by id, and how many there are in all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ConnectionList {
+    pub connections: Vec<Connection>,
+    pub total_entries: usize,
+}
+
+/// `POST /api/v1/connections`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionCreate {
+    pub connection_id: String,
+    pub conn_type: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub schema: Option<String>,
+    #[serde(default)]
+    pub login: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// A JSON object as text.
+    #[serde(default)]
+    pub extra: Option<String>,
+}
+
+/// `PATCH /api/v1/connections/{connection_id}`: fields left out stay as they are (the
+/// password too); `null` clears a field. With `?update_mask=host,port` only the fields named
+/// change (a named field left out of the body is cleared). `connection_id`, when sent, must
+/// be the id of the path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conn_type: Option<String>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub description: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub host: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub schema: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub login: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub password: Option<Option<String>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u16>))]
+    pub port: Option<Option<u16>>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub extra: Option<Option<String>>,
+}
+
+/// Reads a field that is present in the body, `null` or not, as `Some`: with `default`, an
+/// absent field stays `None`, so that a patch tells "leave it" from "clear it".
+fn present<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -696,6 +873,17 @@ mod tests {
         let resync: StreamMessage =
             serde_json::from_str(r#"{"seq":3,"event":{"kind":"resync"}}"#).unwrap();
         assert_eq!(resync.event, StreamEvent::Resync);
+    }
+
+    #[test]
+    fn a_patch_tells_a_left_out_field_from_a_null_one() {
+        let patch: ConnectionPatch = serde_json::from_str(r#"{"host":null,"port":5432}"#).unwrap();
+        assert_eq!(patch.host, Some(None));
+        assert_eq!(patch.port, Some(Some(5432)));
+        assert_eq!(patch.password, None);
+        let patch: VariablePatch = serde_json::from_str(r#"{"value":"v"}"#).unwrap();
+        assert_eq!(patch.description, None);
+        assert_eq!(patch.value.as_deref(), Some("v"));
     }
 
     #[test]

@@ -420,17 +420,19 @@ pub async fn patch_user(
     if let Some(disabled) = patch.disabled {
         row.disabled = disabled;
     }
+    // A new password or a disabled user ends the user's sessions (the stored session epoch
+    // moves on); re-enabling does not revive them. Any change (role, grants) makes live
+    // streams re-check their callers.
+    if patch.password.is_some() || patch.disabled == Some(true) {
+        state.sessions().end_sessions_in(&mut row);
+    } else {
+        state.sessions().keep_epoch_in(&mut row);
+    }
     state
         .store()
         .write(vec![Write::PutUser(row.clone())])
         .await?;
-    // A new password or a disabled user ends the user's sessions; re-enabling does not revive
-    // them. Any change (role, grants) makes live streams re-check their callers.
-    if patch.password.is_some() || patch.disabled == Some(true) {
-        state.sessions().revoke(&username);
-    } else {
-        state.sessions().changed();
-    }
+    state.sessions().changed();
     audit_by(
         &state,
         &principal,

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod dags;
 pub mod runs;
+pub mod secrets;
 pub mod session;
 pub mod system;
 

@@ -192,7 +192,10 @@ pub async fn logout(
     principal: Principal,
     from: ClientAddr,
 ) -> Result<Response> {
-    state.sessions().revoke(&principal.username);
+    state
+        .sessions()
+        .revoke(state.store().as_ref(), &principal.username)
+        .await?;
     audit(
         &state,
         &principal.username,

@@ -24,6 +24,8 @@ pub struct Server {
     pub engine: Engine,
     pub state: AppState,
     pub client: reqwest::Client,
+    /// Serves the router; aborted by a restart, which frees the old store.
+    serving: tokio::task::AbortHandle,
     _dir: tempfile::TempDir,
 }
 
@@ -91,6 +93,17 @@ fn shell_dag() -> weft_core::spec::DagSpec {
     weft_core::spec::DagSpec::new("shell", vec![task])
 }
 
+/// The store's file name in the server's directory.
+pub const DB_FILE: &str = "weft.db";
+
+fn open_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    let options = weft_storage::sqlite::SqliteOptions {
+        synchronous: weft_storage::sqlite::Synchronous::Off,
+        ..Default::default()
+    };
+    Arc::new(weft_storage::sqlite::SqliteStore::open(dir.path().join(DB_FILE), options).unwrap())
+}
+
 impl Server {
     pub async fn start() -> Server {
         Server::start_with(|_| {}).await
@@ -108,13 +121,7 @@ impl Server {
 
     async fn start_inner(change: impl FnOnce(&mut WebConfig), tls: bool) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let options = weft_storage::sqlite::SqliteOptions {
-            synchronous: weft_storage::sqlite::Synchronous::Off,
-            ..Default::default()
-        };
-        let store: Arc<dyn Store> = Arc::new(
-            weft_storage::sqlite::SqliteStore::open(dir.path().join("weft.db"), options).unwrap(),
-        );
+        let store = open_store(&dir);
         let mut engine_config = EngineConfig::new(dir.path());
         engine_config.worker_slots = 8;
         let engine = Engine::start(store.clone(), engine_config).await.unwrap();
@@ -139,6 +146,38 @@ impl Server {
 
         let mut config = WebConfig::new(SECRET.to_vec());
         change(&mut config);
+        Server::serve(dir, engine, config, tls).await
+    }
+
+    /// The node stopped and started again on the same store file, with the same secret keys
+    /// and session-signing key: what a restart keeps, and nothing this process remembered.
+    pub async fn restart(self) -> Server {
+        let Server {
+            engine,
+            state,
+            serving,
+            _dir,
+            ..
+        } = self;
+        serving.abort();
+        let config = state.config().clone();
+        let keyring = (*engine.vault().keyring()).clone();
+        drop(state);
+        engine.shutdown().await;
+        let store = open_store(&_dir);
+        let mut engine_config = EngineConfig::new(_dir.path());
+        engine_config.worker_slots = 8;
+        engine_config.secret_keys = keyring;
+        let engine = Engine::start(store, engine_config).await.unwrap();
+        Server::serve(_dir, engine, config, false).await
+    }
+
+    /// The SQLite file of the store.
+    pub fn db_path(&self) -> std::path::PathBuf {
+        self._dir.path().join(DB_FILE)
+    }
+
+    async fn serve(dir: tempfile::TempDir, engine: Engine, config: WebConfig, tls: bool) -> Server {
         let metrics = weft_web::metrics::install_recorder();
         let state = AppState::new(engine.clone(), config, Some(metrics)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -146,7 +185,7 @@ impl Server {
         let router = weft_web::router(state.clone());
         // A call that hangs fails the test with its URL instead of stalling the suite.
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30));
-        let (base, client) = if tls {
+        let (base, client, serving) = if tls {
             let certified =
                 rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
             let cert = dir.path().join("cert.pem");
@@ -154,27 +193,30 @@ impl Server {
             std::fs::write(&cert, certified.cert.pem()).unwrap();
             std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
             let config = weft_web::tls::server_config(&cert, &key).unwrap();
-            tokio::spawn(weft_web::tls::serve_tls(
+            let serving = tokio::spawn(weft_web::tls::serve_tls(
                 listener,
                 config,
                 router,
                 std::future::pending(),
-            ));
+            ))
+            .abort_handle();
             let root = reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap();
             let client = client
                 .tls_built_in_root_certs(false)
                 .add_root_certificate(root)
                 .resolve("localhost", ([127, 0, 0, 1], port).into());
-            (format!("https://localhost:{port}"), client)
+            (format!("https://localhost:{port}"), client, serving)
         } else {
-            tokio::spawn(weft_web::serve(listener, router, std::future::pending()));
-            (format!("http://127.0.0.1:{port}"), client)
+            let serving = tokio::spawn(weft_web::serve(listener, router, std::future::pending()))
+                .abort_handle();
+            (format!("http://127.0.0.1:{port}"), client, serving)
         };
         Server {
             base,
             engine,
             state,
             client: client.build().unwrap(),
+            serving,
             _dir: dir,
         }
     }

@@ -1,11 +1,13 @@
-//! The operator and admin pages: import errors, workers and their slots, pools, the audit log,
-//! and users with their roles (admin only; the API refuses others, and the page says so).
+//! The operator and admin pages: import errors, workers and their slots, pools, Variables and
+//! Connections (values masked as the API answers them), the audit log, and users with their
+//! roles (admin only; the API refuses others, and the page says so).
 
 use leptos::prelude::*;
 use leptos_meta::Title;
 use weft_api_types::{
-    AuditList, ImportErrorList, PoolList, Role, StreamEvent, User, UserCreate, UserList, UserPatch,
-    WorkerList,
+    AuditList, Connection, ConnectionCreate, ConnectionList, ConnectionPatch, ImportErrorList,
+    PoolList, Role, StreamEvent, User, UserCreate, UserList, UserPatch, Variable, VariableCreate,
+    VariableList, VariablePatch, WorkerList, MASKED_VALUE,
 };
 
 use crate::api::{self, encode_component, Loader};
@@ -16,6 +18,8 @@ use crate::state::short_date;
 
 /// The audit entries shown.
 pub const AUDIT_LIMIT: u32 = 200;
+/// The variables or connections shown (the API's largest page).
+pub const SECRETS_LIMIT: u32 = 500;
 
 #[component]
 pub fn ImportErrorsPage() -> impl IntoView {
@@ -117,6 +121,307 @@ pub fn PoolsPage() -> impl IntoView {
                 }).collect_view()}</tbody>
             </table>
         })}
+    }
+}
+
+/// `Some(text)` unless it is empty: an empty field means "none".
+pub fn optional(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+/// A port typed in a form: empty is none; anything but a number from 0 to 65535 is refused.
+pub fn parse_port(text: &str) -> Result<Option<u16>, String> {
+    match optional(text) {
+        None => Ok(None),
+        Some(port) => port
+            .parse::<u16>()
+            .map(Some)
+            .map_err(|_| format!("the port `{port}` is not a number from 0 to 65535")),
+    }
+}
+
+/// "Showing 500 of 612" when the list is one page of a longer one.
+fn more_note(shown: usize, total: usize) -> Option<String> {
+    (total > shown).then(|| format!("Showing the first {shown} of {total}."))
+}
+
+/// A delete button that asks again before it acts.
+#[component]
+fn DeleteButton(on_delete: impl Fn() + 'static) -> impl IntoView {
+    let armed = RwSignal::new(false);
+    view! {
+        <button class="small delete" on:click=move |_| { if armed.get_untracked() { armed.set(false); on_delete() } else { armed.set(true) } }>
+            {move || if armed.get() { "Really delete?" } else { "Delete" }}
+        </button>
+    }
+}
+
+#[component]
+pub fn VariablesPage() -> impl IntoView {
+    let variables = Loader::<VariableList>::new(|| format!("/variables?limit={SECRETS_LIMIT}"));
+    let notice = RwSignal::new(None::<Notice>);
+    let key = RwSignal::new(String::new());
+    let value = RwSignal::new(String::new());
+    let description = RwSignal::new(String::new());
+    let create = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let body = VariableCreate {
+            key: key.get_untracked().trim().to_string(),
+            value: value.get_untracked(),
+            description: optional(&description.get_untracked()),
+        };
+        leptos::task::spawn_local(async move {
+            match api::send::<_, Variable>("POST", "/variables", &body).await {
+                Ok(variable) => {
+                    notice.set(Some(Notice::Done(format!("Created {}.", variable.key))));
+                    key.set(String::new());
+                    value.set(String::new());
+                    description.set(String::new());
+                    variables.reload();
+                }
+                Err(f) => notice.set(Some(Notice::Error(f.message))),
+            }
+        });
+    };
+    view! {
+        <Title text="Variables · weft"/>
+        <h1>"Variables"</h1>
+        <p class="muted">"Values are encrypted at rest. The value of a variable whose key names a secret (password, secret, token, api_key, …) is shown as *** and can only be replaced."</p>
+        <NoticeLine notice/>
+        {show(variables, move |list: VariableList| view! {
+            {more_note(list.variables.len(), list.total_entries).map(|note| view! { <p class="muted">{note}</p> })}
+            {if list.variables.is_empty() {
+                view! { <p class="muted" id="no-variables">"No variables yet."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="table" id="variables">
+                        <thead><tr><th>"Key"</th><th>"Value"</th><th>"Description"</th><th></th></tr></thead>
+                        <tbody>{list.variables.into_iter().map(|v| view! { <VariableRow variable=v variables notice/> }).collect_view()}</tbody>
+                    </table>
+                }.into_any()
+            }}
+        })}
+        <form class="panel" id="variable-create" on:submit=create>
+            <h2>"Add a variable"</h2>
+            <div class="row">
+                <input type="text" name="key" placeholder="Key" required prop:value=move || key.get() on:input=move |ev| key.set(event_target_value(&ev))/>
+                <input type="text" name="value" placeholder="Value" prop:value=move || value.get() on:input=move |ev| value.set(event_target_value(&ev))/>
+                <input type="text" name="description" placeholder="Description (optional)" prop:value=move || description.get() on:input=move |ev| description.set(event_target_value(&ev))/>
+                <button type="submit">"Add"</button>
+            </div>
+        </form>
+    }
+}
+
+#[component]
+fn VariableRow(
+    variable: Variable,
+    variables: Loader<VariableList>,
+    notice: RwSignal<Option<Notice>>,
+) -> impl IntoView {
+    let path = format!("/variables/{}", encode_component(&variable.key));
+    let masked = variable.value == MASKED_VALUE;
+    let patch = {
+        let path = path.clone();
+        move |body: VariablePatch| {
+            let path = path.clone();
+            leptos::task::spawn_local(async move {
+                match api::send::<_, Variable>("PATCH", &path, &body).await {
+                    Ok(v) => notice.set(Some(Notice::Done(format!("Updated {}.", v.key)))),
+                    Err(f) => notice.set(Some(Notice::Error(f.message))),
+                }
+                variables.reload();
+            });
+        }
+    };
+    let set_value = patch.clone();
+    let delete = move || {
+        let path = path.clone();
+        leptos::task::spawn_local(async move {
+            match api::send_unit("DELETE", &path, &serde_json::json!({})).await {
+                Ok(()) => notice.set(Some(Notice::Done("Deleted.".to_string()))),
+                Err(f) => notice.set(Some(Notice::Error(f.message))),
+            }
+            variables.reload();
+        });
+    };
+    let (value, placeholder) = if masked {
+        (String::new(), "*** (hidden: type to replace)")
+    } else {
+        (variable.value.clone(), "")
+    };
+    view! {
+        <tr data-key=variable.key.clone()>
+            <td><code>{variable.key.clone()}</code></td>
+            <td><input type="text" class="value" value=value placeholder=placeholder
+                on:change=move |ev| set_value(VariablePatch { value: Some(event_target_value(&ev)), ..VariablePatch::default() })/></td>
+            <td><input type="text" class="description" value=variable.description.clone().unwrap_or_default() placeholder="no description"
+                on:change=move |ev| patch(VariablePatch { description: Some(optional(&event_target_value(&ev))), ..VariablePatch::default() })/></td>
+            <td><DeleteButton on_delete=delete/></td>
+        </tr>
+    }
+}
+
+#[component]
+pub fn ConnectionsPage() -> impl IntoView {
+    let connections =
+        Loader::<ConnectionList>::new(|| format!("/connections?limit={SECRETS_LIMIT}"));
+    let notice = RwSignal::new(None::<Notice>);
+    let fields: [(&'static str, &'static str, RwSignal<String>); 9] = [
+        (
+            "connection_id",
+            "Connection id",
+            RwSignal::new(String::new()),
+        ),
+        (
+            "conn_type",
+            "Type (postgres, http, …)",
+            RwSignal::new(String::new()),
+        ),
+        ("host", "Host", RwSignal::new(String::new())),
+        ("port", "Port", RwSignal::new(String::new())),
+        ("schema", "Schema", RwSignal::new(String::new())),
+        ("login", "Login", RwSignal::new(String::new())),
+        ("password", "Password", RwSignal::new(String::new())),
+        ("extra", "Extra (JSON object)", RwSignal::new(String::new())),
+        ("description", "Description", RwSignal::new(String::new())),
+    ];
+    let text = move |index: usize| fields[index].2.get_untracked();
+    let create = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let port = match parse_port(&text(3)) {
+            Ok(port) => port,
+            Err(message) => {
+                notice.set(Some(Notice::Error(message)));
+                return;
+            }
+        };
+        let body = ConnectionCreate {
+            connection_id: text(0).trim().to_string(),
+            conn_type: text(1).trim().to_string(),
+            host: optional(&text(2)),
+            port,
+            schema: optional(&text(4)),
+            login: optional(&text(5)),
+            password: Some(text(6)).filter(|p| !p.is_empty()),
+            extra: optional(&text(7)),
+            description: optional(&text(8)),
+        };
+        leptos::task::spawn_local(async move {
+            match api::send::<_, Connection>("POST", "/connections", &body).await {
+                Ok(c) => {
+                    notice.set(Some(Notice::Done(format!("Created {}.", c.connection_id))));
+                    for (_, _, field) in fields {
+                        field.set(String::new());
+                    }
+                    connections.reload();
+                }
+                Err(f) => notice.set(Some(Notice::Error(f.message))),
+            }
+        });
+    };
+    view! {
+        <Title text="Connections · weft"/>
+        <h1>"Connections"</h1>
+        <p class="muted">"Connections are encrypted at rest. A password is never shown, only whether one is set: type a new one to replace it. Secret keys of the extra are shown as ***."</p>
+        <NoticeLine notice/>
+        {show(connections, move |list: ConnectionList| view! {
+            {more_note(list.connections.len(), list.total_entries).map(|note| view! { <p class="muted">{note}</p> })}
+            {if list.connections.is_empty() {
+                view! { <p class="muted" id="no-connections">"No connections yet."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="table" id="connections">
+                        <thead><tr><th>"Id"</th><th>"Type"</th><th>"Host"</th><th>"Port"</th><th>"Schema"</th><th>"Login"</th><th>"Password"</th><th>"Extra"</th><th>"Description"</th><th></th></tr></thead>
+                        <tbody>{list.connections.into_iter().map(|c| view! { <ConnectionRow connection=c connections notice/> }).collect_view()}</tbody>
+                    </table>
+                }.into_any()
+            }}
+        })}
+        <form class="panel" id="connection-create" on:submit=create>
+            <h2>"Add a connection"</h2>
+            <div class="row">
+                {fields.into_iter().map(|(name, label, field)| {
+                    let kind = if name == "password" { "password" } else { "text" };
+                    let required = name == "connection_id" || name == "conn_type";
+                    view! {
+                        <input type=kind name=name placeholder=label required=required
+                            prop:value=move || field.get() on:input=move |ev| field.set(event_target_value(&ev))/>
+                    }
+                }).collect_view()}
+                <button type="submit">"Add"</button>
+            </div>
+        </form>
+    }
+}
+
+#[component]
+fn ConnectionRow(
+    connection: Connection,
+    connections: Loader<ConnectionList>,
+    notice: RwSignal<Option<Notice>>,
+) -> impl IntoView {
+    let path = format!(
+        "/connections/{}",
+        encode_component(&connection.connection_id)
+    );
+    let patch = {
+        let path = path.clone();
+        move |body: ConnectionPatch| {
+            let path = path.clone();
+            leptos::task::spawn_local(async move {
+                match api::send::<_, Connection>("PATCH", &path, &body).await {
+                    Ok(c) => {
+                        notice.set(Some(Notice::Done(format!("Updated {}.", c.connection_id))))
+                    }
+                    Err(f) => notice.set(Some(Notice::Error(f.message))),
+                }
+                connections.reload();
+            });
+        }
+    };
+    let delete = move || {
+        let path = path.clone();
+        leptos::task::spawn_local(async move {
+            match api::send_unit("DELETE", &path, &serde_json::json!({})).await {
+                Ok(()) => notice.set(Some(Notice::Done("Deleted.".to_string()))),
+                Err(f) => notice.set(Some(Notice::Error(f.message))),
+            }
+            connections.reload();
+        });
+    };
+    let port_patch = patch.clone();
+    let password_patch = patch.clone();
+    // One editable cell: `set` puts the typed text into a patch.
+    let cell = move |value: Option<String>,
+                     class: &'static str,
+                     set: fn(&mut ConnectionPatch, String)| {
+        let patch = patch.clone();
+        view! {
+            <td><input type="text" class=class value=value.unwrap_or_default()
+                on:change=move |ev| { let mut body = ConnectionPatch::default(); set(&mut body, event_target_value(&ev)); patch(body) }/></td>
+        }
+    };
+    view! {
+        <tr data-connection-id=connection.connection_id.clone()>
+            <td><code>{connection.connection_id.clone()}</code></td>
+            {cell(Some(connection.conn_type.clone()), "conn-type", |body, text| body.conn_type = Some(text.trim().to_string()))}
+            {cell(connection.host.clone(), "host", |body, text| body.host = Some(optional(&text)))}
+            <td><input type="text" class="port" size="6" value=connection.port.map(|p| p.to_string()).unwrap_or_default()
+                on:change=move |ev| match parse_port(&event_target_value(&ev)) {
+                    Ok(port) => port_patch(ConnectionPatch { port: Some(port), ..ConnectionPatch::default() }),
+                    Err(message) => notice.set(Some(Notice::Error(message))),
+                }/></td>
+            {cell(connection.schema.clone(), "schema", |body, text| body.schema = Some(optional(&text)))}
+            {cell(connection.login.clone(), "login", |body, text| body.login = Some(optional(&text)))}
+            <td><input type="password" class="password" autocomplete="new-password"
+                placeholder={if connection.has_password { "set (type to replace)" } else { "none" }}
+                on:change=move |ev| password_patch(ConnectionPatch { password: Some(Some(event_target_value(&ev)).filter(|p| !p.is_empty())), ..ConnectionPatch::default() })/></td>
+            {cell(connection.extra.clone(), "extra", |body, text| body.extra = Some(optional(&text)))}
+            {cell(connection.description.clone(), "description", |body, text| body.description = Some(optional(&text)))}
+            <td><DeleteButton on_delete=delete/></td>
+        </tr>
     }
 }
 
@@ -242,7 +547,21 @@ fn UserRow(user: User, users: Loader<UserList>, notice: RwSignal<Option<Notice>>
 
 #[cfg(test)]
 mod tests {
-    use super::split_grants;
+    use super::{more_note, optional, parse_port, split_grants};
+
+    #[test]
+    fn form_fields_read_empty_as_none_and_ports_as_numbers() {
+        assert_eq!(optional("  "), None);
+        assert_eq!(optional(" db "), Some("db".to_string()));
+        assert_eq!(parse_port(""), Ok(None));
+        assert_eq!(parse_port("5432"), Ok(Some(5432)));
+        assert!(parse_port("70000").unwrap_err().contains("65535"));
+        assert_eq!(more_note(2, 2), None);
+        assert_eq!(
+            more_note(500, 612).as_deref(),
+            Some("Showing the first 500 of 612.")
+        );
+    }
 
     #[test]
     fn grants_are_split_and_trimmed() {

@@ -1,5 +1,6 @@
-//! The frame around every signed-in page: navigation (admin pages only for admins), the
-//! signed-in user, sign-out, and whether the live stream is connected.
+//! The frame around every signed-in page: navigation (operator pages only for ops and admins,
+//! admin pages only for admins), the signed-in user, sign-out, and whether the live stream is
+//! connected.
 
 use leptos::prelude::*;
 use leptos_router::components::{Outlet, A};
@@ -29,6 +30,8 @@ pub fn Layout() -> impl IntoView {
                     <A href="/import-errors">"Import errors"</A>
                     <A href="/workers">"Workers"</A>
                     <A href="/pools">"Pools"</A>
+                    <A href="/variables">"Variables"</A>
+                    <A href="/connections">"Connections"</A>
                 })}
                 {move || has_role(Role::Admin).then(|| view! {
                     <A href="/audit">"Audit log"</A>
