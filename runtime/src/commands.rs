@@ -902,7 +902,7 @@ async fn dags_test(
             config.core.dags_folder.display()
         )
     })?;
-    let scratch = Scratch::start(config, dag.spec().clone()).await?;
+    let scratch = Scratch::start(config, dag.spec().clone(), store.as_ref()).await?;
     let run = scratch
         .engine
         .trigger_at(dag_id, logical_date, conf)
@@ -952,9 +952,29 @@ struct Scratch {
 }
 
 impl Scratch {
-    async fn start(config: &Config, spec: DagSpec) -> anyhow::Result<Scratch> {
+    /// A throwaway engine for `spec`, holding copies of the variables and connections of
+    /// `source` (still sealed, opened with the node's keys): a test run reads them as a real
+    /// run does, and what it changes stays in the scratch store.
+    async fn start(config: &Config, spec: DagSpec, source: &dyn Store) -> anyhow::Result<Scratch> {
         let dir = tempfile::tempdir()?;
         let store: Arc<dyn Store> = Arc::new(weft_storage::memory::MemoryStore::new());
+        for kind in [
+            weft_storage::SecretKind::Variable,
+            weft_storage::SecretKind::Connection,
+        ] {
+            let copies = source
+                .secrets(kind)
+                .await?
+                .into_iter()
+                .map(|row| weft_storage::Write::PutSecret {
+                    row,
+                    guard: weft_storage::SecretGuard::Any,
+                })
+                .collect::<Vec<_>>();
+            for batch in copies.chunks(weft_storage::BATCH_WRITES_MAX) {
+                store.write(batch.to_vec()).await?;
+            }
+        }
         let mut engine_config = node::engine_config(config)?;
         engine_config.data_dir = dir.path().to_path_buf();
         let engine = Engine::start(store.clone(), engine_config).await?;
@@ -1265,7 +1285,7 @@ async fn tasks_test(
     spec.tasks = vec![task];
     spec.task_groups.clear();
     spec.schedule = weft_core::spec::ScheduleSpec::None;
-    let scratch = Scratch::start(config, spec).await?;
+    let scratch = Scratch::start(config, spec, store.as_ref()).await?;
     let run = scratch
         .engine
         .trigger_at(dag_id, logical_date, serde_json::json!({}))

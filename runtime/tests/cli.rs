@@ -1156,7 +1156,7 @@ fn the_secret_key_stays_out_of_tasks_and_bad_keys_are_refused() {
     home.write(
         "probe.py",
         &format!(
-            "from weft import DAG, BashOperator\nwith DAG(dag_id='probe', schedule=None) as dag:\n    BashOperator(task_id='env', bash_command='echo \"key=${{WEFT_SECRET_KEY:-absent}}\" > {}')\n",
+            "from weft import DAG, BashOperator\nwith DAG(dag_id='probe', schedule=None) as dag:\n    BashOperator(task_id='env', bash_command='echo \"key=${{WEFT_SECRET_KEY:-absent}} token={{{{ var.value.token }}}}\" > {}')\n",
             probe.display()
         ),
     );
@@ -1171,9 +1171,10 @@ fn the_secret_key_stays_out_of_tasks_and_bad_keys_are_refused() {
     let result = run(&["dags", "test", "probe", "--json"], key);
     let text = succeed(result, "dags test");
     assert!(text.contains("\"success\""), "{text}");
+    // The task sees no key, and `dags test` reads the stored variable through the vault.
     assert_eq!(
         std::fs::read_to_string(&probe).unwrap().trim(),
-        "key=absent"
+        "key=absent token=t-1"
     );
     // The same key opens the value; another key does not, and says which key sealed it.
     let value = succeed(run(&["variables", "get", "token"], key), "get");

@@ -33,16 +33,16 @@
 //!   `runs_before` the `runs` order from strictly before its cursor. Users by name, API
 //!   tokens by id; deleting a missing token is not an error.
 //! - Variables and connections (`SecretRow`) are kept apart by kind and listed by id;
-//!   `PutSecret` with `expected: Some(sealed)` is a `Conflict` unless that exact sealed value is
-//!   stored (a missing row included); deleting a missing one is not an error; ids of 1 to
+//!   `PutSecret` with `SecretGuard::Sealed(sealed)` is a `Conflict` unless that exact sealed
+//!   value is stored (a missing row included), with `SecretGuard::Absent` unless no row is; deleting a missing one is not an error; ids of 1 to
 //!   `SECRET_ID_CHARS_MAX` characters and sealed values up to `SECRET_SEALED_BYTES_MAX` bytes.
 
 use crate::batch::TRUNCATED_MARKER;
 use crate::{
     ApiTokenRow, AttemptRow, AuditRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow,
-    Result, RunRow, SecretKind, SecretRow, Store, UserRow, Write, XcomRow, AUDIT_DETAIL_BYTES_MAX,
-    BATCH_WRITES_MAX, DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS, IMPORT_ERROR_BYTES_MAX,
-    SECRET_ID_CHARS_MAX, SECRET_SEALED_BYTES_MAX, XCOM_BYTES_MAX,
+    Result, RunRow, SecretGuard, SecretKind, SecretRow, Store, UserRow, Write, XcomRow,
+    AUDIT_DETAIL_BYTES_MAX, BATCH_WRITES_MAX, DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS,
+    IMPORT_ERROR_BYTES_MAX, SECRET_ID_CHARS_MAX, SECRET_SEALED_BYTES_MAX, XCOM_BYTES_MAX,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -1458,7 +1458,7 @@ pub async fn secrets_put_reseal_and_delete<B: Backend>(backend: &B) {
     };
     let put = |row: SecretRow| Write::PutSecret {
         row,
-        expected: None,
+        guard: SecretGuard::Any,
     };
     let writes = vec![
         put(row(SecretKind::Variable, "b", "weft1:k:b1")),
@@ -1485,7 +1485,7 @@ pub async fn secrets_put_reseal_and_delete<B: Backend>(backend: &B) {
     must(store.write(vec![put(replaced.clone())]).await, "replace");
     let stale = Write::PutSecret {
         row: row(SecretKind::Variable, "a", "weft1:k:a3"),
-        expected: Some("weft1:k:a1".to_string()),
+        guard: SecretGuard::Sealed("weft1:k:a1".to_string()),
     };
     let refused = store
         .write(vec![Write::Audit(audit_entry("reseal")), stale])
@@ -1504,7 +1504,7 @@ pub async fn secrets_put_reseal_and_delete<B: Backend>(backend: &B) {
     );
     let missing = Write::PutSecret {
         row: row(SecretKind::Variable, "zz", "weft1:k:z"),
-        expected: Some("weft1:k:z0".to_string()),
+        guard: SecretGuard::Sealed("weft1:k:z0".to_string()),
     };
     assert!(matches!(
         store.write(vec![missing]).await,
@@ -1514,10 +1514,37 @@ pub async fn secrets_put_reseal_and_delete<B: Backend>(backend: &B) {
         must(store.secret(SecretKind::Variable, "zz").await, "none"),
         None
     );
+    // A create refuses a row that exists, and creates one that does not.
+    let create = |row: SecretRow| Write::PutSecret {
+        row,
+        guard: SecretGuard::Absent,
+    };
+    let taken = store
+        .write(vec![create(row(SecretKind::Variable, "a", "weft1:k:a9"))])
+        .await;
+    assert!(
+        matches!(taken, Err(Error::Conflict { .. })),
+        "a create of a row that exists: {taken:?}"
+    );
+    let fresh = row(SecretKind::Connection, "new", "weft1:k:n1");
+    must(store.write(vec![create(fresh.clone())]).await, "create");
+    assert_eq!(
+        must(store.secret(SecretKind::Connection, "new").await, "created"),
+        Some(fresh)
+    );
+    must(
+        store
+            .write(vec![Write::DeleteSecret {
+                kind: SecretKind::Connection,
+                id: "new".to_string(),
+            }])
+            .await,
+        "delete the created row",
+    );
     let resealed = row(SecretKind::Variable, "a", "weft1:k2:a4");
     let reseal = Write::PutSecret {
         row: resealed.clone(),
-        expected: Some("weft1:k:a2".to_string()),
+        guard: SecretGuard::Sealed("weft1:k:a2".to_string()),
     };
     must(store.write(vec![reseal]).await, "re-seal");
     assert_eq!(

@@ -48,6 +48,15 @@ pub enum Error {
     Corrupt(String),
 }
 
+/// Why a `PutSecret` guard did not hold, as a conflict's detail.
+pub fn secret_guard_failed(guard: &SecretGuard) -> &'static str {
+    match guard {
+        SecretGuard::Any => "",
+        SecretGuard::Absent => "it exists already",
+        SecretGuard::Sealed(_) => "it changed (or was deleted) since it was read",
+    }
+}
+
 impl Error {
     /// A compare-and-set guard did not hold: re-read and decide again rather than retry blindly.
     pub fn is_conflict(&self) -> bool {

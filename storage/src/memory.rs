@@ -6,9 +6,9 @@
 //! batch leaves no trace, not even a consumed audit id.
 
 use crate::{
-    batch, ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow,
-    PoolRow, Result, RunRow, SecretKind, SecretRow, Store, UserRow, Write, XcomRow,
-    DEFAULT_POOL_DESCRIPTION, DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS,
+    batch, secret_guard_failed, ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, Error,
+    ImportErrorRow, LogRow, PoolRow, Result, RunRow, SecretGuard, SecretKind, SecretRow, Store,
+    UserRow, Write, XcomRow, DEFAULT_POOL_DESCRIPTION, DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -244,16 +244,19 @@ impl Tables {
                 remove(self, undo, |t| &mut t.api_tokens, &id);
                 Ok(())
             }
-            Write::PutSecret { row, expected } => {
+            Write::PutSecret { row, guard } => {
                 let key = (row.kind, row.id.clone());
-                if let Some(expected) = expected {
-                    let found = self.secrets.get(&key).map(|stored| stored.sealed.as_str());
-                    if found != Some(expected.as_str()) {
-                        return Err(conflict(
-                            format!("{} `{}`", row.kind.as_str(), row.id),
-                            "its sealed value changed since it was read",
-                        ));
-                    }
+                let found = self.secrets.get(&key).map(|stored| stored.sealed.as_str());
+                let holds = match &guard {
+                    SecretGuard::Any => true,
+                    SecretGuard::Absent => found.is_none(),
+                    SecretGuard::Sealed(expected) => found == Some(expected.as_str()),
+                };
+                if !holds {
+                    return Err(conflict(
+                        format!("{} `{}`", row.kind.as_str(), row.id),
+                        secret_guard_failed(&guard),
+                    ));
                 }
                 put(self, undo, |t| &mut t.secrets, key, row);
                 Ok(())

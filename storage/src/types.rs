@@ -187,6 +187,18 @@ pub struct SecretRow {
     pub updated_at: Timestamp,
 }
 
+/// What must be stored for a `PutSecret` to apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecretGuard {
+    /// Whatever is stored (a plain set).
+    Any,
+    /// Nothing: the row is created, and a row that exists is a conflict.
+    Absent,
+    /// The row with exactly this sealed value: a change made from what was read (an update,
+    /// a re-seal) never overwrites a change made since.
+    Sealed(String),
+}
+
 /// One write of a batch. Guarded writes fail the whole batch with `Error::Conflict` when the
 /// guard does not hold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,13 +258,11 @@ pub enum Write {
     DeleteApiToken {
         id: String,
     },
-    /// Create or replace a variable or connection. With `expected: Some(sealed)` the stored
-    /// row must exist with exactly that sealed value (a re-encryption that must not overwrite
-    /// a concurrent change); with `None` it is written whatever is stored. Refused with
-    /// `Error::TooLarge` when `sealed` is over `SECRET_SEALED_BYTES_MAX`.
+    /// Create or replace a variable or connection, if `guard` holds (else `Error::Conflict`).
+    /// Refused with `Error::TooLarge` when `sealed` is over `SECRET_SEALED_BYTES_MAX`.
     PutSecret {
         row: SecretRow,
-        expected: Option<String>,
+        guard: SecretGuard,
     },
     /// Remove a variable or connection; removing one that does not exist is not an error.
     DeleteSecret {

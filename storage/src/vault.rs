@@ -11,7 +11,7 @@
 //! The key text (a file or an environment variable) is one base64 key of 32 bytes per line,
 //! primary first; `#` starts a comment. A key's id is the start of the SHA-256 of the key.
 
-use crate::{Error, SecretKind, SecretRow, Store, Write};
+use crate::{Error, SecretGuard, SecretKind, SecretRow, Store, Write};
 use base64::Engine as _;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -644,6 +644,51 @@ impl Vault {
 
     /// Creates or replaces a variable.
     pub async fn set_variable(&self, variable: &Variable, at: weft_core::Timestamp) -> Result<()> {
+        self.put_variable(variable, at, SecretGuard::Any).await
+    }
+
+    /// Creates a variable; one that exists is `VaultError::Store(Error::Conflict)`.
+    pub async fn create_variable(
+        &self,
+        variable: &Variable,
+        at: weft_core::Timestamp,
+    ) -> Result<()> {
+        self.put_variable(variable, at, SecretGuard::Absent).await
+    }
+
+    /// Changes a variable as `change` says, from what is stored: a change made meanwhile by
+    /// someone else is read again and `change` applied to it, never overwritten. `None` when
+    /// there is no such variable.
+    pub async fn update_variable(
+        &self,
+        key: &str,
+        at: weft_core::Timestamp,
+        mut change: impl FnMut(&mut Variable) -> Result<()>,
+    ) -> Result<Option<Variable>> {
+        for _ in 0..RESEAL_TRIES_MAX {
+            let Some(row) = self.store.secret(SecretKind::Variable, key).await? else {
+                return Ok(None);
+            };
+            let guard = SecretGuard::Sealed(row.sealed.clone());
+            let mut variable = self.variable_of(row)?;
+            change(&mut variable)?;
+            match self.put_variable(&variable, at, guard).await {
+                Err(VaultError::Store(error)) if error.is_conflict() => continue,
+                Err(error) => return Err(error),
+                Ok(()) => return Ok(Some(variable)),
+            }
+        }
+        Err(VaultError::Invalid(format!(
+            "variable `{key}` kept changing while it was updated; try again"
+        )))
+    }
+
+    async fn put_variable(
+        &self,
+        variable: &Variable,
+        at: weft_core::Timestamp,
+        guard: SecretGuard,
+    ) -> Result<()> {
         let kind = SecretKind::Variable;
         check_id(kind, &variable.key)?;
         check_size(kind, &variable.key, variable.value.len())?;
@@ -653,6 +698,7 @@ impl Vault {
             &variable.description,
             variable.value.as_bytes(),
             at,
+            guard,
         )
         .await
     }
@@ -683,6 +729,50 @@ impl Vault {
         connection: &Connection,
         at: weft_core::Timestamp,
     ) -> Result<()> {
+        self.put_connection(connection, at, SecretGuard::Any).await
+    }
+
+    /// Creates a connection; one that exists is `VaultError::Store(Error::Conflict)`.
+    pub async fn create_connection(
+        &self,
+        connection: &Connection,
+        at: weft_core::Timestamp,
+    ) -> Result<()> {
+        self.put_connection(connection, at, SecretGuard::Absent)
+            .await
+    }
+
+    /// Changes a connection as `change` says, from what is stored (see `update_variable`).
+    pub async fn update_connection(
+        &self,
+        conn_id: &str,
+        at: weft_core::Timestamp,
+        mut change: impl FnMut(&mut Connection) -> Result<()>,
+    ) -> Result<Option<Connection>> {
+        for _ in 0..RESEAL_TRIES_MAX {
+            let Some(row) = self.store.secret(SecretKind::Connection, conn_id).await? else {
+                return Ok(None);
+            };
+            let guard = SecretGuard::Sealed(row.sealed.clone());
+            let mut connection = self.connection_of(row)?;
+            change(&mut connection)?;
+            match self.put_connection(&connection, at, guard).await {
+                Err(VaultError::Store(error)) if error.is_conflict() => continue,
+                Err(error) => return Err(error),
+                Ok(()) => return Ok(Some(connection)),
+            }
+        }
+        Err(VaultError::Invalid(format!(
+            "connection `{conn_id}` kept changing while it was updated; try again"
+        )))
+    }
+
+    async fn put_connection(
+        &self,
+        connection: &Connection,
+        at: weft_core::Timestamp,
+        guard: SecretGuard,
+    ) -> Result<()> {
         let kind = SecretKind::Connection;
         check_id(kind, &connection.conn_id)?;
         if connection.conn_type.is_empty() {
@@ -711,8 +801,15 @@ impl Vault {
         let text = serde_json::to_string(&sealed).expect("a connection serializes");
         check_size(kind, &connection.conn_id, text.len())?;
         let id = &connection.conn_id;
-        self.put(kind, id, &connection.description, text.as_bytes(), at)
-            .await
+        self.put(
+            kind,
+            id,
+            &connection.description,
+            text.as_bytes(),
+            at,
+            guard,
+        )
+        .await
     }
 
     /// Removes a connection; `false` when there was none.
@@ -727,6 +824,7 @@ impl Vault {
         description: &str,
         plaintext: &[u8],
         at: weft_core::Timestamp,
+        guard: SecretGuard,
     ) -> Result<()> {
         if description.len() > crate::SECRET_DESCRIPTION_BYTES_MAX {
             return Err(VaultError::Invalid(format!(
@@ -736,7 +834,8 @@ impl Vault {
                 crate::SECRET_DESCRIPTION_BYTES_MAX
             )));
         }
-        if self.store.secret(kind, id).await?.is_none() {
+        if !matches!(guard, SecretGuard::Sealed(_)) && self.store.secret(kind, id).await?.is_none()
+        {
             let count = self.store.secrets(kind).await?.len();
             if count >= SECRETS_MAX {
                 return Err(VaultError::Invalid(format!(
@@ -752,10 +851,7 @@ impl Vault {
             sealed: self.keyring().seal(kind, id, plaintext),
             updated_at: at,
         };
-        let write = Write::PutSecret {
-            row,
-            expected: None,
-        };
+        let write = Write::PutSecret { row, guard };
         self.store.write(vec![write]).await?;
         Ok(())
     }
@@ -803,7 +899,7 @@ impl Vault {
             let (kind, id) = (row.kind, row.id.clone());
             let write = Write::PutSecret {
                 row,
-                expected: Some(expected),
+                guard: SecretGuard::Sealed(expected),
             };
             match self.store.write(vec![write]).await {
                 Ok(()) => return Ok(true),
@@ -974,6 +1070,63 @@ mod tests {
             vault.variables().await.is_err(),
             "the old key opens nothing any more"
         );
+    }
+
+    #[tokio::test]
+    async fn creates_refuse_what_exists_and_updates_start_from_what_is_stored() {
+        let vault = Vault::new(Arc::new(MemoryStore::new()), Keyring::generate());
+        let variable = Variable {
+            key: "bucket".into(),
+            value: "s3://a".into(),
+            description: "first".into(),
+        };
+        vault
+            .create_variable(&variable, at())
+            .await
+            .expect("created");
+        let again = vault.create_variable(&variable, at()).await;
+        assert!(
+            matches!(&again, Err(VaultError::Store(error)) if error.is_conflict()),
+            "{again:?}"
+        );
+        let updated = vault
+            .update_variable("bucket", at(), |stored| {
+                stored.value.push_str("/b");
+                Ok(())
+            })
+            .await
+            .expect("updated");
+        let expected = Variable {
+            value: "s3://a/b".into(),
+            ..variable
+        };
+        assert_eq!(updated, Some(expected.clone()));
+        assert_eq!(
+            vault.variable("bucket").await.expect("read"),
+            Some(expected)
+        );
+        let missing = vault.update_variable("nope", at(), |_| Ok(())).await;
+        assert_eq!(missing.expect("no error"), None);
+        let connection = Connection::from_uri("db", "postgres://u:p@h/s").expect("uri");
+        vault
+            .create_connection(&connection, at())
+            .await
+            .expect("created");
+        assert!(vault.create_connection(&connection, at()).await.is_err());
+        let changed = vault
+            .update_connection("db", at(), |stored| {
+                stored.port = Some(6432);
+                Ok(())
+            })
+            .await
+            .expect("updated")
+            .expect("exists");
+        assert_eq!(
+            changed.password.as_deref(),
+            Some("p"),
+            "untouched fields are kept"
+        );
+        assert_eq!(changed.port, Some(6432));
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ use super::{
     corrupt, serial_consistency, to_json, try_item, CqlStore, SerialScope, AUDIT_IDS_PER_BUCKET,
 };
 use crate::{
-    AuditRow, Error, PoolRow, Result, RunRow, SecretKind, SecretRow, Store, Write,
+    AuditRow, Error, PoolRow, Result, RunRow, SecretGuard, SecretKind, SecretRow, Store, Write,
     DEFAULT_POOL_NAME,
 };
 use scylla::client::session::Session;
@@ -641,10 +641,10 @@ async fn delete_pool(store: &CqlStore, name: &str) -> Result<()> {
     }
 }
 
-fn secret_conflict(row: &SecretRow) -> Error {
+fn secret_conflict(row: &SecretRow, guard: &SecretGuard) -> Error {
     conflict(
         format!("{} `{}`", row.kind.as_str(), row.id),
-        "its sealed value changed since it was read",
+        crate::secret_guard_failed(guard),
     )
 }
 
@@ -661,13 +661,15 @@ async fn stored_sealed(store: &CqlStore, kind: SecretKind, id: &str) -> Result<O
 }
 
 async fn check_secret_guard(store: &CqlStore, write: &Write) -> Result<()> {
-    if let Write::PutSecret {
-        row,
-        expected: Some(expected),
-    } = write
-    {
-        if stored_sealed(store, row.kind, &row.id).await?.as_deref() != Some(expected.as_str()) {
-            return Err(secret_conflict(row));
+    if let Write::PutSecret { row, guard } = write {
+        let stored = || stored_sealed(store, row.kind, &row.id);
+        let holds = match guard {
+            SecretGuard::Any => true,
+            SecretGuard::Absent => stored().await?.is_none(),
+            SecretGuard::Sealed(expected) => stored().await?.as_deref() == Some(expected.as_str()),
+        };
+        if !holds {
+            return Err(secret_conflict(row, guard));
         }
     }
     Ok(())
@@ -679,18 +681,29 @@ async fn check_secret_guard(store: &CqlStore, write: &Write) -> Result<()> {
 async fn apply_secret(store: &CqlStore, write: &Write) -> Result<()> {
     let statements = &store.inner.statements;
     match write {
-        Write::PutSecret { row, expected } => {
+        Write::PutSecret { row, guard } => {
             let kind = row.kind.as_str();
             let at = row.updated_at.timestamp_micros();
-            if let Some(expected) = expected {
-                let values = (&row.description, &row.sealed, at, kind, &row.id, expected);
-                let doing = "re-seal a variable or connection";
-                return match execute_conditional(store, &statements.secret_reseal, values, doing)
-                    .await?
-                {
-                    true => Ok(()),
-                    false => Err(secret_conflict(row)),
-                };
+            match guard {
+                SecretGuard::Sealed(expected) => {
+                    let values = (&row.description, &row.sealed, at, kind, &row.id, expected);
+                    let doing = "change a variable or connection";
+                    let statement = &statements.secret_reseal;
+                    return match execute_conditional(store, statement, values, doing).await? {
+                        true => Ok(()),
+                        false => Err(secret_conflict(row, guard)),
+                    };
+                }
+                SecretGuard::Absent => {
+                    let values = (kind, &row.id, &row.description, &row.sealed, at);
+                    let doing = "create a variable or connection";
+                    let statement = &statements.secret_create;
+                    return match execute_conditional(store, statement, values, doing).await? {
+                        true => Ok(()),
+                        false => Err(secret_conflict(row, guard)),
+                    };
+                }
+                SecretGuard::Any => {}
             }
             for _ in 0..store.inner.options.cas_attempts_max.max(1) {
                 let values = (kind, &row.id, &row.description, &row.sealed, at);

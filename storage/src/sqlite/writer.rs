@@ -14,7 +14,7 @@ use super::{sqlite_error, SqliteStats};
 use crate::memory::takes_schedule_tick;
 use crate::{
     ApiTokenRow, AttemptRow, AuditRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow,
-    Result, RunRow, SecretRow, UserRow, Write, XcomRow, DEFAULT_POOL_NAME,
+    Result, RunRow, SecretGuard, SecretRow, UserRow, Write, XcomRow, DEFAULT_POOL_NAME,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::atomic::Ordering;
@@ -261,7 +261,7 @@ fn apply_write(connection: &Connection, write: &Write) -> Result<()> {
             .and_then(|mut statement| statement.execute([id]))
             .map(|_| ())
             .map_err(failed),
-        Write::PutSecret { row, expected } => put_secret(connection, row, expected.as_deref()),
+        Write::PutSecret { row, guard } => put_secret(connection, row, guard),
         Write::DeleteSecret { kind, id } => connection
             .prepare_cached("DELETE FROM secrets WHERE kind = ?1 AND id = ?2")
             .and_then(|mut statement| statement.execute([kind.as_str(), id.as_str()]))
@@ -270,15 +270,19 @@ fn apply_write(connection: &Connection, write: &Write) -> Result<()> {
     }
 }
 
-fn put_secret(connection: &Connection, row: &SecretRow, expected: Option<&str>) -> Result<()> {
+fn put_secret(connection: &Connection, row: &SecretRow, guard: &SecretGuard) -> Result<()> {
     let failed = |error| sqlite_error(error, "writing a variable or connection");
     let what = || format!("{} `{}`", row.kind.as_str(), row.id);
-    let changed = match expected {
-        None => connection
-            .prepare_cached(
-                "INSERT OR REPLACE INTO secrets (kind, id, description, sealed, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )
+    let insert = match guard {
+        SecretGuard::Any => "INSERT OR REPLACE",
+        _ => "INSERT OR IGNORE",
+    };
+    let changed = match guard {
+        SecretGuard::Any | SecretGuard::Absent => connection
+            .prepare_cached(&format!(
+                "{insert} INTO secrets (kind, id, description, sealed, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)"
+            ))
             .and_then(|mut statement| {
                 statement.execute(params![
                     row.kind.as_str(),
@@ -288,7 +292,7 @@ fn put_secret(connection: &Connection, row: &SecretRow, expected: Option<&str>) 
                     micros(row.updated_at)
                 ])
             }),
-        Some(expected) => connection
+        SecretGuard::Sealed(expected) => connection
             .prepare_cached(
                 "UPDATE secrets SET description = ?3, sealed = ?4, updated_at = ?5 \
                  WHERE kind = ?1 AND id = ?2 AND sealed = ?6",
@@ -306,10 +310,7 @@ fn put_secret(connection: &Connection, row: &SecretRow, expected: Option<&str>) 
     }
     .map_err(failed)?;
     if changed == 0 {
-        return Err(conflict(
-            what(),
-            "its sealed value changed since it was read",
-        ));
+        return Err(conflict(what(), crate::secret_guard_failed(guard)));
     }
     Ok(())
 }

@@ -266,10 +266,11 @@ pub async fn create_variable(
         value: request.value,
         description: request.description.unwrap_or_default(),
     };
+    // Created only if absent: of two concurrent creates, one is refused.
     state
         .engine()
         .vault()
-        .set_variable(&variable, chrono::Utc::now())
+        .create_variable(&variable, chrono::Utc::now())
         .await
         .map_err(vault_error(INVALID_VARIABLE))?;
     let mut fields = vec!["value"];
@@ -323,28 +324,39 @@ pub async fn patch_variable(
             format!("the body names another key than `{key}`: a variable's key cannot change"),
         ));
     }
-    let mut variable = read_variable(&state, &key).await?;
+    check_id("variable key", INVALID_KEY, &key)?;
+    let value = changes(&mask, "value", patch.value.is_some()).then_some(patch.value);
+    if value.as_ref().is_some_and(Option::is_none) {
+        return Err(Error::unprocessable(
+            INVALID_VARIABLE,
+            "`update_mask` names `value` but the body has none: send the new value",
+        ));
+    }
+    let description = changes(&mask, "description", patch.description.is_some())
+        .then(|| patch.description.flatten().unwrap_or_default());
     let mut fields = Vec::new();
-    if changes(&mask, "value", patch.value.is_some()) {
-        let Some(value) = patch.value else {
-            return Err(Error::unprocessable(
-                INVALID_VARIABLE,
-                "`update_mask` names `value` but the body has none: send the new value",
-            ));
-        };
-        variable.value = value;
+    if value.is_some() {
         fields.push("value");
     }
-    if changes(&mask, "description", patch.description.is_some()) {
-        variable.description = patch.description.flatten().unwrap_or_default();
+    if description.is_some() {
         fields.push("description");
     }
-    state
+    // Applied to what is stored at the write: a change made meanwhile is kept, not lost.
+    let variable = state
         .engine()
         .vault()
-        .set_variable(&variable, chrono::Utc::now())
+        .update_variable(&key, chrono::Utc::now(), |variable| {
+            if let Some(Some(value)) = &value {
+                variable.value = value.clone();
+            }
+            if let Some(description) = &description {
+                variable.description = description.clone();
+            }
+            Ok(())
+        })
         .await
-        .map_err(vault_error(INVALID_VARIABLE))?;
+        .map_err(vault_error(INVALID_VARIABLE))?
+        .ok_or_else(|| Error::not_found(format!("variable `{key}`")))?;
     audit_by(
         &state,
         &principal,
@@ -563,7 +575,7 @@ pub async fn create_connection(
     state
         .engine()
         .vault()
-        .set_connection(&connection, chrono::Utc::now())
+        .create_connection(&connection, chrono::Utc::now())
         .await
         .map_err(vault_error(INVALID_CONNECTION))?;
     audit_by(
@@ -636,58 +648,67 @@ pub async fn patch_connection(
             ),
         ));
     }
-    let mut connection = read_connection(&state, &id).await?;
+    check_id("connection id", INVALID_CONNECTION_ID, &id)?;
+    if changes(&mask, "conn_type", patch.conn_type.is_some()) && patch.conn_type.is_none() {
+        return Err(Error::unprocessable(
+            INVALID_CONNECTION,
+            "`update_mask` names `conn_type` but the body has none: send the new type",
+        ));
+    }
     let mut fields = Vec::new();
-    if changes(&mask, "conn_type", patch.conn_type.is_some()) {
-        let Some(conn_type) = patch.conn_type else {
-            return Err(Error::unprocessable(
-                INVALID_CONNECTION,
-                "`update_mask` names `conn_type` but the body has none: send the new type",
-            ));
-        };
-        connection.conn_type = conn_type;
-        fields.push("conn_type");
-    }
-    if changes(&mask, "description", patch.description.is_some()) {
-        connection.description = patch.description.flatten().unwrap_or_default();
-        fields.push("description");
-    }
-    apply(&mut connection.host, patch.host, &mask, "host", &mut fields);
-    apply(
-        &mut connection.schema,
-        patch.schema,
-        &mask,
-        "schema",
-        &mut fields,
-    );
-    apply(
-        &mut connection.login,
-        patch.login,
-        &mask,
-        "login",
-        &mut fields,
-    );
-    apply(
-        &mut connection.password,
-        patch.password,
-        &mask,
-        "password",
-        &mut fields,
-    );
-    apply(&mut connection.port, patch.port, &mask, "port", &mut fields);
-    apply(
-        &mut connection.extra,
-        patch.extra,
-        &mask,
-        "extra",
-        &mut fields,
-    );
-    state
+    // Applied to what is stored at the write: a change made meanwhile is kept, not lost.
+    let connection = state
         .engine()
         .vault()
-        .set_connection(&connection, chrono::Utc::now())
+        .update_connection(&id, chrono::Utc::now(), |connection| {
+            fields.clear();
+            let patch = patch.clone();
+            if changes(&mask, "conn_type", patch.conn_type.is_some()) {
+                if let Some(conn_type) = patch.conn_type {
+                    connection.conn_type = conn_type;
+                }
+                fields.push("conn_type");
+            }
+            if changes(&mask, "description", patch.description.is_some()) {
+                connection.description = patch.description.flatten().unwrap_or_default();
+                fields.push("description");
+            }
+            apply(&mut connection.host, patch.host, &mask, "host", &mut fields);
+            apply(
+                &mut connection.schema,
+                patch.schema,
+                &mask,
+                "schema",
+                &mut fields,
+            );
+            apply(
+                &mut connection.login,
+                patch.login,
+                &mask,
+                "login",
+                &mut fields,
+            );
+            let password = patch.password;
+            apply(
+                &mut connection.password,
+                password,
+                &mask,
+                "password",
+                &mut fields,
+            );
+            apply(&mut connection.port, patch.port, &mask, "port", &mut fields);
+            apply(
+                &mut connection.extra,
+                patch.extra,
+                &mask,
+                "extra",
+                &mut fields,
+            );
+            Ok(())
+        })
         .await
-        .map_err(vault_error(INVALID_CONNECTION))?;
+        .map_err(vault_error(INVALID_CONNECTION))?
+        .ok_or_else(|| Error::not_found(format!("connection `{id}`")))?;
     audit_by(
         &state,
         &principal,
