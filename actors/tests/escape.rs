@@ -380,7 +380,11 @@ async fn python_tasks_run_confined_as_the_task_user() {
         (
             "full sandbox",
             SandboxSpec {
-                readable_paths: vec![dags.path().to_path_buf()],
+                // As a node gives them: the DAG folder and the SDK, which may be under /tmp.
+                readable_paths: vec![
+                    dags.path().to_path_buf(),
+                    PythonRunnerConfig::from_env().python_path,
+                ],
                 ..full_sandbox(&node)
             },
         ),

@@ -389,32 +389,7 @@ pub async fn delete_variable(
     from: ClientAddr,
     Path(key): Path<String>,
 ) -> Result<StatusCode> {
-    principal.require(Role::Op)?;
-    check_id("variable key", INVALID_KEY, &key)?;
-    if state
-        .store()
-        .secret(SecretKind::Variable, &key)
-        .await?
-        .is_none()
-    {
-        return Err(Error::not_found(format!("variable `{key}`")));
-    }
-    state
-        .engine()
-        .vault()
-        .delete_variable(&key)
-        .await
-        .map_err(vault_error(INVALID_VARIABLE))?;
-    audit_by(
-        &state,
-        &principal,
-        &from,
-        "variable.delete",
-        &key,
-        serde_json::Value::Null,
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    delete_secret(&state, &principal, &from, SecretKind::Variable, &key).await
 }
 
 // ------------------------------------------------------------------------- connections
@@ -741,31 +716,34 @@ pub async fn delete_connection(
     from: ClientAddr,
     Path(id): Path<String>,
 ) -> Result<StatusCode> {
+    delete_secret(&state, &principal, &from, SecretKind::Connection, &id).await
+}
+
+/// Deletes a variable or connection (Op and above), audited; 404 when there is none.
+async fn delete_secret(
+    state: &AppState,
+    principal: &Principal,
+    from: &ClientAddr,
+    kind: SecretKind,
+    id: &str,
+) -> Result<StatusCode> {
     principal.require(Role::Op)?;
-    check_id("connection id", INVALID_CONNECTION_ID, &id)?;
-    if state
-        .store()
-        .secret(SecretKind::Connection, &id)
-        .await?
-        .is_none()
-    {
-        return Err(Error::not_found(format!("connection `{id}`")));
+    let (what, invalid_id, invalid) = match kind {
+        SecretKind::Variable => ("variable key", INVALID_KEY, INVALID_VARIABLE),
+        SecretKind::Connection => ("connection id", INVALID_CONNECTION_ID, INVALID_CONNECTION),
+    };
+    check_id(what, invalid_id, id)?;
+    let vault = state.engine().vault();
+    let deleted = match kind {
+        SecretKind::Variable => vault.delete_variable(id).await,
+        SecretKind::Connection => vault.delete_connection(id).await,
     }
-    state
-        .engine()
-        .vault()
-        .delete_connection(&id)
-        .await
-        .map_err(vault_error(INVALID_CONNECTION))?;
-    audit_by(
-        &state,
-        &principal,
-        &from,
-        "connection.delete",
-        &id,
-        serde_json::Value::Null,
-    )
-    .await?;
+    .map_err(vault_error(invalid))?;
+    if !deleted {
+        return Err(Error::not_found(format!("{} `{id}`", kind.as_str())));
+    }
+    let action = format!("{}.delete", kind.as_str());
+    audit_by(state, principal, from, &action, id, serde_json::Value::Null).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
