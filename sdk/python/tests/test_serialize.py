@@ -71,7 +71,9 @@ with DAG("t", default_args={"pool": "p", "trigger_rule": "all_done"}):
     assert (bash["max_retry_delay_ms"], bash["execution_timeout_ms"]) == (600_000, 90_000)
     assert (bash["depends_on_past"], bash["priority_weight"], bash["weight_rule"]) == (True, 7, "absolute")
     assert (bash["pool"], bash["pool_slots"], bash["trigger_rule"]) == ("p", 2, "one_failed")
-    assert bash["extra"] == {"queue": "q"}
+    assert bash["extra"] == {}
+    assert bash["queue"] == "q"
+    assert "queue" not in empty, "a task without a queue keeps its spec as before"
     assert (empty["pool"], empty["trigger_rule"]) == ("p", "all_done")
 
 

@@ -51,7 +51,7 @@ def _isolation(task):
 
 def task_to_json(task):
     extra = {}
-    for name in ("queue", "task_display_name", "max_active_tis_per_dag", "run_as_user", "email"):
+    for name in ("task_display_name", "max_active_tis_per_dag", "run_as_user", "email"):
         value = getattr(task, name, None)
         if value is not None:
             extra[name] = json_value(value, what=f"`{name}` of task `{task.task_id}`")
@@ -65,7 +65,7 @@ def task_to_json(task):
         extra["isolation"] = isolation
     extra.update(json_value(task.extra_json(), what=f"extra of task `{task.task_id}`"))
     owner = task.owner
-    return {
+    spec = {
         "task_id": task.task_id,
         "operator": getattr(task, "operator_name", type(task).__name__),
         "kind": task.task_kind(),
@@ -91,6 +91,14 @@ def task_to_json(task):
         "mapping": task.mapping,
         "extra": extra,
     }
+    # The worker queue (Airflow's `queue=`): only a worker serving it runs the task. Left out
+    # when unset, so that a DAG without queues keeps its version.
+    queue = getattr(task, "queue", None)
+    if queue is not None:
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"task `{task.task_id}`: queue must be a non-empty string")
+        spec["queue"] = queue
+    return spec
 
 
 def dag_to_json(dag):
