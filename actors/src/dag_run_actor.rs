@@ -1,23 +1,26 @@
 //! DagRun actors: one per active run. Each drives a `weft_core::dag_run::DagRun`, persists its
 //! decisions (one store batch per decision, or per chunk of a wide fan-out's opening, durable
-//! before anything it dispatches is), builds the
-//! assignment of each attempt it dispatches and hears the attempt's start and end from its
-//! worker slot. There is no actor per task instance: an attempt's state lives in the core's
-//! task instance (try number, fencing token) and in the dispatcher and worker slot running it.
+//! before anything it dispatches is) and performs them: each attempt it dispatches (or adopts,
+//! when rebuilt from the store) gets a task actor of its own, a supervised child
+//! (`task_actor.rs`), which reports the attempt's start and end. A child that fails is rebuilt
+//! as one that adopts the attempt (see `handle_supervisor_evt`).
 
 use crate::attempt::{self, log_relative_path, lost_report};
 use crate::events::Event;
 use crate::executor::AttemptReport;
 use crate::messages::{
-    AttemptAssignment, ChangeAnswer, DagRunArgs, DagRunMsg, DispatcherMsg, RunStart, SchedulerMsg,
+    ChangeAnswer, DagRunArgs, DagRunMsg, DispatcherMsg, RunStart, SchedulerMsg, TaskArgs, TaskMsg,
+    TaskStart,
 };
 use crate::shared::Shared;
 use foldhash::{HashMap, HashMapExt};
-use ractor::{Actor, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort};
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, ActorStatus, RpcReplyPort, SupervisionEvent,
+};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use weft_core::dag_run::{
-    AttemptOutcome, DagRun, DispatchRequest, RunContext, RunDecision, RunEffect, RunInput,
+    AttemptOutcome, DagRun, RunContext, RunDecision, RunEffect, RunInput, RunTimer,
     TaskInstanceRecord,
 };
 use weft_core::ids::{AttemptId, Name, RunKey, TaskInstanceKey};
@@ -110,6 +113,16 @@ pub(crate) struct DagRunActorState {
     handed_back: Vec<RpcReplyPort<ChangeAnswer>>,
     /// What each attempt is told about the run (see `attempt::run_task_context`).
     task_context: Arc<crate::executor::TaskContext>,
+    /// The task actor of each task instance's current attempt, and the instance of each task
+    /// actor (to tell which one a supervision event is about).
+    tasks: HashMap<TaskInstanceKey, TaskChild>,
+    task_of_actor: HashMap<ActorId, TaskInstanceKey>,
+}
+
+/// The task actor of an attempt.
+struct TaskChild {
+    actor: ActorRef<TaskMsg>,
+    token: u64,
 }
 
 /// The effects of one decision that wait for its writes to be durable (write-ahead).
@@ -178,6 +191,8 @@ impl Actor for DagRunActor {
             start_deferred,
             handed_back: Vec::new(),
             task_context,
+            tasks: HashMap::new(),
+            task_of_actor: HashMap::new(),
         })
     }
 
@@ -271,7 +286,6 @@ impl Actor for DagRunActor {
                     .decide_change(&myself, input, Vec::new(), reply)
                     .await?;
             }
-            DagRunMsg::AssignmentReady(assignment) => state.enqueue_if_current(&myself, assignment),
             DagRunMsg::Flushed(result) => state.flushed(&myself, result).await?,
             DagRunMsg::FlushDue => {
                 state.flush_due_armed = false;
@@ -286,6 +300,61 @@ impl Actor for DagRunActor {
             }
             #[cfg(any(test, feature = "fault-injection"))]
             DagRunMsg::Crash => return Err("injected dag run actor crash".into()),
+            #[cfg(any(test, feature = "fault-injection"))]
+            DagRunMsg::CrashTask { key } => {
+                if let Some(child) = state.tasks.get(&key) {
+                    let _ = child.actor.cast(TaskMsg::Crash);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A task actor stopped (its attempt ended, or it was killed) or failed. A failed one is
+    /// rebuilt, if its attempt is still the current one of its task instance, as a task actor
+    /// that adopts the attempt: it hears the attempt's end if the attempt still waits or runs,
+    /// or reports it lost (a lost try, retried as the task's policy allows).
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<DagRunMsg>,
+        event: SupervisionEvent,
+        state: &mut DagRunActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, error) = match event {
+            SupervisionEvent::ActorTerminated(cell, ..) => (cell, None),
+            SupervisionEvent::ActorFailed(cell, error) => (cell, Some(error)),
+            _ => return Ok(()),
+        };
+        let Some(key) = state.task_of_actor.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        let current = state
+            .tasks
+            .get(&key)
+            .is_some_and(|child| child.actor.get_id() == cell.get_id());
+        if !current {
+            return Ok(());
+        }
+        let Some(child) = state.tasks.remove(&key) else {
+            return Ok(());
+        };
+        let Some(error) = error else {
+            return Ok(());
+        };
+        let attempt = state
+            .run
+            .task_instance(&key.task_id, key.map_index)
+            .filter(|record| record.state.is_active() && record.token == child.token)
+            .map(|record| record.attempt_id());
+        let Some(attempt) = attempt else {
+            return Ok(());
+        };
+        tracing::error!(task = %key, %error, "task actor failed; rebuilding it to adopt its attempt");
+        metrics::counter!("weft_task_actors_rebuilt_total").increment(1);
+        if !state.ending() {
+            state
+                .spawn_task(&myself, TaskStart::Adopt { attempt })
+                .await;
         }
         Ok(())
     }
@@ -727,6 +796,7 @@ impl DagRunActorState {
                 });
             }
         }
+        // Their task actors stop with this actor.
         let now = crate::shared::now();
         let failed = Write::UpdateRun {
             key: self.key.clone(),
@@ -832,88 +902,80 @@ impl DagRunActorState {
         now: Timestamp,
     ) -> Result<(), ActorProcessingErr> {
         match effect {
-            RunEffect::Dispatch(request) => self.dispatch(myself, request)?,
-            RunEffect::Kill { attempt } => {
-                // The dispatcher withdraws the attempt if it waits, or stops it if it runs.
-                let (key, token) = (attempt.key, attempt.token);
-                let _ = self.dispatcher.cast(DispatcherMsg::Cancel { key, token });
+            RunEffect::Dispatch(request) => {
+                let start = TaskStart::Dispatch {
+                    request,
+                    context: self.run.shared_context().clone(),
+                    run_context: self.task_context.clone(),
+                    results_stored: self.results_stored,
+                };
+                self.spawn_task(myself, start).await;
             }
+            RunEffect::Adopt { attempt } => {
+                self.spawn_task(myself, TaskStart::Adopt { attempt }).await;
+            }
+            RunEffect::Kill { attempt } => match self.current_task(&attempt) {
+                // The task actor carries the kill, and stops.
+                Some(child) => {
+                    let _ = child.actor.cast(TaskMsg::Kill);
+                    self.tasks.remove(&attempt.key);
+                }
+                // An attempt without a task actor (its start failed): the dispatcher
+                // withdraws it if it waits, or stops it if it runs.
+                None => {
+                    let (key, token) = (attempt.key, attempt.token);
+                    let _ = self.dispatcher.cast(DispatcherMsg::Cancel { key, token });
+                }
+            },
             RunEffect::SetTimer { at, timer } => {
-                let delay = (at - now).to_std().unwrap_or_default();
-                myself.send_after(delay, move || DagRunMsg::Timer(timer));
+                let after = (at - now).to_std().unwrap_or_default();
+                if let RunTimer::ExecutionTimeout { attempt } = &timer {
+                    // The attempt's task actor holds its timeout; an attempt that has ended
+                    // (its start reported with its end) has none to hold.
+                    if let Some(child) = self.current_task(attempt) {
+                        let _ = child.actor.cast(TaskMsg::ArmTimeout { after, timer });
+                    }
+                    return Ok(());
+                }
+                myself.send_after(after, move || DagRunMsg::Timer(timer));
             }
             RunEffect::PersistTask { .. } | RunEffect::PersistRun { .. } => {}
         }
         Ok(())
     }
 
-    /// Hands an attempt to the dispatcher. A task that reads upstream results, once the run
-    /// has stored some, gets them read in a task of its own so that the run keeps deciding;
-    /// its assignment comes back as `AssignmentReady`.
-    fn dispatch(
-        &mut self,
-        myself: &ActorRef<DagRunMsg>,
-        request: DispatchRequest,
-    ) -> Result<(), ActorProcessingErr> {
-        let context = self.run.shared_context();
-        let Some(task) = context.dag.task(&request.attempt.key.task_id) else {
-            // The core dispatches only tasks of its DAG; report rather than fail the run.
-            let reason = format!("task `{}` is not in the DAG", request.attempt.key.task_id);
-            return Ok(myself.cast(DagRunMsg::attempt_lost(&request, &reason))?);
-        };
-        let run_context = &self.task_context;
-        if !(self.results_stored && attempt::reads_results(task)) {
-            let assignment = attempt::build_assignment(
-                &self.shared,
-                run_context,
-                task,
-                request,
-                Default::default(),
-            );
-            self.dispatcher.cast(DispatcherMsg::Enqueue {
-                assignment: Arc::new(assignment),
-                reply: myself.clone(),
-            })?;
-            return Ok(());
-        }
-        let (shared, run_context, run) =
-            (self.shared.clone(), run_context.clone(), self.key.clone());
-        let task = task.clone();
-        let myself = myself.clone();
-        tokio::spawn(async move {
-            let message = match attempt::read_results(&shared, &run).await {
-                Ok(results) => DagRunMsg::AssignmentReady(Arc::new(attempt::build_assignment(
-                    &shared,
-                    &run_context,
-                    &task,
-                    request,
-                    results,
-                ))),
-                Err(error) => DagRunMsg::attempt_lost(
-                    &request,
-                    &format!("cannot read upstream results: {error}"),
-                ),
-            };
-            let _ = myself.cast(message);
-        });
-        Ok(())
+    /// The task actor of `attempt`, if it is the current one of its task instance.
+    fn current_task(&self, attempt: &AttemptId) -> Option<&TaskChild> {
+        self.tasks
+            .get(&attempt.key)
+            .filter(|child| child.token == attempt.token)
     }
 
-    /// Enqueues an assignment whose results were read, unless its attempt was superseded or
-    /// killed meanwhile (the core has moved its task instance on; nothing waits for it).
-    fn enqueue_if_current(
-        &mut self,
-        myself: &ActorRef<DagRunMsg>,
-        assignment: Arc<AttemptAssignment>,
-    ) {
-        if !self.run.awaits_start(&assignment.request.attempt) {
-            metrics::counter!("weft_stale_assignments_dropped_total").increment(1);
-            return;
+    /// Starts the task actor of an attempt, as a child of this run's actor. One that cannot be
+    /// started (the runtime is shutting down) is a lost try.
+    async fn spawn_task(&mut self, myself: &ActorRef<DagRunMsg>, start: TaskStart) {
+        let attempt = start.attempt().clone();
+        let args = TaskArgs {
+            shared: self.shared.clone(),
+            run: myself.clone(),
+            dispatcher: self.dispatcher.clone(),
+            start,
+        };
+        match crate::tree::spawn_task(args, myself.get_cell()).await {
+            Ok(actor) => {
+                self.task_of_actor
+                    .insert(actor.get_id(), attempt.key.clone());
+                let child = TaskChild {
+                    actor,
+                    token: attempt.token,
+                };
+                self.tasks.insert(attempt.key, child);
+            }
+            Err(error) => {
+                let reason = format!("cannot start the attempt's task actor: {error}");
+                let _ = myself.cast(DagRunMsg::attempt_lost(attempt, &reason));
+            }
         }
-        let _ = self.dispatcher.cast(DispatcherMsg::Enqueue {
-            assignment,
-            reply: myself.clone(),
-        });
     }
 }
 
@@ -936,9 +998,8 @@ impl DagRunMsg {
 
     /// An attempt that could not be handed to a worker, reported as lost (retried as the
     /// task's policy allows).
-    pub(crate) fn attempt_lost(request: &DispatchRequest, reason: &str) -> DagRunMsg {
-        let report = lost_report(reason);
-        DagRunMsg::attempt_finished(request.attempt.clone(), report, None)
+    pub(crate) fn attempt_lost(attempt: AttemptId, reason: &str) -> DagRunMsg {
+        DagRunMsg::attempt_finished(attempt, lost_report(reason), None)
     }
 }
 

@@ -1,12 +1,14 @@
 //! The Dispatcher actor: runs the core dispatcher (priorities, pools, `max_active_tasks`) and
 //! hands started attempts to idle worker slots.
 
-use crate::attempt::lost_report;
-use crate::messages::{AttemptAssignment, DagRunMsg, DispatcherMsg, WorkerSlotArgs, WorkerSlotMsg};
+use crate::messages::{
+    AttemptAssignment, DispatcherMsg, SlotReport, TaskMsg, WorkerSlotArgs, WorkerSlotMsg,
+};
 use crate::shared::Shared;
 use crate::worker_slot::SlotHandle;
 use foldhash::{HashMap, HashMapExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher, WorkerInfo, LOCAL_WORKER};
 use weft_core::ids::{AttemptId, Name, TaskInstanceKey};
@@ -32,15 +34,32 @@ fn local_worker(slots: usize, queues: &[String]) -> WorkerInfo {
 struct RunningAttempt {
     slot: usize,
     try_number: u32,
-    reply: ActorRef<DagRunMsg>,
+    /// The attempt's task actor.
+    reply: ActorRef<TaskMsg>,
     started_at: weft_core::Timestamp,
 }
 
 /// An attempt waiting for a slot.
 struct Waiting {
     assignment: Arc<AttemptAssignment>,
-    reply: ActorRef<DagRunMsg>,
+    /// The attempt's task actor.
+    reply: ActorRef<TaskMsg>,
     since: std::time::Instant,
+}
+
+/// Tells a task actor that its attempt will never report.
+fn report_lost(
+    reply: &ActorRef<TaskMsg>,
+    attempt: AttemptId,
+    reason: &str,
+    started_at: Option<weft_core::Timestamp>,
+) {
+    let lost = SlotReport::Lost {
+        attempt,
+        reason: reason.to_string(),
+        started_at,
+    };
+    let _ = reply.cast(TaskMsg::Slot(lost));
 }
 
 pub(crate) struct DispatcherState {
@@ -108,8 +127,8 @@ impl Actor for DispatcherActor {
             DispatcherMsg::Enqueue { assignment, reply } => {
                 if state.waiting.len() >= DISPATCH_QUEUE_MAX {
                     metrics::counter!("weft_dispatch_rejected_total").increment(1);
-                    let lost = DagRunMsg::attempt_lost(&assignment.request, "dispatch queue full");
-                    let _ = reply.cast(lost);
+                    let attempt = assignment.request.attempt.clone();
+                    report_lost(&reply, attempt, "dispatch queue full", None);
                     return Ok(());
                 }
                 let request = assignment.request.clone();
@@ -123,6 +142,10 @@ impl Actor for DispatcherActor {
                     waiting,
                 );
                 state.core.handle(DispatchInput::Enqueue(request))
+            }
+            DispatcherMsg::Adopt { attempt, reply } => {
+                state.adopt(attempt, reply);
+                Vec::new()
             }
             DispatcherMsg::SlotFree { attempt } => {
                 // Only once per attempt: a slot that died after freeing itself may have had
@@ -239,12 +262,9 @@ impl DispatcherState {
             };
             metrics::counter!("weft_attempts_lost_total", "reason" => "worker_slot_died")
                 .increment(1);
-            let report = lost_report("worker slot died");
-            // The start may not have been reported yet; the run ignores a second one.
-            let started = Some((attempt.started_at, true));
             let id = AttemptId::new(key, attempt.try_number, token);
-            let lost = DagRunMsg::attempt_finished(id.clone(), report, started);
-            let _ = attempt.reply.cast(lost);
+            let started_at = Some(attempt.started_at);
+            report_lost(&attempt.reply, id.clone(), "worker slot died", started_at);
             effects.extend(self.core.handle(DispatchInput::Release { attempt: id }));
         }
         effects
@@ -271,8 +291,8 @@ impl DispatcherState {
             );
             metrics::counter!("weft_invariant_violations_total", "name" => "unknown_slot")
                 .increment(1);
-            let lost = DagRunMsg::attempt_lost(&request, "placed on an unknown worker slot");
-            let _ = waiting.reply.cast(lost);
+            let reason = "placed on an unknown worker slot";
+            report_lost(&waiting.reply, request.attempt.clone(), reason, None);
             self.core.handle(DispatchInput::Release {
                 attempt: request.attempt,
             });
@@ -293,6 +313,37 @@ impl DispatcherState {
         self.running
             .insert((request.attempt.key, request.attempt.token), attempt);
         self.handles[slot].start(&self.shared, &self.myself, assignment, reply);
+    }
+
+    /// Points the reports of `attempt` at `reply`, a task actor that took it up (its own task
+    /// actor died, or its run was rebuilt): at its waiting request, or at the slot running it.
+    /// An attempt found in neither (it ended and its end went to the task actor that died, or
+    /// it was never enqueued, or this node restarted since) is reported lost to `reply`.
+    fn adopt(&mut self, attempt: AttemptId, reply: ActorRef<TaskMsg>) {
+        let waiting_key = (attempt.key.clone(), attempt.try_number);
+        if let Some(waiting) = self
+            .waiting
+            .get_mut(&waiting_key)
+            .filter(|waiting| waiting.assignment.request.attempt.token == attempt.token)
+        {
+            waiting.reply = reply;
+            metrics::counter!("weft_attempts_adopted_total", "where" => "waiting").increment(1);
+            self.shared.attempts_adopted.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let running_key = (attempt.key.clone(), attempt.token);
+        if let Some(running) = self.running.get_mut(&running_key) {
+            if self.handles[running.slot].readopt(attempt.token, &reply) {
+                running.reply = reply;
+                metrics::counter!("weft_attempts_adopted_total", "where" => "running").increment(1);
+                self.shared.attempts_adopted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        metrics::counter!("weft_attempts_lost_total", "reason" => "not_found_for_adoption")
+            .increment(1);
+        let reason = "the attempt was not found where it was handed (it ended unheard, or its worker restarted)";
+        report_lost(&reply, attempt, reason, None);
     }
 
     /// Stops a running attempt (superseded by a newer token, or cancelled by its run); the

@@ -439,10 +439,27 @@ impl Engine {
         self.shared.shutdown_python().await;
     }
 
+    /// How many attempts a rebuilt task actor took up where they waited or ran (instead of
+    /// counting them lost) since the engine started.
+    pub fn attempts_adopted(&self) -> u64 {
+        self.shared
+            .attempts_adopted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     #[cfg(any(test, feature = "fault-injection"))]
     /// Test hook: crash a worker slot (its attempt is lost; the slot is replaced).
     pub fn crash_worker_slot(&self, index: usize) {
         let _ = self.dispatcher.cast(DispatcherMsg::CrashSlot { index });
+    }
+
+    #[cfg(any(test, feature = "fault-injection"))]
+    /// Test hook: crash the task actor of a task instance's current attempt (its run rebuilds
+    /// it, and the new one adopts the attempt).
+    pub fn crash_task_actor(&self, key: &weft_core::ids::TaskInstanceKey) {
+        let _ = self
+            .scheduler
+            .cast(SchedulerMsg::CrashTask { key: key.clone() });
     }
 
     #[cfg(any(test, feature = "fault-injection"))]

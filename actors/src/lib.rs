@@ -5,13 +5,13 @@
 //! message):
 //!
 //! ```text
-//! Scheduler ──> DagRun (one per active run)
+//! Scheduler ──> DagRun (one per active run) ──> Task (one per dispatched attempt)
 //! Dispatcher ──> WorkerSlot × N
 //! ```
 //!
-//! A run hands each attempt to the dispatcher, which starts it in an idle worker slot (through
-//! the slot's handle, not a message), and hears its start and end from the attempt's own task;
-//! there is no actor per task instance.
+//! A run's task actor hands its attempt to the dispatcher, which starts it in an idle worker
+//! slot (through the slot's handle, not a message); the slot reports the attempt's start and
+//! end (`SlotReport`, plain data) to the task actor, which tells its run.
 //!
 //! Decisions are made by `weft_core`; actors only persist, send and wait.
 
@@ -25,6 +25,7 @@ pub mod executor;
 mod messages;
 mod scheduler_actor;
 mod shared;
+mod task_actor;
 mod tree;
 mod worker_slot;
 
@@ -34,4 +35,4 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use events::Event;
-pub use messages::AttemptAssignment;
+pub use messages::{AttemptAssignment, SlotReport};

@@ -90,6 +90,11 @@ pub(crate) enum SchedulerMsg {
     CrashRun {
         run: RunKey,
     },
+    /// Test hook: crash the task actor of a task instance's current attempt.
+    #[cfg(any(test, feature = "fault-injection"))]
+    CrashTask {
+        key: TaskInstanceKey,
+    },
 }
 
 pub(crate) struct SchedulerArgs {
@@ -100,7 +105,8 @@ pub(crate) struct SchedulerArgs {
 // --- a run
 
 pub(crate) enum DagRunMsg {
-    /// An attempt has run for `RUNNING_REPORT_GRACE` (sent by its worker slot).
+    /// An attempt has run for `RUNNING_REPORT_GRACE` (sent by its task actor, which heard it
+    /// from the worker slot).
     AttemptStarted {
         attempt: AttemptId,
     },
@@ -113,8 +119,6 @@ pub(crate) enum DagRunMsg {
         /// in one store batch (one commit instead of two).
         start_unreported: bool,
     },
-    /// An attempt's assignment, built once the upstream results it needs were read.
-    AssignmentReady(Arc<AttemptAssignment>),
     Timer(RunTimer),
     PastTaskFinished {
         task_id: String,
@@ -142,6 +146,11 @@ pub(crate) enum DagRunMsg {
     /// Test hook: fail the actor as a crash would.
     #[cfg(any(test, feature = "fault-injection"))]
     Crash,
+    /// Test hook: fail the task actor of this task instance's current attempt.
+    #[cfg(any(test, feature = "fault-injection"))]
+    CrashTask {
+        key: TaskInstanceKey,
+    },
 }
 
 /// A change an operator makes to a run's task instances, handed to the run's actor.
@@ -218,13 +227,106 @@ pub(crate) struct DagRunArgs {
     pub dispatcher: ActorRef<DispatcherMsg>,
 }
 
+// --- a task instance's attempt
+
+pub(crate) enum TaskMsg {
+    /// What the worker slot running the attempt reports (or the dispatcher, for an attempt
+    /// no slot will report on).
+    Slot(SlotReport),
+    /// The run's core stopped the attempt (a timeout, a clear or mark, a superseding try):
+    /// withdraw it if it waits, stop it if it runs.
+    Kill,
+    /// The run's core set the attempt's execution timeout: tell the run after `after`.
+    ArmTimeout {
+        after: std::time::Duration,
+        timer: RunTimer,
+    },
+    /// The execution timeout armed by `ArmTimeout` is due.
+    TimeoutDue(RunTimer),
+    /// Test hook: fail the actor as a crash would.
+    #[cfg(any(test, feature = "fault-injection"))]
+    Crash,
+}
+
+/// What a worker slot reports about the attempt it runs. Plain data addressed by the attempt,
+/// so that it crosses a process boundary unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SlotReport {
+    /// The attempt has run for `RUNNING_REPORT_GRACE`.
+    Started { attempt: AttemptId },
+    /// The attempt ended. `start_unreported`: the slot held `Started` back (the attempt ended
+    /// within its grace period), so the end carries the start.
+    Finished {
+        attempt: AttemptId,
+        report: Box<AttemptReport>,
+        started_at: Timestamp,
+        start_unreported: bool,
+    },
+    /// The attempt will never report: its slot died, no slot could take it, or it was not
+    /// found where it was handed (adoption). `started_at`: when a slot started it, if one did.
+    Lost {
+        attempt: AttemptId,
+        reason: String,
+        started_at: Option<Timestamp>,
+    },
+}
+
+impl SlotReport {
+    pub fn attempt(&self) -> &AttemptId {
+        match self {
+            SlotReport::Started { attempt }
+            | SlotReport::Finished { attempt, .. }
+            | SlotReport::Lost { attempt, .. } => attempt,
+        }
+    }
+}
+
+pub(crate) struct TaskArgs {
+    pub shared: Arc<Shared>,
+    pub run: ActorRef<DagRunMsg>,
+    pub dispatcher: ActorRef<DispatcherMsg>,
+    pub start: TaskStart,
+}
+
+/// How a task actor takes up its attempt.
+pub(crate) enum TaskStart {
+    /// A new attempt the run's core dispatched: build its assignment (reading the upstream
+    /// results it needs, when the store may hold some) and enqueue it.
+    Dispatch {
+        request: DispatchRequest,
+        context: Arc<RunContext>,
+        /// What every attempt of the run is told about it (see `attempt::run_task_context`).
+        run_context: Arc<TaskContext>,
+        results_stored: bool,
+    },
+    /// An attempt handed to the dispatcher before this actor existed (its task actor died, or
+    /// its run was rebuilt): find it there, or report it lost.
+    Adopt { attempt: AttemptId },
+}
+
+impl TaskStart {
+    pub fn attempt(&self) -> &AttemptId {
+        match self {
+            TaskStart::Dispatch { request, .. } => &request.attempt,
+            TaskStart::Adopt { attempt } => attempt,
+        }
+    }
+}
+
 // --- the dispatcher
 
 pub(crate) enum DispatcherMsg {
-    /// Queue an attempt; its worker slot reports to `reply`, the run it belongs to.
+    /// Queue an attempt; its worker slot reports to `reply`, the attempt's task actor.
     Enqueue {
         assignment: Arc<AttemptAssignment>,
-        reply: ActorRef<DagRunMsg>,
+        reply: ActorRef<TaskMsg>,
+    },
+    /// A new task actor takes up an attempt enqueued before it existed: its reports go to
+    /// `reply` from now on, or, when the attempt is neither waiting nor running (it ended
+    /// unheard, or was never enqueued), `reply` hears it lost.
+    Adopt {
+        attempt: AttemptId,
+        reply: ActorRef<TaskMsg>,
     },
     /// An attempt ended in its slot, which is free again (the core knows which slot it was).
     SlotFree {

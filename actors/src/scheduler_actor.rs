@@ -205,6 +205,16 @@ impl Actor for SchedulerActor {
                     let _ = actor.cast(DagRunMsg::Crash);
                 }
             }
+            #[cfg(any(test, feature = "fault-injection"))]
+            SchedulerMsg::CrashTask { key } => {
+                let run = RunKey {
+                    dag_id: key.dag_id.clone(),
+                    run_id: key.run_id.clone(),
+                };
+                if let Some(actor) = state.runs.get(&run) {
+                    let _ = actor.cast(DagRunMsg::CrashTask { key });
+                }
+            }
         }
         Ok(())
     }

@@ -19,6 +19,9 @@ pub(crate) struct Shared {
     pub config: EngineConfig,
     pub handlers: RwLock<HashMap<String, TaskFn>>,
     pub vault: Arc<Vault>,
+    /// Attempts a rebuilt task actor took up where they waited or ran (see
+    /// `DispatcherMsg::Adopt`), since the engine started.
+    pub attempts_adopted: std::sync::atomic::AtomicU64,
     python: OnceCell<Arc<PythonRunnerPool>>,
 }
 
@@ -34,6 +37,7 @@ impl Shared {
             run_events,
             config,
             handlers: RwLock::new(HashMap::new()),
+            attempts_adopted: Default::default(),
             python: OnceCell::new(),
         }
     }

@@ -3,18 +3,19 @@
 //! module imports another.
 //!
 //! ```text
-//! (engine) ──> Scheduler ──> DagRun (one per active run)
+//! (engine) ──> Scheduler ──> DagRun (one per active run) ──> Task (one per dispatched attempt)
 //!          ──> Dispatcher ──> WorkerSlot × N
 //! ```
 
 use crate::dag_run_actor::DagRunActor;
 use crate::dispatcher_actor::DispatcherActor;
 use crate::messages::{
-    DagRunArgs, DagRunMsg, DispatcherMsg, SchedulerArgs, SchedulerMsg, WorkerSlotArgs,
-    WorkerSlotMsg,
+    DagRunArgs, DagRunMsg, DispatcherMsg, SchedulerArgs, SchedulerMsg, TaskArgs, TaskMsg,
+    WorkerSlotArgs, WorkerSlotMsg,
 };
 use crate::scheduler_actor::SchedulerActor;
 use crate::shared::Shared;
+use crate::task_actor::TaskActor;
 use crate::worker_slot::WorkerSlot;
 use ractor::{Actor, ActorCell, ActorRef, SpawnErr};
 use std::sync::Arc;
@@ -41,6 +42,14 @@ pub(crate) async fn spawn_run(
     Ok(Actor::spawn_linked(None, DagRunActor, args, scheduler)
         .await?
         .0)
+}
+
+/// The actor of one attempt, supervised by `run`, the actor of its run.
+pub(crate) async fn spawn_task(
+    args: TaskArgs,
+    run: ActorCell,
+) -> Result<ActorRef<TaskMsg>, SpawnErr> {
+    Ok(Actor::spawn_linked(None, TaskActor, args, run).await?.0)
 }
 
 /// One worker slot, supervised by `dispatcher`.

@@ -1,12 +1,15 @@
 //! Worker slots: each runs one attempt at a time. The dispatcher starts an attempt in an idle
 //! slot through the slot's handle (the attempt runs in a tokio task of its own and reports its
-//! end straight to its run and the dispatcher); the slot's actor stops the attempt on a kill
-//! and, when it dies, takes its attempt down with it. Assignments are serializable, so that a
-//! later transport can place slots in other processes and cells.
+//! start and end, as `SlotReport`s, straight to the attempt's task actor, and frees the slot at
+//! the dispatcher); the slot's actor stops the attempt on a kill and, when it dies, takes its
+//! attempt down with it. Assignments and reports are plain serializable data, so that a
+//! transport can place slots in other processes and cells.
 
 use crate::attempt::RUNNING_REPORT_GRACE;
 use crate::executor::{self, AttemptReport};
-use crate::messages::{AttemptAssignment, DagRunMsg, DispatcherMsg, WorkerSlotArgs, WorkerSlotMsg};
+use crate::messages::{
+    AttemptAssignment, DispatcherMsg, SlotReport, TaskMsg, WorkerSlotArgs, WorkerSlotMsg,
+};
 use crate::shared::Shared;
 use futures::FutureExt as _;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -35,7 +38,8 @@ pub(crate) struct SlotHandle {
 
 struct Running {
     assignment: Arc<AttemptAssignment>,
-    reply: ActorRef<DagRunMsg>,
+    /// The attempt's task actor (another one after an adoption, see `readopt`).
+    reply: ActorRef<TaskMsg>,
     /// Set once the attempt's task is spawned (it may have ended before).
     execution: Option<tokio::task::AbortHandle>,
     started: Instant,
@@ -126,14 +130,18 @@ fn take_running(running: &Mutex<Option<Running>>, token: u64) -> Option<Running>
     running.take()
 }
 
-/// Tells the run how the attempt ended and frees the slot at the dispatcher.
+/// Tells the attempt's task actor how the attempt ended and frees the slot at the dispatcher.
 fn report_end(dispatcher: &ActorRef<DispatcherMsg>, running: Running, report: AttemptReport) {
     let request = &running.assignment.request;
     metrics::histogram!("weft_attempt_seconds").record(running.started.elapsed().as_secs_f64());
-    let started = Some((running.started_at, !running.start_reported));
     let attempt = request.attempt.clone();
-    let finished = DagRunMsg::attempt_finished(attempt.clone(), report, started);
-    let _ = running.reply.cast(finished);
+    let finished = SlotReport::Finished {
+        attempt: attempt.clone(),
+        report: Box::new(report),
+        started_at: running.started_at,
+        start_unreported: !running.start_reported,
+    };
+    let _ = running.reply.cast(TaskMsg::Slot(finished));
     let _ = dispatcher.cast(DispatcherMsg::SlotFree { attempt });
 }
 
@@ -154,15 +162,28 @@ impl SlotHandle {
         }
     }
 
-    /// Runs `assignment` in this (idle) slot and reports its end to `reply`, the run it belongs
-    /// to, and to `dispatcher`. Called by the dispatcher itself: a message through the slot's
+    /// Points the reports of the running attempt with `token` at `reply`, a task actor that
+    /// took the attempt up; `false` when the slot no longer runs it (its end was reported to
+    /// the task actor before).
+    pub fn readopt(&self, token: u64, reply: &ActorRef<TaskMsg>) -> bool {
+        match current(&mut lock(&self.running), token) {
+            Some(running) => {
+                running.reply = reply.clone();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Runs `assignment` in this (idle) slot and reports its start and end to `reply`, the
+    /// attempt's task actor, and frees the slot at `dispatcher`. Called by the dispatcher itself: a message through the slot's
     /// actor was a hop on every attempt's path for nothing the actor adds.
     pub fn start(
         &self,
         shared: &Arc<Shared>,
         dispatcher: &ActorRef<DispatcherMsg>,
         assignment: Arc<AttemptAssignment>,
-        reply: ActorRef<DagRunMsg>,
+        reply: ActorRef<TaskMsg>,
     ) {
         let token = assignment.request.attempt.token;
         {
@@ -179,7 +200,7 @@ impl SlotHandle {
             }
             *running = Some(Running {
                 assignment: assignment.clone(),
-                reply: reply.clone(),
+                reply,
                 execution: None,
                 started: Instant::now(),
                 started_at: crate::shared::now(),
@@ -197,13 +218,16 @@ impl SlotHandle {
             let report = tokio::select! {
                 report = &mut attempt => report,
                 () = tokio::time::sleep(RUNNING_REPORT_GRACE) => {
-                    let still_running = current(&mut lock(&slot), token)
-                        .map(|running| running.start_reported = true)
-                        .is_some();
-                    if still_running {
-                        let _ = reply.cast(DagRunMsg::AttemptStarted {
+                    // Read under the lock: an adoption may have pointed it elsewhere.
+                    let reply = current(&mut lock(&slot), token).map(|running| {
+                        running.start_reported = true;
+                        running.reply.clone()
+                    });
+                    if let Some(reply) = reply {
+                        let started = SlotReport::Started {
                             attempt: request.attempt.clone(),
-                        });
+                        };
+                        let _ = reply.cast(TaskMsg::Slot(started));
                     }
                     attempt.await
                 }

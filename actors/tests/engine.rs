@@ -215,17 +215,38 @@ async fn a_panicking_handler_fails_its_task_and_the_engine_goes_on() {
     engine.shutdown().await;
 }
 
-/// The run actor crashes while its only worker slot runs an attempt that would take five
-/// minutes. The scheduler rebuilds the run from the store; how the attempt goes on depends on
-/// what the store says of it:
-/// - `running` (its start was reported): the rebuilt run fails that try and has the
-///   dispatcher stop it, so the retry (try 2) gets the slot;
-/// - `queued` (crashed within the start-report grace): the rebuilt run dispatches the same try
-///   with a new fencing token, which supersedes the old attempt and stops it.
+/// Waits until the engine's task actors have adopted `count` attempts in all.
+async fn wait_for_adoptions(engine: &Engine, count: u64) {
+    tokio::time::timeout(RUN_DEADLINE, async {
+        while engine.attempts_adopted() < count {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("the rebuilt task actor adopts the attempt");
+}
+
+/// Which actor crashes while the only worker slot runs an attempt.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Crash {
+    /// The run's actor (its task actors die with it): the scheduler rebuilds the run from
+    /// the store, and the rebuilt run rebuilds its task actors.
+    Run,
+    /// The attempt's task actor: its run rebuilds it.
+    Task,
+}
+
+/// An actor crashes while the only worker slot runs an attempt that holds until the test
+/// releases it. How the attempt goes on depends on what the store says of it:
+/// - `running` (its start was reported): the rebuilt task actor adopts the attempt where it
+///   runs, and its result is accepted as the current try's: one call, try 1;
+/// - `queued` (the run crashed within the start-report grace): the rebuilt run dispatches the
+///   same try with a new fencing token, which supersedes the old attempt and stops it (or, if
+///   the start report raced the crash, adopts it).
 ///
-/// Either way exactly one result is accepted, and a stop that did not reach the slot would
-/// leave the run waiting for the slot past the test's deadline.
-async fn crash_the_run_actor_during_an_attempt(wait_for_running: bool) -> (u32, usize) {
+/// Either way exactly one result is accepted; a stop that did not reach the slot would leave
+/// the run waiting for the slot past the test's deadline.
+async fn crash_during_an_attempt(crash: Crash, wait_for_running: bool) -> (u32, u32) {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
     let mut config = EngineConfig::new(dir.path());
@@ -233,18 +254,22 @@ async fn crash_the_run_actor_during_an_attempt(wait_for_running: bool) -> (u32, 
     let engine = Engine::start(store.clone(), config).await.unwrap();
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let started_tx = Arc::new(std::sync::Mutex::new(Some(started_tx)));
+    let release = Arc::new(tokio::sync::Notify::new());
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
+    let held = release.clone();
     let dag = RustDag::new("crashy")
         .task("slow", &[], move |_| {
             let started_tx = started_tx.clone();
             let counter = counter.clone();
+            let held = held.clone();
             async move {
                 counter.fetch_add(1, Ordering::SeqCst);
                 let first = started_tx.lock().unwrap().take();
                 if let Some(tx) = first {
                     let _ = tx.send(());
-                    tokio::time::sleep(Duration::from_secs(300)).await;
+                    // Bounded: a release that never comes fails the run's deadline first.
+                    let _ = tokio::time::timeout(Duration::from_secs(300), held.notified()).await;
                 }
                 Ok(Some(serde_json::json!("done")))
             }
@@ -274,7 +299,14 @@ async fn crash_the_run_actor_during_an_attempt(wait_for_running: bool) -> (u32, 
         .await
         .expect("the attempt's start is reported");
     }
-    engine.crash_run_actor(&run);
+    match crash {
+        Crash::Run => engine.crash_run_actor(&run),
+        Crash::Task => engine.crash_task_actor(&key),
+    }
+    if wait_for_running {
+        wait_for_adoptions(&engine, 1).await;
+    }
+    release.notify_one();
     assert_eq!(wait(&engine, &run).await, DagRunState::Success);
     let record = store.task_instance(&key).await.unwrap().unwrap();
     assert_eq!(record.state, TaskState::Success);
@@ -291,30 +323,107 @@ async fn crash_the_run_actor_during_an_attempt(wait_for_running: bool) -> (u32, 
         "exactly one accepted result: {accepted:?}"
     );
     assert_eq!(accepted[0].attempt.try_number, record.try_number);
-    assert_eq!(
-        calls.load(Ordering::SeqCst),
-        2,
-        "the stopped attempt and the one that succeeded"
-    );
     engine.shutdown().await;
-    (record.try_number, accepted.len())
+    (record.try_number, calls.load(Ordering::SeqCst))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_run_actor_stops_its_running_attempt_and_retries_it() {
-    let (try_number, _) = crash_the_run_actor_during_an_attempt(true).await;
-    assert_eq!(try_number, 2, "the interrupted try failed and was retried");
+async fn a_crashed_run_actor_is_rebuilt_with_task_actors_that_adopt_the_running_attempt() {
+    let (try_number, calls) = crash_during_an_attempt(Crash::Run, true).await;
+    assert_eq!(
+        (try_number, calls),
+        (1, 1),
+        "the attempt ran on and its result is the first try's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_run_actor_redispatches_a_queued_attempt_with_a_new_token() {
-    let (try_number, _) = crash_the_run_actor_during_an_attempt(false).await;
-    // The start was not yet durable: the same try runs again under a newer fencing token (or,
-    // if the start report raced the crash, the try is failed and retried).
-    assert!(
-        (1..=2).contains(&try_number),
-        "try {try_number} of a 3-try task"
-    );
+    let (try_number, calls) = crash_during_an_attempt(Crash::Run, false).await;
+    // The start was not yet durable: the same try runs again under a newer fencing token
+    // (two calls), or, if the start report raced the crash, the attempt is adopted (one).
+    assert_eq!(try_number, 1);
+    assert!((1..=2).contains(&calls), "{calls} calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_task_actor_is_rebuilt_and_adopts_its_running_attempt() {
+    let (try_number, calls) = crash_during_an_attempt(Crash::Task, true).await;
+    assert_eq!((try_number, calls), (1, 1));
+}
+
+/// Task actors crash at every point of their attempts' lives (building the assignment,
+/// waiting for a slot, running, reporting): each is rebuilt and adopts its attempt, or, when
+/// the attempt's end went to the actor that died, counts the try lost and retries it. Every
+/// task still succeeds, with exactly one accepted result per try it made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_actors_crashing_anywhere_leave_one_accepted_result_per_try() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite(&dir);
+    let mut config = EngineConfig::new(dir.path());
+    config.worker_slots = 4;
+    let engine = Engine::start(store.clone(), config).await.unwrap();
+    let width = 40;
+    let mut dag = RustDag::new("crashing");
+    for index in 0..width {
+        dag = dag
+            .task(&format!("t{index}"), &[], move |_| async move {
+                tokio::time::sleep(Duration::from_millis(10 + index % 30)).await;
+                Ok(Some(serde_json::json!(index)))
+            })
+            .configure(|task| {
+                task.retries = 50;
+                task.retry_delay_ms = 1;
+            });
+    }
+    engine.register(dag).await.unwrap();
+    let run = engine
+        .trigger("crashing", serde_json::json!({}))
+        .await
+        .unwrap();
+    let keys: Vec<TaskInstanceKey> = (0..width)
+        .map(|index| TaskInstanceKey::new("crashing", &run.run_id, &format!("t{index}"), -1))
+        .collect();
+    let crashes = async {
+        for round in 0..1000usize {
+            engine.crash_task_actor(&keys[round * 7 % keys.len()]);
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    };
+    let crasher = tokio::time::timeout(RUN_DEADLINE, crashes);
+    let (crashed, state) = tokio::join!(crasher, wait(&engine, &run));
+    crashed.expect("the crashes are sent");
+    assert_eq!(state, DagRunState::Success);
+    let mut lost_tries = 0;
+    for key in &keys {
+        let record = store.task_instance(key).await.unwrap().unwrap();
+        assert_eq!(record.state, TaskState::Success, "{key}");
+        let attempts = store.attempts(key).await.unwrap();
+        let mut tries: Vec<u32> = attempts.iter().map(|a| a.attempt.try_number).collect();
+        tries.sort_unstable();
+        let made = tries.len();
+        tries.dedup();
+        assert_eq!(
+            tries.len(),
+            made,
+            "one accepted result per try of {key}: {attempts:?}"
+        );
+        assert_eq!(
+            attempts
+                .iter()
+                .filter(|attempt| attempt.state == TaskState::Success)
+                .map(|attempt| attempt.attempt.try_number)
+                .collect::<Vec<_>>(),
+            vec![record.try_number],
+            "{key}"
+        );
+        lost_tries += record.try_number - 1;
+    }
+    // The crashes hit attempts in flight: some were adopted, and any lost were retried.
+    let adopted = engine.attempts_adopted();
+    eprintln!("{adopted} attempts adopted, {lost_tries} tries lost");
+    assert!(adopted > 0, "no crash reached an attempt in flight");
+    engine.shutdown().await;
 }
 
 /// A worker slot that dies mid-attempt: the attempt is reported lost and retried, and the
@@ -419,6 +528,15 @@ async fn a_run_interrupted_by_shutdown_completes_after_restart() {
     assert_eq!(wait(&engine, &run).await, DagRunState::Success);
     let record = store.task_instance(&key).await.unwrap().unwrap();
     assert_eq!((record.state, record.try_number), (TaskState::Success, 2));
+    // The rebuilt run rebuilt a task actor for the running attempt, which did not find it on
+    // the new node's workers: the first try counts as lost.
+    let attempts = store.attempts(&key).await.unwrap();
+    let first_try = attempts
+        .iter()
+        .find(|attempt| attempt.attempt.try_number == 1)
+        .expect("the first try's row");
+    let note = first_try.note.clone().unwrap_or_default();
+    assert!(note.contains("lost: the attempt was not found"), "{note}");
     let first = store
         .task_instance(&TaskInstanceKey::new("resumable", &run.run_id, "first", -1))
         .await

@@ -242,6 +242,12 @@ pub enum RunEffect {
     Kill {
         attempt: AttemptId,
     },
+    /// Find the attempt a run rebuilt from the store holds as running, and hear its start
+    /// and end from wherever it runs; a driver that cannot find it reports it
+    /// `AttemptOutcome::Lost` (the try is retried as the task's policy allows).
+    Adopt {
+        attempt: AttemptId,
+    },
     SetTimer {
         at: Timestamp,
         timer: RunTimer,
@@ -1169,9 +1175,22 @@ impl DagRun {
                     self.push_dispatch(step, task, map_index);
                 }
                 TaskState::Running => {
-                    self.kill_if_active(step, task, map_index);
-                    let note = "worker lost: the run's driver restarted during the attempt";
-                    self.fail_try(step, task, map_index, note.to_string(), true);
+                    // The attempt may still run (its run's driver was rebuilt, not its
+                    // worker): the driver adopts it, or reports it lost.
+                    let record = &self.task_instances[task][&map_index];
+                    let attempt = record.attempt_id();
+                    let started_at = record.started_at.unwrap_or(step.now);
+                    step.effects.push(RunEffect::Adopt {
+                        attempt: attempt.clone(),
+                    });
+                    // Its execution timeout counts from its start, as before the rebuild.
+                    if let Some(timeout_ms) = self.context.dag.task_at(task).execution_timeout_ms {
+                        let timer = RunTimer::ExecutionTimeout { attempt };
+                        step.effects.push(RunEffect::SetTimer {
+                            at: after_ms(started_at, timeout_ms),
+                            timer,
+                        });
+                    }
                 }
                 TaskState::UpForRetry => {
                     let record = &self.task_instances[task][&map_index];

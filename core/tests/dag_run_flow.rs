@@ -414,9 +414,10 @@ fn stale_and_duplicate_results_are_ignored_and_counted() {
 }
 
 #[test]
-fn recovery_redispatches_queued_and_retries_running() {
+fn recovery_redispatches_queued_and_adopts_running() {
     let mut spec = dag("q; r");
     task(&mut spec, "r").retries = 1;
+    task(&mut spec, "r").execution_timeout_ms = Some(60_000);
     let mut h = Harness::new(spec);
     h.start();
     h.started("r");
@@ -425,8 +426,11 @@ fn recovery_redispatches_queued_and_retries_running() {
     // The result of the attempt dispatched before the restart is fenced out.
     h.finish_attempt("q", 1, 1, success());
     assert_eq!(h.state("q"), TaskState::Queued);
-    assert_eq!(h.state("r"), TaskState::UpForRetry);
+    // The running attempt is adopted, not failed: its result is the current try's.
+    assert_eq!(h.state("r"), TaskState::Running);
     h.succeed("q");
+    h.finish_attempt("r", 1, 1, success());
+    assert_eq!(h.state("r"), TaskState::Success);
     expect![[r#"
         > start @00:00:00
           run running
@@ -438,16 +442,51 @@ fn recovery_redispatches_queued_and_retries_running() {
           dispatch r try=1 token=1 prio=1
         > started r @00:00:00
           persist r: queued -> running try=1 token=1
+          timer execution_timeout r try=1 token=1 at 00:01:00
         -- restart
         > start @00:00:00
           persist q: queued -> queued try=1 token=2
           dispatch q try=1 token=2 prio=1
-          kill r try=1 token=1
-          persist r: running -> up_for_retry try=1 token=1 retry_at=00:05:00 (worker lost: the run's driver restarted during the attempt)
-          timer retry r try=2 at 00:05:00
+          timer execution_timeout r try=1 token=1 at 00:01:00
+          adopt r try=1 token=1
         > finished q try=1 token=1 success @00:00:00
         > finished q try=1 token=2 success @00:00:00
           persist q: queued -> success try=1 token=2
+        > finished r try=1 token=1 success @00:00:00
+          persist r: running -> success try=1 token=1
+          run success at 00:00:00
+    "#]]
+    .assert_eq(&h.take_log());
+}
+
+#[test]
+fn an_adopted_attempt_that_cannot_be_found_is_a_lost_try() {
+    let mut spec = dag("r");
+    task(&mut spec, "r").retries = 1;
+    let mut h = Harness::new(spec);
+    h.start();
+    h.started("r");
+    h.restart();
+    h.start();
+    let lost = AttemptOutcome::Lost {
+        reason: "the attempt was not found where it ran".to_string(),
+    };
+    h.finish_attempt("r", 1, 1, lost);
+    assert_eq!(h.state("r"), TaskState::UpForRetry);
+    expect![[r#"
+        > start @00:00:00
+          run running
+          create r none
+          persist r: none -> queued try=1 token=1
+          dispatch r try=1 token=1 prio=1
+        > started r @00:00:00
+          persist r: queued -> running try=1 token=1
+        -- restart
+        > start @00:00:00
+          adopt r try=1 token=1
+        > finished r try=1 token=1 lost @00:00:00
+          persist r: running -> up_for_retry try=1 token=1 retry_at=00:05:00 (worker lost: the attempt was not found where it ran)
+          timer retry r try=2 at 00:05:00
     "#]].assert_eq(&h.take_log());
 }
 

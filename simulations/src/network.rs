@@ -15,6 +15,10 @@ pub enum Message {
     Enqueue(DispatchRequest),
     /// DagRun -> dispatcher: withdraw the waiting request of a task instance.
     Cancel { key: TaskInstanceKey, token: u64 },
+    /// DagRun (rebuilt from the store) -> dispatcher: an attempt the store holds as running.
+    /// Reports reach the run by its key, so an attempt still on a worker is adopted as it is;
+    /// one that is not is reported lost (as the task actor's adoption does).
+    Adopt { attempt: AttemptId },
     /// Worker -> dispatcher: the slot is free again. `epoch` is the node incarnation that
     /// owned the slot; a release from an older incarnation means nothing to a new dispatcher.
     Release {
@@ -24,12 +28,13 @@ pub enum Message {
     },
     /// Worker -> DagRun.
     AttemptStarted { attempt: AttemptId },
-    /// Worker (or its supervisor) -> DagRun.
+    /// Worker (or its supervisor, or the dispatcher for an attempt it could not adopt) ->
+    /// DagRun. `worker`: the worker that ran it, if one did.
     AttemptFinished {
         attempt: AttemptId,
         outcome: AttemptOutcome,
         started_at: Option<Timestamp>,
-        worker: usize,
+        worker: Option<usize>,
     },
     /// DagRun -> worker: stop the attempt with this token.
     Kill { key: TaskInstanceKey, token: u64 },
@@ -48,6 +53,7 @@ impl Message {
                 )
             }
             Message::Cancel { key, token } => format!("cancel {key} token {token}"),
+            Message::Adopt { attempt } => format!("adopt {attempt}"),
             Message::Release { attempt, .. } => format!("release {attempt}"),
             Message::AttemptStarted { attempt } => format!("started {attempt}"),
             Message::AttemptFinished { attempt, .. } => format!("finished {attempt}"),

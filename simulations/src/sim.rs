@@ -469,6 +469,23 @@ impl Simulation {
         match message {
             Message::Enqueue(request) => self.dispatch(DispatchInput::Enqueue(request)),
             Message::Cancel { key, token } => self.dispatch(DispatchInput::Cancel { key, token }),
+            Message::Adopt { attempt } => {
+                let runs = self
+                    .attempts
+                    .values()
+                    .any(|running| running.request.attempt == attempt);
+                if !runs {
+                    let lost = Message::AttemptFinished {
+                        attempt,
+                        outcome: AttemptOutcome::Lost {
+                            reason: "the attempt was not found where it was handed".to_string(),
+                        },
+                        started_at: None,
+                        worker: None,
+                    };
+                    self.send(lost, 0);
+                }
+            }
             Message::Release {
                 epoch,
                 worker,
@@ -835,7 +852,7 @@ impl Simulation {
         reported: AttemptId,
         outcome: AttemptOutcome,
         started_at: Option<Timestamp>,
-        worker: usize,
+        worker: Option<usize>,
     ) -> Handled {
         let run = reported.run();
         let key = reported.key.clone();
@@ -857,7 +874,7 @@ impl Simulation {
             state: attempt_state(&outcome),
             started_at: started_at.unwrap_or(self.now),
             ended_at: Some(self.now),
-            worker: format!("worker-{worker}"),
+            worker: worker.map_or_else(|| "dispatcher".to_string(), |w| format!("worker-{w}")),
             note: None,
         })];
         let input = RunInput::AttemptFinished {
@@ -994,6 +1011,7 @@ impl Simulation {
                     );
                     self.send(Message::Cancel { key, token }, latency_ms);
                 }
+                RunEffect::Adopt { attempt } => self.send(Message::Adopt { attempt }, latency_ms),
                 RunEffect::SetTimer { at, timer } => {
                     let event = Event::RunTimer {
                         epoch: self.epoch,
@@ -1136,7 +1154,7 @@ impl Simulation {
                 attempt: request.attempt.clone(),
                 outcome,
                 started_at: Some(attempt.started_at),
-                worker: attempt.worker,
+                worker: Some(attempt.worker),
             },
             0,
         );

@@ -385,6 +385,14 @@ pub fn render(effect: &RunEffect) -> String {
                 attempt.token
             )
         }
+        RunEffect::Adopt { attempt } => {
+            format!(
+                "adopt {} try={} token={}",
+                name(&attempt.key),
+                attempt.try_number,
+                attempt.token
+            )
+        }
         RunEffect::SetTimer { at, timer } => {
             format!("timer {} at {}", render_timer(timer), clock(*at))
         }
