@@ -236,14 +236,7 @@ impl Engine {
 
     /// Register a DAG whose tasks are Rust closures.
     pub async fn register(&self, dag: RustDag) -> Result<UpsertOutcome, EngineError> {
-        {
-            let mut handlers = self
-                .shared
-                .handlers
-                .write()
-                .expect("handler registry poisoned");
-            handlers.extend(dag.handlers);
-        }
+        self.shared.worker().handlers().extend(dag.handlers);
         self.upsert_dag(dag.spec).await
     }
 
@@ -436,7 +429,7 @@ impl Engine {
     pub async fn shutdown(self) {
         self.scheduler.stop(None);
         self.dispatcher.stop(None);
-        self.shared.shutdown_python().await;
+        self.shared.worker().shutdown().await;
     }
 
     /// How many attempts a rebuilt task actor took up where they waited or ran (instead of

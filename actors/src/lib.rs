@@ -16,6 +16,7 @@
 //! Decisions are made by `weft_core`; actors only persist, send and wait.
 
 mod attempt;
+mod clock;
 mod dag_run_actor;
 mod dispatcher_actor;
 mod engine;

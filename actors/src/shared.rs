@@ -1,12 +1,14 @@
 //! What every actor of one engine shares: the store, the event channel, the configuration and
-//! the registry of in-process task handlers.
+//! the engine's own worker (what its worker slots run attempts with).
 
-use crate::engine::{EngineConfig, TaskFn};
+/// The clock, where the actors have always found it.
+pub(crate) use crate::clock::now;
+use crate::engine::EngineConfig;
 use crate::events::Event;
-use crate::executor::python::{NodeSecrets, PythonRunnerPool};
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use tokio::sync::{broadcast, OnceCell};
+use crate::executor::python::NodeSecrets;
+use crate::executor::worker::{Handlers, WorkerContext};
+use std::sync::Arc;
+use tokio::sync::broadcast;
 use weft_storage::vault::Vault;
 use weft_storage::{Store, Write};
 
@@ -17,12 +19,11 @@ pub(crate) struct Shared {
     /// would otherwise wake for every task's change, several times per task.
     pub run_events: broadcast::Sender<Event>,
     pub config: EngineConfig,
-    pub handlers: RwLock<HashMap<String, TaskFn>>,
     pub vault: Arc<Vault>,
     /// Attempts a rebuilt task actor took up where they waited or ran (see
     /// `DispatcherMsg::Adopt`), since the engine started.
     pub attempts_adopted: std::sync::atomic::AtomicU64,
-    python: OnceCell<Arc<PythonRunnerPool>>,
+    worker: Arc<WorkerContext>,
 }
 
 impl Shared {
@@ -30,15 +31,21 @@ impl Shared {
         let (events, _) = broadcast::channel(crate::events::EVENTS_BUFFER_MAX);
         let (run_events, _) = broadcast::channel(crate::events::RUN_EVENTS_BUFFER_MAX);
         let vault = Arc::new(Vault::new(store.clone(), config.secret_keys.clone()));
+        // The Python runners' calls for variables and connections are answered from this
+        // engine's vault.
+        let secrets = NodeSecrets {
+            vault: vault.clone(),
+            audit: store.clone(),
+        };
+        let worker = WorkerContext::new(Handlers::default(), config.python.clone(), Some(secrets));
         Shared {
             vault,
             store,
             events,
             run_events,
             config,
-            handlers: RwLock::new(HashMap::new()),
             attempts_adopted: Default::default(),
-            python: OnceCell::new(),
+            worker: Arc::new(worker),
         }
     }
 
@@ -50,35 +57,10 @@ impl Shared {
         let _ = self.events.send(event);
     }
 
-    pub fn handler(&self, name: &str) -> Option<TaskFn> {
-        self.handlers
-            .read()
-            .expect("handler registry poisoned")
-            .get(name)
-            .cloned()
-    }
-
-    /// The warm Python runner pool, started on first use so that engines without Python tasks
-    /// never start a Python process. Its runners' calls for variables and connections are
-    /// answered from this engine's vault.
-    pub async fn python(&self) -> Arc<PythonRunnerPool> {
-        self.python
-            .get_or_init(|| async {
-                let secrets = NodeSecrets {
-                    vault: self.vault.clone(),
-                    audit: self.store.clone(),
-                };
-                let config = self.config.python.clone();
-                Arc::new(PythonRunnerPool::with_secrets(config, secrets))
-            })
-            .await
-            .clone()
-    }
-
-    pub async fn shutdown_python(&self) {
-        if let Some(pool) = self.python.get() {
-            pool.shutdown().await;
-        }
+    /// What this engine's worker slots run attempts with: its in-process handlers and its
+    /// Python runners.
+    pub fn worker(&self) -> &Arc<WorkerContext> {
+        &self.worker
     }
 
     /// Write a batch, retrying while the store is unavailable (bounded: the caller answers
@@ -175,13 +157,4 @@ impl Backoff {
         }
         delay
     }
-}
-
-/// The current time for the core, at the microsecond precision every store keeps, so that a
-/// time read back from the store equals the one decided on.
-pub(crate) fn now() -> weft_core::Timestamp {
-    use chrono::{DurationRound, TimeDelta};
-    let now = chrono::Utc::now();
-    now.duration_trunc(TimeDelta::microseconds(1))
-        .unwrap_or(now)
 }

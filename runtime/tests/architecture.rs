@@ -1,5 +1,6 @@
 //! Architecture rules that the compiler does not check: core stays pure, crates depend only in
-//! the allowed direction, and only the runtime names a concrete store backend.
+//! the allowed direction, only the runtime names a concrete store backend, and executors never
+//! see the engine.
 
 use std::path::{Path, PathBuf};
 
@@ -168,6 +169,18 @@ fn crates_depend_in_the_allowed_direction() {
     }
 }
 
+/// The lines of `path` before its first `#[cfg(test)]`: a unit test may use what production
+/// code must not.
+fn production_lines(path: &Path) -> Vec<(usize, String)> {
+    let mut lines = code_lines(path);
+    let production = lines
+        .iter()
+        .position(|(_, line)| line.trim() == "#[cfg(test)]")
+        .unwrap_or(lines.len());
+    lines.truncate(production);
+    lines
+}
+
 #[test]
 fn only_the_runtime_names_a_concrete_backend() {
     let backends = [
@@ -181,12 +194,7 @@ fn only_the_runtime_names_a_concrete_backend() {
     for krate in ["core/src", "actors/src", "web/src"] {
         for file in rust_files(&workspace().join(krate)) {
             // Production code only: a unit test picks its store, as integration tests do.
-            let lines = code_lines(&file);
-            let production = lines
-                .iter()
-                .position(|(_, line)| line.trim() == "#[cfg(test)]")
-                .unwrap_or(lines.len());
-            for (number, line) in lines.into_iter().take(production) {
+            for (number, line) in production_lines(&file) {
                 for word in backends {
                     if line.contains(word) {
                         found.push(format!("{}:{number}: {word}", file.display()));
@@ -198,6 +206,36 @@ fn only_the_runtime_names_a_concrete_backend() {
     assert!(
         found.is_empty(),
         "backends are chosen by the runtime only:\n{}",
+        found.join("\n")
+    );
+}
+
+/// What runs an attempt takes its assignment and a `WorkerContext` (handlers, Python runners),
+/// so that a worker in another process runs attempts without an engine: no executor names the
+/// engine's shared state, its actors or its supervision tree.
+#[test]
+fn executors_never_see_the_engine() {
+    let engine = [
+        "crate::shared",
+        "Shared",
+        "crate::tree",
+        "crate::engine::Engine",
+        "ractor::",
+        "ActorRef",
+    ];
+    let mut found = Vec::new();
+    for file in rust_files(&workspace().join("actors/src/executor")) {
+        for (number, line) in production_lines(&file) {
+            for word in engine {
+                if line.contains(word) {
+                    found.push(format!("{}:{number}: {word}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "executors run attempts from their assignment and a WorkerContext alone:\n{}",
         found.join("\n")
     );
 }

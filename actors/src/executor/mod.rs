@@ -1,12 +1,14 @@
-//! Executors: how one attempt of a task actually runs. A worker slot picks the executor by the
-//! task's kind: in-process closures, shell commands as subprocesses, Python callables in a warm
-//! Python runner process.
+//! Executors: how one attempt of a task actually runs. `worker.rs` runs an attempt from its
+//! assignment and a `WorkerContext` alone, picking the executor by the task's kind: in-process
+//! closures, shell commands as subprocesses, Python callables in a warm Python runner process.
+//! Executors never see the engine (its store, scheduler or actors).
 
 pub mod lineage;
 pub mod python;
 pub mod sandbox;
 mod spawn;
 pub mod subprocess;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -189,7 +189,7 @@ impl Caller<'_> {
                     value: text("value")?.to_string(),
                     description: description.to_string(),
                 };
-                let at = crate::shared::now();
+                let at = crate::clock::now();
                 vault
                     .set_variable(&variable, at)
                     .await
@@ -204,7 +204,7 @@ impl Caller<'_> {
                     .delete_variable(key)
                     .await
                     .map_err(|e| e.to_string())?;
-                self.audit(secrets, "variable.delete", key, crate::shared::now())
+                self.audit(secrets, "variable.delete", key, crate::clock::now())
                     .await?;
                 Ok(json!({ "deleted": deleted }))
             }
