@@ -179,6 +179,14 @@ impl Actor for DispatcherActor {
                 dag_id,
                 max_active_tasks,
             }),
+            DispatcherMsg::Workers { reply } => {
+                let view = crate::engine::WorkersView {
+                    workers: state.core.workers().cloned().collect(),
+                    waiting_unserved_queue: state.core.waiting_unserved(),
+                };
+                let _ = reply.send(view);
+                Vec::new()
+            }
             DispatcherMsg::SetLocalQueues { queues } => {
                 let info = local_worker(state.handles.len(), &queues);
                 state.core.handle(DispatchInput::WorkerJoined(info))

@@ -46,6 +46,14 @@ pub type TaskFn = Arc<
         + Sync,
 >;
 
+/// The workers the dispatcher knows (see `Engine::workers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkersView {
+    pub workers: Vec<weft_core::dispatch::WorkerInfo>,
+    /// Requests waiting for a queue that no worker serves.
+    pub waiting_unserved_queue: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Where logs (and, for the embedded store, the database) live.
@@ -430,6 +438,19 @@ impl Engine {
         self.scheduler.stop(None);
         self.dispatcher.stop(None);
         self.shared.worker().shutdown().await;
+    }
+
+    /// The workers the dispatcher places attempts on (this node's own slots are the worker
+    /// `weft_core::dispatch::LOCAL_WORKER`), and how many requests wait for a queue no worker
+    /// serves.
+    pub async fn workers(&self) -> Result<WorkersView, EngineError> {
+        // The dispatcher answers from memory; a bound keeps a wedged one from hanging a page.
+        let timeout = Some(std::time::Duration::from_secs(5));
+        let answer = self
+            .dispatcher
+            .call(|reply| DispatcherMsg::Workers { reply }, timeout)
+            .await?;
+        answer.map(Ok).into_result()
     }
 
     /// How many attempts a rebuilt task actor took up where they waited or ran (instead of

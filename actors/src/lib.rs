@@ -31,8 +31,8 @@ mod tree;
 mod worker_slot;
 
 pub use engine::{
-    Engine, EngineConfig, RustDag, TaskError, TaskFn, UpsertOutcome, STORE_RETRY_BACKOFF_MS_FIRST,
-    STORE_RETRY_BACKOFF_MS_MAX,
+    Engine, EngineConfig, RustDag, TaskError, TaskFn, UpsertOutcome, WorkersView,
+    STORE_RETRY_BACKOFF_MS_FIRST, STORE_RETRY_BACKOFF_MS_MAX,
 };
 pub use error::EngineError;
 pub use events::Event;

@@ -350,6 +350,10 @@ pub(crate) enum DispatcherMsg {
     SetLocalQueues {
         queues: Vec<String>,
     },
+    /// The workers the dispatcher knows, and the requests waiting for a queue none serves.
+    Workers {
+        reply: RpcReplyPort<crate::engine::WorkersView>,
+    },
     /// Test hook: crash one worker slot.
     #[cfg(any(test, feature = "fault-injection"))]
     CrashSlot {

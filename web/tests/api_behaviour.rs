@@ -1313,3 +1313,60 @@ async fn a_failed_try_says_why() {
         assert!(reason.contains(expected), "{task}: {body}");
     }
 }
+
+/// The workers page's API says which queues each worker serves and how many tries wait for a
+/// queue none serves, and the count falls to zero once a worker serves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_show_their_queues_and_tries_no_worker_serves() {
+    use std::collections::BTreeMap;
+    use weft_core::spec::{DagSpec, TaskKind, TaskSpec};
+    let server = Server::start().await;
+    server
+        .engine
+        .set_worker_queues(vec!["default".to_string(), "etl".to_string()])
+        .unwrap();
+    let mut gpu = TaskSpec::new(
+        "train",
+        TaskKind::Shell {
+            command: "true".to_string(),
+            env: BTreeMap::new(),
+            append_env: true,
+            cwd: None,
+            skip_exit_code: None,
+            templated: false,
+        },
+    );
+    gpu.queue = Some("gpu".to_string());
+    server
+        .engine
+        .upsert_dag(DagSpec::new("gpu_only", vec![gpu]))
+        .await
+        .unwrap();
+    let run = server.engine.trigger("gpu_only", json!({})).await.unwrap();
+    let op = server.login("op").await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let body = loop {
+        let (status, body) = server.call("GET", "/api/v1/workers", Some(&op), None).await;
+        assert_eq!(status, 200, "{body}");
+        if body["waiting_unserved_queue"] == 1 {
+            break body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gpu try waits visibly: {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(body["workers"][0]["name"], "local");
+    assert_eq!(body["workers"][0]["queues"], json!(["default", "etl"]));
+    server.engine.set_worker_queues(Vec::new()).unwrap();
+    server.wait(&run).await;
+    let (_, body) = server.call("GET", "/api/v1/workers", Some(&op), None).await;
+    assert_eq!(body["waiting_unserved_queue"], 0, "{body}");
+    assert_eq!(body["workers"][0]["queues"], json!([]));
+    let viewer = server.login("viewer").await;
+    let (status, _) = server
+        .call("GET", "/api/v1/workers", Some(&viewer), None)
+        .await;
+    assert_eq!(status, 403);
+}

@@ -509,6 +509,11 @@ pub struct Worker {
     pub name: String,
     /// Tries this worker may run at once.
     pub slots: u32,
+    /// The queues it serves (Airflow's `queue=` on a task); empty: every queue.
+    #[serde(default)]
+    pub queues: Vec<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     pub running: Vec<RunningTry>,
 }
 
@@ -517,6 +522,10 @@ pub struct Worker {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct WorkerList {
     pub workers: Vec<Worker>,
+    /// Tries waiting for a queue that no worker serves: they start once a worker serving
+    /// their queue joins.
+    #[serde(default)]
+    pub waiting_unserved_queue: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,7 +31,7 @@ pub const POOL_DESCRIPTION_BYTES_MAX: usize = 4 * 1024;
 /// (all DAGs) or by a role.
 pub const DAG_GRANTS_PER_USER_MAX: usize = 1_000;
 /// Name of the worker that runs attempts in this process.
-pub const LOCAL_WORKER: &str = "local";
+pub const LOCAL_WORKER: &str = weft_core::dispatch::LOCAL_WORKER;
 
 /// Import errors of DAG files (Op and above).
 #[utoipa::path(
@@ -198,12 +198,27 @@ pub async fn workers(
             started_at: views::optional_time(record.started_at).unwrap_or_default(),
         })
         .collect();
+    let view = state.engine().workers().await?;
+    // Every running try runs on this node's own slots until remote workers exist.
+    let mut running = Some(running);
+    let workers = view
+        .workers
+        .into_iter()
+        .map(|worker| Worker {
+            running: if worker.id.as_ref() == LOCAL_WORKER {
+                running.take().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            name: worker.id.to_string(),
+            slots: worker.slots,
+            queues: worker.queues.iter().map(ToString::to_string).collect(),
+            labels: worker.labels,
+        })
+        .collect();
     Ok(Json(WorkerList {
-        workers: vec![Worker {
-            name: LOCAL_WORKER.to_string(),
-            slots: u32::try_from(state.engine().worker_slots()).unwrap_or(u32::MAX),
-            running,
-        }],
+        workers,
+        waiting_unserved_queue: view.waiting_unserved_queue,
     }))
 }
 

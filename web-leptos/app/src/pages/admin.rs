@@ -82,11 +82,18 @@ pub fn WorkersPage() -> impl IntoView {
         <Title text="Workers · weft"/>
         <h1>"Workers and slots"</h1>
         {show(workers, |list: WorkerList| view! {
+            {(list.waiting_unserved_queue > 0).then(|| view! {
+                <p class="warning" id="unserved">{format!(
+                    "{} tries wait for a queue no worker serves: they start once a worker serving their queue joins.",
+                    list.waiting_unserved_queue
+                )}</p>
+            })}
             <table class="table" id="workers">
-                <thead><tr><th>"Worker"</th><th>"Slots"</th><th>"Running"</th></tr></thead>
+                <thead><tr><th>"Worker"</th><th>"Queues"</th><th>"Slots"</th><th>"Running"</th></tr></thead>
                 <tbody>{list.workers.into_iter().map(|w| view! {
                     <tr>
                         <td>{w.name.clone()}</td>
+                        <td>{if w.queues.is_empty() { "every queue".to_string() } else { w.queues.join(", ") }}</td>
                         <td><SlotBar used={w.running.len() as u32} total=w.slots/></td>
                         <td>{w.running.iter().map(|r| view! {
                             <div><a href=task_href(&r.dag_id, &r.run_id, &r.task_id)>{format!("{} · {} · try {}", r.dag_id, r.task_id, r.try_number)}</a>
