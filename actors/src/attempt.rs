@@ -1,7 +1,6 @@
 //! Preparing an attempt for a worker slot: the template context, the results of upstream
-//! tasks, limits and the log path. The run actor builds the assignment of each attempt it
-//! dispatches (reading upstream results from the store only for tasks that use them) and
-//! hears back from the worker slot directly: there is no actor per task instance.
+//! tasks, limits and the log path. Each attempt's task actor builds its assignment (reading
+//! upstream results from the store only for tasks that use them).
 
 use crate::engine::EngineConfig;
 use crate::executor::sandbox::SandboxSpec;

@@ -24,6 +24,7 @@ mod error;
 mod events;
 pub mod executor;
 mod messages;
+pub mod run_pipeline;
 mod scheduler_actor;
 mod shared;
 mod task_actor;

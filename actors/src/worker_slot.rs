@@ -25,8 +25,8 @@ pub(crate) struct WorkerSlotState {
 
 /// One worker slot as the dispatcher, the slot's actor and the attempt's task share it: the
 /// attempt the slot runs. Whichever ends the attempt takes it out and reports: its task when
-/// it returns (straight to the run and the dispatcher), the actor on a kill, the dispatcher
-/// when the actor died.
+/// it returns (straight to the attempt's task actor and the dispatcher), the actor on a kill,
+/// the dispatcher when the actor died.
 #[derive(Clone)]
 pub(crate) struct SlotHandle {
     pub index: usize,

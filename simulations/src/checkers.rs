@@ -254,35 +254,54 @@ pub fn no_concurrent_attempts(history: &History) -> Vec<Violation> {
 
 /// A task instance starts only when its trigger rule allows it given its upstream states at
 /// that time; at the end, all-success tasks below a failure or a skip did not run.
+///
+/// A run's batch is applied atomically and its dispatches are sent once it is durable, so a
+/// start is judged against the upstream states the store holds once the start's batch is
+/// applied: the records up to its `BatchApplied` (or, in a history without one, the records of
+/// one instant). Within a batch, a task's write comes where the batch first wrote it, which may
+/// be before the write of an upstream that the same batch finished.
 pub fn dependencies_respected(history: &History) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut states: BTreeMap<&TaskInstanceKey, TaskState> = BTreeMap::new();
+    // Starts of the batch being read, judged at its end.
+    let mut starts: Vec<(Timestamp, &TaskInstanceKey, &TaskSpec)> = Vec::new();
+    let mut judge = |starts: &mut Vec<(Timestamp, &TaskInstanceKey, &TaskSpec)>,
+                     states: &BTreeMap<&TaskInstanceKey, TaskState>| {
+        for (at, key, task) in starts.drain(..) {
+            let upstream = upstream_states(states, key, task);
+            if !rule_allows(task.trigger_rule, &upstream) {
+                let message = format!(
+                    "started under {} with upstream states {upstream:?}",
+                    task.trigger_rule
+                );
+                violations.push(violation(DEPENDENCIES_RESPECTED, Some(at), key, message));
+            }
+        }
+    };
     for entry in &history.entries {
+        if starts.first().is_some_and(|(at, ..)| *at != entry.at) {
+            judge(&mut starts, &states);
+        }
         let Record::TaskWritten { key, from, to, .. } = &entry.record else {
+            if matches!(entry.record, Record::BatchApplied { .. }) {
+                judge(&mut starts, &states);
+            }
             continue;
         };
+        // A row created by its first start (a waiting row is written late, or never) starts
+        // from try 0 as one created waiting does.
+        let from_try = from.map_or(0, |from| from.try_number);
         let first_try_started = to.try_number == 1
-            && from.is_some_and(|f| f.try_number == 0)
+            && from_try == 0
             && matches!(to.state, TaskState::Queued | TaskState::Success);
         if first_try_started {
             if let Some(task) = history.dag(&key.dag_id).and_then(|d| d.task(&key.task_id)) {
-                let upstream = upstream_states(&states, key, task);
-                if !rule_allows(task.trigger_rule, &upstream) {
-                    let message = format!(
-                        "started under {} with upstream states {upstream:?}",
-                        task.trigger_rule
-                    );
-                    violations.push(violation(
-                        DEPENDENCIES_RESPECTED,
-                        Some(entry.at),
-                        key,
-                        message,
-                    ));
-                }
+                starts.push((entry.at, key, task));
             }
         }
         states.insert(key, to.state);
     }
+    judge(&mut starts, &states);
     violations.extend(skips_propagated(history));
     violations
 }
@@ -395,16 +414,42 @@ fn skips_propagated(history: &History) -> Vec<Violation> {
 
 /// Tries never exceed `max_tries` (1 + retries, raised only by clears), and a retry is not
 /// dispatched before its delay has passed.
+///
+/// Times are the row's own (when the run failed the try, when it queued the next), which a
+/// batch applied later still says. A write that goes from try n straight to try n + 1 queued
+/// (one batch held the failure and the retry, so `up_for_retry` was never stored) is judged
+/// from the earliest the failure can have been: when try n was queued, before which its
+/// attempt was not dispatched.
 pub fn retries_within_policy(history: &History) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut up_for_retry_at: BTreeMap<&TaskInstanceKey, (u32, Timestamp)> = BTreeMap::new();
+    let mut queued_at: BTreeMap<&TaskInstanceKey, (u32, Timestamp)> = BTreeMap::new();
     for entry in &history.entries {
         let Record::TaskWritten {
-            key, to, max_tries, ..
+            key,
+            from,
+            to,
+            max_tries,
+            queued_at: row_queued_at,
+            ended_at: row_ended_at,
         } = &entry.record
         else {
             continue;
         };
+        let queued_at_time = row_queued_at.unwrap_or(entry.at);
+        let skipped_up_for_retry = from.is_some_and(|from| {
+            from.state != TaskState::UpForRetry
+                && from.try_number + 1 == to.try_number
+                && to.state == TaskState::Queued
+        });
+        if skipped_up_for_retry {
+            if let Some(queued) = queued_at.get(key).copied() {
+                up_for_retry_at.insert(key, queued);
+            }
+        }
+        if to.state == TaskState::Queued {
+            queued_at.insert(key, (to.try_number, queued_at_time));
+        }
         if to.try_number > *max_tries {
             let message = format!("try {} of at most {max_tries}", to.try_number);
             violations.push(violation(
@@ -416,7 +461,8 @@ pub fn retries_within_policy(history: &History) -> Vec<Violation> {
         }
         match to.state {
             TaskState::UpForRetry => {
-                up_for_retry_at.insert(key, (to.try_number, entry.at));
+                let failed_at = row_ended_at.unwrap_or(entry.at);
+                up_for_retry_at.insert(key, (to.try_number, failed_at));
             }
             TaskState::Queued => {
                 let Some((failed_try, failed_at)) = up_for_retry_at.get(key).copied() else {
@@ -429,10 +475,10 @@ pub fn retries_within_policy(history: &History) -> Vec<Violation> {
                 let Some(task) = task else { continue };
                 let delay_ms = minimum_retry_delay_ms(task, to.try_number);
                 let earliest = failed_at + chrono::TimeDelta::milliseconds(delay_ms as i64);
-                if entry.at < earliest {
+                if queued_at_time < earliest {
                     let message = format!(
-                        "try {} dispatched at {} before its retry time {earliest}",
-                        to.try_number, entry.at
+                        "try {} dispatched at {queued_at_time} before its retry time {earliest}",
+                        to.try_number
                     );
                     violations.push(violation(
                         RETRIES_WITHIN_POLICY,

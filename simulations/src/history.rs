@@ -4,10 +4,10 @@
 //! hand-built history can test each checker.
 
 use std::fmt::Write as _;
-use weft_core::dag_run::{AttemptOutcome, TaskVersion};
+use weft_core::dag_run::TaskVersion;
 use weft_core::ids::{RunKey, TaskInstanceKey};
 use weft_core::spec::DagSpec;
-use weft_core::state::{DagRunState, RunType};
+use weft_core::state::{DagRunState, RunType, TaskState};
 use weft_core::Timestamp;
 use weft_storage::RunRow;
 
@@ -19,17 +19,25 @@ pub enum Record {
         run_type: RunType,
         logical_date: Timestamp,
     },
-    /// The store acknowledged a run's state change.
+    /// The store applied a run's state change (acknowledged, or applied with the
+    /// acknowledgement lost).
     RunStateChanged {
         run: RunKey,
         state: DagRunState,
     },
-    /// The store acknowledged a task instance write (`from: None` is its creation).
+    /// The store applied a task instance write (`from: None` is its creation). A run's batch
+    /// writes each task instance once, from the first guard to the last record, so one write
+    /// may span several transitions.
     TaskWritten {
         key: TaskInstanceKey,
         from: Option<TaskVersion>,
         to: TaskVersion,
         max_tries: u32,
+        /// The row's own times (`None`: the record's time stands for them): when the run
+        /// queued its try and when the try ended. A batch is applied some time after its
+        /// decisions, so these say when they were made.
+        queued_at: Option<Timestamp>,
+        ended_at: Option<Timestamp>,
     },
     /// A worker began executing an attempt.
     AttemptStarted {
@@ -46,18 +54,26 @@ pub enum Record {
         attempt: u64,
         how: String,
     },
-    /// The run accepted a worker's start report (queued -> running) for this attempt.
+    /// The run accepted a worker's start report (queued -> running) for this attempt, and the
+    /// store applied the batch that holds it.
     StartAccepted {
         key: TaskInstanceKey,
         try_number: u32,
         token: u64,
     },
-    /// The run accepted an attempt's result and the store acknowledged it.
+    /// The run accepted an attempt's result and the store applied it: the attempt's row (which
+    /// a run writes only with an accepted result), naming the attempt the worker ran, with the
+    /// state it ended in.
     ResultAccepted {
         key: TaskInstanceKey,
         try_number: u32,
         token: u64,
-        outcome: AttemptOutcome,
+        state: TaskState,
+    },
+    /// Ends the records of one batch of this run (its writes, then its accepted reports),
+    /// which the store applied atomically.
+    BatchApplied {
+        run: RunKey,
     },
     /// A store batch failed or its acknowledgement was lost.
     StoreFault {

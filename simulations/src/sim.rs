@@ -1,8 +1,20 @@
 //! The world of one seed: a single-threaded event loop over simulated time that drives the
-//! real core state machines (`Scheduler`, one `DagRun` per active run, `Dispatcher`) through
-//! glue that mirrors the actors (`actors/src/scheduler_actor.rs`, `dag_run_actor.rs`,
-//! `dispatcher_actor.rs`, `worker_slot.rs`), with a faulty store, a lossy network, simulated
-//! workers, node crashes and clock jumps.
+//! real core state machines (`Scheduler`, one `DagRun` per active run, `Dispatcher`), with a
+//! faulty store, a lossy network, simulated workers, node crashes and clock jumps.
+//!
+//! Each run is driven through the DagRun actor's own commit pipeline
+//! (`weft_actors::run_pipeline::RunPipeline`: writes coalesced per batch, group commit, a wide
+//! opening in chunks, deferred waiting rows, oversized batches cut, attempt rows only with an
+//! accepted result, effects performed only once durable). The simulator is its driver, as the
+//! actor is: it commits each batch the pipeline hands over through the faulty store, answering
+//! after the store latency it draws (`Event::Committed`), so decisions made meanwhile share the
+//! next batch; the pipeline's timers are events; durable effects become messages and timers.
+//! What a batch applied is recorded from its writes (also when applied without
+//! acknowledgement). The rest of the glue mirrors the actors (`scheduler_actor.rs`,
+//! `dispatcher_actor.rs`, `worker_slot.rs`, and the run actor's handling of reports and
+//! failures). Not mirrored: a run driver whose write fails is rebuilt from the store where the
+//! actor tries the write again until the store answers, and a run's creation and start are
+//! two batches.
 //!
 //! What heals a dropped message (there is no retransmission, as in the actors):
 //! - a lost `AttemptStarted`/`AttemptFinished`/`Enqueue`: the run's execution timeout when the
@@ -28,6 +40,7 @@ use futures::executor::block_on;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
+use weft_actors::run_pipeline::{Decided, Next, RunPipeline};
 use weft_core::dag::Dag;
 use weft_core::dag_run::{
     AttemptOutcome, DagRun, DispatchRequest, RunContext, RunEffect, RunInput, RunTimer,
@@ -83,6 +96,23 @@ enum Event {
         run: RunKey,
         timer: RunTimer,
     },
+    /// The store answers the batch a run driver handed it (after the store latency).
+    Committed {
+        epoch: u64,
+        driver: u64,
+        run: RunKey,
+    },
+    /// A run driver's pipeline timers (`RunPipeline`'s flush and deferred rows).
+    FlushDue {
+        epoch: u64,
+        driver: u64,
+        run: RunKey,
+    },
+    DeferredRowsDue {
+        epoch: u64,
+        driver: u64,
+        run: RunKey,
+    },
     AttemptDone {
         attempt: u64,
     },
@@ -129,12 +159,21 @@ impl Ord for Pending {
     }
 }
 
-/// One active run: the core state machine and what its driver remembers.
+/// The reply handle of a change by hand: the simulated operators neither clear nor mark.
+type NoReply = std::convert::Infallible;
+
+/// One active run: the actors' commit pipeline around the core state machine, and what its
+/// driver remembers.
 struct RunDriver {
-    /// Distinguishes incarnations of the driver of one run: timers of a dead one are ignored.
+    /// Distinguishes incarnations of the driver of one run: timers and commits of a dead one
+    /// are ignored.
     id: u64,
-    run: DagRun,
-    stored_state: DagRunState,
+    pipeline: RunPipeline<NoReply>,
+    /// The batch being committed, with the starts it makes durable; the store applies it when
+    /// its `Committed` event comes.
+    in_flight: Option<(Vec<Write>, Vec<AttemptId>)>,
+    /// Starts the run accepted whose write has not been handed to the store yet.
+    starts: Vec<AttemptId>,
 }
 
 /// Everything a node holds in memory; dropped whole by a crash.
@@ -343,7 +382,35 @@ impl Simulation {
             } => {
                 let live = self.driver_id(&run) == Some(driver) && epoch == self.epoch;
                 if live {
-                    self.decide(&run, RunInput::TimerFired(timer), Vec::new(), None)?;
+                    self.decide(&run, RunInput::TimerFired(timer), Vec::new())?;
+                }
+                Ok(())
+            }
+            Event::Committed { epoch, driver, run } => {
+                let live = self.driver_id(&run) == Some(driver) && epoch == self.epoch;
+                if live {
+                    self.committed(&run)?;
+                }
+                Ok(())
+            }
+            Event::FlushDue { epoch, driver, run } => {
+                let live = self.driver_id(&run) == Some(driver) && epoch == self.epoch;
+                if live {
+                    if let Some(driver) = self.driver_mut(&run) {
+                        driver.pipeline.flush_due();
+                    }
+                    self.drive(&run)?;
+                }
+                Ok(())
+            }
+            Event::DeferredRowsDue { epoch, driver, run } => {
+                let live = self.driver_id(&run) == Some(driver) && epoch == self.epoch;
+                if live {
+                    let now = self.now;
+                    if let Some(driver) = self.driver_mut(&run) {
+                        driver.pipeline.deferred_rows_due(now);
+                    }
+                    self.drive(&run)?;
                 }
                 Ok(())
             }
@@ -507,7 +574,7 @@ impl Simulation {
             Message::AttemptStarted { attempt } => {
                 let run = attempt.run();
                 let input = RunInput::AttemptStarted { attempt };
-                return self.decide(&run, input, Vec::new(), None);
+                return self.decide(&run, input, Vec::new());
             }
             Message::AttemptFinished {
                 attempt,
@@ -819,6 +886,7 @@ impl Simulation {
             seed: row.seed,
             past: BTreeMap::new(),
         };
+        let recovered_run = recovered.is_some();
         let core = match recovered {
             None => DagRun::new(context),
             Some((task_instances, started_at)) => {
@@ -831,18 +899,24 @@ impl Simulation {
             }
         };
         self.next_driver += 1;
+        // As the actors do: a recovered run may have results stored.
         let driver = RunDriver {
             id: self.next_driver,
-            run: core,
-            stored_state: DagRunState::Running,
+            pipeline: RunPipeline::new(core, DagRunState::Running, recovered_run),
+            in_flight: None,
+            starts: Vec::new(),
         };
         let node = self.node.as_mut().ok_or(NodeDown)?;
         node.runs.insert(run.clone(), driver);
-        self.decide(run, RunInput::Start, Vec::new(), None)
+        self.decide(run, RunInput::Start, Vec::new())
     }
 
     fn driver_id(&self, run: &RunKey) -> Option<u64> {
         self.node.as_ref()?.runs.get(run).map(|driver| driver.id)
+    }
+
+    fn driver_mut(&mut self, run: &RunKey) -> Option<&mut RunDriver> {
+        self.node.as_mut()?.runs.get_mut(run)
     }
 
     // ---- the DagRun glue (dag_run_actor.rs) ----
@@ -856,21 +930,23 @@ impl Simulation {
     ) -> Handled {
         let run = reported.run();
         let key = reported.key.clone();
-        let reported = reported.version();
-        let mut attempt = reported;
+        let mut attempt = reported.version();
         if self.canary == Canary::AcceptStaleResults {
             let current = self.node.as_ref().and_then(|node| {
                 let driver = node.runs.get(&run)?;
-                let record = driver.run.task_instance(&key.task_id, key.map_index)?;
+                let run = driver.pipeline.run();
+                let record = run.task_instance(&key.task_id, key.map_index)?;
                 record
                     .state
                     .is_active()
                     .then_some((record.try_number, record.token))
             });
-            attempt = current.unwrap_or(reported);
+            attempt = current.unwrap_or(attempt);
         }
+        // The attempt's row names the attempt the worker ran (as the actors' does); it is
+        // written only if the run accepts the report.
         let extra = vec![Write::PutAttempt(AttemptRow {
-            attempt: AttemptId::new(key.clone(), attempt.0, attempt.1),
+            attempt: reported,
             state: attempt_state(&outcome),
             started_at: started_at.unwrap_or(self.now),
             ended_at: Some(self.now),
@@ -878,165 +954,182 @@ impl Simulation {
             note: None,
         })];
         let input = RunInput::AttemptFinished {
-            attempt: AttemptId::new(key.clone(), attempt.0, attempt.1),
-            outcome: outcome.clone(),
+            attempt: AttemptId::new(key, attempt.0, attempt.1),
+            outcome,
         };
-        let accepted = Accepted {
-            key,
-            reported,
-            outcome: Some(outcome),
-        };
-        self.decide(&run, input, extra, Some(accepted))
+        self.decide(&run, input, extra)
     }
 
-    /// Feed one input to the run, persist its writes (and `extra`, when the run accepted the
-    /// attempt) in ONE batch, then perform the other effects in order.
-    fn decide(
-        &mut self,
-        run: &RunKey,
-        input: RunInput,
-        extra: Vec<Write>,
-        accepted: Option<Accepted>,
-    ) -> Handled {
-        let started = match &input {
-            RunInput::AttemptStarted { attempt } => Some(Accepted {
-                key: attempt.key.clone(),
-                reported: attempt.version(),
-                outcome: None,
-            }),
-            _ => None,
-        };
+    /// Feeds one input to the run's pipeline (which includes `extra` for an attempt's end only
+    /// if the run accepts it), arms the timer it asks for, and drives it.
+    fn decide(&mut self, run: &RunKey, input: RunInput, extra: Vec<Write>) -> Handled {
         let now = self.now;
+        let epoch = self.epoch;
         let node = self.node.as_mut().ok_or(NodeDown)?;
         let Some(driver) = node.runs.get_mut(run) else {
             return Ok(());
         };
-        let driver_id = driver.id;
-        let decision = driver.run.handle_input(now, input);
-        let effects = decision.effects;
-        if effects.is_empty() {
-            return Ok(());
+        let start = match &input {
+            RunInput::AttemptStarted { attempt } => Some(attempt.clone()),
+            _ => None,
+        };
+        let wants = driver.pipeline.decide(now, None, input, extra, None);
+        if wants.accepted {
+            driver.starts.extend(start);
         }
-        // The core says whether it took the report as the current attempt's.
-        let is_accepted = decision.accepted.is_some();
-        let mut batch = if is_accepted { extra } else { Vec::new() };
-        let mut records = Vec::new();
-        let mut finished = None;
-        for effect in &effects {
-            match effect {
-                RunEffect::PersistTask { expected, record } => {
-                    batch.push(Write::PutTaskInstance {
-                        expected: *expected,
-                        record: record.clone(),
-                    });
-                    records.push(Record::TaskWritten {
-                        key: record.key.clone(),
-                        from: *expected,
-                        to: record.version(),
-                        max_tries: record.max_tries,
-                    });
-                }
-                RunEffect::PersistRun { state, ended_at } => {
-                    batch.push(Write::UpdateRun {
-                        key: run.clone(),
-                        expected: driver.stored_state,
-                        state: *state,
-                        started_at: None,
-                        ended_at: *ended_at,
-                    });
-                    driver.stored_state = *state;
-                    records.push(Record::RunStateChanged {
+        if let Some(delay) = wants.deferred_rows_after {
+            let event = Event::DeferredRowsDue {
+                epoch,
+                driver: driver.id,
+                run: run.clone(),
+            };
+            self.schedule(after_ms(now, delay.as_millis() as u64), event);
+        }
+        self.drive(run)
+    }
+
+    /// The driver's loop over its pipeline (as the actor's `flush`): hands the next batch to
+    /// the store, which answers after its latency (`Committed`); performs the decisions that
+    /// are durable; arms the flush timer while decisions are held back.
+    fn drive(&mut self, run: &RunKey) -> Handled {
+        loop {
+            let (epoch, now) = (self.epoch, self.now);
+            let Some(driver) = self.driver_mut(run) else {
+                return Ok(());
+            };
+            let driver_id = driver.id;
+            match driver.pipeline.next_step() {
+                Next::Commit(batch) => {
+                    let keys: Vec<&TaskInstanceKey> = batch
+                        .iter()
+                        .filter_map(|write| match write {
+                            Write::PutTaskInstance { record, .. } => Some(&record.key),
+                            _ => None,
+                        })
+                        .collect();
+                    let (starts, later): (Vec<AttemptId>, Vec<AttemptId>) =
+                        std::mem::take(&mut driver.starts)
+                            .into_iter()
+                            .partition(|start| keys.contains(&&start.key));
+                    driver.starts = later;
+                    driver.in_flight = Some((batch, starts));
+                    let latency_ms = self.fault_rng.below(self.rates.store_latency_ms_max + 1);
+                    let event = Event::Committed {
+                        epoch,
+                        driver: driver_id,
                         run: run.clone(),
-                        state: *state,
-                    });
-                    if state.is_finished() {
-                        finished = Some(*state);
-                    }
-                }
-                _ => {}
-            }
-        }
-        if is_accepted {
-            if let Some(a) = accepted.as_ref().or(started.as_ref()) {
-                records.push(a.record());
-            }
-        }
-        if !batch.is_empty() {
-            let outcome = self.store.write(&mut self.fault_rng, &self.rates, batch);
-            // The history follows the store: a batch applied without acknowledgement is in it.
-            let applied = matches!(
-                outcome,
-                WriteOutcome::Acknowledged
-                    | WriteOutcome::Failed { applied: true }
-                    | WriteOutcome::Crashed { applied: true }
-            );
-            if applied {
-                for record in records {
-                    self.record(record);
-                }
-            }
-            match outcome {
-                WriteOutcome::Acknowledged => {}
-                WriteOutcome::Conflict | WriteOutcome::Failed { .. } => {
-                    self.run_driver_failed(run);
+                    };
+                    self.schedule(after_ms(now, latency_ms), event);
                     return Ok(());
                 }
-                WriteOutcome::Crashed { applied } => {
-                    self.record(Record::StoreFault {
-                        what: format!("node crashed mid-write (applied: {applied})"),
-                    });
-                    self.crash_node();
-                    return Err(NodeDown);
+                Next::Perform(decided) => self.perform_decided(run, driver_id, decided),
+                Next::Wait { arm_flush } => {
+                    if let Some(delay) = arm_flush {
+                        let event = Event::FlushDue {
+                            epoch,
+                            driver: driver_id,
+                            run: run.clone(),
+                        };
+                        self.schedule(after_ms(now, delay.as_millis() as u64), event);
+                    }
+                    return Ok(());
                 }
+                Next::Idle => return Ok(()),
             }
-        } else {
+        }
+    }
+
+    /// The store answers the batch in flight: applied or not as the fault layer decides. The
+    /// history follows the store: what a batch applied (also without acknowledgement) is
+    /// recorded from its writes.
+    fn committed(&mut self, run: &RunKey) -> Handled {
+        let Some((batch, starts)) = self.driver_mut(run).and_then(|d| d.in_flight.take()) else {
+            return Ok(());
+        };
+        let records = applied_records(run, &batch, starts);
+        let outcome = self.store.write(&mut self.fault_rng, &self.rates, batch);
+        let applied = matches!(
+            outcome,
+            WriteOutcome::Acknowledged
+                | WriteOutcome::Failed { applied: true }
+                | WriteOutcome::Crashed { applied: true }
+        );
+        if applied {
             for record in records {
                 self.record(record);
             }
         }
-        let latency_ms = self.fault_rng.below(self.rates.store_latency_ms_max + 1);
-        for effect in effects {
-            match effect {
-                RunEffect::Dispatch(request) => self.send(Message::Enqueue(request), latency_ms),
-                RunEffect::Kill { attempt } => {
-                    let (key, token) = (attempt.key, attempt.token);
-                    // The run asks the dispatcher to stop the slot's attempt with this token
-                    // and to withdraw any waiting request (`DispatcherMsg::Cancel`).
-                    self.send(
-                        Message::Kill {
-                            key: key.clone(),
-                            token,
-                        },
-                        latency_ms,
-                    );
-                    self.send(Message::Cancel { key, token }, latency_ms);
+        match outcome {
+            WriteOutcome::Acknowledged => {}
+            WriteOutcome::Conflict | WriteOutcome::Failed { .. } => {
+                self.run_driver_failed(run);
+                return Ok(());
+            }
+            WriteOutcome::Crashed { applied } => {
+                self.record(Record::StoreFault {
+                    what: format!("node crashed mid-write (applied: {applied})"),
+                });
+                self.crash_node();
+                return Err(NodeDown);
+            }
+        }
+        let Some(driver) = self.driver_mut(run) else {
+            return Ok(());
+        };
+        let driver_id = driver.id;
+        let decided = driver.pipeline.committed();
+        self.perform_decided(run, driver_id, decided);
+        self.drive(run)
+    }
+
+    /// Performs durable decisions in order (as the actor's `perform_decided`): messages to the
+    /// dispatcher and workers, the run's timers; a decision that ends the run removes the
+    /// driver and tells the scheduler, and what was decided after it does not matter.
+    fn perform_decided(&mut self, run: &RunKey, driver_id: u64, decided: Vec<Decided<NoReply>>) {
+        for decision in decided {
+            for effect in decision.effects {
+                match effect {
+                    RunEffect::Dispatch(request) => self.send(Message::Enqueue(request), 0),
+                    RunEffect::Kill { attempt } => {
+                        let (key, token) = (attempt.key, attempt.token);
+                        // The run asks the dispatcher to stop the slot's attempt with this
+                        // token and to withdraw any waiting request (`DispatcherMsg::Cancel`).
+                        self.send(
+                            Message::Kill {
+                                key: key.clone(),
+                                token,
+                            },
+                            0,
+                        );
+                        self.send(Message::Cancel { key, token }, 0);
+                    }
+                    RunEffect::Adopt { attempt } => self.send(Message::Adopt { attempt }, 0),
+                    RunEffect::SetTimer { at, timer } => {
+                        let event = Event::RunTimer {
+                            epoch: self.epoch,
+                            driver: driver_id,
+                            run: run.clone(),
+                            timer,
+                        };
+                        self.schedule(at, event);
+                    }
+                    RunEffect::PersistTask { .. } | RunEffect::PersistRun { .. } => {}
                 }
-                RunEffect::Adopt { attempt } => self.send(Message::Adopt { attempt }, latency_ms),
-                RunEffect::SetTimer { at, timer } => {
-                    let event = Event::RunTimer {
-                        epoch: self.epoch,
-                        driver: driver_id,
+            }
+            if let Some(state) = decision.finished {
+                if let Some(node) = self.node.as_mut() {
+                    node.runs.remove(run);
+                }
+                self.send(
+                    Message::RunFinished {
                         run: run.clone(),
-                        timer,
-                    };
-                    self.schedule(at, event);
-                }
-                RunEffect::PersistTask { .. } | RunEffect::PersistRun { .. } => {}
+                        state,
+                    },
+                    0,
+                );
+                return;
             }
         }
-        if let Some(state) = finished {
-            if let Some(node) = self.node.as_mut() {
-                node.runs.remove(run);
-            }
-            self.send(
-                Message::RunFinished {
-                    run: run.clone(),
-                    state,
-                },
-                0,
-            );
-        }
-        Ok(())
     }
 
     /// The run's driver died on a store error: its supervisor rebuilds it from the store after
@@ -1221,31 +1314,45 @@ impl Simulation {
     }
 }
 
-/// The attempt whose report a decision may accept, and how to recognise that it did.
-struct Accepted {
-    key: TaskInstanceKey,
-    /// The (try, token) the worker reported (differs only under the canary).
-    reported: (u32, u64),
-    /// `None` for a start report.
-    outcome: Option<AttemptOutcome>,
-}
-
-impl Accepted {
-    fn record(&self) -> Record {
-        match &self.outcome {
-            Some(outcome) => Record::ResultAccepted {
-                key: self.key.clone(),
-                try_number: self.reported.0,
-                token: self.reported.1,
-                outcome: outcome.clone(),
-            },
-            None => Record::StartAccepted {
-                key: self.key.clone(),
-                try_number: self.reported.0,
-                token: self.reported.1,
-            },
+/// What a run batch the store applied records in the history, derived from its writes: each
+/// task instance write (from its guard to its record: with coalescing, one write may span
+/// several transitions of one decision or of several), each run state change, then each
+/// accepted result (an attempt row is written only with an accepted result) and each start
+/// the batch made durable, then the batch's end.
+fn applied_records(run: &RunKey, batch: &[Write], starts: Vec<AttemptId>) -> Vec<Record> {
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    for write in batch {
+        match write {
+            Write::PutTaskInstance { expected, record } => records.push(Record::TaskWritten {
+                key: record.key.clone(),
+                from: *expected,
+                to: record.version(),
+                max_tries: record.max_tries,
+                queued_at: record.queued_at,
+                ended_at: record.ended_at,
+            }),
+            Write::UpdateRun { state, .. } => records.push(Record::RunStateChanged {
+                run: run.clone(),
+                state: *state,
+            }),
+            Write::PutAttempt(row) => results.push(Record::ResultAccepted {
+                key: row.attempt.key.clone(),
+                try_number: row.attempt.try_number,
+                token: row.attempt.token,
+                state: row.state,
+            }),
+            _ => {}
         }
     }
+    records.extend(results);
+    records.extend(starts.into_iter().map(|start| Record::StartAccepted {
+        key: start.key,
+        try_number: start.try_number,
+        token: start.token,
+    }));
+    records.push(Record::BatchApplied { run: run.clone() });
+    records
 }
 
 fn attempt_state(outcome: &AttemptOutcome) -> TaskState {

@@ -15,6 +15,11 @@ use weft_core::Timestamp;
 pub const DAGS_MAX: u64 = 4;
 /// Tasks per DAG: small DAGs keep a seed fast; shapes matter more than size.
 pub const TASKS_MAX: u64 = 7;
+/// The width of a wide literal mapping: from as many instances as hold back a run's commits
+/// (`weft_actors::run_pipeline::COMMIT_SIBLINGS_MIN`) to more than open in one chunk
+/// (`DISPATCH_SPLIT_MIN`).
+pub const WIDE_MAP_MIN: u64 = weft_actors::run_pipeline::COMMIT_SIBLINGS_MIN as u64;
+pub const WIDE_MAP_MAX: u64 = 2 * weft_actors::run_pipeline::DISPATCH_SPLIT_MIN as u64;
 /// Scheduled runs a DAG may be due for over a seed (catch-up included), to bound a seed's work.
 pub const TICKS_PER_DAG_MAX: u64 = 30;
 /// The handler name every in-process task uses; the simulated workers decide outcomes.
@@ -237,8 +242,15 @@ fn generate_tasks(rng: &mut SimRng, pools: &[(String, u32)]) -> Vec<TaskSpec> {
         task.weight_rule = *rng.pick(WeightRule::ALL);
         let single_upstream = (task.upstream.len() == 1).then(|| task.upstream[0].clone());
         if rng.chance(60) {
+            // Now and then a wide one: its instances open together (a dispatch the run
+            // commits in chunks) and their ends share commits (the run's group commit).
+            let length = if rng.chance(250) {
+                rng.between(WIDE_MAP_MIN, WIDE_MAP_MAX)
+            } else {
+                rng.below(4)
+            };
             task.mapping = Some(MappingSpec::Literal {
-                length: rng.below(4) as usize,
+                length: length as usize,
             });
         } else if let Some(up) = single_upstream.filter(|_| rng.chance(80)) {
             task.mapping = Some(MappingSpec::Upstream { task_id: up });

@@ -2,7 +2,7 @@
 //! same history without the break.
 
 use chrono::TimeZone;
-use weft_core::dag_run::{AttemptOutcome, TaskVersion};
+use weft_core::dag_run::TaskVersion;
 use weft_core::ids::{RunKey, TaskInstanceKey};
 use weft_core::spec::{DagSpec, ScheduleSpec, TaskKind, TaskSpec};
 use weft_core::state::{DagRunState, RunType, TaskState};
@@ -67,6 +67,8 @@ fn written(task: &str, from: Option<TaskVersion>, to: TaskVersion) -> Record {
         from,
         to,
         max_tries: 2,
+        queued_at: None,
+        ended_at: None,
     }
 }
 
@@ -142,7 +144,7 @@ fn one_result_per_try_catches_a_stale_result() {
         key: key("a"),
         try_number: 1,
         token,
-        outcome: AttemptOutcome::Skipped,
+        state: TaskState::Skipped,
     };
     let write = written(
         "a",
@@ -206,6 +208,74 @@ fn dependencies_respected_catches_a_task_started_before_its_upstream_succeeded()
     assert_eq!(
         names(&dependencies_respected(&early)),
         [DEPENDENCIES_RESPECTED]
+    );
+}
+
+/// One batch may write a task instance first and its upstream's end later (a row's write
+/// stands where the batch first wrote it): the start is judged once the batch is applied, and a
+/// row created by its start counts as a first try.
+#[test]
+fn dependencies_respected_judges_a_start_against_its_whole_batch() {
+    let batch_end = Record::BatchApplied { run: run_key("r") };
+    let b_created_queued = written("b", None, version(TaskState::Queued, 1, 1));
+    let a_done = written(
+        "a",
+        Some(version(TaskState::Running, 1, 1)),
+        version(TaskState::Success, 1, 1),
+    );
+    let a_queued = written("a", None, version(TaskState::Queued, 1, 1));
+    let a_running = written(
+        "a",
+        Some(version(TaskState::Queued, 1, 1)),
+        version(TaskState::Running, 1, 1),
+    );
+    let good = history(vec![
+        (1, a_queued.clone()),
+        (1, batch_end.clone()),
+        (2, a_running.clone()),
+        (2, batch_end.clone()),
+        (3, b_created_queued.clone()),
+        (3, a_done.clone()),
+        (3, batch_end.clone()),
+    ]);
+    assert!(dependencies_respected(&good).is_empty());
+    // The upstream's end in the next batch, even at the same instant, is too late.
+    let early = history(vec![
+        (1, a_queued),
+        (1, batch_end.clone()),
+        (2, a_running),
+        (2, batch_end.clone()),
+        (3, b_created_queued),
+        (3, batch_end.clone()),
+        (3, a_done),
+        (3, batch_end),
+    ]);
+    assert_eq!(
+        names(&dependencies_respected(&early)),
+        [DEPENDENCIES_RESPECTED]
+    );
+}
+
+/// A failure and its retry in one batch: `up_for_retry` is never stored, and the retry is
+/// judged from when the failed try was queued.
+#[test]
+fn retries_within_policy_judges_a_retry_coalesced_with_its_failure() {
+    let queued = written(
+        "b",
+        Some(version(TaskState::None, 0, 0)),
+        version(TaskState::Queued, 1, 1),
+    );
+    let retried = written(
+        "b",
+        Some(version(TaskState::Running, 1, 1)),
+        version(TaskState::Queued, 2, 2),
+    );
+    let good = history(vec![(0, queued.clone()), (1, retried.clone())]);
+    assert!(retries_within_policy(&good).is_empty());
+    let early = history(vec![(3, queued), (3, retried)]);
+    assert_eq!(
+        names(&retries_within_policy(&early)),
+        [RETRIES_WITHIN_POLICY]
     );
 }
 
