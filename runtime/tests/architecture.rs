@@ -146,6 +146,8 @@ fn crates_depend_in_the_allowed_direction() {
             ],
         ),
         ("web/api-types", &[]),
+        // The simulator drives the core and the run's commit pipeline, never the runtime.
+        ("simulations", &["weft-core", "weft-storage", "weft-actors"]),
         (
             "web",
             &[
@@ -236,6 +238,42 @@ fn executors_never_see_the_engine() {
     assert!(
         found.is_empty(),
         "executors run attempts from their assignment and a WorkerContext alone:\n{}",
+        found.join("\n")
+    );
+}
+
+/// No actor module imports another actor module: they talk through `messages` and are spawned
+/// by `tree`, the one module that names actor types. The dispatcher's use of the worker slot's
+/// `SlotHandle` (starting an attempt without a message hop) is the one exception.
+#[test]
+fn no_actor_module_imports_another() {
+    let actors = [
+        "scheduler_actor",
+        "dag_run_actor",
+        "task_actor",
+        "dispatcher_actor",
+        "worker_slot",
+    ];
+    let allowed = [("dispatcher_actor", "crate::worker_slot::SlotHandle")];
+    let mut found = Vec::new();
+    for module in actors {
+        let file = workspace().join(format!("actors/src/{module}.rs"));
+        assert!(file.exists(), "{} is an actor module", file.display());
+        for (number, line) in production_lines(&file) {
+            for other in actors.iter().filter(|other| **other != module) {
+                let path = format!("crate::{other}");
+                let excepted = allowed
+                    .iter()
+                    .any(|(from, what)| *from == module && line.contains(what));
+                if line.contains(&path) && !excepted {
+                    found.push(format!("{}:{number}: {path}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "actor modules talk through messages and tree:\n{}",
         found.join("\n")
     );
 }
