@@ -447,8 +447,8 @@ fn recovery_redispatches_queued_and_adopts_running() {
         > start @00:00:00
           persist q: queued -> queued try=1 token=2
           dispatch q try=1 token=2 prio=1
-          timer execution_timeout r try=1 token=1 at 00:01:00
           adopt r try=1 token=1
+          timer execution_timeout r try=1 token=1 at 00:01:00
         > finished q try=1 token=1 success @00:00:00
         > finished q try=1 token=2 success @00:00:00
           persist q: queued -> success try=1 token=2
