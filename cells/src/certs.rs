@@ -247,7 +247,13 @@ pub fn init(dir: &Path, replace: bool) -> Result<CaFiles, CertError> {
     create_dir(dir)?;
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
-    params.distinguished_name = distinguished_name("weft deployment CA");
+    // A name of its own (from its key), so that a certificate from another deployment's CA
+    // is refused as from an unknown issuer rather than as a bad signature.
+    let tag: String = key.public_key_raw()[1..9]
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    params.distinguished_name = distinguished_name(&format!("weft deployment CA {tag}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,

@@ -734,7 +734,7 @@ fn tls_refused(peer: SocketAddr, error: &ConnectionError) -> LinkError {
 fn describe(error: &ConnectionError) -> String {
     let crypto_alert = |code: u64| (0x100..0x200).contains(&code).then(|| (code - 0x100) as u8);
     let hint = |alert: u8| match alert {
-        40 | 42 | 46 | 48 => {
+        40 | 42 | 46 | 48 | 51 => {
             " (is the certificate from another deployment's CA, or the name dialled not in it?)"
         }
         45 => " (a certificate has expired: issue it again with `weft certs issue`)",
