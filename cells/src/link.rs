@@ -587,7 +587,6 @@ fn refused(
             let reason = match error {
                 LinkError::VersionMismatch { .. } => "version",
                 LinkError::HandshakeTimeout { .. } => "timeout",
-                LinkError::Cert(_) => "identity",
                 _ => "refused",
             };
             metrics::counter!("weft_link_handshakes_refused_total", "reason" => reason)

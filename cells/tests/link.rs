@@ -3,10 +3,11 @@
 //! closing one connection while the others go on.
 
 use quinn::crypto::rustls::QuicClientConfig;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use weft_cells::certs::{self, Identity};
@@ -16,6 +17,88 @@ use weft_cells::link::{
 };
 
 const WAIT: Duration = Duration::from_secs(15);
+
+/// Counts the counters incremented on this thread (a `#[tokio::test]` runs its tasks on it).
+#[derive(Default, Clone)]
+struct Counters(Arc<Mutex<HashMap<String, u64>>>);
+
+struct CounterHandle {
+    key: String,
+    counters: Counters,
+}
+
+impl metrics::CounterFn for CounterHandle {
+    fn increment(&self, value: u64) {
+        *self
+            .counters
+            .0
+            .lock()
+            .unwrap()
+            .entry(self.key.clone())
+            .or_default() += value;
+    }
+
+    fn absolute(&self, value: u64) {
+        self.counters
+            .0
+            .lock()
+            .unwrap()
+            .insert(self.key.clone(), value);
+    }
+}
+
+impl metrics::Recorder for Counters {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|label| format!("{}={}", label.key(), label.value()))
+            .collect();
+        metrics::Counter::from_arc(Arc::new(CounterHandle {
+            key: format!("{}{{{}}}", key.name(), labels.join(",")),
+            counters: self.clone(),
+        }))
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+impl Counters {
+    fn get(&self, key: &str) -> u64 {
+        self.0.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+}
 
 async fn within<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, future).await.expect("timed out")
@@ -302,6 +385,8 @@ async fn a_client_with_another_alpn_is_refused() {
 
 #[tokio::test]
 async fn a_protocol_version_mismatch_is_refused_on_both_sides_naming_both_versions() {
+    let counters = Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
     let deployment = Deployment::new();
     let mut server = serve(&deployment.node());
     let settings = LinkSettings {
@@ -346,6 +431,11 @@ async fn a_protocol_version_mismatch_is_refused_on_both_sides_naming_both_versio
             .to_string()
             .contains("protocol version mismatch: this side speaks 1, the peer speaks 2"),
         "{error}"
+    );
+    // Counted on both sides (client and node share this thread's recorder here).
+    assert_eq!(
+        counters.get("weft_link_handshakes_refused_total{reason=version}"),
+        2
     );
 }
 
@@ -416,6 +506,8 @@ async fn send_raw_and_expect_close(link: &Link, bytes: &[u8]) -> String {
 
 #[tokio::test]
 async fn a_bad_frame_closes_its_connection_only() {
+    let counters = Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
     let deployment = Deployment::new();
     let mut server = serve(&deployment.node());
     let client = connector(&deployment.worker(), LinkSettings::default());
@@ -435,11 +527,11 @@ async fn a_bad_frame_closes_its_connection_only() {
     // A length of 10, then the stream ends after 4 bytes of it.
     let truncated = vec![0, 0, 0, 10, FRAME_FORMAT, 1, 2, 3];
     let empty = vec![0, 0, 0, 0];
-    for (bytes, expected) in [
-        (oversized, "over the limit of 1048576 bytes"),
-        (bad_format, "frame format byte is 2, expected 1"),
-        (truncated, "the stream ended inside a frame"),
-        (empty, "frame is empty"),
+    for (bytes, expected, counted) in [
+        (oversized, "over the limit of 1048576 bytes", "oversized"),
+        (bad_format, "frame format byte is 2, expected 1", "format"),
+        (truncated, "the stream ended inside a frame", "truncated"),
+        (empty, "frame is empty", "empty"),
     ] {
         let link = within(client.connect(server.addr, "localhost"))
             .await
@@ -454,6 +546,12 @@ async fn a_bad_frame_closes_its_connection_only() {
             "{error}"
         );
         assert!(error.to_string().contains(expected), "{error}");
+        assert_eq!(
+            counters.get(&format!(
+                "weft_link_frames_refused_total{{reason={counted}}}"
+            )),
+            1
+        );
 
         // The other connection, and its open channel, go on.
         within(steady_channel.send(b"still")).await.unwrap();
