@@ -448,8 +448,12 @@ async fn server_handshake(
         .await
         .map_err(|error| lost_in_hello(peer, error))?;
     let theirs = read_hello(&connection, &mut recv).await?;
-    // Our hello goes back whatever theirs said, so that a peer of another version can name
-    // both versions too.
+    if theirs.0 == settings.protocol_version {
+        // A role the certificate contradicts is refused before this side says anything.
+        check_role(&connection, &identity, theirs.1)?;
+    }
+    // Our hello goes back whatever version theirs said, so that a peer of another version can
+    // name both versions too.
     write_frame(&mut send, &hello(settings.protocol_version, own.role()))
         .await
         .map_err(|error| hello_io(&connection, peer, error))?;
@@ -467,7 +471,6 @@ async fn server_handshake(
             theirs.0,
         ));
     }
-    check_role(&connection, &identity, theirs.1)?;
     Ok(Link {
         connection,
         peer: identity,

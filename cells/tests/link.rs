@@ -563,3 +563,34 @@ async fn a_bad_frame_closes_its_connection_only() {
     }
     assert!(steady.connection().close_reason().is_none());
 }
+
+#[tokio::test]
+async fn a_hello_whose_role_disagrees_with_the_certificate_is_refused() {
+    let deployment = Deployment::new();
+    let mut server = serve(&deployment.node());
+    // The worker's certificate, announcing itself as a node.
+    let client = Connector::with_config(
+        "127.0.0.1:0".parse().unwrap(),
+        raw_config(&deployment, link::ALPN, true),
+        Identity::node("n9").unwrap(),
+        LinkSettings::default(),
+    )
+    .unwrap();
+    let error = within(client.connect(server.addr, "localhost"))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains(
+            "the peer closed the link (code 2): the hello says node but the certificate names \
+             weft://worker/w1"
+        ),
+        "{error}"
+    );
+    let error = server_handshake(&mut server).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("the hello says node but the certificate names weft://worker/w1"),
+        "{error}"
+    );
+}
