@@ -55,9 +55,49 @@ pub enum Command {
     /// Connections, sealed in the store (Airflow's `airflow connections`).
     #[command(subcommand)]
     Connections(ConnectionsCommand),
+    /// Certificates for the links between nodes and remote workers (QUIC with mutual TLS):
+    /// the deployment's CA, and one certificate per node and per worker.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Seal every variable and connection under a new key, while the node runs; the old key
     /// is dropped from the key file once nothing needs it.
     RotateKey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make the deployment's CA: `ca.pem` (for every node and worker) and `ca.key` (0600,
+    /// needed only where certificates are issued).
+    Init {
+        /// Directory of the certificates (default: $WEFT_HOME/certs).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Replace an existing CA: every certificate it issued stops being trusted.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a certificate signed by the CA for a worker or a node (`worker-NAME.pem` /
+    /// `.key`, `node-NAME.pem` / `.key`); issuing again for a name renews it.
+    Issue {
+        /// A worker's certificate, for this name.
+        #[arg(
+            long,
+            value_name = "NAME",
+            required_unless_present = "node",
+            conflicts_with = "node"
+        )]
+        worker: Option<String>,
+        /// A node's certificate, for this name.
+        #[arg(long, value_name = "NAME")]
+        node: Option<String>,
+        /// A DNS name or IP address the node is reached at (repeat it for several; a node
+        /// needs at least one).
+        #[arg(long = "san", value_name = "HOST_OR_IP", requires = "node")]
+        sans: Vec<String>,
+        /// Directory of the certificates and of the CA (default: $WEFT_HOME/certs).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,8 +1,8 @@
 //! What each CLI verb does.
 
 use crate::cli::{
-    Cli, Command, ConnectionsCommand, DagsCommand, RunsCommand, StandaloneArgs, TasksCommand,
-    UsersCommand, VariablesCommand,
+    CertsCommand, Cli, Command, ConnectionsCommand, DagsCommand, RunsCommand, StandaloneArgs,
+    TasksCommand, UsersCommand, VariablesCommand,
 };
 use crate::config::Config;
 use crate::control::{self, Request};
@@ -43,6 +43,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Users(command) => users(config, command).await,
         Command::Variables(command) => variables(config, json, command).await,
         Command::Connections(command) => connections(config, json, command).await,
+        Command::Certs(command) => certs(&config, json, command),
         Command::RotateKey => {
             let report = change_secrets(&config, Change::RotateKey).await?;
             if json {
@@ -61,6 +62,66 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `weft certs`: the deployment's CA and the certificates it issues (no store, no node).
+fn certs(config: &Config, json: bool, command: CertsCommand) -> anyhow::Result<ExitCode> {
+    use weft_cells::certs::{self, Identity};
+    let default_dir = || config.core.home.join("certs");
+    match command {
+        CertsCommand::Init { dir, force } => {
+            let dir = dir.unwrap_or_else(default_dir);
+            let files = certs::init(&dir, force)?;
+            if json {
+                print_json(&serde_json::json!({
+                    "ca_cert": files.cert,
+                    "ca_key": files.key,
+                }));
+            } else {
+                println!(
+                    "made the deployment CA: {} (the certificate every node and worker trusts) \
+                     and {} (its key, mode 0600: keep it where certificates are issued)",
+                    files.cert.display(),
+                    files.key.display()
+                );
+            }
+        }
+        CertsCommand::Issue {
+            worker,
+            node,
+            sans,
+            dir,
+        } => {
+            let dir = dir.unwrap_or_else(default_dir);
+            let identity = match (worker, node) {
+                (Some(name), None) => Identity::worker(&name)?,
+                (None, Some(name)) => Identity::node(&name)?,
+                _ => bail!("name either --worker NAME or --node NAME"),
+            };
+            let issued = certs::issue(&dir, &identity, &sans)?;
+            if json {
+                print_json(&serde_json::json!({
+                    "identity": issued.identity.uri(),
+                    "cert": issued.cert,
+                    "key": issued.key,
+                    "replaced": issued.replaced,
+                }));
+            } else {
+                println!(
+                    "issued {}: {} and {} (its key, mode 0600){}",
+                    issued.identity,
+                    issued.cert.display(),
+                    issued.key.display(),
+                    if issued.replaced {
+                        "; the earlier certificate for this name was replaced"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The variables and connections of the store, opened with this node's keys (reads need no

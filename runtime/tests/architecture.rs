@@ -135,12 +135,15 @@ fn crates_depend_in_the_allowed_direction() {
         ("core", &[]),
         ("storage", &["weft-core"]),
         ("actors", &["weft-core", "weft-storage"]),
+        // The transport, membership and leases of cells: below the engine, beside the store.
+        ("cells", &["weft-core"]),
         (
             "runtime",
             &[
                 "weft-core",
                 "weft-storage",
                 "weft-actors",
+                "weft-cells",
                 "weft-api-types",
                 "weft-web",
             ],

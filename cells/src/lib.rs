@@ -1,0 +1,13 @@
+//! The cell layer of weft. For now: the deployment's certificate authority and the certificates
+//! it issues to nodes and workers ([`certs`]), and the QUIC link with mutual TLS that remote
+//! worker slots will use ([`link`]): who the peer is comes from its certificate, the first
+//! exchange checks the protocol version, and later messages travel as bounded frames.
+
+pub mod certs;
+pub mod link;
+
+pub use certs::{identity_of, CertError, Identity, Role};
+pub use link::{
+    Channel, Connector, Credentials, FrameError, Link, LinkError, LinkSettings, Listener,
+    FRAME_BYTES_MAX, PROTOCOL_VERSION,
+};
