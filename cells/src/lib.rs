@@ -1,9 +1,13 @@
 //! The cell layer of weft. For now: the deployment's certificate authority and the certificates
 //! it issues to nodes and workers ([`certs`]), and the QUIC link with mutual TLS that remote
 //! worker slots will use ([`link`]): who the peer is comes from its certificate, the first
-//! exchange checks the protocol version, and later messages travel as bounded frames.
+//! exchange checks the protocol version, and later messages travel as bounded frames. Over a
+//! link, a `ractor_cluster` session carries messages to remote actors (`cluster`, with the
+//! feature of that name).
 
 pub mod certs;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod link;
 
 pub use certs::{identity_of, CertError, Identity, Role};

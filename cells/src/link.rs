@@ -903,6 +903,13 @@ impl Channel {
     pub fn finish(&mut self) {
         let _ = self.send.finish();
     }
+
+    /// The QUIC streams under the channel, for a protocol that frames its own messages from
+    /// here on (a `ractor_cluster` session, [`crate::cluster`]). Nothing of a frame is left
+    /// unread: [`Channel::recv`] reads exactly one frame.
+    pub fn into_streams(self) -> (SendStream, RecvStream) {
+        (self.send, self.recv)
+    }
 }
 
 #[cfg(test)]
