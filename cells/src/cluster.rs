@@ -172,7 +172,8 @@ impl SlotMsg {
     }
 }
 
-const SLOT_CALL: &str = "slot";
+/// The `variant` of a slot call in `ractor`'s serialized messages.
+pub const SLOT_CALL: &str = "slot";
 
 impl Message for SlotMsg {
     fn serializable() -> bool {

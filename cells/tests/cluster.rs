@@ -4,6 +4,8 @@
 //! groups and actor ids of `ractor` are per process, and two `NodeServer`s in one process would
 //! both see the slot as a local actor.
 
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use ractor::RpcReplyPort;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,7 +13,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use weft_cells::certs::{self, Identity};
-use weft_cells::cluster::{ClusterNode, SessionEvent, SessionEventKind, SlotMsg, SlotReply};
+use weft_cells::cluster::{
+    ClusterNode, SessionEvent, SessionEventKind, SlotMsg, SlotReply, SLOT_CALL, WIRE_VERSION,
+};
 use weft_cells::link::{Connector, Credentials, Link, LinkSettings, Listener};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -197,6 +201,24 @@ async fn remote_slot(session: &SessionEvent) -> ActorRef<SlotMsg> {
     cell.into()
 }
 
+/// A slot call whose arguments carry a wire version the worker does not read.
+struct Foreign(RpcReplyPort<Vec<u8>>);
+
+impl ractor::Message for Foreign {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        Ok(SerializedMessage::Call {
+            variant: SLOT_CALL.to_string(),
+            args: vec![WIRE_VERSION + 1, 0, 7],
+            reply: self.0,
+            metadata: None,
+        })
+    }
+}
+
 async fn ping(slot: &ActorRef<SlotMsg>, seq: u64, timeout: Duration) -> Option<SlotReply> {
     match slot
         .call(|reply| SlotMsg::Ping { seq, reply }, Some(timeout))
@@ -252,6 +274,23 @@ async fn a_node_calls_a_worker_slot_over_the_link_and_the_session_ends_with_the_
             })
         );
     }
+
+    // A message the worker cannot decode is dropped there: its call gets no reply, and the
+    // session goes on.
+    let foreign: ActorRef<Foreign> = slot.get_cell().into();
+    let answer = within(foreign.call(Foreign, Some(Duration::from_millis(500)))).await;
+    assert!(
+        matches!(answer, Ok(ractor::rpc::CallResult::Timeout)),
+        "{:?}",
+        answer.map(|result| format!("{result:?}"))
+    );
+    assert_eq!(
+        within(ping(&slot, 4, WAIT)).await,
+        Some(SlotReply::Pong {
+            seq: 4,
+            worker: "w1".to_string()
+        })
+    );
 
     // The node closes the link: the session's streams fail at once, and the session ends.
     let closing = Instant::now();
