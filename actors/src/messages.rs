@@ -425,3 +425,13 @@ pub(crate) struct WorkerSlotArgs {
     pub handle: SlotHandle,
     pub dispatcher: ActorRef<DispatcherMsg>,
 }
+
+// Under ractor's `cluster` feature (on, for remote worker slots) a message type says whether it
+// may cross processes: none of the engine's actors' messages do (they carry reply ports and
+// actor handles); what crosses is `AttemptAssignment` and `SlotReport`, inside the remote
+// slot's own messages.
+impl ractor::Message for SchedulerMsg {}
+impl ractor::Message for DagRunMsg {}
+impl ractor::Message for TaskMsg {}
+impl ractor::Message for DispatcherMsg {}
+impl ractor::Message for WorkerSlotMsg {}
