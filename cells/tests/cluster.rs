@@ -4,6 +4,9 @@
 //! groups and actor ids of `ractor` are per process, and two `NodeServer`s in one process would
 //! both see the slot as a local actor.
 
+mod common;
+
+use common::Deployment;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use ractor::RpcReplyPort;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
@@ -12,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use weft_cells::certs::{self, Identity};
+use weft_cells::certs::Identity;
 use weft_cells::cluster::{
     ClusterNode, SessionEvent, SessionEventKind, SlotMsg, SlotReply, SLOT_CALL, WIRE_VERSION,
 };
@@ -29,30 +32,6 @@ static NODE_SIDE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn within<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, future).await.expect("timed out")
-}
-
-/// A deployment: a CA, node `n1` (reached as 127.0.0.1) and worker `w1`.
-struct Deployment {
-    dir: tempfile::TempDir,
-}
-
-impl Deployment {
-    fn new() -> Deployment {
-        let dir = tempfile::tempdir().unwrap();
-        certs::init(dir.path(), false).unwrap();
-        certs::issue(
-            dir.path(),
-            &Identity::node("n1").unwrap(),
-            &["127.0.0.1".to_string()],
-        )
-        .unwrap();
-        certs::issue(dir.path(), &Identity::worker("w1").unwrap(), &[]).unwrap();
-        Deployment { dir }
-    }
-
-    fn node(&self) -> Credentials {
-        Credentials::load(self.dir.path(), &Identity::node("n1").unwrap()).unwrap()
-    }
 }
 
 /// The link settings of both sides: a short idle timeout, so that a dead peer is found soon.
@@ -122,7 +101,7 @@ fn spawn_worker(test: &str, addr: SocketAddr, deployment: &Deployment) -> tokio:
         .args([test, "--exact", "--nocapture", "--test-threads=1"])
         .env(
             WORKER_ENV,
-            format!("{addr}|{}", deployment.dir.path().display()),
+            format!("{addr}|{}", deployment.path().display()),
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -366,7 +345,7 @@ async fn a_session_whose_name_differs_from_the_certificate_is_stopped() {
         .await
         .unwrap();
     let identity = Identity::worker("w1").unwrap();
-    let credentials = Credentials::load(deployment.dir.path(), &identity).unwrap();
+    let credentials = Credentials::load(deployment.path(), &identity).unwrap();
     let connector =
         Connector::bind("127.0.0.1:0".parse().unwrap(), &credentials, settings()).unwrap();
     let (worker_link, node_link) = within(async {

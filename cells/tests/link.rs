@@ -2,15 +2,17 @@
 //! `certs`, identities from the certificates, the hello's version check, and bad frames
 //! closing one connection while the others go on.
 
+mod common;
+
+use common::Deployment;
 use quinn::crypto::rustls::QuicClientConfig;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use weft_cells::certs::{self, Identity};
+use weft_cells::certs::Identity;
 use weft_cells::link::{
     self, Connector, Credentials, Link, LinkError, LinkSettings, Listener, CLOSE_BAD_FRAME,
     CLOSE_VERSION_MISMATCH, FRAME_BYTES_MAX, FRAME_FORMAT,
@@ -102,42 +104,6 @@ impl Counters {
 
 async fn within<T>(future: impl Future<Output = T>) -> T {
     tokio::time::timeout(WAIT, future).await.expect("timed out")
-}
-
-/// A deployment: a CA, node `n1` (reached as `localhost` or 127.0.0.1) and worker `w1`.
-struct Deployment {
-    dir: tempfile::TempDir,
-}
-
-impl Deployment {
-    fn new() -> Deployment {
-        let dir = tempfile::tempdir().unwrap();
-        certs::init(dir.path(), false).unwrap();
-        certs::issue(
-            dir.path(),
-            &Identity::node("n1").unwrap(),
-            &["localhost".to_string(), "127.0.0.1".to_string()],
-        )
-        .unwrap();
-        certs::issue(dir.path(), &Identity::worker("w1").unwrap(), &[]).unwrap();
-        Deployment { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn node(&self) -> Credentials {
-        Credentials::load(self.path(), &Identity::node("n1").unwrap()).unwrap()
-    }
-
-    fn worker(&self) -> Credentials {
-        Credentials::load(self.path(), &Identity::worker("w1").unwrap()).unwrap()
-    }
-
-    fn read(&self, file: &str) -> Vec<u8> {
-        std::fs::read(self.path().join(file)).unwrap()
-    }
 }
 
 /// A node listening on 127.0.0.1: every handshake's outcome goes to `handshakes`, every link
