@@ -667,26 +667,15 @@ impl DagRunActorState {
 }
 
 impl DagRunMsg {
-    /// The end of an attempt, as the run hears it. `started` is when the attempt started and
-    /// whether its start is still unreported (it ended within the grace), for an attempt that
-    /// reached a worker slot.
-    pub(crate) fn attempt_finished(
-        attempt: AttemptId,
-        report: AttemptReport,
-        started: Option<(Timestamp, bool)>,
-    ) -> DagRunMsg {
-        DagRunMsg::AttemptFinished {
-            attempt,
-            report: Box::new(report),
-            started_at: started.map(|(at, _)| at),
-            start_unreported: started.is_some_and(|(_, unreported)| unreported),
-        }
-    }
-
     /// An attempt that could not be handed to a worker, reported as lost (retried as the
     /// task's policy allows).
     pub(crate) fn attempt_lost(attempt: AttemptId, reason: &str) -> DagRunMsg {
-        DagRunMsg::attempt_finished(attempt, lost_report(reason), None)
+        DagRunMsg::AttemptFinished {
+            attempt,
+            report: Box::new(lost_report(reason)),
+            started_at: None,
+            start_unreported: false,
+        }
     }
 }
 
