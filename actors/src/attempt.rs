@@ -160,7 +160,7 @@ pub(crate) fn build_assignment(
 
 /// Where an attempt's log lives under the data directory, as Airflow lays out its logs.
 /// Built in one string (it is built for every attempt).
-pub(crate) fn log_relative_path(key: &TaskInstanceKey, try_number: u32) -> String {
+pub fn log_relative_path(key: &TaskInstanceKey, try_number: u32) -> String {
     use std::fmt::Write as _;
     let (dag_id, run_id, task_id) = (
         key.dag_id.as_str(),

@@ -1,8 +1,13 @@
 //! The Dispatcher actor: runs the core dispatcher (priorities, pools, `max_active_tasks`) and
-//! hands started attempts to idle worker slots.
+//! hands started attempts to idle worker slots: the node's own (`LOCAL_WORKER`, through their
+//! handles) and those of remote workers (`weft worker`, remote actors of a `ractor_cluster`
+//! session, see `remote_slot.rs`). A remote slot's reports come back as answers to the polls
+//! this actor keeps outstanding (one per slot); they reach the attempt's task actor through
+//! here, once checked against the worker and session the attempt was placed on.
 
 use crate::messages::{
-    AttemptAssignment, DispatcherMsg, SlotReport, TaskMsg, WorkerSlotArgs, WorkerSlotMsg,
+    AttemptAssignment, DispatcherMsg, Json, RemoteSlotMsg, RemoteWorker, SlotCast, SlotPoll,
+    SlotReport, TaskMsg, WorkerSlotArgs, WorkerSlotMsg,
 };
 use crate::shared::Shared;
 use crate::worker_slot::SlotHandle;
@@ -30,9 +35,47 @@ fn local_worker(slots: usize, queues: &[String]) -> WorkerInfo {
     }
 }
 
+/// Where an attempt runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Place {
+    /// One of the node's own slots.
+    Local(usize),
+    /// A slot of a remote worker, in one session with it; `seq` numbers the assignment.
+    Remote {
+        worker: Name,
+        session: u64,
+        slot: u32,
+        seq: u64,
+    },
+}
+
+/// How long the node waits for a remote slot to answer a poll before it asks again (the slot
+/// answers within its heartbeat interval, about a second).
+const POLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A remote worker the dispatcher places attempts on.
+struct Remote {
+    worker: RemoteWorker,
+    joined_at: weft_core::Timestamp,
+    last_heartbeat: Option<weft_core::Timestamp>,
+    slots: Vec<RemoteSlotState>,
+    /// Reports refused: of another session, or about an attempt not placed on this worker.
+    reports_refused: u64,
+}
+
+struct RemoteSlotState {
+    /// The last assignment's number.
+    seq: u64,
+    /// The highest report number handled (a report sent again is recognised by it).
+    handled: u64,
+    /// The attempt placed here, by (task instance, token), and its assignment number.
+    current: Option<(TaskInstanceKey, u64, u64)>,
+    poll: tokio::task::AbortHandle,
+}
+
 /// An attempt a worker slot is running.
 struct RunningAttempt {
-    slot: usize,
+    place: Place,
     try_number: u32,
     /// The attempt's task actor.
     reply: ActorRef<TaskMsg>,
@@ -71,6 +114,8 @@ pub(crate) struct DispatcherState {
     slots: Vec<ActorRef<WorkerSlotMsg>>,
     /// What each slot runs, shared with its actor and its attempt's task.
     handles: Vec<SlotHandle>,
+    /// The remote workers, by name.
+    remote: HashMap<Name, Remote>,
     myself: ActorRef<DispatcherMsg>,
     shared: Arc<Shared>,
 }
@@ -112,6 +157,7 @@ impl Actor for DispatcherActor {
             running: HashMap::new(),
             slots,
             handles,
+            remote: HashMap::new(),
             myself,
             shared,
         })
@@ -180,13 +226,19 @@ impl Actor for DispatcherActor {
                 max_active_tasks,
             }),
             DispatcherMsg::Workers { reply } => {
-                let view = crate::engine::WorkersView {
-                    workers: state.core.workers().cloned().collect(),
-                    waiting_unserved_queue: state.core.waiting_unserved(),
-                };
-                let _ = reply.send(view);
+                let _ = reply.send(state.view());
                 Vec::new()
             }
+            DispatcherMsg::RemoteJoined { worker } => state.remote_joined(worker),
+            DispatcherMsg::RemoteLeft { name, session } => {
+                state.remote_left(&Name::from(name.as_str()), session, "its link closed")
+            }
+            DispatcherMsg::Polled {
+                name,
+                session,
+                slot,
+                poll,
+            } => state.polled(&name, session, slot, poll),
             DispatcherMsg::SetLocalQueues { queues } => {
                 let info = local_worker(state.handles.len(), &queues);
                 state.core.handle(DispatchInput::WorkerJoined(info))
@@ -260,7 +312,7 @@ impl DispatcherState {
         let lost: Vec<(TaskInstanceKey, u64)> = self
             .running
             .iter()
-            .filter(|(_, attempt)| attempt.slot == index)
+            .filter(|(_, attempt)| attempt.place == Place::Local(index))
             .map(|(id, _)| id.clone())
             .collect();
         let mut effects = Vec::new();
@@ -289,9 +341,10 @@ impl DispatcherState {
             });
             return;
         };
-        if worker != LOCAL_WORKER || slot >= self.handles.len() {
-            // Only the local worker exists in this process; the core placed the attempt
-            // elsewhere only if it was told of another worker, which nothing does yet.
+        if worker != LOCAL_WORKER {
+            return self.start_remote(request, waiting, worker, slot as u32);
+        }
+        if slot >= self.handles.len() {
             tracing::error!(
                 worker,
                 slot,
@@ -313,7 +366,7 @@ impl DispatcherState {
             assignment, reply, ..
         } = waiting;
         let attempt = RunningAttempt {
-            slot,
+            place: Place::Local(slot),
             try_number: request.attempt.try_number,
             reply: reply.clone(),
             started_at: crate::shared::now(),
@@ -341,7 +394,12 @@ impl DispatcherState {
         }
         let running_key = (attempt.key.clone(), attempt.token);
         if let Some(running) = self.running.get_mut(&running_key) {
-            if self.handles[running.slot].readopt(attempt.token, &reply) {
+            // A remote attempt's reports pass through here: pointing them elsewhere is all.
+            let readopted = match running.place {
+                Place::Local(slot) => self.handles[slot].readopt(attempt.token, &reply),
+                Place::Remote { .. } => true,
+            };
+            if readopted {
                 running.reply = reply;
                 metrics::counter!("weft_attempts_adopted_total", "where" => "running").increment(1);
                 self.shared.attempts_adopted.fetch_add(1, Ordering::Relaxed);
@@ -357,9 +415,440 @@ impl DispatcherState {
     /// Stops a running attempt (superseded by a newer token, or cancelled by its run); the
     /// slot frees itself as usual.
     fn stop(&mut self, key: &TaskInstanceKey, token: u64, reason: &'static str) {
-        if let Some(attempt) = self.running.get(&(key.clone(), token)) {
-            metrics::counter!("weft_attempts_stopped_total", "reason" => reason).increment(1);
-            let _ = self.slots[attempt.slot].cast(WorkerSlotMsg::Kill { token });
+        let Some(attempt) = self.running.get(&(key.clone(), token)) else {
+            return;
+        };
+        metrics::counter!("weft_attempts_stopped_total", "reason" => reason).increment(1);
+        match &attempt.place {
+            Place::Local(slot) => {
+                let _ = self.slots[*slot].cast(WorkerSlotMsg::Kill { token });
+            }
+            Place::Remote {
+                worker,
+                session,
+                slot,
+                ..
+            } => {
+                let target = self
+                    .remote
+                    .get(worker)
+                    .filter(|remote| remote.worker.session == *session)
+                    .and_then(|remote| remote.worker.slots.get(*slot as usize));
+                if let Some(target) = target {
+                    let kill = SlotCast::Kill {
+                        session: *session,
+                        attempt: AttemptId::new(key.clone(), attempt.try_number, token),
+                    };
+                    let _ = target.cast(RemoteSlotMsg::Cast(kill));
+                }
+            }
         }
+    }
+}
+
+/// Keeps one poll outstanding at a remote slot and hands each answer to the dispatcher, until
+/// the session ends (the remote actor is gone) or the dispatcher stops the loop.
+fn spawn_poll(
+    dispatcher: ActorRef<DispatcherMsg>,
+    slot: ActorRef<RemoteSlotMsg>,
+    name: Name,
+    session: u64,
+    index: u32,
+) -> tokio::task::AbortHandle {
+    tokio::spawn(async move {
+        let mut ack = 0;
+        loop {
+            let answer = slot
+                .call(
+                    |reply| RemoteSlotMsg::Poll {
+                        session,
+                        ack,
+                        reply,
+                    },
+                    Some(POLL_TIMEOUT),
+                )
+                .await;
+            match answer {
+                Ok(ractor::rpc::CallResult::Success(poll)) => {
+                    if let Some((last, _)) = poll.reports.last() {
+                        ack = ack.max(*last);
+                    }
+                    let polled = DispatcherMsg::Polled {
+                        name: name.clone(),
+                        session,
+                        slot: index,
+                        poll,
+                    };
+                    if dispatcher.cast(polled).is_err() {
+                        return;
+                    }
+                }
+                // Lost on the way, or the slot is slow: ask again (the slot sends again what
+                // was not acknowledged).
+                Ok(ractor::rpc::CallResult::Timeout) => {}
+                // The slot dropped the call (another session), or the session is gone; the
+                // session's end reaches the dispatcher on its own. A pause keeps this loop
+                // from spinning meanwhile.
+                Ok(ractor::rpc::CallResult::SenderError) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                Err(_) => return,
+            }
+        }
+    })
+    .abort_handle()
+}
+
+impl DispatcherState {
+    /// Hands `waiting` to slot `slot` of the remote worker `worker`.
+    fn start_remote(
+        &mut self,
+        request: weft_core::dag_run::DispatchRequest,
+        waiting: Waiting,
+        worker: &str,
+        slot: u32,
+    ) {
+        let name = Name::from(worker);
+        let target = self.remote.get_mut(&name).and_then(|remote| {
+            let session = remote.worker.session;
+            let actor = remote.worker.slots.get(slot as usize)?.clone();
+            let state = remote.slots.get_mut(slot as usize)?;
+            state.seq += 1;
+            state.current = Some((
+                request.attempt.key.clone(),
+                request.attempt.token,
+                state.seq,
+            ));
+            Some((actor, session, state.seq))
+        });
+        let sent = target.and_then(|(actor, session, seq)| {
+            let assign = SlotCast::Assign {
+                session,
+                seq,
+                assignment: Json(Box::new((*waiting.assignment).clone())),
+            };
+            actor.cast(RemoteSlotMsg::Cast(assign)).ok()?;
+            Some((session, seq))
+        });
+        let Some((session, seq)) = sent else {
+            tracing::error!(
+                worker,
+                slot,
+                "attempt placed on a remote slot it cannot reach"
+            );
+            metrics::counter!("weft_attempts_lost_total", "reason" => "remote_slot_unreachable")
+                .increment(1);
+            if let Some(state) = self
+                .remote
+                .get_mut(&name)
+                .and_then(|remote| remote.slots.get_mut(slot as usize))
+            {
+                state.current = None;
+            }
+            let reason = "the remote worker slot could not be reached";
+            report_lost(&waiting.reply, request.attempt.clone(), reason, None);
+            let effects = self.core.handle(DispatchInput::Release {
+                attempt: request.attempt,
+            });
+            self.perform(effects);
+            return;
+        };
+        metrics::counter!("weft_dispatched_total").increment(1);
+        metrics::counter!("weft_remote_assigned_total").increment(1);
+        metrics::histogram!("weft_dispatch_latency_seconds")
+            .record(waiting.since.elapsed().as_secs_f64());
+        let attempt = RunningAttempt {
+            place: Place::Remote {
+                worker: name,
+                session,
+                slot,
+                seq,
+            },
+            try_number: request.attempt.try_number,
+            reply: waiting.reply,
+            started_at: crate::clock::now(),
+        };
+        self.running
+            .insert((request.attempt.key, request.attempt.token), attempt);
+    }
+
+    /// A remote worker's session is ready: place attempts on its slots from now on. A worker
+    /// that comes back while its old session is still known leaves that session first.
+    fn remote_joined(&mut self, worker: RemoteWorker) -> Vec<DispatchEffect> {
+        let name = Name::from(worker.name.as_str());
+        let mut effects = Vec::new();
+        if let Some(old) = self.remote.get(&name).map(|remote| remote.worker.session) {
+            effects.extend(self.remote_left(&name, old, "it joined again in a new session"));
+        }
+        if name.as_str() == LOCAL_WORKER {
+            tracing::warn!("a remote worker may not be named `{LOCAL_WORKER}`");
+            return effects;
+        }
+        tracing::info!(
+            worker = %name,
+            session = worker.session,
+            address = %worker.address,
+            slots = worker.slots.len(),
+            queues = ?worker.queues,
+            "remote worker joined"
+        );
+        let slots = worker
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| RemoteSlotState {
+                seq: 0,
+                handled: 0,
+                current: None,
+                poll: spawn_poll(
+                    self.myself.clone(),
+                    slot.clone(),
+                    name.clone(),
+                    worker.session,
+                    index as u32,
+                ),
+            })
+            .collect();
+        let info = remote_info(&worker);
+        self.remote.insert(
+            name,
+            Remote {
+                worker,
+                joined_at: crate::clock::now(),
+                last_heartbeat: None,
+                slots,
+                reports_refused: 0,
+            },
+        );
+        effects.extend(self.core.handle(DispatchInput::WorkerJoined(info)));
+        effects
+    }
+
+    /// A remote worker's session ended: every attempt on it is lost (its run retries it as the
+    /// policy allows), and nothing more is placed on it.
+    fn remote_left(&mut self, name: &Name, session: u64, why: &str) -> Vec<DispatchEffect> {
+        if self
+            .remote
+            .get(name)
+            .is_none_or(|remote| remote.worker.session != session)
+        {
+            return Vec::new();
+        }
+        let Some(remote) = self.remote.remove(name) else {
+            return Vec::new();
+        };
+        for slot in &remote.slots {
+            slot.poll.abort();
+        }
+        let lost: Vec<(TaskInstanceKey, u64)> = self
+            .running
+            .iter()
+            .filter(|(_, attempt)| {
+                matches!(&attempt.place, Place::Remote { worker, session: placed, .. }
+                    if worker == name && *placed == session)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        tracing::warn!(
+            worker = %name,
+            session,
+            attempts = lost.len(),
+            "remote worker left: {why}"
+        );
+        let mut effects = self.core.handle(DispatchInput::WorkerLeft {
+            id: name.to_string(),
+        });
+        let reason = format!("its worker {name} left: {why}");
+        for (key, token) in lost {
+            if let Some(attempt) = self.running.remove(&(key.clone(), token)) {
+                metrics::counter!("weft_attempts_lost_total", "reason" => "remote_worker_left")
+                    .increment(1);
+                let id = AttemptId::new(key, attempt.try_number, token);
+                report_lost(
+                    &attempt.reply,
+                    id.clone(),
+                    &reason,
+                    Some(attempt.started_at),
+                );
+                effects.extend(self.core.handle(DispatchInput::Release { attempt: id }));
+            }
+        }
+        effects
+    }
+
+    /// A remote slot's answer to a poll: its reports (each handled once, and only when it is
+    /// about the attempt placed on that very slot in that very session) and its heartbeat.
+    fn polled(
+        &mut self,
+        name: &Name,
+        session: u64,
+        index: u32,
+        poll: SlotPoll,
+    ) -> Vec<DispatchEffect> {
+        let Some(remote) = self
+            .remote
+            .get_mut(name)
+            .filter(|remote| remote.worker.session == session)
+        else {
+            metrics::counter!("weft_remote_reports_refused_total", "why" => "session")
+                .increment(poll.reports.len() as u64);
+            return Vec::new();
+        };
+        remote.last_heartbeat = Some(crate::clock::now());
+        let mut effects = Vec::new();
+        if poll.draining != remote.worker.draining {
+            remote.worker.draining = poll.draining;
+            tracing::info!(worker = %name, draining = poll.draining, "remote worker draining");
+            effects.extend(
+                self.core
+                    .handle(DispatchInput::WorkerJoined(remote_info(&remote.worker))),
+            );
+        }
+        let place_of = |seq: u64| Place::Remote {
+            worker: name.clone(),
+            session,
+            slot: index,
+            seq,
+        };
+        for (number, Json(report)) in poll.reports {
+            let Some(slot) = self
+                .remote
+                .get_mut(name)
+                .and_then(|remote| remote.slots.get_mut(index as usize))
+            else {
+                break;
+            };
+            if number <= slot.handled {
+                continue;
+            }
+            slot.handled = number;
+            let attempt = report.attempt().clone();
+            let id = (attempt.key.clone(), attempt.token);
+            let placed_here = slot
+                .current
+                .as_ref()
+                .filter(|(key, token, _)| (key, *token) == (&id.0, id.1))
+                .map(|(_, _, seq)| *seq);
+            let accepted = placed_here.filter(|seq| {
+                self.running
+                    .get(&id)
+                    .is_some_and(|running| running.place == place_of(*seq))
+            });
+            if accepted.is_none() {
+                if let Some(remote) = self.remote.get_mut(name) {
+                    remote.reports_refused += 1;
+                }
+                tracing::warn!(worker = %name, %attempt, "remote report refused: not the attempt placed on that slot");
+                metrics::counter!("weft_remote_reports_refused_total", "why" => "attempt")
+                    .increment(1);
+                continue;
+            }
+            let ends = !matches!(report, SlotReport::Started { .. });
+            let reply = if ends {
+                slot.current = None;
+                self.running.remove(&id).map(|running| running.reply)
+            } else {
+                self.running.get(&id).map(|running| running.reply.clone())
+            };
+            if let Some(reply) = reply {
+                let _ = reply.cast(TaskMsg::Slot(report));
+            }
+            if ends {
+                effects.extend(self.core.handle(DispatchInput::Release { attempt }));
+            }
+        }
+        // The heartbeat: an attempt placed on the slot that the slot has not run though it has
+        // seen its assignment (or a later one) never arrived, or ended unreported: it is lost.
+        let Some(slot) = self
+            .remote
+            .get_mut(name)
+            .and_then(|remote| remote.slots.get_mut(index as usize))
+        else {
+            return effects;
+        };
+        let missing = slot.current.clone().filter(|(key, token, seq)| {
+            *seq <= poll.assigned_seq
+                && poll
+                    .running
+                    .as_ref()
+                    .is_none_or(|running| (&running.key, running.token) != (key, *token))
+        });
+        if let Some((key, token, _)) = missing {
+            slot.current = None;
+            if let Some(attempt) = self.running.remove(&(key.clone(), token)) {
+                metrics::counter!("weft_attempts_lost_total", "reason" => "remote_slot_never_ran")
+                    .increment(1);
+                let id = AttemptId::new(key, attempt.try_number, token);
+                let reason = format!("its worker {name} does not run it (its assignment was lost)");
+                report_lost(
+                    &attempt.reply,
+                    id.clone(),
+                    &reason,
+                    Some(attempt.started_at),
+                );
+                effects.extend(self.core.handle(DispatchInput::Release { attempt: id }));
+            }
+        }
+        effects
+    }
+
+    /// What the workers page shows.
+    fn view(&self) -> crate::engine::WorkersView {
+        let mut remote: Vec<crate::engine::RemoteWorkerView> = self
+            .remote
+            .values()
+            .map(|remote| {
+                let running: Vec<AttemptId> = self
+                    .running
+                    .iter()
+                    .filter(|(_, attempt)| {
+                        matches!(&attempt.place, Place::Remote { worker, session, .. }
+                            if worker.as_str() == remote.worker.name && *session == remote.worker.session)
+                    })
+                    .map(|((key, token), attempt)| {
+                        AttemptId::new(key.clone(), attempt.try_number, *token)
+                    })
+                    .collect();
+                crate::engine::RemoteWorkerView {
+                    name: remote.worker.name.clone(),
+                    session: remote.worker.session,
+                    address: remote.worker.address.clone(),
+                    version: remote.worker.version.clone(),
+                    queues: remote.worker.queues.clone(),
+                    labels: remote.worker.labels.clone(),
+                    slots: remote.worker.slots.len() as u32,
+                    busy: running.len() as u32,
+                    draining: remote.worker.draining,
+                    joined_at: remote.joined_at,
+                    last_heartbeat: remote.last_heartbeat,
+                    running,
+                    reports_refused: remote.reports_refused,
+                }
+            })
+            .collect();
+        remote.sort_by(|a, b| a.name.cmp(&b.name));
+        crate::engine::WorkersView {
+            workers: self.core.workers().cloned().collect(),
+            waiting_unserved_queue: self.core.waiting_unserved(),
+            remote,
+        }
+    }
+}
+
+/// A remote worker as the core dispatcher places on it: a draining one gets nothing new.
+fn remote_info(worker: &RemoteWorker) -> WorkerInfo {
+    let slots = if worker.draining {
+        0
+    } else {
+        worker.slots.len() as u32
+    };
+    WorkerInfo {
+        queues: worker
+            .queues
+            .iter()
+            .map(|queue| Name::from(queue.as_str()))
+            .collect(),
+        labels: worker.labels.clone(),
+        ..WorkerInfo::new(&worker.name, slots)
     }
 }

@@ -52,6 +52,30 @@ pub struct WorkersView {
     pub workers: Vec<weft_core::dispatch::WorkerInfo>,
     /// Requests waiting for a queue that no worker serves.
     pub waiting_unserved_queue: u64,
+    /// The remote workers (`weft worker`) with a session now, by name.
+    pub remote: Vec<RemoteWorkerView>,
+}
+
+/// A remote worker as the node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RemoteWorkerView {
+    /// From its certificate.
+    pub name: String,
+    pub session: u64,
+    pub address: String,
+    pub version: String,
+    pub queues: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub slots: u32,
+    pub busy: u32,
+    /// It accepts nothing new (SIGTERM) and leaves once what runs is done.
+    pub draining: bool,
+    pub joined_at: weft_core::Timestamp,
+    /// When a slot of it last answered a poll.
+    pub last_heartbeat: Option<weft_core::Timestamp>,
+    pub running: Vec<weft_core::ids::AttemptId>,
+    /// Reports refused since it joined (about an attempt not placed on the slot that sent it).
+    pub reports_refused: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -451,6 +475,25 @@ impl Engine {
             .call(|reply| DispatcherMsg::Workers { reply }, timeout)
             .await?;
         answer.map(Ok).into_result()
+    }
+
+    /// A remote worker's session is ready: the dispatcher places attempts on its slots from
+    /// now on.
+    pub fn remote_worker_joined(&self, worker: crate::RemoteWorker) -> Result<(), EngineError> {
+        self.dispatcher
+            .cast(DispatcherMsg::RemoteJoined { worker })?;
+        Ok(())
+    }
+
+    /// A remote worker's session ended: its attempts are lost (and retried as their policy
+    /// allows).
+    pub fn remote_worker_left(&self, name: &str, session: u64) -> Result<(), EngineError> {
+        let left = DispatcherMsg::RemoteLeft {
+            name: name.to_string(),
+            session,
+        };
+        self.dispatcher.cast(left)?;
+        Ok(())
     }
 
     /// How many attempts a rebuilt task actor took up where they waited or ran (instead of

@@ -7,6 +7,7 @@
 //! ```text
 //! Scheduler ──> DagRun (one per active run) ──> Task (one per dispatched attempt)
 //! Dispatcher ──> WorkerSlot × N
+//!            ╌╌> RemoteSlot × N (in `weft worker` processes, remote actors)
 //! ```
 //!
 //! A run's task actor hands its attempt to the dispatcher, which starts it in an idle worker
@@ -24,17 +25,26 @@ mod error;
 mod events;
 pub mod executor;
 mod messages;
+mod remote_slot;
 pub mod run_pipeline;
 mod scheduler_actor;
 mod shared;
 mod task_actor;
 mod tree;
+pub mod wire;
 mod worker_slot;
 
+pub use attempt::log_relative_path;
 pub use engine::{
-    Engine, EngineConfig, RustDag, TaskError, TaskFn, UpsertOutcome, WorkersView,
+    Engine, EngineConfig, RemoteWorkerView, RustDag, TaskError, TaskFn, UpsertOutcome, WorkersView,
     STORE_RETRY_BACKOFF_MS_FIRST, STORE_RETRY_BACKOFF_MS_MAX,
 };
 pub use error::EngineError;
 pub use events::Event;
-pub use messages::{AttemptAssignment, SlotReport};
+pub use messages::{
+    AttemptAssignment, Json, RemoteSlotMsg, RemoteWorker, SlotCall, SlotCast, SlotHello, SlotPoll,
+    SlotReport,
+};
+pub use remote_slot::{
+    queue_group, spawn_remote_slots, RemoteSlots, RemoteSlotsConfig, REPORTS_HELD_MAX, SLOTS_GROUP,
+};

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use weft_core::dag_run::{DispatchRequest, RunContext, RunTimer, TaskInstanceRecord};
-use weft_core::ids::{AttemptId, RunKey, TaskInstanceKey};
+use weft_core::ids::{AttemptId, Name, RunKey, TaskInstanceKey};
 use weft_core::spec::{DagSpec, FlowControl, TaskKind};
 use weft_core::state::{DagRunState, TaskState};
 use weft_core::Timestamp;
@@ -354,11 +354,45 @@ pub(crate) enum DispatcherMsg {
     Workers {
         reply: RpcReplyPort<crate::engine::WorkersView>,
     },
+    /// A remote worker's session is ready, with its slots in index order.
+    RemoteJoined {
+        worker: RemoteWorker,
+    },
+    /// A remote worker's session ended (its link closed or timed out).
+    RemoteLeft {
+        name: String,
+        session: u64,
+    },
+    /// A remote slot answered the node's poll.
+    Polled {
+        name: Name,
+        session: u64,
+        slot: u32,
+        poll: SlotPoll,
+    },
     /// Test hook: crash one worker slot.
     #[cfg(any(test, feature = "fault-injection"))]
     CrashSlot {
         index: usize,
     },
+}
+
+/// A remote worker as its node learns it when a session with it is ready.
+#[derive(Debug, Clone)]
+pub struct RemoteWorker {
+    /// The worker's name from its link's certificate.
+    pub name: String,
+    /// The node's number for this session (a worker that comes back gets a new one).
+    pub session: u64,
+    /// Where its link comes from.
+    pub address: String,
+    pub version: String,
+    /// The queues it serves (empty: every queue) and its labels.
+    pub queues: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Its slots, by index.
+    pub slots: Vec<ActorRef<RemoteSlotMsg>>,
+    pub draining: bool,
 }
 
 // --- a worker slot
@@ -426,6 +460,134 @@ pub(crate) struct WorkerSlotArgs {
     pub dispatcher: ActorRef<DispatcherMsg>,
 }
 
+// --- a remote worker's slot (in a `weft worker` process, reached over `ractor_cluster`)
+
+/// A remote worker slot's message. The node sends the first three over the wire
+/// (`wire.rs` says how they look there); `Local` is the slot's own, in its process.
+///
+/// Every message names the node's session with the worker: a slot serves one session at a
+/// time, and drops what an older one sends. Reports travel back as replies to `Poll`, which
+/// the node keeps outstanding per slot: a reply goes back over the session its call came on,
+/// so the node knows which worker (which certificate) a report comes from, and a report stays
+/// with the slot until a later poll acknowledges it, so a reply lost with its link is sent
+/// again.
+pub enum RemoteSlotMsg {
+    /// A session starts: the slot stops what an earlier session gave it, forgets that
+    /// session's reports, and says what it is.
+    Hello {
+        session: u64,
+        reply: RpcReplyPort<SlotHello>,
+    },
+    /// The reports the slot holds with numbers above `ack` (the node has the rest), at once
+    /// when it holds some, otherwise after its heartbeat interval; with what it runs now.
+    Poll {
+        session: u64,
+        ack: u64,
+        reply: RpcReplyPort<SlotPoll>,
+    },
+    Cast(SlotCast),
+    Local(SlotLocal),
+}
+
+/// What the node tells a remote slot without waiting for an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SlotCast {
+    /// Run this attempt. `seq` numbers the session's assignments to this slot, so a heartbeat
+    /// can say which it has seen (`SlotPoll::assigned_seq`).
+    Assign {
+        session: u64,
+        seq: u64,
+        assignment: Json<Box<AttemptAssignment>>,
+    },
+    /// Stop this attempt if it is the one running.
+    Kill { session: u64, attempt: AttemptId },
+}
+
+/// A call on the wire (the reply port travels beside it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotCall {
+    Hello { session: u64 },
+    Poll { session: u64, ack: u64 },
+}
+
+/// Who a remote slot is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotHello {
+    /// The worker's name, as it believes it; the node goes by the link's certificate.
+    pub worker: String,
+    /// This slot's index among the worker's `slots`.
+    pub index: u32,
+    pub slots: u32,
+    /// The worker's weft version.
+    pub version: String,
+    pub queues: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub draining: bool,
+}
+
+/// A remote slot's answer to a poll: its reports not yet acknowledged, in order, and its
+/// heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlotPoll {
+    pub reports: Vec<(u64, Json<SlotReport>)>,
+    /// The attempt the slot runs now.
+    pub running: Option<AttemptId>,
+    /// The highest `Assign` sequence number of the session the slot has seen.
+    pub assigned_seq: u64,
+    /// The worker accepts nothing new (SIGTERM): it finishes what runs, then leaves.
+    pub draining: bool,
+}
+
+/// A remote slot's own events.
+pub enum SlotLocal {
+    /// The attempt with this token ended.
+    Ended {
+        token: u64,
+        report: Box<AttemptReport>,
+    },
+    /// The attempt with this token has run for `RUNNING_REPORT_GRACE`.
+    GraceDue { token: u64 },
+    /// Time to answer a waiting poll with a heartbeat, and to check the lease.
+    Tick,
+    /// Accept nothing new from now on.
+    Drain,
+}
+
+/// A value carried as JSON inside a bincode message: the attempt's assignment and reports hold
+/// JSON values (params, conf, results) and internally tagged enums, which bincode's serde
+/// support cannot read back (it has no `deserialize_any`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> Serialize for Json<T> {
+    fn serialize<S: serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+        let bytes = serde_json::to_vec(&self.0).map_err(serde::ser::Error::custom)?;
+        to.serialize_bytes(&bytes)
+    }
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for Json<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(from: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = Vec<u8>;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("JSON bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(bytes.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(bytes)
+            }
+        }
+        let bytes = from.deserialize_byte_buf(Bytes)?;
+        serde_json::from_slice(&bytes)
+            .map(Json)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 // Under ractor's `cluster` feature (on, for remote worker slots) a message type says whether it
 // may cross processes: none of the engine's actors' messages do (they carry reply ports and
 // actor handles); what crosses is `AttemptAssignment` and `SlotReport`, inside the remote
@@ -435,3 +597,4 @@ impl ractor::Message for DagRunMsg {}
 impl ractor::Message for TaskMsg {}
 impl ractor::Message for DispatcherMsg {}
 impl ractor::Message for WorkerSlotMsg {}
+// `RemoteSlotMsg` does cross: its `ractor::Message` is in `wire.rs`.

@@ -34,16 +34,14 @@ use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
 use ractor_cluster::{
     BoxRead, BoxWrite, ClusterBidiStream, NodeEventSubscription, NodeServer, NodeServerMessage,
 };
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// The version byte in front of every remote message.
-pub const WIRE_VERSION: u8 = 1;
-/// The largest remote message, version byte included: a link frame's limit (1 MiB).
-pub const WIRE_BYTES_MAX: usize = FRAME_BYTES_MAX as usize;
+/// The version byte in front of every remote message, and the largest one (a link frame).
+pub use weft_actors::wire::{decode, encode, WireError, WIRE_BYTES_MAX, WIRE_VERSION};
+const _: () = assert!(WIRE_BYTES_MAX == FRAME_BYTES_MAX as usize);
 /// The largest `ractor_cluster` frame a session accepts: a remote message and room for the
 /// session's own envelope (names, ids).
 pub const SESSION_FRAME_BYTES_MAX: u64 = FRAME_BYTES_MAX as u64 + 64 * 1024;
@@ -53,65 +51,6 @@ pub const CLUSTER_HELLO: &[u8] = b"ractor_cluster/1";
 const COOKIE_EXCHANGE_MS_MAX: u64 = 10_000;
 const COOKIE_BYTES: usize = 32;
 const SUBSCRIPTION: &str = "weft-cells";
-
-/// A remote message that cannot be encoded or decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    #[error("remote message of {length} bytes is over the limit of {max} bytes")]
-    Oversized { length: usize, max: usize },
-    #[error("remote message is empty (no version byte)")]
-    Empty,
-    #[error("remote message has version {found}, this side reads version {expected}")]
-    Version { found: u8, expected: u8 },
-    #[error("remote message does not decode: {0}")]
-    Decode(String),
-    #[error("remote message has {0} bytes after its end")]
-    Trailing(usize),
-    #[error("remote message does not encode: {0}")]
-    Encode(String),
-}
-
-fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard().with_limit::<WIRE_BYTES_MAX>()
-}
-
-/// The version byte, then `value` in bincode 2; refused over [`WIRE_BYTES_MAX`].
-pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
-    let mut bytes = vec![WIRE_VERSION];
-    bincode::serde::encode_into_std_write(value, &mut bytes, bincode_config())
-        .map_err(|error| WireError::Encode(error.to_string()))?;
-    if bytes.len() > WIRE_BYTES_MAX {
-        return Err(WireError::Oversized {
-            length: bytes.len(),
-            max: WIRE_BYTES_MAX,
-        });
-    }
-    Ok(bytes)
-}
-
-/// The inverse of [`encode`]: the size and the version byte are checked before anything is
-/// decoded, and every byte must be used.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    if bytes.len() > WIRE_BYTES_MAX {
-        return Err(WireError::Oversized {
-            length: bytes.len(),
-            max: WIRE_BYTES_MAX,
-        });
-    }
-    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
-    if version != WIRE_VERSION {
-        return Err(WireError::Version {
-            found: version,
-            expected: WIRE_VERSION,
-        });
-    }
-    let (value, used) = bincode::serde::decode_from_slice(body, bincode_config())
-        .map_err(|error| WireError::Decode(error.to_string()))?;
-    if used != body.len() {
-        return Err(WireError::Trailing(body.len() - used));
-    }
-    Ok(value)
-}
 
 /// What a node asks a worker's slot: the arguments of a [`SlotMsg`] call on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,7 +128,7 @@ impl Message for SlotMsg {
         Ok(SerializedMessage::Call {
             variant: SLOT_CALL.to_string(),
             args,
-            reply: reply_from_bytes(reply),
+            reply: weft_actors::wire::reply_from_bytes(reply),
             metadata: None,
         })
     }
@@ -206,68 +145,16 @@ impl Message for SlotMsg {
                     tracing::warn!(%error, "slot message dropped");
                     BoxedDowncastErr
                 })?;
-                Ok(SlotMsg::from_parts(request, reply_to_bytes(reply)))
+                Ok(SlotMsg::from_parts(
+                    request,
+                    weft_actors::wire::reply_to_bytes(reply),
+                ))
             }
             _ => {
                 tracing::warn!("slot message dropped: not a slot call");
                 Err(BoxedDowncastErr)
             }
         }
-    }
-}
-
-/// On the calling side: a port for the reply's bytes, which decodes them into `typed`.
-fn reply_from_bytes(typed: RpcReplyPort<SlotReply>) -> RpcReplyPort<Vec<u8>> {
-    let (sender, receiver) = ractor::concurrency::oneshot::<Vec<u8>>();
-    let timeout = typed.get_timeout();
-    tokio::spawn(async move {
-        let bytes = match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, receiver)
-                .await
-                .ok()
-                .and_then(Result::ok),
-            None => receiver.await.ok(),
-        };
-        if let Some(bytes) = bytes {
-            match decode::<SlotReply>(&bytes) {
-                Ok(reply) => {
-                    let _ = typed.send(reply);
-                }
-                // The port is dropped unanswered: the call fails.
-                Err(error) => tracing::warn!(%error, "slot reply dropped"),
-            }
-        }
-    });
-    match timeout {
-        Some(timeout) => RpcReplyPort::from((sender, timeout)),
-        None => RpcReplyPort::from(sender),
-    }
-}
-
-/// On the called side: a typed port whose reply goes back as bytes on `bytes`.
-fn reply_to_bytes(bytes: RpcReplyPort<Vec<u8>>) -> RpcReplyPort<SlotReply> {
-    let (sender, receiver) = ractor::concurrency::oneshot::<SlotReply>();
-    let timeout = bytes.get_timeout();
-    tokio::spawn(async move {
-        let reply = match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, receiver)
-                .await
-                .ok()
-                .and_then(Result::ok),
-            None => receiver.await.ok(),
-        };
-        if let Some(reply) = reply {
-            match encode(&reply) {
-                Ok(encoded) => {
-                    let _ = bytes.send(encoded);
-                }
-                Err(error) => tracing::warn!(%error, "slot reply not sent"),
-            }
-        }
-    });
-    match timeout {
-        Some(timeout) => RpcReplyPort::from((sender, timeout)),
-        None => RpcReplyPort::from(sender),
     }
 }
 
@@ -552,6 +439,12 @@ impl ClusterNode {
         &self.server
     }
 
+    /// The session events from now on, for a task of their own (`next_event` then has none).
+    pub fn take_events(&mut self) -> mpsc::UnboundedReceiver<SessionEvent> {
+        let (_, closed) = mpsc::unbounded_channel();
+        std::mem::replace(&mut self.events, closed)
+    }
+
     /// The next session event; `None` once the `NodeServer` is gone.
     pub async fn next_event(&mut self) -> Option<SessionEvent> {
         self.events.recv().await
@@ -569,7 +462,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_round_trip_behind_the_version_byte() {
+    fn slot_messages_round_trip_behind_the_version_byte() {
         let request = SlotRequest::Ping { seq: 7 };
         let bytes = encode(&request).unwrap();
         assert_eq!(bytes[0], WIRE_VERSION);
@@ -582,77 +475,6 @@ mod tests {
             SlotReply::from_bytes(reply.clone().into_bytes()),
             reply,
             "through ractor's BytesConvertable too"
-        );
-    }
-
-    #[test]
-    fn an_unknown_version_byte_is_refused() {
-        let mut bytes = encode(&SlotRequest::Ping { seq: 7 }).unwrap();
-        bytes[0] = WIRE_VERSION + 1;
-        let error = decode::<SlotRequest>(&bytes).unwrap_err();
-        assert_eq!(
-            error,
-            WireError::Version {
-                found: WIRE_VERSION + 1,
-                expected: WIRE_VERSION
-            }
-        );
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "remote message has version {}, this side reads version {WIRE_VERSION}",
-                WIRE_VERSION + 1
-            )
-        );
-        assert_eq!(decode::<SlotRequest>(&[]).unwrap_err(), WireError::Empty);
-    }
-
-    #[test]
-    fn a_message_over_the_limit_is_refused_both_ways() {
-        let worker = "x".repeat(WIRE_BYTES_MAX);
-        let error = encode(&SlotReply::Pong { seq: 1, worker }).unwrap_err();
-        assert_eq!(
-            error,
-            WireError::Oversized {
-                length: WIRE_BYTES_MAX + 1 + 1 + 1 + 5,
-                max: WIRE_BYTES_MAX
-            },
-            "version, variant, seq, the string's length, the string"
-        );
-
-        let mut bytes = vec![WIRE_VERSION];
-        bytes.resize(WIRE_BYTES_MAX + 1, 0);
-        let error = decode::<SlotReply>(&bytes).unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "remote message of {} bytes is over the limit of {WIRE_BYTES_MAX} bytes",
-                WIRE_BYTES_MAX + 1
-            )
-        );
-
-        // A length inside the message that claims more than the limit is refused by bincode
-        // before it allocates.
-        let mut bytes = vec![WIRE_VERSION, 0];
-        bytes.push(1);
-        bytes.push(253); // a u64 length follows, in bincode's varint encoding
-        bytes.extend_from_slice(&(u64::MAX / 2).to_le_bytes());
-        let error = decode::<SlotReply>(&bytes).unwrap_err();
-        assert!(
-            matches!(&error, WireError::Decode(reason) if reason.contains("LimitExceeded")),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn malformed_and_trailing_bytes_are_refused() {
-        let error = decode::<SlotRequest>(&[WIRE_VERSION, 9]).unwrap_err();
-        assert!(matches!(error, WireError::Decode(_)), "{error}");
-        let mut bytes = encode(&SlotRequest::Ping { seq: 7 }).unwrap();
-        bytes.push(0);
-        assert_eq!(
-            decode::<SlotRequest>(&bytes).unwrap_err(),
-            WireError::Trailing(1)
         );
     }
 

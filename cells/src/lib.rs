@@ -9,6 +9,10 @@ pub mod certs;
 #[cfg(feature = "cluster")]
 pub mod cluster;
 pub mod link;
+#[cfg(feature = "cluster")]
+pub mod worker;
+#[cfg(feature = "cluster")]
+pub mod workers;
 
 pub use certs::{identity_of, CertError, Identity, Role};
 pub use link::{

@@ -62,6 +62,50 @@ pub enum Command {
     /// Seal every variable and connection under a new key, while the node runs; the old key
     /// is dropped from the key file once nothing needs it.
     RotateKey,
+    /// Run attempts for a node, on this machine or another: connects to the node's
+    /// `workers.listen` over QUIC with mutual TLS (its certificate from `weft certs issue
+    /// --worker NAME`). SIGTERM drains it: what runs finishes, nothing new starts.
+    Worker(WorkerArgs),
+    /// The remote workers of the running node.
+    #[command(subcommand)]
+    Workers(WorkersCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// The node's `workers.listen`, as HOST:PORT (`worker.connect`).
+    #[arg(long)]
+    pub connect: Option<String>,
+    /// Attempts run at once (`worker.slots`).
+    #[arg(long)]
+    pub slots: Option<u32>,
+    /// Queues served, comma-separated (`worker.queues`; none: every queue).
+    #[arg(long, value_delimiter = ',')]
+    pub queues: Option<Vec<String>>,
+    /// A label, `KEY=VALUE` (repeatable; `worker.labels`).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// This worker's name, as in its certificate (`worker.name`; default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The name the node's certificate carries (`worker.server_name`; default: the host of
+    /// --connect).
+    #[arg(long)]
+    pub server_name: Option<String>,
+    /// The certificates' folder (`worker.certs_dir`; default: $WEFT_HOME/certs).
+    #[arg(long)]
+    pub certs: Option<PathBuf>,
+    /// Speak another link protocol version than this build's (to try a node's refusal of a
+    /// worker of another version).
+    #[arg(long, hide = true)]
+    pub protocol_version: Option<u16>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkersCommand {
+    /// Each remote worker: address, version, queues, labels, slots busy and free, last
+    /// heartbeat, attempts running, whether it drains.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

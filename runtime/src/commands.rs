@@ -44,6 +44,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Variables(command) => variables(config, json, command).await,
         Command::Connections(command) => connections(config, json, command).await,
         Command::Certs(command) => certs(&config, json, command),
+        Command::Worker(args) => crate::remote::worker(config, args).await,
+        Command::Workers(crate::cli::WorkersCommand::List) => {
+            crate::remote::workers_list(&config, json).await
+        }
         Command::RotateKey => {
             let report = change_secrets(&config, Change::RotateKey).await?;
             if json {
@@ -434,6 +438,14 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
     config.web.insecure_http |= args.insecure_http;
     let web_shutdown = Arc::new(tokio::sync::Notify::new());
     let web = crate::web::start(&config, &engine, &bind, metrics, web_shutdown.clone()).await?;
+    let remote_workers = crate::remote::serve_workers(&config, &engine).await?;
+    if let Some(service) = &remote_workers {
+        eprintln!(
+            "weft standalone: remote workers connect to {} (QUIC with mutual TLS, as node `{}`)",
+            service.local_addr()?,
+            config.workers.node_name
+        );
+    }
     if args.trigger_new_dags {
         for dag in store.dags().await? {
             if !dag.is_paused && store.runs(&dag.dag_id, 1).await?.is_empty() {
@@ -481,6 +493,9 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
     // Open WebSocket streams keep a graceful shutdown waiting: give it a moment, then stop.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), web).await;
     control.abort();
+    if let Some(service) = remote_workers {
+        service.stop().await;
+    }
     engine.shutdown().await;
     let _ = std::fs::remove_file(control::socket_path(&config.core.home));
     Ok(ExitCode::SUCCESS)
@@ -618,6 +633,8 @@ async fn control_or_local(config: &Config, request: Request) -> anyhow::Result<s
             conf,
             logical_date,
         } => return trigger_offline(config, &dag_id, logical_date, conf).await,
+        // Remote workers are known to a running node only.
+        Request::Workers => return Ok(serde_json::json!([])),
         Request::Secrets { change } => {
             // Keys and store as the node would have them; the change is audited the same way.
             let store = open(config).await?;
@@ -647,7 +664,10 @@ async fn control_or_local(config: &Config, request: Request) -> anyhow::Result<s
     let local = LocalNode::start(config, true).await?;
     let engine = &local.engine;
     let result = match request {
-        Request::Trigger { .. } | Request::SetPaused { .. } | Request::Secrets { .. } => {
+        Request::Trigger { .. }
+        | Request::SetPaused { .. }
+        | Request::Secrets { .. }
+        | Request::Workers => {
             unreachable!("handled above")
         }
         Request::Clear {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     pub core: CoreConfig,
     pub workers: WorkersConfig,
+    pub worker: WorkerConfig,
     pub python: PythonConfig,
     pub sandbox: SandboxConfig,
     pub store: StoreConfig,
@@ -49,6 +50,64 @@ pub struct WorkersConfig {
     /// The queues this node's slots serve (Airflow's `queue=` on a task); empty, the default,
     /// serves every queue. A task on a queue no worker serves waits (queued) until one does.
     pub queues: Vec<String>,
+    /// Where remote workers (`weft worker`) connect: a UDP address such as `0.0.0.0:7070`
+    /// (QUIC with mutual TLS). Empty, the default: no remote workers.
+    pub listen: String,
+    /// The name in this node's certificate (`weft certs issue --node NAME`).
+    pub node_name: String,
+    /// The certificates' folder (empty: `$WEFT_HOME/certs`).
+    pub certs_dir: PathBuf,
+    /// How often an idle link to a worker sends a keep-alive.
+    pub keep_alive_ms: u64,
+    /// A worker whose link heard nothing for this long is gone: its attempts are retried.
+    pub idle_timeout_ms: u64,
+}
+
+/// `weft worker`: a process that runs attempts for a node (`[worker]`; flags override).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// The node's `workers.listen`, as `HOST:PORT`.
+    pub connect: String,
+    /// The name the node's certificate carries for that host (empty: the host of `connect`).
+    pub server_name: String,
+    /// This worker's name, as in its certificate (`weft certs issue --worker NAME`; empty: the
+    /// host name).
+    pub name: String,
+    /// Attempts it runs at once.
+    pub slots: u32,
+    /// The queues it serves (empty: every queue), and its labels.
+    pub queues: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The certificates' folder (empty: `$WEFT_HOME/certs`).
+    pub certs_dir: PathBuf,
+    /// How long a slot with nothing to report waits before its heartbeat.
+    pub heartbeat_ms: u64,
+    /// How long an attempt runs without word from the node; then it is stopped. Keep it
+    /// below the node's `workers.idle_timeout_ms`, which is when the node retries it.
+    pub lease_ms: u64,
+    pub keep_alive_ms: u64,
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig {
+            connect: String::new(),
+            server_name: String::new(),
+            name: String::new(),
+            slots: std::thread::available_parallelism()
+                .map(|n| n.get() as u32 * 4)
+                .unwrap_or(8),
+            queues: Vec::new(),
+            labels: Default::default(),
+            certs_dir: PathBuf::new(),
+            heartbeat_ms: 1_000,
+            lease_ms: 2_500,
+            keep_alive_ms: 1_000,
+            idle_timeout_ms: 4_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,6 +257,11 @@ impl Default for WorkersConfig {
                 .unwrap_or(8),
             log_bytes_max: weft_actors::executor::LOG_BYTES_MAX_DEFAULT,
             queues: Vec::new(),
+            listen: String::new(),
+            node_name: "node".to_string(),
+            certs_dir: PathBuf::new(),
+            keep_alive_ms: 1_000,
+            idle_timeout_ms: 4_000,
         }
     }
 }
@@ -242,6 +306,15 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The certificates' folder: `dir`, or `$WEFT_HOME/certs`.
+    pub fn certs_dir(&self, dir: &Path) -> PathBuf {
+        if dir.as_os_str().is_empty() {
+            self.core.home.join("certs")
+        } else {
+            dir.to_path_buf()
+        }
+    }
+
     /// Load the configuration: defaults, then `weft.toml` (from `path`, or `$WEFT_HOME/weft.toml`
     /// if it exists), then environment overrides.
     pub fn load(path: Option<&Path>, env: &[(String, String)]) -> Result<Config, ConfigError> {

@@ -46,6 +46,8 @@ pub enum Request {
     Secrets {
         change: crate::secrets::Change,
     },
+    /// The remote workers (read only: not audited).
+    Workers,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,7 +144,7 @@ async fn serve_one(
             Ok(request) => {
                 let audit = audit_entry(peer_uid, &request);
                 let response = execute(&engine, keys, request).await;
-                if response.ok {
+                if let (true, Some(audit)) = (response.ok, audit) {
                     if let Err(error) = engine
                         .store()
                         .write(vec![weft_storage::Write::Audit(audit)])
@@ -171,8 +173,9 @@ fn refusal(error: String) -> Response {
 }
 
 /// The audit entry of a control command, as the API writes one for the same change.
-fn audit_entry(peer_uid: u32, request: &Request) -> weft_storage::AuditRow {
+fn audit_entry(peer_uid: u32, request: &Request) -> Option<weft_storage::AuditRow> {
     let (action, target) = match request {
+        Request::Workers => return None,
         Request::Trigger { dag_id, .. } => ("trigger", dag_id.clone()),
         Request::SetPaused { dag_id, paused } => {
             (if *paused { "pause" } else { "unpause" }, dag_id.clone())
@@ -183,14 +186,14 @@ fn audit_entry(peer_uid: u32, request: &Request) -> weft_storage::AuditRow {
             // Never the value: only what changed.
             let (action, target) = change.audit();
             let detail = serde_json::json!({ "from": "control socket" }).to_string();
-            return weft_storage::AuditRow {
+            return Some(weft_storage::AuditRow {
                 id: 0,
                 at: chrono::Utc::now(),
                 actor: format!("cli:uid={peer_uid}"),
                 action: action.to_string(),
                 target,
                 detail,
-            };
+            });
         }
     };
     let mut detail = serde_json::json!({ "from": "control socket", "detail": request }).to_string();
@@ -198,14 +201,14 @@ fn audit_entry(peer_uid: u32, request: &Request) -> weft_storage::AuditRow {
         detail = serde_json::json!({ "from": "control socket", "detail": "request too large to record" })
             .to_string();
     }
-    weft_storage::AuditRow {
+    Some(weft_storage::AuditRow {
         id: 0,
         at: chrono::Utc::now(),
         actor: format!("cli:uid={peer_uid}"),
         action: action.to_string(),
         target,
         detail,
-    }
+    })
 }
 
 use tokio::io::AsyncReadExt;
@@ -222,6 +225,10 @@ pub async fn execute(engine: &Engine, keys: &KeySource, request: Request) -> Res
         };
     }
     let result: Result<serde_json::Value, weft_actors::EngineError> = match request {
+        Request::Workers => engine
+            .workers()
+            .await
+            .map(|view| serde_json::to_value(view.remote).unwrap_or(serde_json::Value::Null)),
         Request::Trigger {
             dag_id,
             conf,

@@ -7,6 +7,7 @@ mod control;
 mod dag_processor;
 mod node;
 mod output;
+mod remote;
 mod secrets;
 mod store_url;
 mod web;

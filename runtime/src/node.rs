@@ -56,13 +56,23 @@ pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
     engine.worker_slots = config.workers.slots;
     engine.worker_queues = config.workers.queues.clone();
     engine.log_bytes_max = config.workers.log_bytes_max;
-    engine.python.python = python_interpreter(config);
-    engine.python.processes = config.python.runners;
     let isolation = task_isolation(config);
+    engine.python = python_runners(config, &isolation);
     engine.sandbox = isolation.shell;
     engine.sandbox_full = isolation.full;
-    engine.python.sandbox = isolation.python;
     Ok(engine)
+}
+
+/// The warm Python runners `config` asks for, confined as `isolation` says.
+pub fn python_runners(
+    config: &Config,
+    isolation: &TaskIsolation,
+) -> weft_actors::executor::python::PythonRunnerConfig {
+    let mut python = weft_actors::executor::python::PythonRunnerConfig::from_env();
+    python.python = python_interpreter(config);
+    python.processes = config.python.runners;
+    python.sandbox = isolation.python.clone();
+    python
 }
 
 /// Address space a DAG file parser may use unless the sandbox sets a memory limit: room for

@@ -135,8 +135,9 @@ fn crates_depend_in_the_allowed_direction() {
         ("core", &[]),
         ("storage", &["weft-core"]),
         ("actors", &["weft-core", "weft-storage"]),
-        // The transport, membership and leases of cells: below the engine, beside the store.
-        ("cells", &["weft-core"]),
+        // The links and sessions between processes: above the engine, whose remote worker
+        // slots (their messages and wire form are the engine's) they carry.
+        ("cells", &["weft-core", "weft-actors"]),
         (
             "runtime",
             &[

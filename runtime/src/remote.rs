@@ -1,0 +1,348 @@
+//! Remote workers: the `weft worker` process, a node's `workers.listen`, and `weft workers
+//! list`.
+
+use crate::cli::WorkerArgs;
+use crate::config::{Config, WorkerConfig};
+use crate::control::{self, Request};
+use crate::node;
+use crate::output::{print_json, print_table};
+use anyhow::{anyhow, bail, Context};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use weft_actors::executor::worker::{Handlers, WorkerContext};
+use weft_actors::{AttemptAssignment, Engine, RemoteSlotsConfig, RemoteWorkerView};
+use weft_cells::certs::Identity;
+use weft_cells::link::{Credentials, LinkSettings};
+use weft_cells::worker::WorkerLink;
+use weft_cells::workers::{WorkerEvent, WorkerService};
+
+/// `weft worker`: runs attempts for the node at `--connect` until SIGTERM (which drains it) or
+/// a refusal another dial cannot mend.
+pub async fn worker(config: Config, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let protocol_version = args
+        .protocol_version
+        .unwrap_or(weft_cells::link::PROTOCOL_VERSION);
+    let settings = worker_settings(&config, args)?;
+    let name = if settings.name.is_empty() {
+        host_name()?
+    } else {
+        settings.name.clone()
+    };
+    let identity = Identity::worker(&name)?;
+    let certs = config.certs_dir(&settings.certs_dir);
+    let credentials = Credentials::load(&certs, &identity).with_context(|| {
+        format!(
+            "this worker's certificate: issue it with `weft certs issue --worker {name}` where \
+             the CA is, and put ca.pem, {stem}.pem and {stem}.key in {}",
+            certs.display(),
+            stem = identity.file_stem()
+        )
+    })?;
+    let server_name = if settings.server_name.is_empty() {
+        host_of(&settings.connect)
+    } else {
+        settings.server_name.clone()
+    };
+    let home = config.core.home.clone();
+    node::secure_home(&home)?;
+    let lock_path = home.join("worker.lock");
+    let lock = std::fs::File::create(&lock_path)?;
+    lock.try_lock().map_err(|_| {
+        anyhow!(
+            "another weft worker runs on {} (lock {} is held): use another WEFT_HOME",
+            home.display(),
+            lock_path.display()
+        )
+    })?;
+    // Task processes a previous worker of this home left behind die first.
+    node::reap_predecessors(&config);
+    let isolation = node::task_isolation(&config);
+    let context = Arc::new(WorkerContext::new(
+        Handlers::default(),
+        node::python_runners(&config, &isolation),
+        None,
+    ));
+    let slots = weft_actors::spawn_remote_slots(
+        context.clone(),
+        RemoteSlotsConfig {
+            worker: name.clone(),
+            slots: settings.slots,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            queues: settings.queues.clone(),
+            labels: settings.labels.clone(),
+            heartbeat: Duration::from_millis(settings.heartbeat_ms),
+            lease: Duration::from_millis(settings.lease_ms),
+            localize: Box::new(localizer(home.clone(), isolation.clone())),
+        },
+    )
+    .await
+    .map_err(|error| anyhow!("cannot start the worker's slots: {error}"))?;
+    eprintln!(
+        "weft worker {name}: {} slots, queues {}, node {} (`{server_name}`)",
+        settings.slots,
+        if settings.queues.is_empty() {
+            "all".to_string()
+        } else {
+            settings.queues.join(",")
+        },
+        settings.connect
+    );
+    eprintln!("{}", isolation.summary);
+    let link = WorkerLink {
+        connect: settings.connect.clone(),
+        server_name,
+        settings: LinkSettings {
+            keep_alive: Duration::from_millis(settings.keep_alive_ms),
+            idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
+            protocol_version,
+        },
+    };
+    let stop = drained(&slots, Duration::from_millis(settings.heartbeat_ms));
+    let served = weft_cells::worker::serve(&link, &credentials, &identity, stop).await;
+    slots.stop().await;
+    context.shutdown().await;
+    match served {
+        Ok(()) => {
+            eprintln!("weft worker {name}: stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("weft worker {name}: {error}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// The worker's settings: `[worker]` with the flags over it.
+fn worker_settings(config: &Config, args: WorkerArgs) -> anyhow::Result<WorkerConfig> {
+    let mut settings = config.worker.clone();
+    if let Some(connect) = args.connect {
+        settings.connect = connect;
+    }
+    if let Some(slots) = args.slots {
+        settings.slots = slots;
+    }
+    if let Some(queues) = args.queues {
+        settings.queues = queues.into_iter().filter(|q| !q.is_empty()).collect();
+    }
+    for label in args.labels {
+        let (key, value) = label
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--label `{label}`: write it KEY=VALUE"))?;
+        settings.labels.insert(key.to_string(), value.to_string());
+    }
+    if let Some(name) = args.name {
+        settings.name = name;
+    }
+    if let Some(server_name) = args.server_name {
+        settings.server_name = server_name;
+    }
+    if let Some(certs) = args.certs {
+        settings.certs_dir = certs;
+    }
+    if settings.connect.is_empty() {
+        bail!("say where the node listens: --connect HOST:PORT (or worker.connect)");
+    }
+    if settings.slots == 0 || settings.slots > weft_cells::workers::WORKER_SLOTS_MAX {
+        bail!(
+            "--slots {}: a worker has 1 to {} slots",
+            settings.slots,
+            weft_cells::workers::WORKER_SLOTS_MAX
+        );
+    }
+    if settings.lease_ms >= settings.idle_timeout_ms {
+        eprintln!(
+            "warning: worker.lease_ms ({}) is not below the link's idle timeout ({} ms): an \
+             attempt cut off from its node may still run when the node retries it",
+            settings.lease_ms, settings.idle_timeout_ms
+        );
+    }
+    Ok(settings)
+}
+
+/// Resolves once the worker should stop: at SIGTERM or Ctrl-C it drains (accepts nothing new)
+/// and resolves when nothing runs and the last reports had time to reach the node; a second
+/// signal stops it at once.
+async fn drained(slots: &weft_actors::RemoteSlots, heartbeat: Duration) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!(
+        "weft worker: draining: {} attempts run on, nothing new starts",
+        slots.busy()
+    );
+    slots.drain();
+    let done = async {
+        while slots.busy() > 0 || slots.reports_held() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        () = done => {}
+        _ = terminate.recv() => return,
+        _ = tokio::signal::ctrl_c() => return,
+    }
+    // The heartbeat that says the slots are idle.
+    tokio::time::sleep(heartbeat.min(Duration::from_millis(200))).await;
+}
+
+/// Makes an assignment the node built fit this worker: its log goes under this worker's home
+/// (the node's path means nothing here), and its task runs confined as this worker's
+/// configuration says (its user, its folders), with the resource limits the node set.
+fn localizer(
+    home: std::path::PathBuf,
+    isolation: node::TaskIsolation,
+) -> impl Fn(AttemptAssignment) -> AttemptAssignment + Send + Sync {
+    move |mut assignment| {
+        let log = &mut assignment.log;
+        log.path = home.join(weft_actors::log_relative_path(&log.key, log.try_number));
+        let asked = assignment.limits.sandbox.take();
+        let wants_full = asked.as_ref().is_some_and(|spec| spec.namespaces);
+        let mut spec = if wants_full {
+            // Without bubblewrap here the node's spec stays, and the attempt is refused at
+            // its start with that reason.
+            isolation.full.clone().or(asked.clone())
+        } else {
+            isolation.shell.clone()
+        };
+        if let (Some(spec), Some(asked)) = (&mut spec, &asked) {
+            spec.memory_bytes_max = asked.memory_bytes_max.or(spec.memory_bytes_max);
+            spec.cpu_millis_max = asked.cpu_millis_max.or(spec.cpu_millis_max);
+            spec.pids_max = asked.pids_max.or(spec.pids_max);
+            spec.file_bytes_max = asked.file_bytes_max.or(spec.file_bytes_max);
+        }
+        assignment.limits.sandbox = spec;
+        assignment
+    }
+}
+
+fn host_name() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default();
+    if name.is_empty() {
+        bail!("no host name to go by: name this worker with --name");
+    }
+    Ok(name)
+}
+
+/// The host of `HOST:PORT` (brackets of an IPv6 address dropped).
+fn host_of(connect: &str) -> String {
+    let host = connect.rsplit_once(':').map_or(connect, |(host, _)| host);
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string()
+}
+
+/// A node's `workers.listen`: accepts remote workers and hands them to `engine`. `None` when
+/// it is not configured.
+pub async fn serve_workers(
+    config: &Config,
+    engine: &Engine,
+) -> anyhow::Result<Option<WorkerService>> {
+    let workers = &config.workers;
+    if workers.listen.is_empty() {
+        return Ok(None);
+    }
+    let listen: std::net::SocketAddr = workers.listen.parse().map_err(|_| {
+        anyhow!(
+            "workers.listen `{}` is not an address such as 0.0.0.0:7070",
+            workers.listen
+        )
+    })?;
+    let identity = Identity::node(&workers.node_name)?;
+    let certs = config.certs_dir(&workers.certs_dir);
+    let credentials = Credentials::load(&certs, &identity).with_context(|| {
+        format!(
+            "the node's certificate for workers.listen: make the CA with `weft certs init` and \
+             this node's certificate with `weft certs issue --node {} --san HOST` (in {})",
+            workers.node_name,
+            certs.display()
+        )
+    })?;
+    let settings = LinkSettings {
+        keep_alive: Duration::from_millis(workers.keep_alive_ms),
+        idle_timeout: Duration::from_millis(workers.idle_timeout_ms),
+        ..LinkSettings::default()
+    };
+    let (service, mut events) = WorkerService::start(listen, &credentials, settings).await?;
+    let engine = engine.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            let told = match event {
+                WorkerEvent::Joined(worker) => engine.remote_worker_joined(worker),
+                WorkerEvent::Left { name, session } => engine.remote_worker_left(&name, session),
+            };
+            if told.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Some(service))
+}
+
+/// `weft workers list`: the running node's remote workers.
+pub async fn workers_list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let Some(response) = control::send(&config.core.home, &Request::Workers).await? else {
+        bail!(
+            "no node runs on {}: remote workers are known to a running node",
+            config.core.home.display()
+        );
+    };
+    let result = response.into_result()?;
+    if json {
+        print_json(&result);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let workers: Vec<RemoteWorkerView> = serde_json::from_value(result)?;
+    let rows: Vec<Vec<String>> = workers
+        .iter()
+        .map(|worker| {
+            vec![
+                worker.name.clone(),
+                worker.address.clone(),
+                worker.version.clone(),
+                if worker.queues.is_empty() {
+                    "*".to_string()
+                } else {
+                    worker.queues.join(",")
+                },
+                worker
+                    .labels
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                worker.busy.to_string(),
+                worker.slots.saturating_sub(worker.busy).to_string(),
+                crate::output::time(worker.last_heartbeat),
+                worker.running.len().to_string(),
+                if worker.draining { "draining" } else { "up" }.to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        false,
+        &[
+            "NAME",
+            "ADDRESS",
+            "VERSION",
+            "QUEUES",
+            "LABELS",
+            "BUSY",
+            "FREE",
+            "LAST HEARTBEAT",
+            "RUNNING",
+            "STATE",
+        ],
+        &rows,
+        &workers,
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,599 @@
+//! Remote workers end to end: a `weft standalone` node and `weft worker` processes on
+//! 127.0.0.1, talking QUIC with mutual TLS under certificates made by `weft certs`. Workers are
+//! killed with SIGKILL, paused with SIGSTOP, and refused for a foreign CA, a missing
+//! certificate and another protocol version; corrupt and oversized frames close only their
+//! own link.
+//!
+//! The node's own slots serve only a queue no task uses, so every attempt runs on a worker;
+//! where an attempt ran is read from its log, which a worker writes under its own home.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The longest any wait here takes before the test fails naming it.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A deployment: a node's home with the CA and certificates, a DAG folder, workers' homes.
+struct Deployment {
+    dir: tempfile::TempDir,
+    node: Option<Process>,
+    workers: BTreeMap<String, Process>,
+}
+
+/// A running `weft` process and what it has written on stderr so far.
+struct Process {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Process {
+    fn spawn(mut command: Command) -> Process {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { return };
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        Process { child, stderr }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr holds `needle`, and returns the line that holds it.
+    fn wait_for_line(&self, needle: &str) -> String {
+        wait_until(&format!("`{needle}` on stderr"), || {
+            self.stderr()
+                .lines()
+                .find(|line| line.contains(needle))
+                .map(str::to_string)
+        })
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, and returns its status code.
+    fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+impl Deployment {
+    /// A CA, the node's certificate (for 127.0.0.1) and one certificate per worker.
+    fn new(workers: &[&str]) -> Deployment {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // Tasks run as a user of their own: they write to `shared`.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for folder in ["dags", "shared"] {
+            std::fs::create_dir_all(dir.path().join(folder)).unwrap();
+        }
+        std::fs::set_permissions(
+            dir.path().join("shared"),
+            std::fs::Permissions::from_mode(0o777),
+        )
+        .unwrap();
+        let deployment = Deployment {
+            dir,
+            node: None,
+            workers: BTreeMap::new(),
+        };
+        deployment.certs(&["init"]);
+        deployment.certs(&["issue", "--node", "node", "--san", "127.0.0.1"]);
+        for worker in workers {
+            deployment.certs(&["issue", "--worker", worker]);
+        }
+        deployment
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn node_home(&self) -> PathBuf {
+        self.path().join("node")
+    }
+
+    fn worker_home(&self, name: &str) -> PathBuf {
+        self.path().join(format!("worker-{name}"))
+    }
+
+    fn shared(&self) -> PathBuf {
+        self.path().join("shared")
+    }
+
+    fn command(&self, home: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+        command
+            .args(args)
+            .env("WEFT_HOME", home)
+            .env("WEFT_DAGS_FOLDER", self.path().join("dags"))
+            .env("WEFT_TEST_SHARED", self.shared())
+            .env("WEFT_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env("WEFT_WEB__BIND", "127.0.0.1:0")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn certs(&self, args: &[&str]) {
+        let mut all = vec!["certs"];
+        all.extend_from_slice(args);
+        let output = self.command(&self.node_home(), &all).output().unwrap();
+        assert!(
+            output.status.success(),
+            "weft certs {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn write_dag(&self, name: &str, text: &str) {
+        std::fs::write(self.path().join("dags").join(name), text).unwrap();
+    }
+
+    /// Starts the node, listening for workers on a port of its own; its own slots serve a
+    /// queue no task uses.
+    fn start_node(&mut self) {
+        let mut command = self.command(&self.node_home(), &["standalone"]);
+        command
+            .env("WEFT_WORKERS__LISTEN", "127.0.0.1:0")
+            .env("WEFT_WORKERS__QUEUES", r#"["node-only"]"#);
+        let node = Process::spawn(command);
+        node.wait_for_line("remote workers connect to");
+        node.wait_for_line("DAGs from");
+        self.node = Some(node);
+    }
+
+    fn node(&self) -> &Process {
+        self.node.as_ref().unwrap()
+    }
+
+    fn node_address(&self) -> String {
+        let line = self.node().wait_for_line("remote workers connect to");
+        let rest = line.split("connect to ").nth(1).unwrap();
+        rest.split_whitespace().next().unwrap().to_string()
+    }
+
+    /// A worker's command with its certificates copied to its own home (the CA's key stays
+    /// with the node).
+    fn worker_command(&self, name: &str, extra: &[&str]) -> Command {
+        let home = self.worker_home(name);
+        let certs = home.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        for file in [
+            "ca.pem".to_string(),
+            format!("worker-{name}.pem"),
+            format!("worker-{name}.key"),
+        ] {
+            let from = self.node_home().join("certs").join(&file);
+            if from.exists() {
+                std::fs::copy(from, certs.join(&file)).unwrap();
+            }
+        }
+        let address = self.node_address();
+        let mut args = vec!["worker", "--connect", &address, "--name", name];
+        args.extend_from_slice(extra);
+        let mut command = self.command(&home, &args);
+        // Found dead or cut off within seconds.
+        command
+            .env("WEFT_WORKER__HEARTBEAT_MS", "300")
+            .env("WEFT_WORKER__LEASE_MS", "1500")
+            .env("WEFT_WORKER__IDLE_TIMEOUT_MS", "2500");
+        command
+    }
+
+    fn start_worker(&mut self, name: &str, extra: &[&str]) {
+        let worker = Process::spawn(self.worker_command(name, extra));
+        worker.wait_for_line("joined the node");
+        self.workers.insert(name.to_string(), worker);
+        self.wait_for_workers(|list| list.iter().any(|worker| worker["name"] == name));
+    }
+
+    fn workers_list(&self) -> Vec<Value> {
+        let output = self
+            .command(&self.node_home(), &["workers", "list", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let list: Value = serde_json::from_slice(&output.stdout).unwrap();
+        list.as_array().unwrap().clone()
+    }
+
+    fn wait_for_workers(&self, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        wait_until("the node's workers", || {
+            let list = self.workers_list();
+            check(&list).then_some(list)
+        })
+    }
+
+    fn trigger(&self, dag_id: &str) -> String {
+        let output = self
+            .command(&self.node_home(), &["dags", "trigger", dag_id, "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+        created["run_id"].as_str().unwrap().to_string()
+    }
+
+    fn run_state(&self, dag_id: &str, run_id: &str) -> String {
+        let output = self
+            .command(&self.node_home(), &["runs", "list", dag_id, "--json"])
+            .output()
+            .unwrap();
+        let runs: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+        runs.as_array()
+            .into_iter()
+            .flatten()
+            .find(|run| run["key"]["run_id"] == run_id)
+            .map(|run| run["state"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    }
+
+    fn wait_for_run(&self, dag_id: &str, run_id: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let state = self.run_state(dag_id, run_id);
+            if state == "success" || state == "failed" {
+                return state;
+            }
+            if Instant::now() >= deadline {
+                panic!("run {run_id} did not finish:\n{}", self.said());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the node and the workers wrote on stderr.
+    fn said(&self) -> String {
+        let mut all = format!("--- node\n{}", self.node().stderr());
+        for (name, worker) in &self.workers {
+            all.push_str(&format!("--- {name}\n{}", worker.stderr()));
+        }
+        all
+    }
+
+    /// The task ids (with their try) whose logs a worker wrote, for a DAG.
+    fn logs_on(&self, worker: &str, dag_id: &str) -> Vec<(String, u32)> {
+        let root = self
+            .worker_home(worker)
+            .join("logs")
+            .join(format!("dag_id={dag_id}"));
+        let mut found = Vec::new();
+        for run in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for task in std::fs::read_dir(run.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = task.file_name().to_string_lossy().to_string();
+                let task_id = name.trim_start_matches("task_id=").to_string();
+                for log in std::fs::read_dir(task.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let file = log.file_name().to_string_lossy().to_string();
+                    let try_number = file
+                        .trim_start_matches("attempt=")
+                        .trim_end_matches(".log")
+                        .parse()
+                        .unwrap();
+                    found.push((task_id.clone(), try_number));
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    fn markers(&self) -> String {
+        std::fs::read_to_string(self.shared().join("markers")).unwrap_or_default()
+    }
+}
+
+/// A shell command that notes its start and end (task, try) in the shared markers file, and
+/// says it started in its log.
+const MARKED: &str = r#"
+import os
+SHARED = os.environ["WEFT_TEST_SHARED"]
+def marked(seconds):
+    return (
+        'echo started; '
+        'echo "start $WEFT_CTX_TASK_ID:$WEFT_CTX_TRY_NUMBER" >> {shared}/markers; '
+        'sleep {seconds}; '
+        'echo "end $WEFT_CTX_TASK_ID:$WEFT_CTX_TRY_NUMBER" >> {shared}/markers'
+    ).format(shared=SHARED, seconds=seconds)
+"#;
+
+#[test]
+fn a_chain_and_a_fan_out_run_on_three_workers_with_tasks_routed_by_queue() {
+    let mut deployment = Deployment::new(&["w1", "w2", "w3"]);
+    deployment.write_dag(
+        "spread.py",
+        r#"
+from weft import DAG, BashOperator
+with DAG(dag_id="spread", schedule=None) as dag:
+    chain = [BashOperator(task_id=f"c{i}", bash_command="echo chain") for i in range(5)]
+    for a, b in zip(chain, chain[1:]):
+        a >> b
+    fan = [BashOperator(task_id=f"f{i}", bash_command="echo fan; sleep 0.2") for i in range(24)]
+    chain[-1] >> fan
+    gpu = BashOperator(task_id="gpu", bash_command="echo gpu", queue="gpu")
+    fan >> gpu
+"#,
+    );
+    deployment.start_node();
+    deployment.start_worker("w1", &["--slots", "4", "--queues", "default"]);
+    deployment.start_worker(
+        "w2",
+        &["--slots", "4", "--queues", "default", "--label", "zone=b"],
+    );
+    deployment.start_worker("w3", &["--slots", "2", "--queues", "gpu"]);
+    let workers = deployment.wait_for_workers(|list| list.len() == 3);
+    let w2 = workers
+        .iter()
+        .find(|worker| worker["name"] == "w2")
+        .unwrap();
+    assert_eq!(w2["labels"]["zone"], "b");
+    assert_eq!(w2["slots"], 4);
+    let w3 = workers
+        .iter()
+        .find(|worker| worker["name"] == "w3")
+        .unwrap();
+    assert_eq!(w3["queues"], serde_json::json!(["gpu"]));
+
+    let run_id = deployment.trigger("spread");
+    assert_eq!(deployment.wait_for_run("spread", &run_id), "success");
+
+    let on_w1 = deployment.logs_on("w1", "spread");
+    let on_w2 = deployment.logs_on("w2", "spread");
+    let on_w3 = deployment.logs_on("w3", "spread");
+    assert_eq!(on_w3, vec![("gpu".to_string(), 1)], "only w3 serves gpu");
+    assert!(!on_w1.iter().chain(&on_w2).any(|(task, _)| task == "gpu"));
+    let default_tasks: Vec<&(String, u32)> = on_w1.iter().chain(&on_w2).collect();
+    assert_eq!(
+        default_tasks.len(),
+        29,
+        "each default-queue task once, on w1 or w2"
+    );
+    let fanned = |on: &[(String, u32)]| on.iter().filter(|(task, _)| task.starts_with('f')).count();
+    assert!(
+        fanned(&on_w1) > 0 && fanned(&on_w2) > 0,
+        "the fan-out spreads over both workers: w1 {on_w1:?}, w2 {on_w2:?}"
+    );
+}
+
+#[test]
+fn a_worker_killed_mid_run_has_its_attempts_retried_on_the_others() {
+    let mut deployment = Deployment::new(&["w1", "w2", "w3"]);
+    deployment.write_dag(
+        "killed.py",
+        &format!(
+            r#"{MARKED}
+from datetime import timedelta
+from weft import DAG, BashOperator
+with DAG(dag_id="killed", schedule=None,
+         default_args={{"retries": 3, "retry_delay": timedelta(seconds=0)}}) as dag:
+    [BashOperator(task_id=f"t{{i}}", bash_command=marked(3)) for i in range(6)]
+"#
+        ),
+    );
+    deployment.start_node();
+    for name in ["w1", "w2", "w3"] {
+        deployment.start_worker(name, &["--slots", "2"]);
+    }
+    let run_id = deployment.trigger("killed");
+    // Each worker runs two of the six tasks; kill w1 while they run.
+    let on_w1 = wait_until("w1 to run two attempts", || {
+        let on = deployment.logs_on("w1", "killed");
+        (on.len() == 2).then_some(on)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    deployment.workers.remove("w1"); // SIGKILL
+    let killed = Instant::now();
+    assert_eq!(deployment.wait_for_run("killed", &run_id), "success");
+    eprintln!("the run finished {:?} after the kill", killed.elapsed());
+
+    let markers = deployment.markers();
+    let ends = |task: &str, try_number: u32| {
+        markers
+            .lines()
+            .filter(|line| *line == format!("end {task}:{try_number}"))
+            .count()
+    };
+    for (task, try_number) in &on_w1 {
+        assert_eq!(
+            ends(task, *try_number),
+            0,
+            "{task} try {try_number} died with w1"
+        );
+        let retried: Vec<(String, u32)> = ["w2", "w3"]
+            .iter()
+            .flat_map(|worker| deployment.logs_on(worker, "killed"))
+            .filter(|(other, number)| other == task && *number > *try_number)
+            .collect();
+        assert_eq!(retried.len(), 1, "{task}: retried once, on another worker");
+        assert_eq!(ends(task, retried[0].1), 1);
+    }
+    // Every try ended at most once, and every task exactly once.
+    for i in 0..6 {
+        let task = format!("t{i}");
+        let ended: usize = (1..=4).map(|try_number| ends(&task, try_number)).sum();
+        assert_eq!(ended, 1, "{task}:\n{markers}");
+    }
+    let left = deployment.wait_for_workers(|list| list.len() == 2);
+    assert!(left.iter().all(|worker| worker["name"] != "w1"));
+    assert!(
+        deployment.node().stderr().contains("remote worker left"),
+        "the node says w1 left"
+    );
+}
+
+#[test]
+fn a_worker_paused_past_its_lease_is_refused_then_joins_again() {
+    let mut deployment = Deployment::new(&["w1", "w2"]);
+    deployment.write_dag(
+        "paused.py",
+        &format!(
+            r#"{MARKED}
+from datetime import timedelta
+from weft import DAG, BashOperator
+with DAG(dag_id="paused", schedule=None,
+         default_args={{"retries": 2, "retry_delay": timedelta(seconds=0)}}) as dag:
+    BashOperator(task_id="long", bash_command=marked(12), queue="q")
+"#
+        ),
+    );
+    deployment.start_node();
+    deployment.start_worker("w1", &["--slots", "1", "--queues", "q"]);
+    let first = deployment.workers_list()[0]["session"].as_u64().unwrap();
+    let run_id = deployment.trigger("paused");
+    wait_until("the first try on w1", || {
+        deployment.markers().contains("start long:1").then_some(())
+    });
+    // Only now may another worker take the retry.
+    deployment.start_worker("w2", &["--slots", "1", "--queues", "q"]);
+    deployment.workers["w1"].signal("-STOP");
+    // The node finds the link idle, counts the try lost and retries it on w2.
+    wait_until("the retry on w2", || {
+        deployment.markers().contains("start long:2").then_some(())
+    });
+    assert!(deployment.node().stderr().contains("remote worker left"));
+    deployment.workers["w1"].signal("-CONT");
+    // Back, w1 finds its lease expired, stops its attempt and joins again in a new session.
+    let back = deployment.wait_for_workers(|list| {
+        list.iter()
+            .any(|worker| worker["name"] == "w1" && worker["session"].as_u64() != Some(first))
+    });
+    assert!(back.iter().any(|worker| worker["name"] == "w1"));
+    deployment.workers["w1"].wait_for_line("lease");
+    assert_eq!(deployment.wait_for_run("paused", &run_id), "success");
+    let markers = deployment.markers();
+    assert!(
+        !markers.contains("end long:1"),
+        "the try of the paused worker was stopped, its result never counted:\n{markers}"
+    );
+    assert!(markers.contains("end long:2"), "{markers}");
+    assert_eq!(
+        deployment.logs_on("w2", "paused"),
+        vec![("long".to_string(), 2)]
+    );
+}
+
+#[test]
+fn workers_with_a_foreign_certificate_none_or_another_protocol_are_refused() {
+    let mut deployment = Deployment::new(&["w1"]);
+    deployment.start_node();
+
+    // A worker whose certificate another CA signed, under the same name.
+    let foreign = tempfile::tempdir().unwrap();
+    for args in [vec!["init"], vec!["issue", "--worker", "w1"]] {
+        let mut all = vec!["certs"];
+        all.extend(args);
+        all.extend(["--dir", foreign.path().to_str().unwrap()]);
+        let output = deployment
+            .command(&deployment.node_home(), &all)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+    }
+    let mut command = deployment.worker_command("w1", &[]);
+    let home = deployment.worker_home("w1");
+    for file in ["worker-w1.pem", "worker-w1.key"] {
+        std::fs::copy(foreign.path().join(file), home.join("certs").join(file)).unwrap();
+    }
+    command.env("WEFT_WORKER__CERTS_DIR", home.join("certs"));
+    let mut worker = Process::spawn(command);
+    assert_eq!(worker.wait_exit(), Some(2), "{}", worker.stderr());
+    let said = worker.stderr();
+    assert!(said.contains("TLS"), "{said}");
+    deployment.node().wait_for_line("refused");
+
+    // A worker without a certificate of its own says what to do.
+    let bare = deployment.path().join("worker-bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    let address = deployment.node_address();
+    let output = deployment
+        .command(&bare, &["worker", "--connect", &address, "--name", "bare"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(said.contains("weft certs issue --worker bare"), "{said}");
+
+    // A worker of another protocol version: both sides name both versions.
+    let mut worker = Process::spawn(deployment.worker_command("w1", &["--protocol-version", "99"]));
+    assert_eq!(worker.wait_exit(), Some(2), "{}", worker.stderr());
+    let said = worker.stderr();
+    assert!(
+        said.contains("this side speaks 99, the peer speaks 1"),
+        "{said}"
+    );
+    deployment
+        .node()
+        .wait_for_line("this side speaks 1, the peer speaks 99");
+
+    // And a good one still joins.
+    std::fs::remove_dir_all(deployment.worker_home("w1")).unwrap();
+    deployment.start_worker("w1", &[]);
+}
