@@ -63,6 +63,32 @@ struct Remote {
     reports_refused: u64,
 }
 
+/// Attempts remembered per remote worker after they were placed on it, so that their logs,
+/// which may arrive after their end, are still taken.
+const PLACED_REMEMBERED_MAX: usize = 1024;
+
+/// The attempts last placed on each remote worker (across its sessions), oldest first.
+#[derive(Default)]
+struct Placed {
+    by_worker: HashMap<Name, std::collections::VecDeque<AttemptId>>,
+}
+
+impl Placed {
+    fn remember(&mut self, worker: &Name, attempt: AttemptId) {
+        let placed = self.by_worker.entry(worker.clone()).or_default();
+        if placed.len() >= PLACED_REMEMBERED_MAX {
+            placed.pop_front();
+        }
+        placed.push_back(attempt);
+    }
+
+    fn contains(&self, worker: &str, attempt: &AttemptId) -> bool {
+        self.by_worker
+            .get(worker)
+            .is_some_and(|placed| placed.contains(attempt))
+    }
+}
+
 struct RemoteSlotState {
     /// The last assignment's number.
     seq: u64,
@@ -116,6 +142,7 @@ pub(crate) struct DispatcherState {
     handles: Vec<SlotHandle>,
     /// The remote workers, by name.
     remote: HashMap<Name, Remote>,
+    placed: Placed,
     myself: ActorRef<DispatcherMsg>,
     shared: Arc<Shared>,
 }
@@ -158,6 +185,7 @@ impl Actor for DispatcherActor {
             slots,
             handles,
             remote: HashMap::new(),
+            placed: Placed::default(),
             myself,
             shared,
         })
@@ -232,6 +260,14 @@ impl Actor for DispatcherActor {
             DispatcherMsg::RemoteJoined { worker } => state.remote_joined(worker),
             DispatcherMsg::RemoteLeft { name, session } => {
                 state.remote_left(&Name::from(name.as_str()), session, "its link closed")
+            }
+            DispatcherMsg::RemoteAttemptPlaced {
+                worker,
+                attempt,
+                reply,
+            } => {
+                let _ = reply.send(state.placed.contains(&worker, &attempt));
+                Vec::new()
             }
             DispatcherMsg::Polled {
                 name,
@@ -553,6 +589,7 @@ impl DispatcherState {
             self.perform(effects);
             return;
         };
+        self.placed.remember(&name, request.attempt.clone());
         metrics::counter!("weft_dispatched_total").increment(1);
         metrics::counter!("weft_remote_assigned_total").increment(1);
         metrics::histogram!("weft_dispatch_latency_seconds")

@@ -496,6 +496,32 @@ impl Engine {
         Ok(())
     }
 
+    /// Where the log of `attempt`, sent by the remote worker `worker`, goes: `None` when the
+    /// attempt was not placed on that worker (lately), so the log is refused.
+    pub async fn remote_log_path(
+        &self,
+        worker: &str,
+        attempt: &weft_core::ids::AttemptId,
+    ) -> Option<std::path::PathBuf> {
+        let ask = |reply| DispatcherMsg::RemoteAttemptPlaced {
+            worker: worker.to_string(),
+            attempt: attempt.clone(),
+            reply,
+        };
+        let timeout = Some(std::time::Duration::from_secs(5));
+        match self.dispatcher.call(ask, timeout).await {
+            Ok(ractor::rpc::CallResult::Success(true)) => {
+                Some(self.log_path(&attempt.key, attempt.try_number))
+            }
+            _ => None,
+        }
+    }
+
+    /// The size limit of one attempt's log.
+    pub fn log_bytes_max(&self) -> u64 {
+        self.shared.config.log_bytes_max
+    }
+
     /// How many attempts a rebuilt task actor took up where they waited or ran (instead of
     /// counting them lost) since the engine started.
     pub fn attempts_adopted(&self) -> u64 {

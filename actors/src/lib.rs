@@ -42,9 +42,10 @@ pub use engine::{
 pub use error::EngineError;
 pub use events::Event;
 pub use messages::{
-    AttemptAssignment, Json, RemoteSlotMsg, RemoteWorker, SlotCall, SlotCast, SlotHello, SlotPoll,
-    SlotReport,
+    AttemptAssignment, Json, LogHeader, RemoteSlotMsg, RemoteWorker, SlotCall, SlotCast, SlotHello,
+    SlotPoll, SlotReport,
 };
 pub use remote_slot::{
-    queue_group, spawn_remote_slots, RemoteSlots, RemoteSlotsConfig, REPORTS_HELD_MAX, SLOTS_GROUP,
+    queue_group, spawn_remote_slots, LogShipper, RemoteSlots, RemoteSlotsConfig, REPORTS_HELD_MAX,
+    SLOTS_GROUP,
 };

@@ -363,6 +363,13 @@ pub(crate) enum DispatcherMsg {
         name: String,
         session: u64,
     },
+    /// Whether `attempt` was placed on the remote worker `worker` (it runs there, or was one
+    /// of the last it was given): a log the worker sends for it is taken.
+    RemoteAttemptPlaced {
+        worker: String,
+        attempt: AttemptId,
+        reply: RpcReplyPort<bool>,
+    },
     /// A remote slot answered the node's poll.
     Polled {
         name: Name,
@@ -536,6 +543,13 @@ pub struct SlotPoll {
     pub assigned_seq: u64,
     /// The worker accepts nothing new (SIGTERM): it finishes what runs, then leaves.
     pub draining: bool,
+}
+
+/// The first frame of the stream on which a remote worker sends an attempt's log to its node;
+/// the log's bytes follow as they are written, the stream's end is the log's end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogHeader {
+    pub attempt: AttemptId,
 }
 
 /// A remote slot's own events.

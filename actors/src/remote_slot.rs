@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use weft_core::dag_run::AttemptOutcome;
+use weft_core::ids::AttemptId;
 
 /// The process group every remote slot joins; a node finds a session's slots there.
 pub const SLOTS_GROUP: &str = "weft.slots";
@@ -40,6 +41,17 @@ const TICK: Duration = Duration::from_millis(100);
 /// The process group of the slots that serve `queue`.
 pub fn queue_group(queue: &str) -> String {
     format!("weft.queue.{queue}")
+}
+
+/// Where a worker sends the logs of its attempts (its node, over the link: `cells`).
+pub trait LogShipper: Send + Sync {
+    /// `attempt` writes its log at `path`; `ended` resolves, or fails, once it has ended.
+    fn ship(
+        &self,
+        attempt: AttemptId,
+        path: std::path::PathBuf,
+        ended: tokio::sync::oneshot::Receiver<()>,
+    );
 }
 
 /// A worker's slots, as it configures them.
@@ -57,6 +69,8 @@ pub struct RemoteSlotsConfig {
     pub lease: Duration,
     /// Makes an assignment the node built fit this worker (its log path, its sandbox).
     pub localize: Box<dyn Fn(AttemptAssignment) -> AttemptAssignment + Send + Sync>,
+    /// Where the attempts' logs go besides the worker's own files (`None`: nowhere).
+    pub logs: Option<Arc<dyn LogShipper>>,
 }
 
 impl std::fmt::Debug for RemoteSlotsConfig {
@@ -158,6 +172,8 @@ struct SlotArgs {
 struct Running {
     assignment: Arc<AttemptAssignment>,
     execution: tokio::task::AbortHandle,
+    /// Dropped at the attempt's end, which ends its log's stream.
+    _log_end: Option<tokio::sync::oneshot::Sender<()>>,
     started_at: weft_core::Timestamp,
     start_reported: bool,
 }
@@ -339,6 +355,11 @@ impl SlotState {
             return;
         }
         let assignment = Arc::new((self.args.config.localize)(assignment));
+        let log_end = self.args.config.logs.as_ref().map(|logs| {
+            let (end, ended) = tokio::sync::oneshot::channel();
+            logs.ship(attempt.clone(), assignment.log.path.clone(), ended);
+            end
+        });
         let token = attempt.token;
         let (context, slot) = (self.args.context.clone(), myself.clone());
         let running = assignment.clone();
@@ -362,6 +383,7 @@ impl SlotState {
         self.running = Some(Running {
             assignment,
             execution: execution.abort_handle(),
+            _log_end: log_end,
             started_at: crate::clock::now(),
             start_reported: false,
         });

@@ -10,6 +10,8 @@ pub mod certs;
 pub mod cluster;
 pub mod link;
 #[cfg(feature = "cluster")]
+pub mod logs;
+#[cfg(feature = "cluster")]
 pub mod worker;
 #[cfg(feature = "cluster")]
 pub mod workers;

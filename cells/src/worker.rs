@@ -9,6 +9,7 @@
 use crate::certs::Identity;
 use crate::cluster::{ClusterError, ClusterNode};
 use crate::link::{Connector, Credentials, Link, LinkError, LinkSettings};
+use crate::logs::CurrentLink;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -61,13 +62,20 @@ fn resolve(connect: &str) -> Result<SocketAddr, WorkerError> {
 
 /// Serves `slots` to the node `link` names until `stop` resolves (or a refusal ends it):
 /// dial, join the session, wait for the link's end, dial again. The slots are in their
-/// process groups already; each session shows them to the node.
+/// process groups already; each session shows them to the node. `current` holds the link while
+/// there is one (attempts' logs go over it).
 pub async fn serve(
     link: &WorkerLink,
     credentials: &Credentials,
     identity: &Identity,
+    current: &CurrentLink,
     stop: impl Future<Output = ()>,
 ) -> Result<(), WorkerError> {
+    let set_current = |link: Option<Link>| {
+        *current
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = link;
+    };
     let connector = Connector::bind(
         "0.0.0.0:0".parse().expect("an address"),
         credentials,
@@ -90,10 +98,12 @@ pub async fn serve(
             Ok((connected, Ok(session))) => {
                 pause = REDIAL_MS_FIRST;
                 tracing::info!(node = %connected.peer(), %address, "joined the node");
+                set_current(Some(connected.clone()));
                 let ended = tokio::select! {
                     reason = connected.closed() => Some(reason),
                     () = &mut stop => None,
                 };
+                set_current(None);
                 match ended {
                     Some(reason) => {
                         tracing::warn!(%reason, "link to the node lost; dialing again");

@@ -11,6 +11,7 @@
 use crate::certs::{Identity, Role};
 use crate::cluster::{ClusterError, ClusterNode, SessionEvent, SessionEventKind};
 use crate::link::{Credentials, LinkError, LinkSettings, Listener};
+use crate::logs::LogSink;
 use ractor::rpc::CallResult;
 use ractor::{ActorCell, ActorRef};
 use std::collections::HashMap;
@@ -53,6 +54,7 @@ impl WorkerService {
         listen: SocketAddr,
         credentials: &Credentials,
         settings: LinkSettings,
+        logs: Logs,
     ) -> Result<(WorkerService, mpsc::Receiver<WorkerEvent>), ServiceError> {
         let identity = credentials.identity().clone();
         if identity.role() != Role::Node {
@@ -68,6 +70,7 @@ impl WorkerService {
             listener.clone(),
             cluster.clone(),
             links.clone(),
+            logs,
         ));
         let follow = tokio::spawn(follow_sessions(sessions, links, events));
         let service = WorkerService {
@@ -105,9 +108,30 @@ pub enum ServiceError {
     Cluster(#[from] ClusterError),
 }
 
-async fn accept_links(listener: Arc<Listener>, cluster: Arc<ClusterNode>, links: Links) {
+/// Where workers' logs go, and their size limit.
+#[derive(Clone)]
+pub struct Logs {
+    pub sink: LogSink,
+    pub bytes_max: u64,
+}
+
+impl std::fmt::Debug for Logs {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Logs")
+            .field("bytes_max", &self.bytes_max)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn accept_links(
+    listener: Arc<Listener>,
+    cluster: Arc<ClusterNode>,
+    links: Links,
+    logs: Logs,
+) {
     while let Some(accepting) = listener.accept().await {
-        let (cluster, links) = (cluster.clone(), links.clone());
+        let (cluster, links, logs) = (cluster.clone(), links.clone(), logs.clone());
         tokio::spawn(async move {
             let address = accepting.remote_address();
             // A refused handshake is logged by the link with its reason.
@@ -124,7 +148,13 @@ async fn accept_links(listener: Arc<Listener>, cluster: Arc<ClusterNode>, links:
                 link.close("session refused");
                 return;
             }
-            // The link lives as long as its connection; its end ends the session.
+            // Every later stream the worker opens carries an attempt's log; the link's end
+            // ends the session.
+            let worker = peer.name().to_string();
+            while let Ok(channel) = link.accept().await {
+                let (sink, worker) = (logs.sink.clone(), worker.clone());
+                tokio::spawn(crate::logs::receive(channel, worker, sink, logs.bytes_max));
+            }
             let reason = link.closed().await;
             tracing::info!(%peer, %address, %reason, "worker link closed");
         });

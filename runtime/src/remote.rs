@@ -58,6 +58,7 @@ pub async fn worker(config: Config, args: WorkerArgs) -> anyhow::Result<ExitCode
     // Task processes a previous worker of this home left behind die first.
     node::reap_predecessors(&config);
     let isolation = node::task_isolation(&config);
+    let current_link = weft_cells::logs::CurrentLink::default();
     let context = Arc::new(WorkerContext::new(
         Handlers::default(),
         node::python_runners(&config, &isolation),
@@ -74,6 +75,9 @@ pub async fn worker(config: Config, args: WorkerArgs) -> anyhow::Result<ExitCode
             heartbeat: Duration::from_millis(settings.heartbeat_ms),
             lease: Duration::from_millis(settings.lease_ms),
             localize: Box::new(localizer(home.clone(), isolation.clone())),
+            logs: Some(Arc::new(weft_cells::logs::LogUploader::new(
+                current_link.clone(),
+            ))),
         },
     )
     .await
@@ -99,7 +103,8 @@ pub async fn worker(config: Config, args: WorkerArgs) -> anyhow::Result<ExitCode
         },
     };
     let stop = drained(&slots, Duration::from_millis(settings.heartbeat_ms));
-    let served = weft_cells::worker::serve(&link, &credentials, &identity, stop).await;
+    let served =
+        weft_cells::worker::serve(&link, &credentials, &identity, &current_link, stop).await;
     slots.stop().await;
     context.shutdown().await;
     match served {
@@ -240,6 +245,10 @@ fn host_of(connect: &str) -> String {
         .to_string()
 }
 
+/// Room beyond an attempt's log limit for what the executor appends at the limit (its note that
+/// the log was cut).
+const LOG_FRAMING_BYTES: u64 = 4096;
+
 /// A node's `workers.listen`: accepts remote workers and hands them to `engine`. `None` when
 /// it is not configured.
 pub async fn serve_workers(
@@ -271,7 +280,15 @@ pub async fn serve_workers(
         idle_timeout: Duration::from_millis(workers.idle_timeout_ms),
         ..LinkSettings::default()
     };
-    let (service, mut events) = WorkerService::start(listen, &credentials, settings).await?;
+    let sink_engine = engine.clone();
+    let logs = weft_cells::workers::Logs {
+        sink: Arc::new(move |worker, attempt| {
+            let engine = sink_engine.clone();
+            Box::pin(async move { engine.remote_log_path(&worker, &attempt).await })
+        }),
+        bytes_max: engine.log_bytes_max() + LOG_FRAMING_BYTES,
+    };
+    let (service, mut events) = WorkerService::start(listen, &credentials, settings, logs).await?;
     let engine = engine.clone();
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {

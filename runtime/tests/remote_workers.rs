@@ -314,41 +314,43 @@ impl Deployment {
 
     /// The task ids (with their try) whose logs a worker wrote, for a DAG.
     fn logs_on(&self, worker: &str, dag_id: &str) -> Vec<(String, u32)> {
-        let root = self
-            .worker_home(worker)
-            .join("logs")
-            .join(format!("dag_id={dag_id}"));
-        let mut found = Vec::new();
-        for run in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            for task in std::fs::read_dir(run.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let name = task.file_name().to_string_lossy().to_string();
-                let task_id = name.trim_start_matches("task_id=").to_string();
-                for log in std::fs::read_dir(task.path())
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                {
-                    let file = log.file_name().to_string_lossy().to_string();
-                    let try_number = file
-                        .trim_start_matches("attempt=")
-                        .trim_end_matches(".log")
-                        .parse()
-                        .unwrap();
-                    found.push((task_id.clone(), try_number));
-                }
-            }
-        }
-        found.sort();
-        found
+        logs_under(&self.worker_home(worker), dag_id)
     }
 
     fn markers(&self) -> String {
         std::fs::read_to_string(self.shared().join("markers")).unwrap_or_default()
     }
+}
+
+/// The (task, try) of every log under a home, for a DAG.
+fn logs_under(home: &Path, dag_id: &str) -> Vec<(String, u32)> {
+    let root = home.join("logs").join(format!("dag_id={dag_id}"));
+    let mut found = Vec::new();
+    for run in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for task in std::fs::read_dir(run.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = task.file_name().to_string_lossy().to_string();
+            let task_id = name.trim_start_matches("task_id=").to_string();
+            for log in std::fs::read_dir(task.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let file = log.file_name().to_string_lossy().to_string();
+                let try_number = file
+                    .trim_start_matches("attempt=")
+                    .trim_end_matches(".log")
+                    .parse()
+                    .unwrap();
+                found.push((task_id.clone(), try_number));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 /// A shell command that notes its start and end (task, try) in the shared markers file, and
@@ -421,6 +423,43 @@ with DAG(dag_id="spread", schedule=None) as dag:
         fanned(&on_w1) > 0 && fanned(&on_w2) > 0,
         "the fan-out spreads over both workers: w1 {on_w1:?}, w2 {on_w2:?}"
     );
+
+    // Every log reached the node too, whole, where the UI and `weft tasks logs` read it.
+    let mut everywhere: Vec<(String, u32)> =
+        on_w1.iter().chain(&on_w2).chain(&on_w3).cloned().collect();
+    everywhere.sort();
+    wait_until("the logs on the node", || {
+        (deployment.logs_on_node("spread") == everywhere).then_some(())
+    });
+    let gpu = deployment.node_log("spread", &run_id, "gpu", 1);
+    assert_eq!(gpu, "gpu\n");
+    let output = deployment
+        .command(
+            &deployment.node_home(),
+            &["tasks", "logs", "spread", "c0", &run_id],
+        )
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("chain"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Deployment {
+    /// The node's copies of the logs of a DAG (the workers stream them there).
+    fn logs_on_node(&self, dag_id: &str) -> Vec<(String, u32)> {
+        logs_under(&self.node_home(), dag_id)
+    }
+
+    fn node_log(&self, dag_id: &str, run_id: &str, task_id: &str, try_number: u32) -> String {
+        let run = run_id.replace([':'], "_");
+        let path = self.node_home().join(format!(
+            "logs/dag_id={dag_id}/run_id={run}/task_id={task_id}/attempt={try_number}.log"
+        ));
+        std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+    }
 }
 
 #[test]
@@ -596,4 +635,123 @@ fn workers_with_a_foreign_certificate_none_or_another_protocol_are_refused() {
     // And a good one still joins.
     std::fs::remove_dir_all(deployment.worker_home("w1")).unwrap();
     deployment.start_worker("w1", &[]);
+}
+
+/// Sends `bytes` raw on the first stream of a link of worker `name` (a certificate of this
+/// deployment), and returns how the node closed the link.
+fn raw_link_closed_by_node(deployment: &Deployment, name: &str, bytes: Vec<u8>) -> String {
+    use weft_cells::certs::Identity;
+    use weft_cells::link::{Connector, Credentials, LinkSettings};
+    let identity = Identity::worker(name).unwrap();
+    let credentials = Credentials::load(&deployment.node_home().join("certs"), &identity).unwrap();
+    let address: std::net::SocketAddr = deployment.node_address().parse().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        let connector = Connector::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            &credentials,
+            LinkSettings::default(),
+        )
+        .unwrap();
+        let link = tokio::time::timeout(WAIT, connector.connect(address, "127.0.0.1"))
+            .await
+            .unwrap()
+            .unwrap();
+        let (mut send, _recv) = link.open().await.unwrap().into_streams();
+        send.write_all(&bytes).await.unwrap();
+        let reason = tokio::time::timeout(WAIT, link.closed()).await.unwrap();
+        reason.to_string()
+    })
+}
+
+#[test]
+fn a_corrupt_frame_and_an_oversized_frame_close_only_that_link() {
+    let mut deployment = Deployment::new(&["w1", "w8", "w9"]);
+    deployment.write_dag(
+        "after.py",
+        r#"
+from weft import DAG, BashOperator
+with DAG(dag_id="after", schedule=None) as dag:
+    BashOperator(task_id="a", bash_command="echo a") >> BashOperator(task_id="b", bash_command="echo b")
+"#,
+    );
+    deployment.start_node();
+    deployment.start_worker("w1", &["--slots", "2"]);
+
+    // A frame whose format byte no version of weft writes.
+    let mut corrupt = 5u32.to_be_bytes().to_vec();
+    corrupt.push(0xEE);
+    corrupt.extend_from_slice(b"junk");
+    let reason = raw_link_closed_by_node(&deployment, "w8", corrupt);
+    assert!(
+        reason.contains("frame format byte is 238") && reason.ends_with("(code 4)"),
+        "closed with the bad-frame code and reason: {reason}"
+    );
+
+    // A frame that claims more than the limit: refused from its length alone.
+    let mut oversized = (8u32 * 1024 * 1024).to_be_bytes().to_vec();
+    oversized.push(1);
+    oversized.extend_from_slice(&[0u8; 1024]);
+    let reason = raw_link_closed_by_node(&deployment, "w9", oversized);
+    assert!(
+        reason.contains("over the limit") && reason.ends_with("(code 4)"),
+        "closed with the bad-frame code and reason: {reason}"
+    );
+    let said = deployment.node().stderr();
+    assert!(said.contains("w8") && said.contains("w9"), "{said}");
+
+    // The worker that behaved is still there and runs a DAG.
+    let workers = deployment.workers_list();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    assert_eq!(workers[0]["name"], "w1");
+    let run_id = deployment.trigger("after");
+    assert_eq!(deployment.wait_for_run("after", &run_id), "success");
+}
+
+#[test]
+fn sigterm_drains_a_worker_it_finishes_what_runs_and_takes_nothing_new() {
+    let mut deployment = Deployment::new(&["w1", "w2"]);
+    deployment.write_dag(
+        "drain.py",
+        &format!(
+            r#"{MARKED}
+from weft import DAG, BashOperator
+with DAG(dag_id="drain", schedule=None) as dag:
+    BashOperator(task_id="first", bash_command=marked(2)) >> BashOperator(task_id="second", bash_command=marked(0))
+"#
+        ),
+    );
+    deployment.start_node();
+    deployment.start_worker("w1", &["--slots", "1"]);
+    let run_id = deployment.trigger("drain");
+    wait_until("the first task on w1", || {
+        deployment.markers().contains("start first:1").then_some(())
+    });
+    deployment.workers["w1"].signal("-TERM");
+    let listed = deployment.wait_for_workers(|list| {
+        list.iter()
+            .any(|worker| worker["name"] == "w1" && worker["draining"] == true)
+    });
+    assert_eq!(listed[0]["busy"], 1, "{listed:?}");
+    let output = deployment
+        .command(&deployment.node_home(), &["workers", "list"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&output.stdout).contains("draining"));
+    // What runs finishes; then the worker leaves, and the next task waits for another.
+    let status = deployment.workers.get_mut("w1").unwrap().wait_exit();
+    assert_eq!(status, Some(0), "{}", deployment.workers["w1"].stderr());
+    assert!(deployment.markers().contains("end first:1"));
+    deployment.wait_for_workers(|list| list.is_empty());
+    assert_eq!(deployment.run_state("drain", &run_id), "running");
+    deployment.start_worker("w2", &["--slots", "1"]);
+    assert_eq!(deployment.wait_for_run("drain", &run_id), "success");
+    assert_eq!(
+        deployment.logs_on("w1", "drain"),
+        vec![("first".to_string(), 1)]
+    );
+    assert_eq!(
+        deployment.logs_on("w2", "drain"),
+        vec![("second".to_string(), 1)]
+    );
 }
