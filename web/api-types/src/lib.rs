@@ -515,6 +515,21 @@ pub struct Worker {
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     pub running: Vec<RunningTry>,
+    /// `local` (the node's own slots) or `remote` (a `weft worker`).
+    #[serde(default)]
+    pub kind: String,
+    /// A remote worker's address, as its link comes from.
+    #[serde(default)]
+    pub address: String,
+    /// A remote worker's weft version.
+    #[serde(default)]
+    pub version: String,
+    /// It finishes what runs and takes nothing new (SIGTERM).
+    #[serde(default)]
+    pub draining: bool,
+    /// When a slot of a remote worker last answered its node.
+    #[serde(default)]
+    pub last_heartbeat: Option<String>,
 }
 
 /// `GET /api/v1/workers`.

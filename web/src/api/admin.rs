@@ -16,6 +16,7 @@ use weft_api_types::{
     Role, RunningTry, TokenCreate, TokenCreated, TokenList, User, UserCreate, UserList, UserPatch,
     Worker, WorkerList,
 };
+use weft_core::ids::{AttemptId, TaskInstanceKey};
 use weft_core::state::{DagRunState, TaskState};
 use weft_storage::{ApiTokenRow, UserRow, Write};
 
@@ -185,37 +186,72 @@ pub async fn workers(
     principal: Principal,
 ) -> Result<Json<WorkerList>> {
     principal.require(Role::Op)?;
-    let running = active_task_instances(&state)
+    let mut running: Vec<(TaskInstanceKey, RunningTry)> = active_task_instances(&state)
         .await?
         .into_iter()
         .filter(|record| record.state == TaskState::Running)
-        .map(|record| RunningTry {
-            dag_id: record.key.dag_id.to_string(),
-            run_id: record.key.run_id.to_string(),
-            task_id: record.key.task_id.to_string(),
-            map_index: record.key.map_index,
-            try_number: record.try_number,
-            started_at: views::optional_time(record.started_at).unwrap_or_default(),
+        .map(|record| {
+            let shown = RunningTry {
+                dag_id: record.key.dag_id.to_string(),
+                run_id: record.key.run_id.to_string(),
+                task_id: record.key.task_id.to_string(),
+                map_index: record.key.map_index,
+                try_number: record.try_number,
+                started_at: views::optional_time(record.started_at).unwrap_or_default(),
+            };
+            (record.key, shown)
         })
         .collect();
     let view = state.engine().workers().await?;
-    // Every running try runs on this node's own slots until remote workers exist.
-    let mut running = Some(running);
-    let workers = view
+    // A try a remote worker runs is listed with it; every other one runs on the node's slots.
+    let mut remote_running = |attempts: &[AttemptId]| -> Vec<RunningTry> {
+        let mut found = Vec::new();
+        running.retain(|(key, shown)| {
+            let on_it = attempts
+                .iter()
+                .any(|attempt| &attempt.key == key && attempt.try_number == shown.try_number);
+            if on_it {
+                found.push(shown.clone());
+            }
+            !on_it
+        });
+        found
+    };
+    let remote: Vec<Worker> = view
+        .remote
+        .iter()
+        .map(|worker| Worker {
+            running: remote_running(&worker.running),
+            name: worker.name.clone(),
+            slots: worker.slots,
+            queues: worker.queues.clone(),
+            labels: worker.labels.clone(),
+            kind: "remote".to_string(),
+            address: worker.address.clone(),
+            version: worker.version.clone(),
+            draining: worker.draining,
+            last_heartbeat: views::optional_time(worker.last_heartbeat),
+        })
+        .collect();
+    let mut local_running = Some(running.into_iter().map(|(_, shown)| shown).collect());
+    let mut workers: Vec<Worker> = view
         .workers
         .into_iter()
+        .filter(|worker| worker.id.as_ref() == LOCAL_WORKER)
         .map(|worker| Worker {
-            running: if worker.id.as_ref() == LOCAL_WORKER {
-                running.take().unwrap_or_default()
-            } else {
-                Vec::new()
-            },
+            running: local_running.take().unwrap_or_default(),
             name: worker.id.to_string(),
             slots: worker.slots,
             queues: worker.queues.iter().map(ToString::to_string).collect(),
             labels: worker.labels,
+            kind: "local".to_string(),
+            address: String::new(),
+            version: String::new(),
+            draining: false,
+            last_heartbeat: None,
         })
         .collect();
+    workers.extend(remote);
     Ok(Json(WorkerList {
         workers,
         waiting_unserved_queue: view.waiting_unserved_queue,

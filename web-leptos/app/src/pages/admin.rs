@@ -89,12 +89,22 @@ pub fn WorkersPage() -> impl IntoView {
                 )}</p>
             })}
             <table class="table" id="workers">
-                <thead><tr><th>"Worker"</th><th>"Queues"</th><th>"Slots"</th><th>"Running"</th></tr></thead>
+                <thead><tr><th>"Worker"</th><th>"Queues"</th><th>"Slots"</th><th>"Last heartbeat"</th><th>"Running"</th></tr></thead>
                 <tbody>{list.workers.into_iter().map(|w| view! {
-                    <tr>
-                        <td>{w.name.clone()}</td>
+                    <tr class=w.kind.clone()>
+                        <td>
+                            {w.name.clone()}
+                            {w.draining.then(|| view! { <span class="badge draining">" draining"</span> })}
+                            {(w.kind == "remote").then(|| view! {
+                                <div class="muted">{format!("remote · {} · {}", w.address, w.version)}</div>
+                            })}
+                            {(!w.labels.is_empty()).then(|| view! {
+                                <div class="muted">{w.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" ")}</div>
+                            })}
+                        </td>
                         <td>{if w.queues.is_empty() { "every queue".to_string() } else { w.queues.join(", ") }}</td>
                         <td><SlotBar used={w.running.len() as u32} total=w.slots/></td>
+                        <td>{w.last_heartbeat.as_deref().map(short_date).unwrap_or_default()}</td>
                         <td>{w.running.iter().map(|r| view! {
                             <div><a href=task_href(&r.dag_id, &r.run_id, &r.task_id)>{format!("{} · {} · try {}", r.dag_id, r.task_id, r.try_number)}</a>
                             <span class="muted">{format!(" since {}", short_date(&r.started_at))}</span></div>
