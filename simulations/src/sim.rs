@@ -1,6 +1,7 @@
 //! The world of one seed: a single-threaded event loop over simulated time that drives the
 //! real core state machines (`Scheduler`, one `DagRun` per active run, `Dispatcher`), with a
-//! faulty store, a lossy network, simulated workers, node crashes and clock jumps.
+//! faulty store, a lossy network, simulated workers (the node's own slots and remote worker
+//! slots), node crashes and clock jumps.
 //!
 //! Each run is driven through the DagRun actor's own commit pipeline
 //! (`weft_actors::run_pipeline::RunPipeline`: writes coalesced per batch, group commit, a wide
@@ -28,8 +29,36 @@
 //! - a lost `Kill`: the dispatcher stops an attempt once a newer attempt of the same task
 //!   instance is enqueued (`DispatchEffect::Stop`).
 //!
-//! When faults stop, the node restarts once if anything was dropped or abandoned, and the loop
-//! runs on without faults until nothing is left to do: that is what `liveness` judges.
+//! Remote worker slots (`sim/remote.rs`): a seed has 0 to 3 workers in other processes, 1 to
+//! 4 slots each, some serving only the `remote` queue that some tasks name (the node's own
+//! worker serves every queue, and placement prefers the remote ones). Each connection is a
+//! session, numbered anew at every join; the node sends `WorkerJoined` and holds the session,
+//! and a worker that joins again while the node holds its old session has the old one left
+//! first. The node sends a slot `Assign { seq, attempt }` and `Kill { attempt }`; the slot
+//! answers the node's one outstanding `Poll { ack }` with its reports (`Started`, `Finished`),
+//! kept until acknowledged, at once when it holds any, else after the heartbeat (1 s). The
+//! node processes a reply's reports in order, skips report seqs already processed, accepts a
+//! report only for the attempt it placed on that slot in that session (others are counted as
+//! refused), releases an attempt that the slot has seen assigned but does not run, and
+//! re-joins a worker whose heartbeat says `draining` with no slots. A session falls silent
+//! when its link is cut, its worker dies or pauses, or the node crashes: the node treats it
+//! as left once it has heard nothing for the idle timeout (5 s): `WorkerLeft`, its attempts
+//! reported lost and released; the worker stops its attempts once it has heard no poll for
+//! its lease (3 s), drops its unacknowledged reports and connects again under a new session.
+//! A paused worker's attempts do not progress; on resuming it finds its lease expired or not.
+//! A draining worker refuses new `Assign`s (reported lost), and leaves once idle. Heartbeats
+//! that carry no report are not simulated while a session is healthy (they change nothing);
+//! when it falls silent, the times of the last poll the worker heard and of the last reply
+//! the node heard are drawn as the steady exchange would leave them. The link drops `Kill`s
+//! and replies (the node polls again after 2 s), duplicates and reorders the messages of a
+//! session; a cut loses what is in flight, and a late copy of a reply may arrive after its
+//! session is gone. In seeds with remote workers a crashed node stays down longer than the
+//! lease (`NODE_DOWNTIME_MS_MIN`): a node back sooner would place retries beside the old
+//! node's orphans, which nothing in the protocol prevents.
+//!
+//! When faults stop, the node restarts once if anything was dropped or abandoned (a batch
+//! applied with its acknowledgement lost abandons its decisions' effects), and the loop runs
+//! on without faults until nothing is left to do: that is what `liveness` judges.
 
 mod remote;
 
