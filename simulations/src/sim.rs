@@ -27,7 +27,11 @@
 //! - a dead worker: its supervisor reports the attempt lost and frees the slot (as the
 //!   dispatcher actor does);
 //! - a lost `Kill`: the dispatcher stops an attempt once a newer attempt of the same task
-//!   instance is enqueued (`DispatchEffect::Stop`).
+//!   instance is enqueued (`DispatchEffect::Stop`);
+//! - a lost `Assign` to a remote slot: the slot stays taken and the attempt queued until its
+//!   session ends or the next restart (the slot's `assigned_seq` never reaches the lost seq,
+//!   so its heartbeat cannot tell the node);
+//! - a lost poll reply: the node polls the slot again, and the reply's reports come again.
 //!
 //! Remote worker slots (`sim/remote.rs`): a seed has 0 to 3 workers in other processes, 1 to
 //! 4 slots each, some serving only the `remote` queue that some tasks name (the node's own
@@ -49,12 +53,12 @@
 //! A draining worker refuses new `Assign`s (reported lost), and leaves once idle. Heartbeats
 //! that carry no report are not simulated while a session is healthy (they change nothing);
 //! when it falls silent, the times of the last poll the worker heard and of the last reply
-//! the node heard are drawn as the steady exchange would leave them. The link drops `Kill`s
-//! and replies (the node polls again after 2 s), duplicates and reorders the messages of a
-//! session; a cut loses what is in flight, and a late copy of a reply may arrive after its
-//! session is gone. In seeds with remote workers a crashed node stays down longer than the
-//! lease (`NODE_DOWNTIME_MS_MIN`): a node back sooner would place retries beside the old
-//! node's orphans, which nothing in the protocol prevents.
+//! the node heard are drawn as the steady exchange would leave them. The link drops
+//! `Assign`s, `Kill`s and replies (the node polls again after 2 s), duplicates and reorders
+//! the messages of a session; a cut loses what is in flight, and a late copy of a reply may
+//! arrive after its session is gone. In seeds with remote workers a crashed node stays down
+//! longer than the lease (`NODE_DOWNTIME_MS_MIN`): a node back sooner would place retries
+//! beside the old node's orphans, which nothing in the protocol prevents.
 //!
 //! When faults stop, the node restarts once if anything was dropped or abandoned (a batch
 //! applied with its acknowledgement lost abandons its decisions' effects), and the loop runs

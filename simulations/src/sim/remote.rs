@@ -1246,8 +1246,9 @@ impl Simulation {
 
     // ---- the link ----
 
-    /// Within a live session the message layer may drop a `Kill` or a poll reply (a lost
-    /// reply is healed by the node's next poll), and duplicate and reorder any message but
+    /// Within a live session the message layer may drop an `Assign`, a `Kill` or a poll reply
+    /// (a lost reply is healed by the node's next poll; a lost `Assign` or `Kill` only when
+    /// the session ends or at the next restart), and duplicate and reorder any message but
     /// `Bye`; a reply may come very late, after its session is gone. A broken link loses
     /// whatever is in flight on it.
     fn link_send(&mut self, worker: usize, message: LinkMessage) {
@@ -1255,7 +1256,7 @@ impl Simulation {
         let faults = self.faults_on;
         let droppable = matches!(
             message,
-            LinkMessage::Kill { .. } | LinkMessage::Reply { .. }
+            LinkMessage::Kill { .. } | LinkMessage::Reply { .. } | LinkMessage::Assign { .. }
         );
         if faults && droppable && rng.chance(self.rates.drop) {
             let what = message.describe(&self.remote[worker].name);
