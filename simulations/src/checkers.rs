@@ -23,6 +23,13 @@ pub const RETRIES_WITHIN_POLICY: &str = "retries_within_policy";
 pub const LIMITS_RESPECTED: &str = "limits_respected";
 pub const LIVENESS: &str = "liveness";
 pub const ACKNOWLEDGED_NEVER_LOST: &str = "acknowledged_never_lost";
+pub const NO_ORPHAN_OVERLAP: &str = "no_orphan_overlap";
+pub const REPORTS_FENCED_BY_SESSION: &str = "reports_fenced_by_session";
+pub const LINK_LOSS_RELEASES: &str = "link_loss_releases";
+
+/// How long after a lost link the node may take to treat the session as left: its idle
+/// timeout, counted from the last reply it heard (before the loss), plus this.
+pub const LINK_LOSS_SLACK_MS: u64 = 1_000;
 
 /// Scheduled runs per DAG the schedule check looks at, at most.
 const EXPECTED_TICKS_MAX: usize = 100_000;
@@ -41,6 +48,9 @@ pub const CHECKERS: &[(&str, Checker)] = &[
     (LIMITS_RESPECTED, limits_respected),
     (LIVENESS, liveness),
     (ACKNOWLEDGED_NEVER_LOST, acknowledged_never_lost),
+    (NO_ORPHAN_OVERLAP, no_orphan_overlap),
+    (REPORTS_FENCED_BY_SESSION, reports_fenced_by_session),
+    (LINK_LOSS_RELEASES, link_loss_releases),
 ];
 
 pub fn check_all(history: &History) -> Vec<Violation> {
@@ -513,6 +523,9 @@ fn minimum_retry_delay_ms(task: &TaskSpec, next_try: u32) -> u64 {
 pub fn limits_respected(history: &History) -> Vec<Violation> {
     let mut violations = Vec::new();
     let mut executing: BTreeMap<u64, (&TaskInstanceKey, usize, &str, u32)> = BTreeMap::new();
+    // Attempts of a paused worker hold nothing the node still counts once it has released
+    // them; they are judged again if they resume.
+    let mut suspended: BTreeMap<u64, (&TaskInstanceKey, usize, &str, u32)> = BTreeMap::new();
     let mut run_states: BTreeMap<&RunKey, DagRunState> = BTreeMap::new();
     let pool_size = |pool: &str| {
         history
@@ -571,6 +584,22 @@ pub fn limits_respected(history: &History) -> Vec<Violation> {
             }
             Record::AttemptEnded { attempt, .. } => {
                 executing.remove(attempt);
+                suspended.remove(attempt);
+            }
+            Record::AttemptSuspended { attempt } => {
+                if let Some(running) = executing.remove(attempt) {
+                    suspended.insert(*attempt, running);
+                }
+            }
+            Record::AttemptResumed { attempt } => {
+                if let Some((key, worker, pool, _)) = suspended.remove(attempt) {
+                    if executing.values().any(|(_, w, _, _)| *w == worker) {
+                        let message = format!("worker {worker} runs two attempts at once");
+                        violations.push(violation(LIMITS_RESPECTED, Some(entry.at), key, message));
+                    }
+                    let running = (key, worker, pool, suspended_slots(history, *attempt));
+                    executing.insert(*attempt, running);
+                }
             }
             Record::RunStateChanged { run, state } => {
                 run_states.insert(run, *state);
@@ -648,6 +677,269 @@ pub fn acknowledged_never_lost(history: &History) -> Vec<Violation> {
                 ));
             }
             _ => {}
+        }
+    }
+    violations
+}
+
+/// The pool slots of an attempt, from its start record.
+fn suspended_slots(history: &History, attempt: u64) -> u32 {
+    history
+        .entries
+        .iter()
+        .find_map(|entry| match &entry.record {
+            Record::AttemptStarted {
+                attempt: started,
+                pool_slots,
+                ..
+            } if *started == attempt => Some(*pool_slots),
+            _ => None,
+        })
+        .unwrap_or(1)
+}
+
+/// No orphan overlaps another attempt of its task instance: an attempt on a remote slot that
+/// the node no longer holds (released when its session was left, or forgotten by a node
+/// crash) stops at its worker's lease, before the node's idle timeout lets a retry start, so
+/// it never executes while another attempt of the same task instance does. A paused attempt
+/// does not execute until it resumes.
+///
+/// An attempt the node still holds may overlap its replacement for as long as its `Kill`
+/// travels (the dispatcher stops a superseded remote attempt by a message and does not wait):
+/// the run refuses its reports by fencing token, which `one_result_per_try` judges.
+pub fn no_orphan_overlap(history: &History) -> Vec<Violation> {
+    struct Running<'h> {
+        key: &'h TaskInstanceKey,
+        version: (u32, u64),
+        remote: bool,
+        orphan: bool,
+        executing: bool,
+    }
+    let remote_slots: u32 = history.remote_workers.iter().map(|(_, slots)| slots).sum();
+    let local_slots = history.worker_slots.saturating_sub(remote_slots) as usize;
+    let mut violations = Vec::new();
+    let mut attempts: BTreeMap<u64, Running> = BTreeMap::new();
+    for entry in &history.entries {
+        let begun = match &entry.record {
+            Record::AttemptStarted {
+                attempt,
+                key,
+                try_number,
+                token,
+                worker,
+                ..
+            } => {
+                let running = Running {
+                    key,
+                    version: (*try_number, *token),
+                    remote: *worker >= local_slots,
+                    orphan: false,
+                    executing: true,
+                };
+                attempts.insert(*attempt, running);
+                *attempt
+            }
+            Record::AttemptResumed { attempt } => match attempts.get_mut(attempt) {
+                Some(running) => {
+                    running.executing = true;
+                    *attempt
+                }
+                None => continue,
+            },
+            Record::AttemptSuspended { attempt } => {
+                if let Some(running) = attempts.get_mut(attempt) {
+                    running.executing = false;
+                }
+                continue;
+            }
+            Record::AttemptEnded { attempt, .. } => {
+                attempts.remove(attempt);
+                continue;
+            }
+            Record::RemoteReleased {
+                key,
+                try_number,
+                token,
+                ..
+            } => {
+                for running in attempts.values_mut() {
+                    if running.key == key && running.version == (*try_number, *token) {
+                        running.orphan = true;
+                    }
+                }
+                continue;
+            }
+            Record::NodeCrashed => {
+                for running in attempts.values_mut().filter(|r| r.remote) {
+                    running.orphan = true;
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let this = &attempts[&begun];
+        let other = attempts.iter().find(|(id, other)| {
+            **id != begun
+                && other.executing
+                && other.key == this.key
+                && (other.orphan || this.orphan)
+        });
+        if let Some((other, _)) = other {
+            let message = format!("attempt {begun} executes while attempt {other} still does");
+            violations.push(violation(
+                NO_ORPHAN_OVERLAP,
+                Some(entry.at),
+                this.key,
+                message,
+            ));
+        }
+    }
+    violations
+}
+
+/// The node accepts a remote report only from the session it holds for that worker: never
+/// from an old session (a late result of a worker that was cut off and came back).
+pub fn reports_fenced_by_session(history: &History) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    let mut sessions: BTreeMap<&str, u64> = BTreeMap::new();
+    for entry in &history.entries {
+        match &entry.record {
+            Record::RemoteJoined { worker, session } => {
+                sessions.insert(worker, *session);
+            }
+            Record::RemoteLeft {
+                worker, session, ..
+            } if sessions.get(worker.as_str()) == Some(session) => {
+                sessions.remove(worker.as_str());
+            }
+            Record::NodeCrashed => sessions.clear(),
+            Record::ReportAccepted {
+                worker,
+                session,
+                key,
+                ..
+            } => {
+                let held = sessions.get(worker.as_str());
+                if held != Some(session) {
+                    let message = format!(
+                        "accepted a report of {worker} session {session} while the node held {held:?}"
+                    );
+                    violations.push(violation(
+                        REPORTS_FENCED_BY_SESSION,
+                        Some(entry.at),
+                        key,
+                        message,
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// A placed attempt: task instance, try, token.
+type PlacedAttempt<'h> = (&'h TaskInstanceKey, u32, u64);
+
+/// A lost link leads, within the idle timeout (and a little), to the node treating the
+/// session as left, and a session left leaves none of its attempts placed: each is released
+/// (reported lost). At the end the dispatcher counts as started exactly the attempts that
+/// execute: no slot leaked.
+pub fn link_loss_releases(history: &History) -> Vec<Violation> {
+    use crate::sim::IDLE_TIMEOUT_MS;
+    let mut violations = Vec::new();
+    // (worker, session) -> lost at, and the deadline, pushed back by clock jumps.
+    let mut lost: BTreeMap<(&str, u64), (Timestamp, Timestamp)> = BTreeMap::new();
+    let mut placed: BTreeMap<(&str, u64), BTreeSet<PlacedAttempt>> = BTreeMap::new();
+    let bound = chrono::TimeDelta::milliseconds((IDLE_TIMEOUT_MS + LINK_LOSS_SLACK_MS) as i64);
+    let overdue = |lost: &mut BTreeMap<(&str, u64), (Timestamp, Timestamp)>,
+                   now: Timestamp,
+                   violations: &mut Vec<Violation>| {
+        lost.retain(|(worker, session), (at, deadline)| {
+            if now <= *deadline {
+                return true;
+            }
+            let message = format!(
+                "session {session} of {worker} lost its link at {at} and was not left by {deadline}"
+            );
+            violations.push(violation(
+                LINK_LOSS_RELEASES,
+                Some(*deadline),
+                worker,
+                message,
+            ));
+            false
+        });
+    };
+    for entry in &history.entries {
+        // A clock jump is recorded at the time after it: it pushes the deadlines first.
+        if let Record::ClockJumped { ms } = &entry.record {
+            let jump = chrono::TimeDelta::milliseconds(*ms as i64);
+            for (_, deadline) in lost.values_mut() {
+                *deadline += jump;
+            }
+        }
+        overdue(&mut lost, entry.at, &mut violations);
+        match &entry.record {
+            Record::LinkLost { worker, session } => {
+                lost.entry((worker, *session))
+                    .or_insert((entry.at, entry.at + bound));
+            }
+            Record::NodeCrashed => {
+                lost.clear();
+                placed.clear();
+            }
+            Record::RemotePlaced {
+                worker,
+                session,
+                key,
+                try_number,
+                token,
+                ..
+            } => {
+                placed
+                    .entry((worker, *session))
+                    .or_default()
+                    .insert((key, *try_number, *token));
+            }
+            Record::RemoteReleased {
+                worker,
+                session,
+                key,
+                try_number,
+                token,
+            } => {
+                if let Some(open) = placed.get_mut(&(worker.as_str(), *session)) {
+                    open.remove(&(key, *try_number, *token));
+                }
+            }
+            Record::RemoteLeft {
+                worker, session, ..
+            } => {
+                lost.remove(&(worker.as_str(), *session));
+                for (key, try_number, token) in placed
+                    .remove(&(worker.as_str(), *session))
+                    .unwrap_or_default()
+                {
+                    let message = format!(
+                        "session {session} of {worker} left with try {try_number} token {token} still placed"
+                    );
+                    violations.push(violation(LINK_LOSS_RELEASES, Some(entry.at), key, message));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(end) = history.end {
+        overdue(&mut lost, end, &mut violations);
+    }
+    if let Some(started) = history.final_started {
+        if started != history.final_executing {
+            let message = format!(
+                "the dispatcher counts {started} started attempts, {} execute",
+                history.final_executing
+            );
+            violations.push(violation(LINK_LOSS_RELEASES, history.end, "", message));
         }
     }
     violations

@@ -92,6 +92,61 @@ pub enum Record {
     MessageDropped {
         what: String,
     },
+    /// A paused worker's attempt stops progressing (SIGSTOP), and goes on (SIGCONT).
+    AttemptSuspended {
+        attempt: u64,
+    },
+    AttemptResumed {
+        attempt: u64,
+    },
+    /// The node accepted a remote worker's session and sent `WorkerJoined`.
+    RemoteJoined {
+        worker: String,
+        session: u64,
+    },
+    /// The node treated a session as left: `WorkerLeft`, its attempts released (recorded
+    /// after them).
+    RemoteLeft {
+        worker: String,
+        session: u64,
+        why: String,
+    },
+    /// The dispatcher placed an attempt on a remote slot of this session (and sent `Assign`).
+    RemotePlaced {
+        worker: String,
+        session: u64,
+        slot: u32,
+        key: TaskInstanceKey,
+        try_number: u32,
+        token: u64,
+    },
+    /// The node released an attempt it had placed on a remote slot.
+    RemoteReleased {
+        worker: String,
+        session: u64,
+        key: TaskInstanceKey,
+        try_number: u32,
+        token: u64,
+    },
+    /// The node accepted a report (started or finished) from this session of a worker.
+    ReportAccepted {
+        worker: String,
+        session: u64,
+        key: TaskInstanceKey,
+        try_number: u32,
+        token: u64,
+    },
+    /// A fault broke the link of a session the node holds (cut, worker death, a pause past
+    /// the lease): the node must treat the session as left within its idle timeout.
+    LinkLost {
+        worker: String,
+        session: u64,
+    },
+    /// Something happened to a remote worker or its link (for traces).
+    RemoteFault {
+        worker: String,
+        what: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +179,14 @@ pub struct History {
     pub final_store: FinalStore,
     /// The seed ran out of events or simulated time before its work was done.
     pub budget_exhausted: bool,
+    /// Remote workers: (name, slots). Their slots are numbered after the local ones.
+    pub remote_workers: Vec<(String, u32)>,
+    /// At the end: the attempts the dispatcher counts as started (`None`: the node is down),
+    /// and the attempts really executing.
+    pub final_started: Option<usize>,
+    pub final_executing: usize,
+    /// Remote reports the node refused (old session, or an attempt not placed there).
+    pub reports_refused: u64,
 }
 
 impl History {

@@ -1,8 +1,9 @@
 //! weft-simulations: deterministic simulation testing of the scheduling core.
 //!
-//! One seed fixes a workload (random DAGs, schedules, triggers, backfills), the faults (store
-//! errors and lost acknowledgements, message drops, duplicates and delays, node crashes, worker
-//! deaths, clock jumps) and every worker outcome. [`sim::Simulation`] drives the real
+//! One seed fixes a workload (random DAGs, schedules, triggers, backfills), the remote workers
+//! beside the node's own slots, the faults (store errors and lost acknowledgements, message
+//! drops, duplicates and delays, node crashes, worker deaths, clock jumps; remote link cuts,
+//! worker deaths, pauses and drains) and every worker outcome. [`sim::Simulation`] drives the real
 //! `weft_core` state machines through glue that mirrors the actors, records a [`History`], and
 //! the named [`checkers`] judge it. The same seed always gives the same trace.
 
@@ -41,10 +42,10 @@ pub fn run_seed(seed: u64, canary: Canary) -> SeedReport {
 
 /// The exact command that replays a seed.
 pub fn replay_command(seed: u64, canary: Canary) -> String {
-    let canary = if canary == Canary::Off {
-        ""
-    } else {
-        " --canary"
+    let canary = match canary {
+        Canary::Off => "",
+        Canary::AcceptStaleResults => " --canary",
+        Canary::IgnoreLease => " --canary-lease",
     };
     format!("cargo run --release -p weft-simulations -- --seed {seed}{canary}")
 }

@@ -1,5 +1,6 @@
 //! The simulator's command line: run many seeds (`--seeds N`), replay one (`--seed S`), run
-//! the deliberately broken variant (`--canary`), or keep going until a time (`--until`).
+//! a deliberately broken variant (`--canary`: stale results accepted; `--canary-lease`:
+//! remote workers ignore their lease), or keep going until a time (`--until`).
 //!
 //! The last line of a multi-seed run is exactly `N seeds, V violations`.
 
@@ -20,11 +21,12 @@ struct Args {
     seed: Option<u64>,
     first_seed: u64,
     canary: bool,
+    canary_lease: bool,
     until: Option<Duration>,
     trace: bool,
 }
 
-const USAGE: &str = "usage: weft-simulations [--seeds N [--first-seed S] [--until 8h|RFC3339]] [--seed S [--trace]] [--canary]";
+const USAGE: &str = "usage: weft-simulations [--seeds N [--first-seed S] [--until 8h|RFC3339]] [--seed S [--trace]] [--canary | --canary-lease]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args::default();
@@ -38,6 +40,7 @@ fn parse_args() -> Result<Args, String> {
             "--first-seed" => args.first_seed = number(value("--first-seed")?)?,
             "--until" => args.until = Some(parse_until(&value("--until")?)?),
             "--canary" => args.canary = true,
+            "--canary-lease" => args.canary_lease = true,
             "--trace" => args.trace = true,
             "--help" | "-h" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument `{other}`; {USAGE}")),
@@ -75,6 +78,8 @@ fn main() -> ExitCode {
     };
     let canary = if args.canary {
         Canary::AcceptStaleResults
+    } else if args.canary_lease {
+        Canary::IgnoreLease
     } else {
         Canary::Off
     };

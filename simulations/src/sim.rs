@@ -1,6 +1,7 @@
 //! The world of one seed: a single-threaded event loop over simulated time that drives the
 //! real core state machines (`Scheduler`, one `DagRun` per active run, `Dispatcher`), with a
-//! faulty store, a lossy network, simulated workers, node crashes and clock jumps.
+//! faulty store, a lossy network, simulated workers (the node's own slots and remote worker
+//! slots), node crashes and clock jumps.
 //!
 //! Each run is driven through the DagRun actor's own commit pipeline
 //! (`weft_actors::run_pipeline::RunPipeline`: writes coalesced per batch, group commit, a wide
@@ -26,10 +27,44 @@
 //! - a dead worker: its supervisor reports the attempt lost and frees the slot (as the
 //!   dispatcher actor does);
 //! - a lost `Kill`: the dispatcher stops an attempt once a newer attempt of the same task
-//!   instance is enqueued (`DispatchEffect::Stop`).
+//!   instance is enqueued (`DispatchEffect::Stop`);
+//! - a lost `Assign` to a remote slot: the slot stays taken and the attempt queued until its
+//!   session ends or the next restart (the slot's `assigned_seq` never reaches the lost seq,
+//!   so its heartbeat cannot tell the node);
+//! - a lost poll reply: the node polls the slot again, and the reply's reports come again.
 //!
-//! When faults stop, the node restarts once if anything was dropped or abandoned, and the loop
-//! runs on without faults until nothing is left to do: that is what `liveness` judges.
+//! Remote worker slots (`sim/remote.rs`): a seed has 0 to 3 workers in other processes, 1 to
+//! 4 slots each, some serving only the `remote` queue that some tasks name (the node's own
+//! worker serves every queue, and placement prefers the remote ones). Each connection is a
+//! session, numbered anew at every join; the node sends `WorkerJoined` and holds the session,
+//! and a worker that joins again while the node holds its old session has the old one left
+//! first. The node sends a slot `Assign { seq, attempt }` and `Kill { attempt }`; the slot
+//! answers the node's one outstanding `Poll { ack }` with its reports (`Started`, `Finished`),
+//! kept until acknowledged, at once when it holds any, else after the heartbeat (1 s). The
+//! node processes a reply's reports in order, skips report seqs already processed, accepts a
+//! report only for the attempt it placed on that slot in that session (others are counted as
+//! refused), releases an attempt that the slot has seen assigned but does not run, and
+//! re-joins a worker whose heartbeat says `draining` with no slots. A session falls silent
+//! when its link is cut, its worker dies or pauses, or the node crashes: the node treats it
+//! as left once it has heard nothing for the idle timeout (5 s): `WorkerLeft`, its attempts
+//! reported lost and released; the worker stops its attempts once it has heard no poll for
+//! its lease (3 s), drops its unacknowledged reports and connects again under a new session.
+//! A paused worker's attempts do not progress; on resuming it finds its lease expired or not.
+//! A draining worker refuses new `Assign`s (reported lost), and leaves once idle. Heartbeats
+//! that carry no report are not simulated while a session is healthy (they change nothing);
+//! when it falls silent, the times of the last poll the worker heard and of the last reply
+//! the node heard are drawn as the steady exchange would leave them. The link drops
+//! `Assign`s, `Kill`s and replies (the node polls again after 2 s), duplicates and reorders
+//! the messages of a session; a cut loses what is in flight, and a late copy of a reply may
+//! arrive after its session is gone. In seeds with remote workers a crashed node stays down
+//! longer than the lease (`NODE_DOWNTIME_MS_MIN`): a node back sooner would place retries
+//! beside the old node's orphans, which nothing in the protocol prevents.
+//!
+//! When faults stop, the node restarts once if anything was dropped or abandoned (a batch
+//! applied with its acknowledgement lost abandons its decisions' effects), and the loop runs
+//! on without faults until nothing is left to do: that is what `liveness` judges.
+
+mod remote;
 
 use crate::faults::{FaultRates, FaultyStore, WriteOutcome};
 use crate::history::{FinalStore, History, Record};
@@ -37,6 +72,8 @@ use crate::network::Message;
 use crate::rng::SimRng;
 use crate::workload::{after_ms, Operation, Workload};
 use futures::executor::block_on;
+use remote::{NodeSession, RemoteEvent, RemotePlace, RemoteWorker};
+pub use remote::{HEARTBEAT_MS, IDLE_TIMEOUT_MS, LEASE_MS, REMOTE_QUEUE};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
@@ -46,10 +83,10 @@ use weft_core::dag_run::{
     AttemptOutcome, DagRun, DispatchRequest, RunContext, RunEffect, RunInput, RunTimer,
     TaskInstanceRecord,
 };
-use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher};
+use weft_core::dispatch::{DispatchEffect, DispatchInput, Dispatcher, WorkerInfo, LOCAL_WORKER};
 use weft_core::ids::{AttemptId, RunKey, TaskInstanceKey};
 use weft_core::scheduler::{Scheduler, SchedulerEffect, SchedulerInput};
-use weft_core::spec::{FlowControl, MappingSpec, TaskSpec};
+use weft_core::spec::{FlowControl, MappingSpec, TaskKind, TaskSpec, DEFAULT_QUEUE};
 use weft_core::state::{DagRunState, TaskState};
 use weft_core::Timestamp;
 use weft_storage::{AttemptRow, DagVersionRow, PoolRow, RunRow, Store, Write};
@@ -69,6 +106,9 @@ pub const EVENTS_MAX: u64 = 3_000_000;
 pub const NODE_CRASHES_MAX: u64 = 4;
 pub const WORKER_DEATHS_MAX: u64 = 6;
 pub const CLOCK_JUMPS_MAX: u64 = 3;
+/// A crashed node stays down at least this long when the seed has remote workers: longer
+/// than their lease, so the old node's orphans have stopped when the new one places retries.
+pub const NODE_DOWNTIME_MS_MIN: u64 = LEASE_MS + HEARTBEAT_MS;
 /// Network latency bounds, and the detour of a delayed message.
 const LATENCY_MS_MAX: u64 = 20;
 const DETOUR_MS_MAX: u64 = 120_000;
@@ -81,6 +121,9 @@ pub enum Canary {
     /// The run glue rewrites a late result to the current (try, token) so the run accepts it,
     /// as a glue that forgot fencing would. `one_result_per_try` must catch it.
     AcceptStaleResults,
+    /// Remote workers let their attempts run on when their lease expires, as a worker that
+    /// ignored its lease would. `no_orphan_overlap` must catch it.
+    IgnoreLease,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -113,9 +156,13 @@ enum Event {
         driver: u64,
         run: RunKey,
     },
+    /// `generation`: a paused attempt's earlier end no longer counts.
     AttemptDone {
         attempt: u64,
+        generation: u64,
     },
+    /// Remote workers: their faults, the protocol's timers, the link.
+    Remote(RemoteEvent),
     ResumeRun {
         epoch: u64,
         run: RunKey,
@@ -186,6 +233,8 @@ struct Node {
     dispatcher: Dispatcher,
     idle_workers: Vec<usize>,
     wake_generation: u64,
+    /// The node's remote sessions, by remote worker.
+    remote: BTreeMap<usize, NodeSession>,
 }
 
 /// An attempt executing on a worker.
@@ -196,6 +245,12 @@ struct Attempt {
     started_at: Timestamp,
     /// `None`: the attempt hangs until killed.
     ends: Option<(u64, AttemptOutcome)>,
+    /// When it ends, if it does and is not paused; while paused, the time it has left.
+    done_at: Option<Timestamp>,
+    left_ms: Option<u64>,
+    generation: u64,
+    /// Set when it runs on a remote slot.
+    remote: Option<RemotePlace>,
 }
 
 /// The node went down while handling an event; the caller stops what it was doing.
@@ -216,6 +271,11 @@ pub struct Simulation {
     needs_heal: bool,
     fault_rng: SimRng,
     worker_rng: SimRng,
+    /// Draws of the remote workers and their links (a separate stream: a seed without remote
+    /// workers draws nothing from it).
+    remote_rng: SimRng,
+    remote: Vec<RemoteWorker>,
+    next_session: u64,
     node: Option<Node>,
     epoch: u64,
     next_driver: u64,
@@ -232,10 +292,25 @@ impl Simulation {
         let workload = crate::workload::generate(&mut rng.fork());
         let mut fault_rng = rng.fork();
         let rates = FaultRates::draw(&mut fault_rng);
+        let worker_rng = rng.fork();
+        let mut remote_rng = rng.fork();
+        let mut workload = workload;
+        let remote = remote::draw_workers(&mut remote_rng, workload.worker_slots as usize);
+        if !remote.is_empty() {
+            for dag in &mut workload.dags {
+                for task in &mut dag.tasks {
+                    if task.kind != TaskKind::Empty && remote_rng.chance(250) {
+                        task.queue = Some(REMOTE_QUEUE.to_string());
+                    }
+                }
+            }
+        }
+        let remote_slots: u32 = remote.iter().map(|w| w.slots).sum();
         let history = History {
             dags: workload.dags.clone(),
             pools: workload.pools.clone(),
-            worker_slots: workload.worker_slots,
+            worker_slots: workload.worker_slots + remote_slots,
+            remote_workers: remote.iter().map(|w| (w.name.clone(), w.slots)).collect(),
             ..History::default()
         };
         Simulation {
@@ -248,7 +323,10 @@ impl Simulation {
             faults_on: true,
             needs_heal: false,
             fault_rng,
-            worker_rng: rng.fork(),
+            worker_rng,
+            remote_rng,
+            remote,
+            next_session: 0,
             node: None,
             epoch: 0,
             next_driver: 0,
@@ -285,6 +363,8 @@ impl Simulation {
             let _ = self.handle(pending.event);
         }
         self.history.end = Some(self.now);
+        self.history.final_started = self.node.as_ref().map(|n| n.dispatcher.started_len());
+        self.history.final_executing = self.attempts.len();
         self.history.final_store = self.final_store();
         self.history
     }
@@ -359,6 +439,16 @@ impl Simulation {
         for (offset, event) in planned {
             self.schedule(after_ms(start, offset), event);
         }
+        // The remote workers connect once the node is up, then meet their faults.
+        for worker in 0..self.remote.len() {
+            let offset = self.remote_rng.below(2_000);
+            let event = Event::Remote(RemoteEvent::Reconnect { worker });
+            self.remote[worker].reconnecting = true;
+            self.schedule(after_ms(start, offset), event);
+        }
+        for (offset, event) in remote::draw_faults(&mut self.remote_rng, &self.remote, window) {
+            self.schedule(after_ms(start, offset), Event::Remote(event));
+        }
         self.schedule(after_ms(start, window), Event::FaultsEnd);
     }
 
@@ -414,13 +504,22 @@ impl Simulation {
                 }
                 Ok(())
             }
-            Event::AttemptDone { attempt } => {
-                if let Some(done) = self.attempts.remove(&attempt) {
+            Event::AttemptDone {
+                attempt,
+                generation,
+            } => {
+                let current = self
+                    .attempts
+                    .get(&attempt)
+                    .is_some_and(|a| a.generation == generation && a.left_ms.is_none());
+                if current {
+                    let done = self.attempts.remove(&attempt).expect("checked above");
                     let (_, outcome) = done.ends.clone().expect("only finishing attempts are done");
                     self.end_attempt(attempt, done, outcome, "finished");
                 }
                 Ok(())
             }
+            Event::Remote(event) => self.remote_event(event),
             Event::ResumeRun { epoch, run } => {
                 let absent = self
                     .node
@@ -537,10 +636,10 @@ impl Simulation {
             Message::Enqueue(request) => self.dispatch(DispatchInput::Enqueue(request)),
             Message::Cancel { key, token } => self.dispatch(DispatchInput::Cancel { key, token }),
             Message::Adopt { attempt } => {
-                let runs = self
-                    .attempts
-                    .values()
-                    .any(|running| running.request.attempt == attempt);
+                let runs =
+                    self.attempts.values().any(|running| {
+                        running.remote.is_none() && running.request.attempt == attempt
+                    }) || self.holds_remote(&attempt);
                 if !runs {
                     let lost = Message::AttemptFinished {
                         attempt,
@@ -570,7 +669,7 @@ impl Simulation {
                     self.dispatch(DispatchInput::Release { attempt });
                 }
             }
-            Message::Kill { key, token } => self.kill_attempt(&key, token),
+            Message::Kill { key, token } => self.stop_attempt(&key, token),
             Message::AttemptStarted { attempt } => {
                 let run = attempt.run();
                 let input = RunInput::AttemptStarted { attempt };
@@ -602,24 +701,40 @@ impl Simulation {
     // ---- node crash and restart ----
 
     fn crash_node(&mut self) {
-        if self.node.take().is_none() {
+        if self.node.is_none() {
             return;
         }
+        // Remote workers stop hearing polls; their lease runs out.
+        self.node_going_down();
+        self.node = None;
         self.record(Record::NodeCrashed);
-        // Workers run in the node's process (standalone): they die with it.
-        for (id, attempt) in std::mem::take(&mut self.attempts) {
-            let _ = attempt;
+        // Local workers run in the node's process (standalone): they die with it. Remote
+        // workers run on until their lease expires.
+        let local: Vec<u64> = self
+            .attempts
+            .iter()
+            .filter(|(_, attempt)| attempt.remote.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in local {
+            self.attempts.remove(&id);
             self.record(Record::AttemptEnded {
                 attempt: id,
                 how: "node crashed".to_string(),
             });
         }
         self.epoch += 1;
-        let downtime_ms = if self.faults_on {
+        let mut downtime_ms = if self.faults_on {
             self.fault_rng.between(1, 600) * 1000
         } else {
             1000
         };
+        if !self.remote.is_empty() {
+            // The old node's remote attempts run on until their workers' lease expires; a
+            // node back sooner places their retries beside them (no_orphan_overlap and
+            // limits_respected catch it), so the model keeps a node down that long.
+            downtime_ms = downtime_ms.max(NODE_DOWNTIME_MS_MIN);
+        }
         self.schedule(after_ms(self.now, downtime_ms), Event::Restart);
     }
 
@@ -643,6 +758,7 @@ impl Simulation {
             dispatcher,
             idle_workers: (0..slots as usize).rev().collect(),
             wake_generation: 0,
+            remote: BTreeMap::new(),
         });
         self.needs_heal = false;
         self.record(Record::NodeRestarted);
@@ -1062,6 +1178,11 @@ impl Simulation {
         match outcome {
             WriteOutcome::Acknowledged => {}
             WriteOutcome::Conflict | WriteOutcome::Failed { .. } => {
+                if outcome == (WriteOutcome::Failed { applied: true }) {
+                    // The batch's decisions are durable but their effects are never performed
+                    // (the rebuilt driver starts from the store): a `Kill` among them is lost.
+                    self.needs_heal = true;
+                }
                 self.run_driver_failed(run);
                 return Ok(());
             }
@@ -1164,7 +1285,15 @@ impl Simulation {
         let effects = node.dispatcher.handle(input);
         for effect in effects {
             match effect {
-                DispatchEffect::Start { request, slot, .. } => {
+                DispatchEffect::Start {
+                    request,
+                    slot,
+                    worker,
+                } => {
+                    if worker.as_ref() != LOCAL_WORKER {
+                        self.assign_remote(&worker, slot, request);
+                        continue;
+                    }
                     // The core places the attempt; the slot must be idle in the workers' view.
                     let slot = slot as usize;
                     let idle = self.node.as_mut().and_then(|node| {
@@ -1176,11 +1305,12 @@ impl Simulation {
                         // checker sees the attempt never run; nothing to execute it on.
                         continue;
                     };
-                    self.start_attempt(worker, request);
+                    self.start_attempt(worker, request, None);
                 }
-                // The dispatcher supervises the worker slots: a local stop, not a message.
+                // The dispatcher supervises the local worker slots: a local stop, not a
+                // message; a remote slot gets a `Kill`.
                 DispatchEffect::Stop(request) => {
-                    self.kill_attempt(&request.attempt.key, request.attempt.token)
+                    self.stop_attempt(&request.attempt.key, request.attempt.token)
                 }
             }
         }
@@ -1188,7 +1318,14 @@ impl Simulation {
 
     // ---- workers (worker_slot.rs) ----
 
-    fn start_attempt(&mut self, worker: usize, request: DispatchRequest) {
+    /// Starts an attempt on a slot (`worker` numbers slots, local then remote); a local one
+    /// reports its start to the run, a remote one through its slot's reports.
+    fn start_attempt(
+        &mut self,
+        worker: usize,
+        request: DispatchRequest,
+        remote: Option<RemotePlace>,
+    ) -> u64 {
         self.next_attempt += 1;
         let id = self.next_attempt;
         let task = self.task_spec(&request.attempt.key);
@@ -1207,25 +1344,72 @@ impl Simulation {
             pool: request.pool.to_string(),
             pool_slots: request.pool_slots,
         });
-        self.send(
-            Message::AttemptStarted {
-                attempt: request.attempt.clone(),
-            },
-            0,
-        );
-        if let Some((after, _)) = &ends {
-            self.schedule(
-                after_ms(self.now, *after),
-                Event::AttemptDone { attempt: id },
+        if remote.is_none() {
+            self.send(
+                Message::AttemptStarted {
+                    attempt: request.attempt.clone(),
+                },
+                0,
             );
+        }
+        let done_at = ends.as_ref().map(|(after, _)| after_ms(self.now, *after));
+        if let Some(at) = done_at {
+            let event = Event::AttemptDone {
+                attempt: id,
+                generation: 0,
+            };
+            self.schedule(at, event);
         }
         let attempt = Attempt {
             worker,
             request,
             started_at: self.now,
             ends,
+            done_at,
+            left_ms: None,
+            generation: 0,
+            remote,
         };
         self.attempts.insert(id, attempt);
+        id
+    }
+
+    /// The attempt's process is stopped (SIGSTOP): it does not progress until resumed.
+    fn suspend_attempt(&mut self, id: u64) {
+        let now = self.now;
+        let Some(attempt) = self.attempts.get_mut(&id) else {
+            return;
+        };
+        if attempt.left_ms.is_some() {
+            return;
+        }
+        let left = attempt
+            .done_at
+            .map_or(u64::MAX, |at| (at - now).num_milliseconds().max(0) as u64);
+        attempt.left_ms = Some(left);
+        attempt.generation += 1;
+        self.record(Record::AttemptSuspended { attempt: id });
+    }
+
+    fn resume_attempt(&mut self, id: u64) {
+        let now = self.now;
+        let Some(attempt) = self.attempts.get_mut(&id) else {
+            return;
+        };
+        let Some(left) = attempt.left_ms.take() else {
+            return;
+        };
+        let generation = attempt.generation;
+        if attempt.done_at.is_some() {
+            let at = after_ms(now, left);
+            attempt.done_at = Some(at);
+            let event = Event::AttemptDone {
+                attempt: id,
+                generation,
+            };
+            self.schedule(at, event);
+        }
+        self.record(Record::AttemptResumed { attempt: id });
     }
 
     fn task_spec(&self, key: &TaskInstanceKey) -> TaskSpec {
@@ -1242,6 +1426,10 @@ impl Simulation {
             how: how.to_string(),
         });
         let request = attempt.request;
+        if let Some(place) = attempt.remote {
+            self.remote_attempt_ended(id, place, request.attempt, outcome, attempt.started_at);
+            return;
+        }
         self.send(
             Message::AttemptFinished {
                 attempt: request.attempt.clone(),
@@ -1261,11 +1449,23 @@ impl Simulation {
         );
     }
 
+    /// Stops the attempt with this token: on a local slot at once, on a remote one by a
+    /// `Kill` to its slot.
+    fn stop_attempt(&mut self, key: &TaskInstanceKey, token: u64) {
+        if !self.kill_remote(key, token) {
+            self.kill_attempt(key, token);
+        }
+    }
+
     fn kill_attempt(&mut self, key: &TaskInstanceKey, token: u64) {
         let found = self
             .attempts
             .iter()
-            .find(|(_, a)| a.request.attempt.key == *key && a.request.attempt.token == token)
+            .find(|(_, a)| {
+                a.remote.is_none()
+                    && a.request.attempt.key == *key
+                    && a.request.attempt.token == token
+            })
             .map(|(id, _)| *id);
         if let Some(id) = found {
             let attempt = self.attempts.remove(&id).expect("found above");

@@ -375,3 +375,140 @@ fn acknowledged_never_lost_catches_a_write_gone_after_a_crash() {
         [ACKNOWLEDGED_NEVER_LOST]
     );
 }
+
+/// Slots 0 and 1 are local, 2 and 3 belong to the remote worker `edge-0`.
+fn remote_history(records: Vec<(u32, Record)>) -> History {
+    let mut history = history(records);
+    history.remote_workers = vec![("edge-0".into(), 2)];
+    history
+}
+
+fn ended(attempt: u64) -> Record {
+    Record::AttemptEnded {
+        attempt,
+        how: "finished".into(),
+    }
+}
+
+fn remote_released(token: u64) -> Record {
+    Record::RemoteReleased {
+        worker: "edge-0".into(),
+        session: 1,
+        key: key("a"),
+        try_number: 1,
+        token,
+    }
+}
+
+#[test]
+fn no_orphan_overlap_catches_an_orphan_running_beside_its_retry() {
+    // Attempt 1 runs on the remote slot 2; the node releases it (its session was left).
+    let stopped = remote_history(vec![
+        (1, started(1, "a", 1, 2)),
+        (2, ended(1)),
+        (2, remote_released(1)),
+        (3, started(2, "a", 2, 0)),
+    ]);
+    assert!(no_orphan_overlap(&stopped).is_empty());
+    // Superseded but still held by the node: its `Kill` is on the way.
+    let superseded = remote_history(vec![(1, started(1, "a", 1, 2)), (3, started(2, "a", 2, 0))]);
+    assert!(no_orphan_overlap(&superseded).is_empty());
+    let orphan = remote_history(vec![
+        (1, started(1, "a", 1, 2)),
+        (2, remote_released(1)),
+        (3, started(2, "a", 2, 0)),
+    ]);
+    assert_eq!(names(&no_orphan_overlap(&orphan)), [NO_ORPHAN_OVERLAP]);
+    // A paused orphan does not execute; resumed beside its retry, it does.
+    let paused = vec![
+        (1, started(1, "a", 1, 2)),
+        (2, Record::AttemptSuspended { attempt: 1 }),
+        (2, remote_released(1)),
+        (3, started(2, "a", 2, 0)),
+    ];
+    assert!(no_orphan_overlap(&remote_history(paused.clone())).is_empty());
+    let mut resumed = paused;
+    resumed.push((4, Record::AttemptResumed { attempt: 1 }));
+    assert_eq!(
+        names(&no_orphan_overlap(&remote_history(resumed))),
+        [NO_ORPHAN_OVERLAP]
+    );
+}
+
+#[test]
+fn reports_fenced_by_session_catches_a_report_of_an_old_session() {
+    let joined = |session| Record::RemoteJoined {
+        worker: "edge-0".into(),
+        session,
+    };
+    let report = |session| Record::ReportAccepted {
+        worker: "edge-0".into(),
+        session,
+        key: key("a"),
+        try_number: 1,
+        token: 1,
+    };
+    let left = Record::RemoteLeft {
+        worker: "edge-0".into(),
+        session: 1,
+        why: "worker link lost (idle timeout)".into(),
+    };
+    let good = remote_history(vec![
+        (1, joined(1)),
+        (2, report(1)),
+        (3, left.clone()),
+        (4, joined(2)),
+        (5, report(2)),
+    ]);
+    assert!(reports_fenced_by_session(&good).is_empty());
+    let late = remote_history(vec![
+        (1, joined(1)),
+        (3, left),
+        (4, joined(2)),
+        (5, report(1)),
+    ]);
+    assert_eq!(
+        names(&reports_fenced_by_session(&late)),
+        [REPORTS_FENCED_BY_SESSION]
+    );
+}
+
+#[test]
+fn link_loss_releases_catches_a_session_never_left_and_a_leaked_slot() {
+    let placed = Record::RemotePlaced {
+        worker: "edge-0".into(),
+        session: 1,
+        slot: 0,
+        key: key("a"),
+        try_number: 1,
+        token: 1,
+    };
+    let lost = Record::LinkLost {
+        worker: "edge-0".into(),
+        session: 1,
+    };
+    let left = Record::RemoteLeft {
+        worker: "edge-0".into(),
+        session: 1,
+        why: "worker link lost (idle timeout)".into(),
+    };
+    let mut good = remote_history(vec![
+        (0, placed.clone()),
+        (1, lost.clone()),
+        (1, remote_released(1)),
+        (1, left.clone()),
+    ]);
+    good.end = Some(at(10));
+    good.final_started = Some(0);
+    assert!(link_loss_releases(&good).is_empty());
+    let mut never_left = remote_history(vec![(0, placed.clone()), (1, lost)]);
+    never_left.end = Some(at(10));
+    assert_eq!(
+        names(&link_loss_releases(&never_left)),
+        [LINK_LOSS_RELEASES]
+    );
+    let kept = remote_history(vec![(0, placed), (1, left)]);
+    assert_eq!(names(&link_loss_releases(&kept)), [LINK_LOSS_RELEASES]);
+    good.final_started = Some(1);
+    assert_eq!(names(&link_loss_releases(&good)), [LINK_LOSS_RELEASES]);
+}

@@ -2,7 +2,8 @@
 //! checker that names it, and a range of seeds passes every checker.
 
 use std::collections::BTreeSet;
-use weft_simulations::checkers::{check_all, ONE_RESULT_PER_TRY};
+use weft_simulations::checkers::{check_all, NO_ORPHAN_OVERLAP, ONE_RESULT_PER_TRY};
+use weft_simulations::history::Record;
 use weft_simulations::{run_seed, Canary};
 
 /// Seeds every test run checks; the binary (`--seeds N`) covers more.
@@ -58,6 +59,65 @@ fn the_canary_is_caught_by_one_result_per_try() {
             "seed {seed} fails {ONE_RESULT_PER_TRY} without the canary"
         );
     }
+}
+
+/// Remote workers that let their attempts run on past their lease leave orphans beside the
+/// retries the node starts once its idle timeout has released them.
+#[test]
+fn the_lease_canary_is_caught_by_no_orphan_overlap() {
+    let caught: Vec<u64> = (0..60)
+        .filter(|&seed| {
+            run_seed(seed, Canary::IgnoreLease)
+                .violations
+                .iter()
+                .any(|violation| violation.checker == NO_ORPHAN_OVERLAP)
+        })
+        .collect();
+    assert!(
+        !caught.is_empty(),
+        "ignoring the lease went unnoticed in 60 seeds"
+    );
+    for seed in caught {
+        let honest = run_seed(seed, Canary::Off);
+        let blamed = honest
+            .violations
+            .iter()
+            .any(|v| v.checker == NO_ORPHAN_OVERLAP);
+        assert!(
+            !blamed,
+            "seed {seed} fails {NO_ORPHAN_OVERLAP} without the canary"
+        );
+    }
+}
+
+/// The remote faults happen and the protocol's paths are taken: links lost and sessions left
+/// by the idle timeout, leases expired, attempts paused, drains, late reports refused.
+#[test]
+fn remote_workers_meet_their_faults() {
+    let mut seen = BTreeSet::new();
+    let mut refused = 0;
+    for seed in 0..60 {
+        let history = run_seed(seed, Canary::Off).history;
+        refused += history.reports_refused;
+        for entry in &history.entries {
+            let what = match &entry.record {
+                Record::LinkLost { .. } => "link lost",
+                Record::RemoteLeft { why, .. } if why.contains("idle timeout") => "idle timeout",
+                Record::RemoteLeft { why, .. } if why.contains("drained") => "drained",
+                Record::RemoteFault { what, .. } if what == "lease expired" => "lease expired",
+                Record::AttemptSuspended { .. } => "suspended",
+                Record::ReportAccepted { .. } => "report accepted",
+                _ => continue,
+            };
+            seen.insert(what);
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        6,
+        "only {seen:?} happened in 60 seeds with remote workers"
+    );
+    assert!(refused > 0, "no late report was refused in 60 seeds");
 }
 
 #[test]
