@@ -531,6 +531,17 @@ impl LocalNode {
         })?;
         node::secure_home(&config.core.home)?;
         node::reap_predecessors(config);
+        if !config.workers.listen.is_empty() {
+            // A previous node of this home may have left attempts on remote workers: each
+            // stops them within its lease, which is shorter than the link's idle timeout.
+            // Retries placed sooner could run beside them.
+            let wait = std::time::Duration::from_millis(config.workers.idle_timeout_ms);
+            eprintln!(
+                "weft: waiting {} ms before recovering runs, so that attempts a previous node                  left on remote workers have stopped",
+                wait.as_millis()
+            );
+            tokio::time::sleep(wait).await;
+        }
         let store = node::open_store(config).await?;
         node::secure_home(&config.core.home)?;
         let engine = Engine::start(store.clone(), node::engine_config(config)?).await?;

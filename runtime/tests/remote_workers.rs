@@ -188,6 +188,7 @@ impl Deployment {
         let mut command = self.command(&self.node_home(), &["standalone"]);
         command
             .env("WEFT_WORKERS__LISTEN", "127.0.0.1:0")
+            .env("WEFT_WORKERS__IDLE_TIMEOUT_MS", "2500")
             .env("WEFT_WORKERS__QUEUES", r#"["node-only"]"#);
         let node = Process::spawn(command);
         node.wait_for_line("remote workers connect to");
@@ -322,6 +323,42 @@ impl Deployment {
     }
 }
 
+/// One HTTP/1.1 request; the status and the body.
+fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let body = body.unwrap_or("");
+    let authorization = token
+        .map(|token| format!("Authorization: Bearer {token}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{authorization}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// The (task, try) of every log under a home, for a DAG.
 fn logs_under(home: &Path, dag_id: &str) -> Vec<(String, u32)> {
     let root = home.join("logs").join(format!("dag_id={dag_id}"));
@@ -404,6 +441,26 @@ with DAG(dag_id="spread", schedule=None) as dag:
         .unwrap();
     assert_eq!(w3["queues"], serde_json::json!(["gpu"]));
 
+    // The API, as the Workers page reads it, once each worker has sent a heartbeat.
+    deployment.wait_for_workers(|list| {
+        list.iter()
+            .all(|worker| !worker["last_heartbeat"].is_null())
+    });
+    let api = deployment.api_workers();
+    let names: Vec<&str> = api["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|worker| worker["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["local", "w1", "w2", "w3"], "{api}");
+    let w3 = &api["workers"][3];
+    assert_eq!(w3["kind"], "remote");
+    assert_eq!(w3["version"], env!("CARGO_PKG_VERSION"));
+    assert!(w3["address"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert!(w3["last_heartbeat"].is_string(), "{w3}");
+    assert_eq!(api["workers"][0]["kind"], "local");
+
     let run_id = deployment.trigger("spread");
     assert_eq!(deployment.wait_for_run("spread", &run_id), "success");
 
@@ -448,6 +505,22 @@ with DAG(dag_id="spread", schedule=None) as dag:
 }
 
 impl Deployment {
+    /// `GET /api/v1/workers`, signed in as the admin the node created.
+    fn api_workers(&self) -> Value {
+        let said = self.node().wait_for_line("UI and API on http://");
+        let address = said.split("http://").nth(1).unwrap().trim().to_string();
+        let created = self.node().wait_for_line("with password `");
+        let password = created.split('`').nth(3).unwrap().to_string();
+        let login = serde_json::json!({ "username": "admin", "password": password }).to_string();
+        let (status, body) = http(&address, "POST", "/api/v1/auth/login", None, Some(&login));
+        assert_eq!(status, 200, "{body}");
+        let token: Value = serde_json::from_str(&body).unwrap();
+        let token = token["access_token"].as_str().unwrap().to_string();
+        let (status, body) = http(&address, "GET", "/api/v1/workers", Some(&token), None);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
     /// The node's copies of the logs of a DAG (the workers stream them there).
     fn logs_on_node(&self, dag_id: &str) -> Vec<(String, u32)> {
         logs_under(&self.node_home(), dag_id)

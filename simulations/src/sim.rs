@@ -57,8 +57,9 @@
 //! `Assign`s, `Kill`s and replies (the node polls again after 2 s), duplicates and reorders
 //! the messages of a session; a cut loses what is in flight, and a late copy of a reply may
 //! arrive after its session is gone. In seeds with remote workers a crashed node stays down
-//! longer than the lease (`NODE_DOWNTIME_MS_MIN`): a node back sooner would place retries
-//! beside the old node's orphans, which nothing in the protocol prevents.
+//! longer than the lease (`NODE_DOWNTIME_MS_MIN`), as a real node accepting workers waits its
+//! idle timeout before it recovers runs (`runtime/src/commands.rs`): a node back sooner would
+//! place retries beside the old node's orphans (seeds 37, 43, 112 without the wait).
 //!
 //! When faults stop, the node restarts once if anything was dropped or abandoned (a batch
 //! applied with its acknowledgement lost abandons its decisions' effects), and the loop runs

@@ -13,10 +13,10 @@ use super::*;
 /// A slot answers a poll after this long when it holds no unacknowledged report.
 pub const HEARTBEAT_MS: u64 = 1_000;
 /// A worker stops its attempts once it has heard no poll for this long.
-pub const LEASE_MS: u64 = 3_000;
+pub const LEASE_MS: u64 = 2_500;
 /// The node treats a session as left once it has heard nothing on it for this long (QUIC's
 /// idle timeout). Longer than the lease, so an orphan stops before its retry can start.
-pub const IDLE_TIMEOUT_MS: u64 = 5_000;
+pub const IDLE_TIMEOUT_MS: u64 = 4_000;
 /// The node polls a slot again when the reply to its poll was lost.
 pub const REPOLL_MS: u64 = 2 * HEARTBEAT_MS;
 /// Remote workers per seed, and slots per remote worker, at most.
