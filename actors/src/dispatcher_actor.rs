@@ -591,7 +591,8 @@ impl DispatcherState {
         };
         self.placed.remember(&name, request.attempt.clone());
         metrics::counter!("weft_dispatched_total").increment(1);
-        metrics::counter!("weft_remote_assigned_total").increment(1);
+        metrics::counter!("weft_remote_assigned_total", "worker" => worker.to_string())
+            .increment(1);
         metrics::histogram!("weft_dispatch_latency_seconds")
             .record(waiting.since.elapsed().as_secs_f64());
         let attempt = RunningAttempt {
@@ -732,6 +733,10 @@ impl DispatcherState {
             return Vec::new();
         };
         remote.last_heartbeat = Some(crate::clock::now());
+        metrics::counter!("weft_remote_polls_answered_total", "worker" => name.to_string())
+            .increment(1);
+        metrics::counter!("weft_remote_reports_total", "worker" => name.to_string())
+            .increment(poll.reports.len() as u64);
         let mut effects = Vec::new();
         if poll.draining != remote.worker.draining {
             remote.worker.draining = poll.draining;
@@ -776,7 +781,7 @@ impl DispatcherState {
                     remote.reports_refused += 1;
                 }
                 tracing::warn!(worker = %name, %attempt, "remote report refused: not the attempt placed on that slot");
-                metrics::counter!("weft_remote_reports_refused_total", "why" => "attempt")
+                metrics::counter!("weft_remote_reports_refused_total", "why" => "attempt", "worker" => name.to_string())
                     .increment(1);
                 continue;
             }

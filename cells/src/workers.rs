@@ -148,6 +148,7 @@ async fn accept_links(
                 link.close("session refused");
                 return;
             }
+            let stats = tokio::spawn(export_link_stats(link.clone()));
             // Every later stream the worker opens carries an attempt's log; the link's end
             // ends the session.
             let worker = peer.name().to_string();
@@ -156,8 +157,35 @@ async fn accept_links(
                 tokio::spawn(crate::logs::receive(channel, worker, sink, logs.bytes_max));
             }
             let reason = link.closed().await;
+            stats.abort();
             tracing::info!(%peer, %address, %reason, "worker link closed");
         });
+    }
+}
+
+/// How often a worker link's figures are published.
+const LINK_STATS_MS: u64 = 1_000;
+
+/// Publishes a worker link's round-trip time and traffic as metrics labelled with the worker's
+/// name (from its certificate), while the link lives.
+async fn export_link_stats(link: crate::link::Link) {
+    let worker = link.peer().name().to_string();
+    loop {
+        let stats = link.connection().stats();
+        let label = worker.clone();
+        metrics::gauge!("weft_worker_link_rtt_seconds", "worker" => label.clone())
+            .set(stats.path.rtt.as_secs_f64());
+        for (direction, udp) in [("sent", stats.udp_tx), ("received", stats.udp_rx)] {
+            let labels = [
+                ("worker", label.clone()),
+                ("direction", direction.to_string()),
+            ];
+            metrics::gauge!("weft_worker_link_bytes", &labels).set(udp.bytes as f64);
+            metrics::gauge!("weft_worker_link_datagrams", &labels).set(udp.datagrams as f64);
+        }
+        metrics::gauge!("weft_worker_link_lost_packets", "worker" => label)
+            .set(stats.path.lost_packets as f64);
+        tokio::time::sleep(Duration::from_millis(LINK_STATS_MS)).await;
     }
 }
 

@@ -410,9 +410,14 @@ fn a_chain_and_a_fan_out_run_on_three_workers_with_tasks_routed_by_queue() {
     deployment.write_dag(
         "spread.py",
         r#"
-from weft import DAG, BashOperator
+from weft import DAG, BashOperator, task
 with DAG(dag_id="spread", schedule=None) as dag:
+    @task
+    def seed():
+        print("python on a worker")
+        return 7
     chain = [BashOperator(task_id=f"c{i}", bash_command="echo chain") for i in range(5)]
+    seed() >> chain[0]
     for a, b in zip(chain, chain[1:]):
         a >> b
     fan = [BashOperator(task_id=f"f{i}", bash_command="echo fan; sleep 0.2") for i in range(24)]
@@ -472,9 +477,10 @@ with DAG(dag_id="spread", schedule=None) as dag:
     let default_tasks: Vec<&(String, u32)> = on_w1.iter().chain(&on_w2).collect();
     assert_eq!(
         default_tasks.len(),
-        29,
+        30,
         "each default-queue task once, on w1 or w2"
     );
+    assert!(default_tasks.iter().any(|(task, _)| task == "seed"));
     let fanned = |on: &[(String, u32)]| on.iter().filter(|(task, _)| task.starts_with('f')).count();
     assert!(
         fanned(&on_w1) > 0 && fanned(&on_w2) > 0,
@@ -490,6 +496,8 @@ with DAG(dag_id="spread", schedule=None) as dag:
     });
     let gpu = deployment.node_log("spread", &run_id, "gpu", 1);
     assert_eq!(gpu, "gpu\n");
+    let seed = deployment.node_log("spread", &run_id, "seed", 1);
+    assert!(seed.contains("python on a worker"), "{seed}");
     let output = deployment
         .command(
             &deployment.node_home(),
