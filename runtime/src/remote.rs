@@ -74,7 +74,11 @@ pub async fn worker(config: Config, args: WorkerArgs) -> anyhow::Result<ExitCode
             labels: settings.labels.clone(),
             heartbeat: Duration::from_millis(settings.heartbeat_ms),
             lease: Duration::from_millis(settings.lease_ms),
-            localize: Box::new(localizer(home.clone(), isolation.clone())),
+            localize: Box::new(localizer(
+                home.clone(),
+                config.core.dags_folder.clone(),
+                isolation.clone(),
+            )),
             logs: Some(Arc::new(weft_cells::logs::LogUploader::new(
                 current_link.clone(),
             ))),
@@ -198,13 +202,20 @@ async fn drained(slots: &weft_actors::RemoteSlots, heartbeat: Duration) {
 }
 
 /// Makes an assignment the node built fit this worker: its log goes under this worker's home
-/// (the node's path means nothing here), and its task runs confined as this worker's
-/// configuration says (its user, its folders), with the resource limits the node set.
+/// (the node's path means nothing here), a Python task's DAG file is the one in this worker's
+/// DAG folder, and its task runs confined as this worker's configuration says (its user, its
+/// folders), with the resource limits the node set.
 fn localizer(
     home: std::path::PathBuf,
+    dags_folder: std::path::PathBuf,
     isolation: node::TaskIsolation,
 ) -> impl Fn(AttemptAssignment) -> AttemptAssignment + Send + Sync {
     move |mut assignment| {
+        if let Some(fileloc) = assignment.run.fileloc.clone() {
+            if let Some(local) = dag_file_here(&dags_folder, &fileloc) {
+                std::sync::Arc::make_mut(&mut assignment.run).fileloc = Some(local);
+            }
+        }
         let log = &mut assignment.log;
         log.path = home.join(weft_actors::log_relative_path(&log.key, log.try_number));
         let asked = assignment.limits.sandbox.take();
@@ -225,6 +236,27 @@ fn localizer(
         assignment.limits.sandbox = spec;
         assignment
     }
+}
+
+/// Where a DAG file the node read at `fileloc` is on this worker: the same path when it exists
+/// here, otherwise the longest tail of it found under the worker's DAG folder (the node's
+/// `/srv/dags/team/etl.py` is `team/etl.py` under a worker's `/opt/dags`). `None`: keep the
+/// node's path (the task then fails, naming the file it could not import).
+fn dag_file_here(dags_folder: &std::path::Path, fileloc: &str) -> Option<String> {
+    let path = std::path::Path::new(fileloc);
+    if path.exists() {
+        return None;
+    }
+    let parts: Vec<_> = path.components().collect();
+    (0..parts.len()).find_map(|skip| {
+        let tail: std::path::PathBuf = parts[skip..]
+            .iter()
+            .filter(|part| matches!(part, std::path::Component::Normal(_)))
+            .collect();
+        let candidate = dags_folder.join(&tail);
+        (!tail.as_os_str().is_empty() && candidate.is_file())
+            .then(|| candidate.display().to_string())
+    })
 }
 
 fn host_name() -> anyhow::Result<String> {
@@ -362,4 +394,30 @@ pub async fn workers_list(config: &Config, json: bool) -> anyhow::Result<ExitCod
         &workers,
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dag_file_is_found_in_the_workers_folder_by_the_longest_tail_of_its_path() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(folder.path().join("team")).unwrap();
+        std::fs::write(folder.path().join("team/etl.py"), "").unwrap();
+        std::fs::write(folder.path().join("etl.py"), "").unwrap();
+        let here = |fileloc: &str| dag_file_here(folder.path(), fileloc);
+        assert_eq!(
+            here("/srv/nowhere/dags/team/etl.py"),
+            Some(folder.path().join("team/etl.py").display().to_string())
+        );
+        assert_eq!(
+            here("/srv/nowhere/dags/other/etl.py"),
+            Some(folder.path().join("etl.py").display().to_string()),
+            "a shorter tail when the longer is not there"
+        );
+        assert_eq!(here("/srv/nowhere/missing.py"), None);
+        let same = folder.path().join("etl.py").display().to_string();
+        assert_eq!(here(&same), None, "a path that exists here stays");
+    }
 }
