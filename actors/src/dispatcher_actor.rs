@@ -50,8 +50,10 @@ enum Place {
 }
 
 /// How long the node waits for a remote slot to answer a poll before it asks again (the slot
-/// answers within its heartbeat interval, about a second).
-const POLL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// answers within its heartbeat interval, at most `HEARTBEAT_MS_MAX`). Asking again is
+/// harmless (the slot sends again what was not acknowledged) and keeps the slot's lease fresh
+/// when an answer was lost: it must stay below the lease.
+pub const POLL_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1_500);
 
 /// A remote worker the dispatcher places attempts on.
 struct Remote {

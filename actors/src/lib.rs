@@ -46,6 +46,6 @@ pub use messages::{
     SlotPoll, SlotReport,
 };
 pub use remote_slot::{
-    queue_group, spawn_remote_slots, LogShipper, RemoteSlots, RemoteSlotsConfig, REPORTS_HELD_MAX,
-    SLOTS_GROUP,
+    queue_group, spawn_remote_slots, LogShipper, RemoteSlots, RemoteSlotsConfig, HEARTBEAT_MS_MAX,
+    REPORTS_HELD_MAX, SLOTS_GROUP,
 };

@@ -35,6 +35,9 @@ pub const SLOTS_GROUP: &str = "weft.slots";
 /// Reports a slot holds for its node at most; beyond, the oldest go (a node that stopped
 /// polling for that long has counted the slot's attempts lost).
 pub const REPORTS_HELD_MAX: usize = 64;
+/// The longest heartbeat interval: a slot must answer a poll before its node asks again
+/// (`POLL_TIMEOUT`, 1.5 s).
+pub const HEARTBEAT_MS_MAX: u64 = 1_000;
 /// How often a slot looks at its waiting poll and its lease.
 const TICK: Duration = Duration::from_millis(100);
 

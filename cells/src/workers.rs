@@ -25,6 +25,8 @@ use weft_actors::{RemoteSlotMsg, RemoteWorker, SlotHello};
 const SLOTS_FOUND_MS_MAX: u64 = 10_000;
 /// Slots one worker may have.
 pub const WORKER_SLOTS_MAX: u32 = 1024;
+/// Handshakes in progress at once, at most; more connection attempts meanwhile are refused.
+pub const HANDSHAKES_MAX: usize = 64;
 /// Workers' events waiting for the engine, at most.
 const EVENTS_QUEUED_MAX: usize = 1024;
 
@@ -130,12 +132,22 @@ async fn accept_links(
     links: Links,
     logs: Logs,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
     while let Some(accepting) = listener.accept().await {
+        let address = accepting.remote_address();
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            // Dropped unanswered: the connection attempt is refused.
+            tracing::warn!(%address, HANDSHAKES_MAX, "worker link refused: too many handshakes at once");
+            metrics::counter!("weft_link_handshakes_refused_total", "reason" => "busy")
+                .increment(1);
+            continue;
+        };
         let (cluster, links, logs) = (cluster.clone(), links.clone(), logs.clone());
         tokio::spawn(async move {
-            let address = accepting.remote_address();
             // A refused handshake is logged by the link with its reason.
-            let Ok(link) = accepting.handshake().await else {
+            let handshake = accepting.handshake().await;
+            drop(permit);
+            let Ok(link) = handshake else {
                 return;
             };
             let peer = link.peer().clone();

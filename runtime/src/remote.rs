@@ -160,6 +160,20 @@ fn worker_settings(config: &Config, args: WorkerArgs) -> anyhow::Result<WorkerCo
             weft_cells::workers::WORKER_SLOTS_MAX
         );
     }
+    if settings.heartbeat_ms == 0 || settings.heartbeat_ms > weft_actors::HEARTBEAT_MS_MAX {
+        bail!(
+            "worker.heartbeat_ms is {}: it must be 1 to {} (the node asks again after 1.5 s)",
+            settings.heartbeat_ms,
+            weft_actors::HEARTBEAT_MS_MAX
+        );
+    }
+    if settings.lease_ms < 2 * weft_actors::HEARTBEAT_MS_MAX {
+        bail!(
+            "worker.lease_ms is {}: it must be at least {} ms, or a slow poll stops attempts",
+            settings.lease_ms,
+            2 * weft_actors::HEARTBEAT_MS_MAX
+        );
+    }
     if settings.lease_ms >= settings.idle_timeout_ms {
         eprintln!(
             "warning: worker.lease_ms ({}) is not below the link's idle timeout ({} ms): an \
@@ -399,6 +413,49 @@ pub async fn workers_list(config: &Config, json: bool) -> anyhow::Result<ExitCod
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn args(connect: Option<&str>) -> WorkerArgs {
+        WorkerArgs {
+            connect: connect.map(str::to_string),
+            slots: None,
+            queues: None,
+            labels: Vec::new(),
+            name: None,
+            server_name: None,
+            certs: None,
+            protocol_version: None,
+        }
+    }
+
+    #[test]
+    fn bad_worker_settings_are_refused_with_what_to_fix() {
+        let refused = |config: &Config, args: WorkerArgs| {
+            worker_settings(config, args).unwrap_err().to_string()
+        };
+        let config = Config::default();
+        assert!(refused(&config, args(None)).contains("--connect HOST:PORT"));
+        let mut zero = args(Some("a:1"));
+        zero.slots = Some(0);
+        assert!(refused(&config, zero).contains("1 to 1024 slots"));
+        let mut label = args(Some("a:1"));
+        label.labels = vec!["zone".to_string()];
+        assert!(refused(&config, label).contains("KEY=VALUE"));
+        let mut slow = config.clone();
+        slow.worker.heartbeat_ms = 5_000;
+        assert!(refused(&slow, args(Some("a:1"))).contains("heartbeat_ms is 5000"));
+        let mut short = config.clone();
+        short.worker.lease_ms = 500;
+        assert!(refused(&short, args(Some("a:1"))).contains("lease_ms is 500"));
+
+        let mut good = args(Some("node.example:7070"));
+        good.queues = Some(vec!["gpu".to_string(), String::new()]);
+        good.labels = vec!["zone=a".to_string()];
+        let settings = worker_settings(&config, good).unwrap();
+        assert_eq!(settings.queues, ["gpu"]);
+        assert_eq!(settings.labels["zone"], "a");
+        assert_eq!(host_of(&settings.connect), "node.example");
+        assert_eq!(host_of("[::1]:7070"), "::1");
+    }
 
     #[test]
     fn a_dag_file_is_found_in_the_workers_folder_by_the_longest_tail_of_its_path() {

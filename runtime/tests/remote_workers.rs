@@ -229,7 +229,7 @@ impl Deployment {
         // Found dead or cut off within seconds.
         command
             .env("WEFT_WORKER__HEARTBEAT_MS", "300")
-            .env("WEFT_WORKER__LEASE_MS", "1500")
+            .env("WEFT_WORKER__LEASE_MS", "2000")
             .env("WEFT_WORKER__IDLE_TIMEOUT_MS", "2500");
         command
     }

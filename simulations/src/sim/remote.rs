@@ -18,7 +18,7 @@ pub const LEASE_MS: u64 = 2_500;
 /// idle timeout). Longer than the lease, so an orphan stops before its retry can start.
 pub const IDLE_TIMEOUT_MS: u64 = 4_000;
 /// The node polls a slot again when the reply to its poll was lost.
-pub const REPOLL_MS: u64 = 2 * HEARTBEAT_MS;
+pub const REPOLL_MS: u64 = 1_500;
 /// Remote workers per seed, and slots per remote worker, at most.
 pub const REMOTE_WORKERS_MAX: u64 = 3;
 pub const REMOTE_SLOTS_MAX: u64 = 4;
