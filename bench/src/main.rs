@@ -10,6 +10,7 @@ mod measure;
 // of this binary leaves it out instead of running them twice.
 #[cfg(not(test))]
 mod parse;
+mod remote;
 mod report;
 mod workloads;
 
@@ -67,6 +68,9 @@ fn sizes(smoke: bool, runs: Option<usize>) -> Sizes {
         Sizes {
             runs: runs.unwrap_or(2),
             chain_length: 20,
+            remote_chain_length: 5,
+            remote_fanout_width: 20,
+            kill_trials: 1,
             light_length: 10,
             fanout_width: 50,
             many_dags: 10,
@@ -78,6 +82,9 @@ fn sizes(smoke: bool, runs: Option<usize>) -> Sizes {
         Sizes {
             runs: runs.unwrap_or(5),
             chain_length: 100,
+            remote_chain_length: 100,
+            remote_fanout_width: 1_000,
+            kill_trials: 10,
             light_length: 40,
             fanout_width: 1_000,
             many_dags: 200,
@@ -118,6 +125,10 @@ fn merge_airflow_results(paths: &[PathBuf]) -> anyhow::Result<Option<serde_json:
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // This binary run again as a remote worker of a remote workload (`remote.rs`).
+    if let Ok(spec) = std::env::var(remote::WORKER_ENV) {
+        return remote::worker_main(&spec).await;
+    }
     let options = parse_options()?;
     let sizes = sizes(options.smoke, options.runs);
     // A directory of this invocation's own, removed only once everything is measured: on a
@@ -172,6 +183,13 @@ async fn main() -> anyhow::Result<()> {
             )?;
         }
     }
+    if wanted("chain100_shell_remote") {
+        eprintln!("running chain100_shell_remote");
+        record(
+            workloads::chain_shell_remote(&workspace, &sizes).await,
+            "chain100_shell_remote",
+        )?;
+    }
     if wanted("chain100_inproc") {
         eprintln!("running chain100_inproc");
         record(
@@ -195,6 +213,20 @@ async fn main() -> anyhow::Result<()> {
         record(
             workloads::fanout(&workspace, &sizes, floor.fork_exec_parallel_per_s).await,
             "fanout1000",
+        )?;
+    }
+    if wanted("fanout1000_remote3") {
+        eprintln!("running fanout1000_remote3");
+        record(
+            workloads::fanout_remote(&workspace, &sizes, floor.fork_exec_parallel_per_s).await,
+            "fanout1000_remote3",
+        )?;
+    }
+    if wanted("kill9_retry_remote") {
+        eprintln!("running kill9_retry_remote");
+        record(
+            workloads::kill9_retry_remote(&workspace, &sizes).await,
+            "kill9_retry_remote",
         )?;
     }
     if wanted("many_dags") {
@@ -226,6 +258,8 @@ async fn main() -> anyhow::Result<()> {
             "parse1000",
         )?;
     }
+
+    side_by_side_with_local(&mut results);
 
     let airflow = merge_airflow_results(&options.airflow_results)?;
     let mut report = Report {
@@ -282,5 +316,34 @@ fn remove_stale_invocations(data_dir: &std::path::Path) {
         {
             let _ = std::fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+/// The local figures of the same invocation beside each remote workload's, when both ran.
+fn side_by_side_with_local(results: &mut [WorkloadResult]) {
+    for (remote, local) in [
+        ("chain100_shell_remote", "chain100_shell"),
+        ("fanout1000_remote3", "fanout1000"),
+    ] {
+        let Some(local) = results.iter().find(|result| result.name == local).cloned() else {
+            continue;
+        };
+        let Some(remote) = results.iter_mut().find(|result| result.name == remote) else {
+            continue;
+        };
+        let mut beside = serde_json::json!({
+            "workload": local.name,
+            "end_to_end_s_p50": local.end_to_end_s.p50,
+        });
+        if let Some(gaps) = local.task_to_task_ms {
+            beside["task_to_task_ms_p50"] = serde_json::json!(gaps.p50);
+            beside["task_to_task_ms_p99"] = serde_json::json!(gaps.p99);
+        }
+        if let Some(share) = local.notes.get("share_of_adjacent_fork_exec_floor") {
+            beside["share_of_adjacent_fork_exec_floor_p50"] = share["p50"].clone();
+        }
+        remote
+            .notes
+            .insert("local_same_invocation".to_string(), beside);
     }
 }

@@ -144,7 +144,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<16} {:>5} {:>10} {:>10} {:>10} {:>22} {:>14} {:>8} {:>9}",
+            "{:<22} {:>5} {:>10} {:>10} {:>10} {:>22} {:>14} {:>8} {:>9}",
             "workload",
             "runs",
             "p50 s",
@@ -167,7 +167,7 @@ impl Report {
                 .unwrap_or_else(|| "-".to_string());
             let _ = writeln!(
                 out,
-                "{:<16} {:>5} {:>10.4} {:>10.4} {:>10.4} {:>22} {:>14} {:>8.2} {:>9.1}",
+                "{:<22} {:>5} {:>10.4} {:>10.4} {:>10.4} {:>22} {:>14} {:>8.2} {:>9.1}",
                 result.name,
                 result.end_to_end_s.count,
                 result.end_to_end_s.p50,
@@ -179,7 +179,7 @@ impl Report {
                 result.peak_rss_mib
             );
             for (name, value) in &result.notes {
-                let _ = writeln!(out, "{:<16}   {name}: {value}", "");
+                let _ = writeln!(out, "{:<22}   {name}: {value}", "");
             }
         }
         if !self.comparisons.is_empty() {

@@ -1,14 +1,16 @@
 //! The workloads that run DAGs through a real engine on a durable SQLite store
 //! (`synchronous=FULL`: every state change is on disk before anything depends on it):
-//! chain100 (shell, in-process, Python), light40, fanout1000, many_dags and inproc.
+//! chain100 (shell, in-process, Python), light40, fanout1000, many_dags and inproc, and the
+//! chain, the fan-out and a worker killed mid-attempt on remote workers (`remote.rs`).
 
 use crate::measure::{self, millis, CpuSplit, Summary, Usage};
+use crate::remote::Cluster;
 use crate::report::{Throughput, WorkloadResult};
 use anyhow::Context as _;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use weft_actors::executor::sandbox::{SandboxSpec, TaskIdentity};
 use weft_actors::{Engine, EngineConfig, RustDag};
 use weft_core::ids::{RunKey, TaskInstanceKey};
@@ -22,6 +24,11 @@ use weft_storage::Store;
 pub struct Sizes {
     pub runs: usize,
     pub chain_length: usize,
+    /// The chain and the fan-out on remote workers.
+    pub remote_chain_length: usize,
+    pub remote_fanout_width: usize,
+    /// Trials of kill9_retry_remote.
+    pub kill_trials: usize,
     pub light_length: usize,
     pub fanout_width: usize,
     pub many_dags: usize,
@@ -58,22 +65,48 @@ async fn durable_engine_and_store(
     worker_slots: Option<usize>,
     sandbox: Option<SandboxSpec>,
 ) -> anyhow::Result<(Engine, Arc<SqliteStore>)> {
+    engine_with(dir, |config| {
+        if let Some(slots) = worker_slots {
+            config.worker_slots = slots;
+        }
+        config.sandbox = sandbox;
+    })
+    .await
+}
+
+/// A durable engine whose own slots serve only a queue no task uses: every attempt runs on a
+/// remote worker.
+async fn remote_engine_and_store(dir: &Path) -> anyhow::Result<(Engine, Arc<SqliteStore>)> {
+    engine_with(dir, |config| {
+        config.worker_queues = vec![NODE_ONLY_QUEUE.to_string()];
+    })
+    .await
+}
+
+/// The queue the engine's own slots serve in the remote workloads.
+const NODE_ONLY_QUEUE: &str = "bench-node-only";
+
+async fn engine_with(
+    dir: &Path,
+    configure: impl FnOnce(&mut EngineConfig),
+) -> anyhow::Result<(Engine, Arc<SqliteStore>)> {
     let sqlite = Arc::new(SqliteStore::open(
         dir.join("weft.db"),
         SqliteOptions::default(),
     )?);
     let store: Arc<dyn Store> = sqlite.clone();
     let mut config = EngineConfig::new(dir);
-    if let Some(slots) = worker_slots {
-        config.worker_slots = slots;
-    }
-    config.sandbox = sandbox;
+    configure(&mut config);
     Ok((Engine::start(store, config).await?, sqlite))
 }
 
 fn shell_task(task_id: &str, upstream: &[String]) -> TaskSpec {
+    shell_task_running(task_id, upstream, "true")
+}
+
+fn shell_task_running(task_id: &str, upstream: &[String], command: &str) -> TaskSpec {
     let kind = TaskKind::Shell {
-        command: "true".to_string(),
+        command: command.to_string(),
         env: Default::default(),
         append_env: false,
         cwd: None,
@@ -143,15 +176,33 @@ async fn sequential_runs(
     runs: usize,
 ) -> anyhow::Result<Vec<(RunKey, f64)>> {
     let warm_up = engine.trigger(dag_id, json!({})).await?;
-    expect_success(engine.wait_for_run(&warm_up).await?, dag_id)?;
+    expect_success(
+        wait_for_run_within(engine, &warm_up, RUN_WAIT).await?,
+        dag_id,
+    )?;
     let mut measured = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
         let run = engine.trigger(dag_id, json!({})).await?;
-        expect_success(engine.wait_for_run(&run).await?, dag_id)?;
+        expect_success(wait_for_run_within(engine, &run, RUN_WAIT).await?, dag_id)?;
         measured.push((run, started.elapsed().as_secs_f64()));
     }
     Ok(measured)
+}
+
+/// The longest a run of a chain or a fan-out may take before the bench fails.
+const RUN_WAIT: Duration = Duration::from_secs(300);
+
+/// `Engine::wait_for_run`, failing after `wait`.
+async fn wait_for_run_within(
+    engine: &Engine,
+    run: &RunKey,
+    wait: Duration,
+) -> anyhow::Result<DagRunState> {
+    tokio::time::timeout(wait, engine.wait_for_run(run))
+        .await
+        .map_err(|_| anyhow::anyhow!("run {run} did not finish within {wait:?}"))?
+        .map_err(Into::into)
 }
 
 fn expect_success(state: DagRunState, dag_id: &str) -> anyhow::Result<()> {
@@ -377,6 +428,37 @@ pub async fn fanout(
     let mut usage = Usage::start();
     let (engine, sqlite) = durable_engine_and_store(&dir, None, None).await?;
     let width = sizes.fanout_width;
+    let description = format!("1 -> {width} parallel shell `true` -> 1");
+    let result = fanout_runs(
+        "fanout1000",
+        &description,
+        &engine,
+        &sqlite,
+        sizes,
+        fork_exec_per_s,
+        &mut usage,
+        None,
+    )
+    .await;
+    engine.shutdown().await;
+    result
+}
+
+/// The fan-out's measured runs on `engine` (whose CPU `usage` counts from before its start),
+/// with the floor measured around each; `workers_cpu_s`, for remote workers, reads the CPU
+/// their processes (and their tasks) have used so far.
+#[allow(clippy::too_many_arguments)]
+async fn fanout_runs(
+    name: &str,
+    description: &str,
+    engine: &Engine,
+    sqlite: &SqliteStore,
+    sizes: &Sizes,
+    fork_exec_per_s: f64,
+    usage: &mut Usage,
+    workers_cpu_s: Option<&dyn Fn() -> f64>,
+) -> anyhow::Result<WorkloadResult> {
+    let width = sizes.fanout_width;
     let middle: Vec<String> = (0..width).map(|index| format!("t{index:05}")).collect();
     let mut tasks = vec![shell_task("start", &[])];
     tasks.extend(
@@ -395,7 +477,10 @@ pub async fn fanout(
     // floor measured at the start of the suite can be minutes away from this workload.
     let tasks = width + 2;
     let warm_up = engine.trigger("bench_fanout", json!({})).await?;
-    expect_success(engine.wait_for_run(&warm_up).await?, "bench_fanout")?;
+    expect_success(
+        wait_for_run_within(engine, &warm_up, RUN_WAIT).await?,
+        "bench_fanout",
+    )?;
     // CPU of the measured runs and of the floors, the engine's own apart from its children's.
     let (mut runs_cpu, mut floors_cpu) = (CpuSplit::default(), CpuSplit::default());
     let mut floor = |usage: &mut Usage| {
@@ -406,15 +491,21 @@ pub async fn fanout(
             rate
         })
     };
-    let mut floors = vec![floor(&mut usage)];
+    let mut floors = vec![floor(usage)];
     let mut measured = Vec::new();
+    let mut workers_cpu = 0.0;
+    let read_workers_cpu = || workers_cpu_s.map_or(0.0, |read| read());
     for _ in 0..sizes.runs.min(3) {
-        let (started, cpu) = (Instant::now(), CpuSplit::now());
+        let (started, cpu, workers) = (Instant::now(), CpuSplit::now(), read_workers_cpu());
         let run = engine.trigger("bench_fanout", json!({})).await?;
-        expect_success(engine.wait_for_run(&run).await?, "bench_fanout")?;
+        expect_success(
+            wait_for_run_within(engine, &run, RUN_WAIT).await?,
+            "bench_fanout",
+        )?;
         measured.push((run, started.elapsed().as_secs_f64()));
         runs_cpu.add_since(cpu);
-        floors.push(floor(&mut usage));
+        workers_cpu += read_workers_cpu() - workers;
+        floors.push(floor(usage));
     }
     let after = sqlite.counts();
     // Each run's rate against the mean of the floors just before and just after it.
@@ -426,9 +517,21 @@ pub async fn fanout(
     let seconds: Vec<f64> = measured.iter().map(|(_, seconds)| *seconds).collect();
     let end_to_end = Summary::of(&seconds);
     let rate = tasks as f64 / end_to_end.p50;
-    let description = format!("1 -> {width} parallel shell `true` -> 1");
     let per_task_us = |seconds: f64, count: usize| seconds * 1e6 / count.max(1) as f64;
-    let result = WorkloadResult::new("fanout1000", &description, end_to_end, usage)
+    let mut cpu_us = json!({
+        "engine_per_task": per_task_us(runs_cpu.own, measured.len() * tasks),
+        "store_writer_per_task": per_task_us(runs_cpu.store_writer, measured.len() * tasks),
+        "task_process_per_task": per_task_us(runs_cpu.children, measured.len() * tasks),
+        "floor_loop_per_process": per_task_us(floors_cpu.own, floors.len() * tasks),
+        "floor_process_per_process": per_task_us(floors_cpu.children, floors.len() * tasks),
+    });
+    if workers_cpu_s.is_some() {
+        // The tasks run under the workers: their processes are not this one's children.
+        cpu_us["task_process_per_task"] = json!(null);
+        cpu_us["workers_and_task_processes_per_task"] =
+            json!(per_task_us(workers_cpu, measured.len() * tasks));
+    }
+    let result = WorkloadResult::new(name, description, end_to_end, *usage)
         .with_throughput(Throughput::new(rate, "tasks/s"))
         .with_note(
             "share_of_parallel_fork_exec_floor",
@@ -442,18 +545,9 @@ pub async fn fanout(
                 "floors_per_s": floors,
             }),
         )
-        .with_note(
-            // What a task costs the engine (of which the store's writer thread) and its
-            // process, against what a process costs the floor's loop and the process itself.
-            "cpu_us",
-            json!({
-                "engine_per_task": per_task_us(runs_cpu.own, measured.len() * tasks),
-                "store_writer_per_task": per_task_us(runs_cpu.store_writer, measured.len() * tasks),
-                "task_process_per_task": per_task_us(runs_cpu.children, measured.len() * tasks),
-                "floor_loop_per_process": per_task_us(floors_cpu.own, floors.len() * tasks),
-                "floor_process_per_process": per_task_us(floors_cpu.children, floors.len() * tasks),
-            }),
-        )
+        // What a task costs the engine (of which the store's writer thread) and its process,
+        // against what a process costs the floor's loop and the process itself.
+        .with_note("cpu_us", cpu_us)
         .with_note(
             "store_commits_per_task",
             // The warm-up run is counted too.
@@ -467,7 +561,6 @@ pub async fn fanout(
         Some((run, _)) => fanout_phases(engine.store(), run, &middle).await?,
         None => json!(null),
     };
-    engine.shutdown().await;
     Ok(result.with_note("phases_of_the_last_run_ms", phases))
 }
 
@@ -607,6 +700,278 @@ pub async fn inproc(workspace: &Workspace, sizes: &Sizes) -> anyhow::Result<Work
                 json!(millis(std::time::Duration::from_secs_f64(
                     Summary::of(&seconds).max
                 ))),
+            ),
+    )
+}
+
+/// Remote workers' goals (the remote workers' issue).
+const REMOTE_GAP_P50_MS_MAX: f64 = 1.5;
+const REMOTE_GAP_P99_MS_MAX: f64 = 5.0;
+const REMOTE_FANOUT_SHARE_MIN: f64 = 0.70;
+const KILL_TO_RETRY_S_MAX: f64 = 5.0;
+/// The longest wait for a killed attempt's retry to start.
+const RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// Stops `cluster`'s workers and adds their CPU (and their tasks', reaped with them) to the
+/// result's.
+async fn stop_cluster(
+    cluster: Cluster,
+    measured: anyhow::Result<WorkloadResult>,
+) -> anyhow::Result<WorkloadResult> {
+    let before = measure::cpu_seconds();
+    let stopped = cluster.stop().await;
+    let mut result = measured?;
+    stopped?;
+    result.cpu_s += measure::cpu_seconds() - before;
+    Ok(result)
+}
+
+/// The chain of shell tasks (no isolation) with every attempt on one remote worker.
+pub async fn chain_shell_remote(
+    workspace: &Workspace,
+    sizes: &Sizes,
+) -> anyhow::Result<WorkloadResult> {
+    let name = "chain100_shell_remote";
+    let dir = workspace.fresh_dir(name)?;
+    let usage = Usage::start();
+    let (engine, _) = remote_engine_and_store(&dir).await?;
+    let result = async {
+        let mut cluster = Cluster::start(&dir, &engine).await?;
+        let measured = async {
+            let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
+            cluster.spawn_worker("w1", cores as u32)?;
+            cluster.wait_joined(&engine, &["w1"], &[]).await?;
+            let spec = shell_chain("bench_chain_shell_remote", sizes.remote_chain_length);
+            let description = format!(
+                "{} sequential shell `true` tasks on one remote worker (QUIC, mutual TLS, 127.0.0.1)",
+                sizes.remote_chain_length
+            );
+            chain_result(name, &description, &engine, spec, sizes.runs, usage).await
+        }
+        .await;
+        stop_cluster(cluster, measured).await
+    }
+    .await;
+    engine.shutdown().await;
+    let result = result?;
+    let gaps = result.task_to_task_ms.unwrap_or_default();
+    Ok(result.with_note(
+        "goals",
+        json!({
+            "task_to_task_p50_ms_max": REMOTE_GAP_P50_MS_MAX,
+            "p50_met": gaps.p50 <= REMOTE_GAP_P50_MS_MAX,
+            "task_to_task_p99_ms_max": REMOTE_GAP_P99_MS_MAX,
+            "p99_met": gaps.p99 <= REMOTE_GAP_P99_MS_MAX,
+        }),
+    ))
+}
+
+/// The fan-out over three remote workers, each with a third of the slots the local fan-out
+/// has, against the fork+exec floor measured around each run.
+pub async fn fanout_remote(
+    workspace: &Workspace,
+    sizes: &Sizes,
+    fork_exec_per_s: f64,
+) -> anyhow::Result<WorkloadResult> {
+    let name = "fanout1000_remote3";
+    let dir = workspace.fresh_dir(name)?;
+    let mut usage = Usage::start();
+    let (engine, sqlite) = remote_engine_and_store(&dir).await?;
+    let local_slots = EngineConfig::new(&dir).worker_slots;
+    let slots = local_slots.div_ceil(3).max(1);
+    let names = ["w1", "w2", "w3"];
+    let width = sizes.remote_fanout_width;
+    let result = async {
+        let mut cluster = Cluster::start(&dir, &engine).await?;
+        let measured = async {
+            for name in names {
+                cluster.spawn_worker(name, slots as u32)?;
+            }
+            cluster.wait_joined(&engine, &names, &[]).await?;
+            let description = format!(
+                "1 -> {width} parallel shell `true` -> 1 on 3 remote workers of {slots} slots"
+            );
+            let sized = Sizes {
+                fanout_width: width,
+                ..sizes.clone()
+            };
+            let workers_cpu = || cluster.workers_cpu_s();
+            fanout_runs(
+                name,
+                &description,
+                &engine,
+                &sqlite,
+                &sized,
+                fork_exec_per_s,
+                &mut usage,
+                Some(&workers_cpu),
+            )
+            .await
+        }
+        .await;
+        stop_cluster(cluster, measured).await
+    }
+    .await;
+    engine.shutdown().await;
+    let result = result?;
+    let share = result.notes["share_of_adjacent_fork_exec_floor"]["p50"]
+        .as_f64()
+        .unwrap_or(0.0);
+    Ok(result
+        .with_note(
+            "workers",
+            json!({
+                "count": names.len(),
+                "slots_each": slots,
+                "local_fanout_slots": local_slots,
+            }),
+        )
+        .with_note(
+            "goals",
+            json!({
+                "share_of_adjacent_fork_exec_floor_min": REMOTE_FANOUT_SHARE_MIN,
+                "met": share >= REMOTE_FANOUT_SHARE_MIN,
+            }),
+        ))
+}
+
+/// A worker killed with SIGKILL while its attempt runs, another worker up: the time from the
+/// kill to the start of the retry (try 2) on the other worker, over `kill_trials` trials.
+pub async fn kill9_retry_remote(
+    workspace: &Workspace,
+    sizes: &Sizes,
+) -> anyhow::Result<WorkloadResult> {
+    let name = "kill9_retry_remote";
+    let dir = workspace.fresh_dir(name)?;
+    let usage = Usage::start();
+    let (engine, _) = remote_engine_and_store(&dir).await?;
+    let result = async {
+        let mut cluster = Cluster::start(&dir, &engine).await?;
+        let measured = kill9_trials(name, &dir, &engine, &mut cluster, sizes, usage).await;
+        stop_cluster(cluster, measured).await
+    }
+    .await;
+    engine.shutdown().await;
+    result
+}
+
+async fn kill9_trials(
+    name: &str,
+    dir: &Path,
+    engine: &Engine,
+    cluster: &mut Cluster,
+    sizes: &Sizes,
+    usage: Usage,
+) -> anyhow::Result<WorkloadResult> {
+    let names = ["w1", "w2"];
+    for worker in names {
+        cluster.spawn_worker(worker, 1)?;
+    }
+    cluster.wait_joined(engine, &names, &[]).await?;
+    // The first try marks that it started and sleeps until it is killed with its worker; the
+    // retry finds the mark and succeeds at once.
+    let mark = dir.join("first-try-started");
+    let command = format!(
+        "if [ -e '{mark}' ]; then echo retried; exit 0; fi; touch '{mark}'; exec sleep 120",
+        mark = mark.display()
+    );
+    let mut task = shell_task_running("victim", &[], &command);
+    task.retries = 1;
+    task.retry_delay_ms = 0;
+    let dag_id = "bench_kill9";
+    let mut spec = DagSpec::new(dag_id, vec![task]);
+    spec.max_active_runs = 1_000;
+    engine.upsert_dag(spec).await?;
+    let mut stale = Vec::new();
+    let (mut to_retry, mut to_lost, mut trials) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..sizes.kill_trials.max(1) {
+        let _ = std::fs::remove_file(&mark);
+        let run = engine.trigger(dag_id, json!({})).await?;
+        let key = TaskInstanceKey::new(&run.dag_id, &run.run_id, "victim", -1);
+        // Which worker runs the first try, once its process has started.
+        let deadline = Instant::now() + RETRY_WAIT;
+        let victim = loop {
+            let remote = engine.workers().await?.remote;
+            let running = remote
+                .into_iter()
+                .find(|worker| worker.running.iter().any(|attempt| attempt.key == key));
+            if let (Some(worker), true) = (running, mark.exists()) {
+                break worker;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the first try of {run} did not start on a remote worker within {RETRY_WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let killed_at = chrono::Utc::now();
+        cluster.kill(&victim.name).await?;
+        let deadline = Instant::now() + RETRY_WAIT;
+        let (lost, retry) = loop {
+            let attempts = engine.store().attempts(&key).await?;
+            let first = attempts.iter().find(|row| row.attempt.try_number == 1);
+            let second = attempts.iter().find(|row| row.attempt.try_number == 2);
+            if let (Some(first), Some(second)) = (first, second) {
+                break (first.ended_at, second.clone());
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the retry of {run} did not start within {RETRY_WAIT:?} of killing worker {}",
+                victim.name
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        expect_success(wait_for_run_within(engine, &run, RUN_WAIT).await?, dag_id)?;
+        let seconds = |at: weft_core::Timestamp| {
+            (at - killed_at).num_microseconds().unwrap_or(0) as f64 / 1e6
+        };
+        to_retry.push(seconds(retry.started_at));
+        let lost = lost.map(seconds);
+        if let Some(lost) = lost {
+            to_lost.push(lost);
+        }
+        // Where the retry ran: the worker whose directory holds its log.
+        let retried_on = names.iter().find(|worker| {
+            cluster
+                .home(worker)
+                .join(weft_actors::log_relative_path(&key, 2))
+                .exists()
+        });
+        trials.push(json!({
+            "killed": victim.name,
+            "kill_to_try1_lost_s": lost,
+            "kill_to_try2_started_s": seconds(retry.started_at),
+            "try2_ran_on": retried_on,
+        }));
+        // The killed worker comes back for the next trial, in a session of its own.
+        stale.push(victim.session);
+        cluster.spawn_worker(&victim.name, 1)?;
+        cluster.wait_joined(engine, &names, &stale).await?;
+    }
+    let kill_to_retry = Summary::of(&to_retry);
+    let description = format!(
+        "{} trials: a worker killed (SIGKILL) mid-attempt, the retry on another; seconds from the kill to the retry's start",
+        to_retry.len()
+    );
+    Ok(
+        WorkloadResult::new(name, &description, kill_to_retry, usage)
+            .with_note("kill_to_try1_lost_s", json!(Summary::of(&to_lost)))
+            .with_note("trials", json!(trials))
+            .with_note(
+                "settings_ms",
+                json!({
+                    "link_idle_timeout": crate::remote::IDLE_TIMEOUT.as_millis() as u64,
+                    "link_keep_alive": crate::remote::KEEP_ALIVE.as_millis() as u64,
+                    "worker_lease": crate::remote::LEASE.as_millis() as u64,
+                    "worker_heartbeat": crate::remote::HEARTBEAT.as_millis() as u64,
+                }),
+            )
+            .with_note(
+                "goals",
+                json!({
+                    "kill_to_retry_s_max": KILL_TO_RETRY_S_MAX,
+                    "met_by_max": kill_to_retry.max <= KILL_TO_RETRY_S_MAX,
+                }),
             ),
     )
 }
