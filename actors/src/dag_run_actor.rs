@@ -136,11 +136,13 @@ impl Actor for DagRunActor {
                 report,
                 started_at,
                 start_unreported,
+                worker,
             } => {
                 let attempt = FinishedAttempt {
                     attempt,
                     started_at,
                     start_unreported,
+                    worker,
                 };
                 state.attempt_finished(&myself, attempt, *report).await?;
             }
@@ -282,6 +284,7 @@ impl DagRunActorState {
             attempt,
             started_at,
             start_unreported,
+            worker,
         } = attempt;
         refuse_oversized_result(&mut report);
         let key = attempt.key.clone();
@@ -294,7 +297,7 @@ impl DagRunActorState {
             state: attempt_state(&report.outcome),
             started_at: started_at.unwrap_or(now),
             ended_at: Some(now),
-            worker: "local".to_string(),
+            worker: worker.unwrap_or_else(|| weft_core::dispatch::LOCAL_WORKER.to_string()),
             note: outcome_note(&report.outcome),
         })];
         if report.log_bytes > 0 {
@@ -675,6 +678,7 @@ impl DagRunMsg {
             report: Box::new(lost_report(reason)),
             started_at: None,
             start_unreported: false,
+            worker: None,
         }
     }
 }
@@ -684,6 +688,7 @@ struct FinishedAttempt {
     attempt: AttemptId,
     started_at: Option<Timestamp>,
     start_unreported: bool,
+    worker: Option<String>,
 }
 
 /// A result over the XCom limit fails the attempt (for good: a retry would produce it again)

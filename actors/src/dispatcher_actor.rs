@@ -129,6 +129,7 @@ fn report_lost(
         attempt,
         reason: reason.to_string(),
         started_at,
+        worker: None,
     };
     let _ = reply.cast(TaskMsg::Slot(lost));
 }
@@ -700,20 +701,37 @@ impl DispatcherState {
         });
         let reason = format!("its worker {name} left: {why}");
         for (key, token) in lost {
-            if let Some(attempt) = self.running.remove(&(key.clone(), token)) {
-                metrics::counter!("weft_attempts_lost_total", "reason" => "remote_worker_left")
-                    .increment(1);
-                let id = AttemptId::new(key, attempt.try_number, token);
-                report_lost(
-                    &attempt.reply,
-                    id.clone(),
-                    &reason,
-                    Some(attempt.started_at),
-                );
-                effects.extend(self.core.handle(DispatchInput::Release { attempt: id }));
-            }
+            effects.extend(self.lose_remote(key, token, &reason, "remote_worker_left"));
         }
         effects
+    }
+
+    /// A remote attempt that will never report: its task actor hears it lost (a lost try,
+    /// retried as the policy allows) and its capacity is released.
+    fn lose_remote(
+        &mut self,
+        key: TaskInstanceKey,
+        token: u64,
+        reason: &str,
+        counted_as: &'static str,
+    ) -> Vec<DispatchEffect> {
+        let Some(attempt) = self.running.remove(&(key.clone(), token)) else {
+            return Vec::new();
+        };
+        metrics::counter!("weft_attempts_lost_total", "reason" => counted_as).increment(1);
+        let id = AttemptId::new(key, attempt.try_number, token);
+        let worker = match &attempt.place {
+            Place::Remote { worker, .. } => Some(worker.to_string()),
+            Place::Local(_) => None,
+        };
+        let lost = SlotReport::Lost {
+            attempt: id.clone(),
+            reason: reason.to_string(),
+            started_at: Some(attempt.started_at),
+            worker,
+        };
+        let _ = attempt.reply.cast(TaskMsg::Slot(lost));
+        self.core.handle(DispatchInput::Release { attempt: id })
     }
 
     /// A remote slot's answer to a poll: its reports (each handled once, and only when it is
@@ -754,7 +772,7 @@ impl DispatcherState {
             slot: index,
             seq,
         };
-        for (number, Json(report)) in poll.reports {
+        for (number, Json(mut report)) in poll.reports {
             let Some(slot) = self
                 .remote
                 .get_mut(name)
@@ -786,6 +804,12 @@ impl DispatcherState {
                 metrics::counter!("weft_remote_reports_refused_total", "why" => "attempt", "worker" => name.to_string())
                     .increment(1);
                 continue;
+            }
+            // Where it ran is the certificate's say, not the worker's.
+            if let SlotReport::Finished { worker, .. } | SlotReport::Lost { worker, .. } =
+                &mut report
+            {
+                *worker = Some(name.to_string());
             }
             let ends = !matches!(report, SlotReport::Started { .. });
             let reply = if ends {
@@ -819,19 +843,8 @@ impl DispatcherState {
         });
         if let Some((key, token, _)) = missing {
             slot.current = None;
-            if let Some(attempt) = self.running.remove(&(key.clone(), token)) {
-                metrics::counter!("weft_attempts_lost_total", "reason" => "remote_slot_never_ran")
-                    .increment(1);
-                let id = AttemptId::new(key, attempt.try_number, token);
-                let reason = format!("its worker {name} does not run it (its assignment was lost)");
-                report_lost(
-                    &attempt.reply,
-                    id.clone(),
-                    &reason,
-                    Some(attempt.started_at),
-                );
-                effects.extend(self.core.handle(DispatchInput::Release { attempt: id }));
-            }
+            let reason = format!("its worker {name} does not run it (its assignment was lost)");
+            effects.extend(self.lose_remote(key, token, &reason, "remote_slot_never_ran"));
         }
         effects
     }

@@ -114,6 +114,8 @@ pub(crate) enum DagRunMsg {
         attempt: AttemptId,
         report: Box<AttemptReport>,
         started_at: Option<Timestamp>,
+        /// The remote worker it ran on (recorded with the attempt); `None`: the node's slots.
+        worker: Option<String>,
         /// The worker slot held back `AttemptStarted` (the attempt ended within its grace
         /// period): the run feeds the start at `started_at` first, and both transitions go
         /// in one store batch (one commit instead of two).
@@ -261,6 +263,10 @@ pub enum SlotReport {
         report: Box<AttemptReport>,
         started_at: Timestamp,
         start_unreported: bool,
+        /// The remote worker that ran it, by its certificate's name (the dispatcher sets it);
+        /// `None`: the node's own slots.
+        #[serde(default)]
+        worker: Option<String>,
     },
     /// The attempt will never report: its slot died, no slot could take it, or it was not
     /// found where it was handed (adoption). `started_at`: when a slot started it, if one did.
@@ -268,6 +274,9 @@ pub enum SlotReport {
         attempt: AttemptId,
         reason: String,
         started_at: Option<Timestamp>,
+        /// The remote worker it was placed on, if one was.
+        #[serde(default)]
+        worker: Option<String>,
     },
 }
 

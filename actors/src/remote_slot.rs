@@ -354,6 +354,7 @@ impl SlotState {
                 attempt,
                 reason: reason.to_string(),
                 started_at: None,
+                worker: Some(self.args.config.worker.clone()),
             });
             return;
         }
@@ -420,6 +421,7 @@ impl SlotState {
             report: Box::new(report),
             started_at: running.started_at,
             start_unreported: !running.start_reported,
+            worker: Some(self.args.config.worker.clone()),
         });
     }
 

@@ -186,20 +186,24 @@ impl TaskActorState {
                 report,
                 started_at,
                 start_unreported,
+                worker,
             } => DagRunMsg::AttemptFinished {
                 attempt,
                 report,
                 started_at: Some(started_at),
                 start_unreported,
+                worker,
             },
             SlotReport::Lost {
                 attempt,
                 reason,
                 started_at,
+                worker,
             } => DagRunMsg::AttemptFinished {
                 attempt,
                 report: Box::new(attempt::lost_report(&reason)),
                 started_at,
+                worker,
                 // The start may not have been reported; the run ignores a second one.
                 start_unreported: started_at.is_some(),
             },
@@ -215,6 +219,7 @@ impl TaskActorState {
             attempt: self.attempt.clone(),
             reason,
             started_at: None,
+            worker: None,
         };
         self.slot_report(myself, report);
     }

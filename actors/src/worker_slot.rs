@@ -137,6 +137,7 @@ fn report_end(dispatcher: &ActorRef<DispatcherMsg>, running: Running, report: At
         report: Box::new(report),
         started_at: running.started_at,
         start_unreported: !running.start_reported,
+        worker: None,
     };
     let _ = running.reply.cast(TaskMsg::Slot(finished));
     let _ = dispatcher.cast(DispatcherMsg::SlotFree { attempt });

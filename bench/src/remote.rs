@@ -7,8 +7,8 @@
 //! process would take each other's slots for local actors.
 //!
 //! The settings are `weft worker`'s defaults: heartbeat 1 s, lease 2.5 s, link keep-alive
-//! 1 s and idle timeout 4 s. Tasks run without isolation, their logs under the worker's own
-//! directory.
+//! 1 s and idle timeout 3.5 s. Tasks run without isolation, their logs under the worker's own
+//! directory, streamed to the node as `weft worker` does.
 
 use anyhow::{anyhow, Context as _};
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,7 @@ use weft_actors::{Engine, RemoteSlotsConfig, RemoteWorkerView};
 use weft_cells::certs::{self, Identity};
 use weft_cells::link::{Credentials, LinkSettings};
 use weft_cells::worker::WorkerLink;
-use weft_cells::workers::{WorkerEvent, WorkerService};
+use weft_cells::workers::WorkerService;
 
 /// Set in a worker process: its [`WorkerSpec`] as JSON.
 pub const WORKER_ENV: &str = "WEFT_BENCH_WORKER";
@@ -33,7 +33,7 @@ pub const WORKER_ENV: &str = "WEFT_BENCH_WORKER";
 pub const HEARTBEAT: Duration = Duration::from_millis(1_000);
 pub const LEASE: Duration = Duration::from_millis(2_500);
 pub const KEEP_ALIVE: Duration = Duration::from_millis(1_000);
-pub const IDLE_TIMEOUT: Duration = Duration::from_millis(4_000);
+pub const IDLE_TIMEOUT: Duration = Duration::from_millis(3_500);
 
 /// The longest a worker may take to start and join its node.
 const JOIN_WAIT: Duration = Duration::from_secs(30);
@@ -75,6 +75,7 @@ pub async fn worker_main(spec: &str) -> anyhow::Result<()> {
         None,
     ));
     let home = spec.home.clone();
+    let current = weft_cells::logs::CurrentLink::default();
     let slots = weft_actors::spawn_remote_slots(
         context.clone(),
         RemoteSlotsConfig {
@@ -92,6 +93,9 @@ pub async fn worker_main(spec: &str) -> anyhow::Result<()> {
                 assignment.limits.sandbox = None;
                 assignment
             }),
+            logs: Some(Arc::new(weft_cells::logs::LogUploader::new(
+                current.clone(),
+            ))),
         },
     )
     .await
@@ -112,7 +116,7 @@ pub async fn worker_main(spec: &str) -> anyhow::Result<()> {
     let stop = async {
         let _ = stdin_closed.await;
     };
-    let served = weft_cells::worker::serve(&link, &credentials, &identity, stop).await;
+    let served = weft_cells::worker::serve(&link, &credentials, &identity, &current, stop).await;
     slots.stop().await;
     context.shutdown().await;
     served.map_err(|error| anyhow!("worker {}: {error}", spec.name))
@@ -124,7 +128,6 @@ pub struct Cluster {
     certs: PathBuf,
     address: SocketAddr,
     service: WorkerService,
-    forward: tokio::task::JoinHandle<()>,
     workers: BTreeMap<String, tokio::process::Child>,
 }
 
@@ -137,29 +140,14 @@ impl Cluster {
         certs::issue(&certs_dir, &node, &["127.0.0.1".to_string()])?;
         let credentials = Credentials::load(&certs_dir, &node)?;
         let listen: SocketAddr = "127.0.0.1:0".parse()?;
-        let (service, mut events) =
-            WorkerService::start(listen, &credentials, link_settings()).await?;
+        let service =
+            WorkerService::start_for(engine, listen, &credentials, link_settings()).await?;
         let address = service.local_addr()?;
-        let engine = engine.clone();
-        let forward = tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                let told = match event {
-                    WorkerEvent::Joined(worker) => engine.remote_worker_joined(worker),
-                    WorkerEvent::Left { name, session } => {
-                        engine.remote_worker_left(&name, session)
-                    }
-                };
-                if told.is_err() {
-                    return;
-                }
-            }
-        });
         Ok(Cluster {
             dir: dir.to_path_buf(),
             certs: certs_dir,
             address,
             service,
-            forward,
             workers: BTreeMap::new(),
         })
     }
@@ -262,7 +250,6 @@ impl Cluster {
                 }
             }
         }
-        self.forward.abort();
         self.service.stop().await;
         anyhow::ensure!(stuck.is_empty(), "workers: {}", stuck.join("; "));
         Ok(())

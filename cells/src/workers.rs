@@ -27,6 +27,9 @@ const SLOTS_FOUND_MS_MAX: u64 = 10_000;
 pub const WORKER_SLOTS_MAX: u32 = 1024;
 /// Handshakes in progress at once, at most; more connection attempts meanwhile are refused.
 pub const HANDSHAKES_MAX: usize = 64;
+/// Room beyond an attempt's log limit for what the executor appends at the limit (its note that
+/// the log was cut).
+const LOG_FRAMING_BYTES: u64 = 4096;
 /// Workers' events waiting for the engine, at most.
 const EVENTS_QUEUED_MAX: usize = 1024;
 
@@ -81,6 +84,42 @@ impl WorkerService {
             cluster,
         };
         Ok((service, received))
+    }
+
+    /// [`WorkerService::start`] for `engine`: workers' comings and goings reach its dispatcher,
+    /// their logs go where the engine keeps attempts' logs (for attempts it placed on them),
+    /// up to its log size limit and a little room for the executor's last words.
+    pub async fn start_for(
+        engine: &weft_actors::Engine,
+        listen: SocketAddr,
+        credentials: &Credentials,
+        settings: LinkSettings,
+    ) -> Result<WorkerService, ServiceError> {
+        let sink_engine = engine.clone();
+        let logs = Logs {
+            sink: Arc::new(move |worker, attempt| {
+                let engine = sink_engine.clone();
+                Box::pin(async move { engine.remote_log_path(&worker, &attempt).await })
+            }),
+            bytes_max: engine.log_bytes_max() + LOG_FRAMING_BYTES,
+        };
+        let (mut service, mut events) =
+            WorkerService::start(listen, credentials, settings, logs).await?;
+        let engine = engine.clone();
+        service.tasks.push(tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let told = match event {
+                    WorkerEvent::Joined(worker) => engine.remote_worker_joined(worker),
+                    WorkerEvent::Left { name, session } => {
+                        engine.remote_worker_left(&name, session)
+                    }
+                };
+                if told.is_err() {
+                    return;
+                }
+            }
+        }));
+        Ok(service)
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

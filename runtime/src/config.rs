@@ -105,7 +105,7 @@ impl Default for WorkerConfig {
             heartbeat_ms: 1_000,
             lease_ms: 2_500,
             keep_alive_ms: 1_000,
-            idle_timeout_ms: 4_000,
+            idle_timeout_ms: 3_500,
         }
     }
 }
@@ -261,7 +261,7 @@ impl Default for WorkersConfig {
             node_name: "node".to_string(),
             certs_dir: PathBuf::new(),
             keep_alive_ms: 1_000,
-            idle_timeout_ms: 4_000,
+            idle_timeout_ms: 3_500,
         }
     }
 }

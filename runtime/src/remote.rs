@@ -15,7 +15,7 @@ use weft_actors::{AttemptAssignment, Engine, RemoteSlotsConfig, RemoteWorkerView
 use weft_cells::certs::Identity;
 use weft_cells::link::{Credentials, LinkSettings};
 use weft_cells::worker::WorkerLink;
-use weft_cells::workers::{WorkerEvent, WorkerService};
+use weft_cells::workers::WorkerService;
 
 /// `weft worker`: runs attempts for the node at `--connect` until SIGTERM (which drains it) or
 /// a refusal another dial cannot mend.
@@ -291,10 +291,6 @@ fn host_of(connect: &str) -> String {
         .to_string()
 }
 
-/// Room beyond an attempt's log limit for what the executor appends at the limit (its note that
-/// the log was cut).
-const LOG_FRAMING_BYTES: u64 = 4096;
-
 /// A node's `workers.listen`: accepts remote workers and hands them to `engine`. `None` when
 /// it is not configured.
 pub async fn serve_workers(
@@ -326,27 +322,7 @@ pub async fn serve_workers(
         idle_timeout: Duration::from_millis(workers.idle_timeout_ms),
         ..LinkSettings::default()
     };
-    let sink_engine = engine.clone();
-    let logs = weft_cells::workers::Logs {
-        sink: Arc::new(move |worker, attempt| {
-            let engine = sink_engine.clone();
-            Box::pin(async move { engine.remote_log_path(&worker, &attempt).await })
-        }),
-        bytes_max: engine.log_bytes_max() + LOG_FRAMING_BYTES,
-    };
-    let (service, mut events) = WorkerService::start(listen, &credentials, settings, logs).await?;
-    let engine = engine.clone();
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            let told = match event {
-                WorkerEvent::Joined(worker) => engine.remote_worker_joined(worker),
-                WorkerEvent::Left { name, session } => engine.remote_worker_left(&name, session),
-            };
-            if told.is_err() {
-                return;
-            }
-        }
-    });
+    let service = WorkerService::start_for(engine, listen, &credentials, settings).await?;
     Ok(Some(service))
 }
 

@@ -1,6 +1,9 @@
 //! The `weft` binary end to end: real DAG files parsed by real Python, real subprocesses, a
 //! real SQLite file, and a node killed with SIGKILL mid-run.
 
+mod common;
+
+use common::http;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -883,34 +886,6 @@ fn standalone_runs_the_example_dags_on_a_cql_store() {
 }
 
 /// Sends one HTTP/1.1 request to `address` and returns (status, body).
-fn http(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[test]
 fn standalone_serves_the_api_and_creates_the_first_admin() {
     use std::io::{BufRead, Write};
@@ -961,13 +936,13 @@ fn standalone_serves_the_api_and_creates_the_first_admin() {
         printed_password.is_none(),
         "an admin is created only when there is no user"
     );
-    let (status, body) = http(&address, "GET", "/health", None);
+    let (status, body) = http(&address, "GET", "/health", None, None);
     assert_eq!(status, 200, "{body}");
     let login = r#"{"username":"ops","password":"ops password 1"}"#;
-    let (status, body) = http(&address, "POST", "/api/v1/auth/login", Some(login));
+    let (status, body) = http(&address, "POST", "/api/v1/auth/login", None, Some(login));
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"role\":\"op\""), "{body}");
-    let (status, _) = http(&address, "GET", "/api/v1/dags", None);
+    let (status, _) = http(&address, "GET", "/api/v1/dags", None, None);
     assert_eq!(status, 401);
     node.kill().unwrap();
     node.wait().unwrap();
@@ -1007,6 +982,7 @@ fn standalone_serves_the_api_and_creates_the_first_admin() {
         &address.unwrap(),
         "POST",
         "/api/v1/auth/login",
+        None,
         Some(&login),
     );
     assert_eq!(status, 200, "{body}");

@@ -7,6 +7,9 @@
 //! The node's own slots serve only a queue no task uses, so every attempt runs on a worker;
 //! where an attempt ran is read from its log, which a worker writes under its own home.
 
+mod common;
+
+use common::http;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -241,17 +244,19 @@ impl Deployment {
         self.wait_for_workers(|list| list.iter().any(|worker| worker["name"] == name));
     }
 
-    fn workers_list(&self) -> Vec<Value> {
-        let output = self
-            .command(&self.node_home(), &["workers", "list", "--json"])
-            .output()
-            .unwrap();
+    /// Runs a `weft` command against the node and reads the JSON it prints.
+    fn node_json(&self, args: &[&str]) -> Value {
+        let output = self.command(&self.node_home(), args).output().unwrap();
         assert!(
             output.status.success(),
-            "{}",
+            "{args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let list: Value = serde_json::from_slice(&output.stdout).unwrap();
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    fn workers_list(&self) -> Vec<Value> {
+        let list = self.node_json(&["workers", "list", "--json"]);
         list.as_array().unwrap().clone()
     }
 
@@ -263,16 +268,7 @@ impl Deployment {
     }
 
     fn trigger(&self, dag_id: &str) -> String {
-        let output = self
-            .command(&self.node_home(), &["dags", "trigger", dag_id, "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let created = self.node_json(&["dags", "trigger", dag_id, "--json"]);
         created["run_id"].as_str().unwrap().to_string()
     }
 
@@ -321,42 +317,6 @@ impl Deployment {
     fn markers(&self) -> String {
         std::fs::read_to_string(self.shared().join("markers")).unwrap_or_default()
     }
-}
-
-/// One HTTP/1.1 request; the status and the body.
-fn http(
-    address: &str,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<&str>,
-) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(WAIT)).unwrap();
-    let body = body.unwrap_or("");
-    let authorization = token
-        .map(|token| format!("Authorization: Bearer {token}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{authorization}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = answer
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// The (task, try) of every log under a home, for a DAG.
@@ -515,6 +475,11 @@ with DAG(dag_id="spread", schedule=None) as dag:
 impl Deployment {
     /// `GET /api/v1/workers`, signed in as the admin the node created.
     fn api_workers(&self) -> Value {
+        self.api_get("/api/v1/workers")
+    }
+
+    /// A GET of the node's API, signed in as the admin the node created.
+    fn api_get(&self, path: &str) -> Value {
         let said = self.node().wait_for_line("UI and API on http://");
         let address = said.split("http://").nth(1).unwrap().trim().to_string();
         let created = self.node().wait_for_line("with password `");
@@ -524,9 +489,21 @@ impl Deployment {
         assert_eq!(status, 200, "{body}");
         let token: Value = serde_json::from_str(&body).unwrap();
         let token = token["access_token"].as_str().unwrap().to_string();
-        let (status, body) = http(&address, "GET", "/api/v1/workers", Some(&token), None);
-        assert_eq!(status, 200, "{body}");
+        let (status, body) = http(&address, "GET", path, Some(&token), None);
+        assert_eq!(status, 200, "{path}: {body}");
         serde_json::from_str(&body).unwrap()
+    }
+
+    /// Where each try of a task ran, as the API says (`hostname`: the worker's name).
+    fn tries_ran_on(&self, dag_id: &str, run_id: &str, task_id: &str) -> Vec<String> {
+        let run = run_id.replace(':', "%3A").replace('+', "%2B");
+        let task = self.api_get(&format!("/api/v1/dags/{dag_id}/runs/{run}/tasks/{task_id}"));
+        task["tries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|attempt| attempt["hostname"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     /// The node's copies of the logs of a DAG (the workers stream them there).
@@ -594,6 +571,10 @@ with DAG(dag_id="killed", schedule=None,
             .collect();
         assert_eq!(retried.len(), 1, "{task}: retried once, on another worker");
         assert_eq!(ends(task, retried[0].1), 1);
+        let ran_on = deployment.tries_ran_on("killed", &run_id, task);
+        assert_eq!(ran_on.len(), 2, "{task}: {ran_on:?}");
+        assert_eq!(ran_on[0], "w1", "the lost try is recorded with its worker");
+        assert!(ran_on[1] == "w2" || ran_on[1] == "w3", "{ran_on:?}");
     }
     // Every try ended at most once, and every task exactly once.
     for i in 0..6 {

@@ -16,7 +16,7 @@ pub const HEARTBEAT_MS: u64 = 1_000;
 pub const LEASE_MS: u64 = 2_500;
 /// The node treats a session as left once it has heard nothing on it for this long (QUIC's
 /// idle timeout). Longer than the lease, so an orphan stops before its retry can start.
-pub const IDLE_TIMEOUT_MS: u64 = 4_000;
+pub const IDLE_TIMEOUT_MS: u64 = 3_500;
 /// The node polls a slot again when the reply to its poll was lost.
 pub const REPOLL_MS: u64 = 1_500;
 /// Remote workers per seed, and slots per remote worker, at most.
