@@ -766,8 +766,10 @@ pub async fn chain_shell_remote(
     ))
 }
 
-/// The fan-out over three remote workers, each with a third of the slots the local fan-out
-/// has, against the fork+exec floor measured around each run.
+/// The fan-out over three remote workers, each with the slots a `weft worker` has by default
+/// (the local fan-out's: four per core), against the fork+exec floor measured around each run.
+/// A remote slot is busy for longer per attempt than a local one (the assignment and the
+/// report cross the link), so the same throughput needs more of them in flight.
 pub async fn fanout_remote(
     workspace: &Workspace,
     sizes: &Sizes,
@@ -778,7 +780,7 @@ pub async fn fanout_remote(
     let mut usage = Usage::start();
     let (engine, sqlite) = remote_engine_and_store(&dir).await?;
     let local_slots = EngineConfig::new(&dir).worker_slots;
-    let slots = local_slots.div_ceil(3).max(1);
+    let slots = local_slots.max(1);
     let names = ["w1", "w2", "w3"];
     let width = sizes.remote_fanout_width;
     let result = async {

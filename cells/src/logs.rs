@@ -1,6 +1,7 @@
 //! Task logs from remote workers: one stream of the worker's link per attempt, so that bulk
 //! output never waits behind (or delays) the session's control messages. The worker opens the
-//! stream when the attempt starts, sends a [`LogHeader`] frame, then the log's bytes as the
+//! stream when the attempt's log has its first bytes (an attempt that writes nothing opens
+//! none), sends a [`LogHeader`] frame, then the log's bytes as the
 //! attempt writes them (read from its own log file, [`CHUNK_BYTES`] at a time, every
 //! [`TAIL_MS`]); the stream's end is the log's end. The node writes them where a local attempt
 //! writes its log, so the UI shows a remote attempt's log live as a local one's; it takes a
@@ -60,11 +61,9 @@ async fn upload(
     path: PathBuf,
     mut ended: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<(), LogError> {
-    let mut channel = link.open().await?;
-    let header = LogHeader {
-        attempt: attempt.clone(),
-    };
-    channel.send(&weft_actors::wire::encode(&header)?).await?;
+    // The stream opens with the log's first bytes: an attempt that writes nothing costs the
+    // link nothing.
+    let mut channel: Option<Channel> = None;
     let mut file = None;
     let mut buffer = vec![0u8; CHUNK_BYTES];
     loop {
@@ -82,6 +81,17 @@ async fn upload(
                 if read == 0 {
                     break;
                 }
+                let channel = match channel.as_mut() {
+                    Some(channel) => channel,
+                    None => {
+                        let mut opened = link.open().await?;
+                        let header = LogHeader {
+                            attempt: attempt.clone(),
+                        };
+                        opened.send(&weft_actors::wire::encode(&header)?).await?;
+                        channel.insert(opened)
+                    }
+                };
                 channel.send(&buffer[..read]).await?;
             }
         }
@@ -93,7 +103,9 @@ async fn upload(
             () = tokio::time::sleep(Duration::from_millis(TAIL_MS)) => {}
         }
     }
-    channel.finish();
+    if let Some(channel) = channel.as_mut() {
+        channel.finish();
+    }
     Ok(())
 }
 
