@@ -331,13 +331,16 @@ impl DispatcherState {
         metrics::gauge!("weft_dispatch_queue_depth").set(self.waiting.len() as f64);
         let unserved = self.core.waiting_unserved();
         metrics::gauge!("weft_dispatch_waiting_unserved_queue").set(unserved as f64);
-        for effect in effects {
+        // A start that fails gives its capacity back, which may start another request: those
+        // effects join the list (a loop, not a recursion, however many fail in a row).
+        let mut effects = std::collections::VecDeque::from(effects);
+        while let Some(effect) = effects.pop_front() {
             match effect {
                 DispatchEffect::Start {
                     request,
                     worker,
                     slot,
-                } => self.start(request, &worker, slot as usize),
+                } => effects.extend(self.start(request, &worker, slot as usize)),
                 DispatchEffect::Stop(request) => {
                     self.stop(&request.attempt.key, request.attempt.token, "superseded")
                 }
@@ -369,16 +372,22 @@ impl DispatcherState {
         effects
     }
 
-    fn start(&mut self, request: weft_core::dag_run::DispatchRequest, worker: &str, slot: usize) {
+    /// Starts `request` where the core placed it; what the core decides when a start fails
+    /// and gives its capacity back is returned.
+    fn start(
+        &mut self,
+        request: weft_core::dag_run::DispatchRequest,
+        worker: &str,
+        slot: usize,
+    ) -> Vec<DispatchEffect> {
         let Some(waiting) = self
             .waiting
             .remove(&(request.attempt.key.clone(), request.attempt.try_number))
         else {
             // Cancelled while queued: give the capacity straight back.
-            self.core.handle(DispatchInput::Release {
+            return self.core.handle(DispatchInput::Release {
                 attempt: request.attempt,
             });
-            return;
         };
         if worker != LOCAL_WORKER {
             return self.start_remote(request, waiting, worker, slot as u32);
@@ -393,10 +402,9 @@ impl DispatcherState {
                 .increment(1);
             let reason = "placed on an unknown worker slot";
             report_lost(&waiting.reply, request.attempt.clone(), reason, None);
-            self.core.handle(DispatchInput::Release {
+            return self.core.handle(DispatchInput::Release {
                 attempt: request.attempt,
             });
-            return;
         }
         metrics::counter!("weft_dispatched_total").increment(1);
         metrics::histogram!("weft_dispatch_latency_seconds")
@@ -413,6 +421,7 @@ impl DispatcherState {
         self.running
             .insert((request.attempt.key, request.attempt.token), attempt);
         self.handles[slot].start(&self.shared, &self.myself, assignment, reply);
+        Vec::new()
     }
 
     /// Points the reports of `attempt` at `reply`, a task actor that took it up (its own task
@@ -546,7 +555,7 @@ impl DispatcherState {
         waiting: Waiting,
         worker: &str,
         slot: u32,
-    ) {
+    ) -> Vec<DispatchEffect> {
         let name = Name::from(worker);
         let target = self.remote.get_mut(&name).and_then(|remote| {
             let session = remote.worker.session;
@@ -560,37 +569,54 @@ impl DispatcherState {
             ));
             Some((actor, session, state.seq))
         });
-        let sent = target.and_then(|(actor, session, seq)| {
+        // `None`: no such slot; `Some(Err(alive))`: the cast failed, with the slot's proxy
+        // still alive (the assignment did not encode) or not (its session is gone).
+        let sent = target.map(|(actor, session, seq)| {
             let assign = SlotCast::Assign {
                 session,
                 seq,
                 assignment: Json(Box::new((*waiting.assignment).clone())),
             };
-            actor.cast(RemoteSlotMsg::Cast(assign)).ok()?;
-            Some((session, seq))
-        });
-        let Some((session, seq)) = sent else {
-            tracing::error!(
-                worker,
-                slot,
-                "attempt placed on a remote slot it cannot reach"
-            );
-            metrics::counter!("weft_attempts_lost_total", "reason" => "remote_slot_unreachable")
-                .increment(1);
-            if let Some(state) = self
-                .remote
-                .get_mut(&name)
-                .and_then(|remote| remote.slots.get_mut(slot as usize))
-            {
-                state.current = None;
+            match actor.cast(RemoteSlotMsg::Cast(assign)) {
+                Ok(()) => Ok((session, seq)),
+                Err(_) => Err(matches!(
+                    actor.get_status(),
+                    ractor::ActorStatus::Running | ractor::ActorStatus::Starting
+                )),
             }
-            let reason = "the remote worker slot could not be reached";
-            report_lost(&waiting.reply, request.attempt.clone(), reason, None);
-            let effects = self.core.handle(DispatchInput::Release {
-                attempt: request.attempt,
-            });
-            self.perform(effects);
-            return;
+        });
+        let (session, seq) = match sent {
+            Some(Ok(sent)) => sent,
+            failed => {
+                let encodes = !matches!(failed, Some(Err(true)));
+                let reason = if encodes {
+                    "the remote worker slot could not be reached"
+                } else {
+                    "the assignment does not fit in a remote message (at most 1 MiB, results read included)"
+                };
+                tracing::error!(worker, slot, reason, "attempt not handed to a remote slot");
+                metrics::counter!("weft_attempts_lost_total", "reason" => "remote_slot_unreachable")
+                    .increment(1);
+                if let Some(state) = self
+                    .remote
+                    .get_mut(&name)
+                    .and_then(|remote| remote.slots.get_mut(slot as usize))
+                {
+                    state.current = None;
+                }
+                report_lost(&waiting.reply, request.attempt.clone(), reason, None);
+                let mut effects = self.core.handle(DispatchInput::Release {
+                    attempt: request.attempt,
+                });
+                // A worker that cannot be reached gets nothing more: its session is over,
+                // which the link's end will confirm.
+                let session = self.remote.get(&name).map(|remote| remote.worker.session);
+                if let (true, Some(session)) = (encodes, session) {
+                    let why = "its slot could not be reached";
+                    effects.extend(self.remote_left(&name, session, why));
+                }
+                return effects;
+            }
         };
         self.placed.remember(&name, request.attempt.clone());
         metrics::counter!("weft_dispatched_total").increment(1);
@@ -611,6 +637,7 @@ impl DispatcherState {
         };
         self.running
             .insert((request.attempt.key, request.attempt.token), attempt);
+        Vec::new()
     }
 
     /// A remote worker's session is ready: place attempts on its slots from now on. A worker

@@ -817,3 +817,41 @@ with DAG(dag_id="drain", schedule=None) as dag:
         vec![("second".to_string(), 1)]
     );
 }
+
+#[test]
+fn an_assignment_over_the_message_limit_fails_its_task_with_the_reason_and_the_worker_stays() {
+    let mut deployment = Deployment::new(&["w1"]);
+    // Twenty results of 60 KB each (under the 64 KiB result limit) read by one task: its
+    // assignment is over the 1 MiB remote message limit.
+    deployment.write_dag(
+        "wide.py",
+        r#"
+from weft import DAG, task
+with DAG(dag_id="wide", schedule=None) as dag:
+    @task
+    def big(i):
+        return "x" * 60000
+    @task
+    def sink(*values):
+        return len(values)
+    sink(*[big.override(task_id=f"big{i}")(i) for i in range(20)])
+"#,
+    );
+    deployment.start_node();
+    deployment.start_worker("w1", &["--slots", "4"]);
+    let run_id = deployment.trigger("wide");
+    assert_eq!(deployment.wait_for_run("wide", &run_id), "failed");
+    let said = deployment.said();
+    assert!(
+        said.contains("the assignment does not fit in a remote message"),
+        "{said}"
+    );
+    assert_eq!(
+        deployment.tries_ran_on("wide", &run_id, "big0"),
+        ["w1"],
+        "the others ran on the worker"
+    );
+    // The worker was not taken for gone.
+    let workers = deployment.workers_list();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+}
