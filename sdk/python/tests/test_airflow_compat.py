@@ -395,3 +395,44 @@ def test_date_and_latest_only_branches(dag_file, tmp_path, task_id, run_type, br
         assert answer["outcome"]["Success"]["branch"] == branch, answer
     finally:
         runner.close()
+
+
+# ---- importing submodules -----------------------------------------------------------------
+
+
+def _layer_modules():
+    """Every module the layer provides, as `airflow.a.b`."""
+    import os
+
+    from conftest import SDK
+
+    root = os.path.join(SDK, "airflow")
+    names = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(("_", "."))]
+        package = os.path.relpath(folder, SDK).replace(os.sep, ".")
+        for file in files:
+            if file.endswith(".py") and not file.startswith("_"):
+                names.append(f"{package}.{file[:-3]}")
+        if folder != root:
+            names.append(package)
+    return sorted(set(names))
+
+
+@pytest.mark.parametrize("module", _layer_modules())
+def test_every_module_imports_in_every_form_as_the_first_import(module):
+    # `from package import submodule` as a file's first import: Python looks the name up on
+    # the package before importing the submodule, so the package's `__getattr__` must let it
+    # (it once refused `from airflow import models` unless a neighbour had imported it).
+    import subprocess
+    import sys
+
+    from conftest import SDK
+
+    parent, child = module.rsplit(".", 1)
+    for statement in (f"from {parent} import {child}", f"import {module}"):
+        completed = subprocess.run(
+            [sys.executable, "-c", statement],
+            capture_output=True, text=True, env={"PYTHONPATH": SDK}, timeout=60,
+        )
+        assert completed.returncode == 0, f"{statement}:\n{completed.stderr}"

@@ -144,6 +144,14 @@ def module_getattr(module_name, provided=()):
     def __getattr__(name):
         if name.startswith("__") or name in provided:
             raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        # `from package import submodule` looks the name up on the package before it imports
+        # the submodule, and goes on to import it only on an AttributeError: a submodule the
+        # layer provides is imported here, so the statement works whatever was imported
+        # before it.
+        package = sys.modules.get(module_name)
+        path = getattr(package, "__path__", None)
+        if path is not None and importlib.machinery.PathFinder.find_spec(name, path):
+            return importlib.import_module(f"{module_name}.{name}")
         raise unsupported_import(module_name, name)
 
     return __getattr__
