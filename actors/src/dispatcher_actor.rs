@@ -40,12 +40,12 @@ fn local_worker(slots: usize, queues: &[String]) -> WorkerInfo {
 enum Place {
     /// One of the node's own slots.
     Local(usize),
-    /// A slot of a remote worker, in one session with it; `seq` numbers the assignment.
+    /// A slot of a remote worker, in one session with it (the slot's `current` says which
+    /// assignment number it has).
     Remote {
         worker: Name,
         session: u64,
         slot: u32,
-        seq: u64,
     },
 }
 
@@ -125,11 +125,22 @@ fn report_lost(
     reason: &str,
     started_at: Option<weft_core::Timestamp>,
 ) {
+    report_lost_on(reply, attempt, reason, started_at, None);
+}
+
+/// [`report_lost`] for an attempt placed on the remote worker `worker`.
+fn report_lost_on(
+    reply: &ActorRef<TaskMsg>,
+    attempt: AttemptId,
+    reason: &str,
+    started_at: Option<weft_core::Timestamp>,
+    worker: Option<String>,
+) {
     let lost = SlotReport::Lost {
         attempt,
         reason: reason.to_string(),
         started_at,
-        worker: None,
+        worker,
     };
     let _ = reply.cast(TaskMsg::Slot(lost));
 }
@@ -475,7 +486,6 @@ impl DispatcherState {
                 worker,
                 session,
                 slot,
-                ..
             } => {
                 let target = self
                     .remote
@@ -578,15 +588,15 @@ impl DispatcherState {
                 assignment: Json(Box::new((*waiting.assignment).clone())),
             };
             match actor.cast(RemoteSlotMsg::Cast(assign)) {
-                Ok(()) => Ok((session, seq)),
+                Ok(()) => Ok(session),
                 Err(_) => Err(matches!(
                     actor.get_status(),
                     ractor::ActorStatus::Running | ractor::ActorStatus::Starting
                 )),
             }
         });
-        let (session, seq) = match sent {
-            Some(Ok(sent)) => sent,
+        let session = match sent {
+            Some(Ok(session)) => session,
             failed => {
                 let encodes = !matches!(failed, Some(Err(true)));
                 let reason = if encodes {
@@ -597,11 +607,7 @@ impl DispatcherState {
                 tracing::error!(worker, slot, reason, "attempt not handed to a remote slot");
                 metrics::counter!("weft_attempts_lost_total", "reason" => "remote_slot_unreachable")
                     .increment(1);
-                if let Some(state) = self
-                    .remote
-                    .get_mut(&name)
-                    .and_then(|remote| remote.slots.get_mut(slot as usize))
-                {
+                if let Some(state) = self.remote_slot(&name, slot) {
                     state.current = None;
                 }
                 report_lost(&waiting.reply, request.attempt.clone(), reason, None);
@@ -629,7 +635,6 @@ impl DispatcherState {
                 worker: name,
                 session,
                 slot,
-                seq,
             },
             try_number: request.attempt.try_number,
             reply: waiting.reply,
@@ -751,13 +756,8 @@ impl DispatcherState {
             Place::Remote { worker, .. } => Some(worker.to_string()),
             Place::Local(_) => None,
         };
-        let lost = SlotReport::Lost {
-            attempt: id.clone(),
-            reason: reason.to_string(),
-            started_at: Some(attempt.started_at),
-            worker,
-        };
-        let _ = attempt.reply.cast(TaskMsg::Slot(lost));
+        let started_at = Some(attempt.started_at);
+        report_lost_on(&attempt.reply, id.clone(), reason, started_at, worker);
         self.core.handle(DispatchInput::Release { attempt: id })
     }
 
@@ -793,18 +793,8 @@ impl DispatcherState {
                     .handle(DispatchInput::WorkerJoined(remote_info(&remote.worker))),
             );
         }
-        let place_of = |seq: u64| Place::Remote {
-            worker: name.clone(),
-            session,
-            slot: index,
-            seq,
-        };
         for (number, Json(mut report)) in poll.reports {
-            let Some(slot) = self
-                .remote
-                .get_mut(name)
-                .and_then(|remote| remote.slots.get_mut(index as usize))
-            else {
+            let Some(slot) = self.remote_slot(name, index) else {
                 break;
             };
             if number <= slot.handled {
@@ -813,17 +803,12 @@ impl DispatcherState {
             slot.handled = number;
             let attempt = report.attempt().clone();
             let id = (attempt.key.clone(), attempt.token);
+            // `current` is what `running` holds for this slot (set and cleared with it).
             let placed_here = slot
                 .current
                 .as_ref()
-                .filter(|(key, token, _)| (key, *token) == (&id.0, id.1))
-                .map(|(_, _, seq)| *seq);
-            let accepted = placed_here.filter(|seq| {
-                self.running
-                    .get(&id)
-                    .is_some_and(|running| running.place == place_of(*seq))
-            });
-            if accepted.is_none() {
+                .is_some_and(|(key, token, _)| (key, *token) == (&id.0, id.1));
+            if !placed_here {
                 if let Some(remote) = self.remote.get_mut(name) {
                     remote.reports_refused += 1;
                 }
@@ -854,11 +839,7 @@ impl DispatcherState {
         }
         // The heartbeat: an attempt placed on the slot that the slot has not run though it has
         // seen its assignment (or a later one) never arrived, or ended unreported: it is lost.
-        let Some(slot) = self
-            .remote
-            .get_mut(name)
-            .and_then(|remote| remote.slots.get_mut(index as usize))
-        else {
+        let Some(slot) = self.remote_slot(name, index) else {
             return effects;
         };
         let missing = slot.current.clone().filter(|(key, token, seq)| {
@@ -874,6 +855,13 @@ impl DispatcherState {
             effects.extend(self.lose_remote(key, token, &reason, "remote_slot_never_ran"));
         }
         effects
+    }
+
+    /// Slot `index` of the remote worker `name`, in its current session.
+    fn remote_slot(&mut self, name: &Name, index: u32) -> Option<&mut RemoteSlotState> {
+        self.remote
+            .get_mut(name)
+            .and_then(|remote| remote.slots.get_mut(index as usize))
     }
 
     /// What the workers page shows.

@@ -457,21 +457,8 @@ impl Simulation {
                 session,
                 slot,
             } => {
-                let processed = self
-                    .node
-                    .as_ref()
-                    .filter(|_| epoch == self.epoch)
-                    .and_then(|node| node.remote.get(&worker))
-                    .filter(|s| s.id == session)
-                    .map(|s| s.slots[slot as usize].processed);
-                if let Some(ack) = processed {
-                    let poll = LinkMessage::Poll {
-                        epoch,
-                        session,
-                        slot,
-                        ack,
-                    };
-                    self.link_send(worker, poll);
+                if epoch == self.epoch {
+                    self.poll_again(epoch, worker, session, slot);
                 }
             }
             RemoteEvent::Heartbeat {
@@ -990,21 +977,7 @@ impl Simulation {
                     };
                     self.dispatch(DispatchInput::WorkerJoined(info));
                 }
-                let ack = self
-                    .node
-                    .as_ref()
-                    .and_then(|node| node.remote.get(&worker))
-                    .filter(|s| s.id == session)
-                    .map(|s| s.slots[slot as usize].processed);
-                if let Some(ack) = ack {
-                    let poll = LinkMessage::Poll {
-                        epoch,
-                        session,
-                        slot,
-                        ack,
-                    };
-                    self.link_send(worker, poll);
-                }
+                self.poll_again(epoch, worker, session, slot);
             }
             _ => {}
         }
@@ -1251,6 +1224,26 @@ impl Simulation {
     /// the session ends or at the next restart), and duplicate and reorder any message but
     /// `Bye`; a reply may come very late, after its session is gone. A broken link loses
     /// whatever is in flight on it.
+    /// The node polls a slot of `worker`'s session again, acknowledging what it has
+    /// processed (nothing when the session is no longer the node's).
+    fn poll_again(&mut self, epoch: u64, worker: usize, session: u64, slot: u32) {
+        let ack = self
+            .node
+            .as_ref()
+            .and_then(|node| node.remote.get(&worker))
+            .filter(|s| s.id == session)
+            .map(|s| s.slots[slot as usize].processed);
+        if let Some(ack) = ack {
+            let poll = LinkMessage::Poll {
+                epoch,
+                session,
+                slot,
+                ack,
+            };
+            self.link_send(worker, poll);
+        }
+    }
+
     fn link_send(&mut self, worker: usize, message: LinkMessage) {
         let rng = &mut self.remote_rng;
         let faults = self.faults_on;
