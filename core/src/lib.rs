@@ -8,6 +8,7 @@ pub mod dag;
 pub mod dag_run;
 pub mod dispatch;
 pub mod ids;
+pub mod lease;
 pub mod limits;
 pub mod priority;
 pub mod retry;
