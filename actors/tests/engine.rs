@@ -803,6 +803,15 @@ impl<F: StoreFaults> Store for FaultyStore<F> {
     ) -> weft_storage::Result<Vec<weft_storage::SecretRow>> {
         self.inner.secrets(kind).await
     }
+    async fn leases(&self, shards: u32) -> weft_storage::Result<Vec<weft_storage::LeaseRecord>> {
+        self.inner.leases(shards).await
+    }
+    async fn cells(&self) -> weft_storage::Result<Vec<weft_storage::CellRow>> {
+        self.inner.cells().await
+    }
+    async fn run_epoch(&self, key: &RunKey) -> weft_storage::Result<Option<u64>> {
+        self.inner.run_epoch(key).await
+    }
 }
 
 /// A wide opening commits in chunks (see the run actor's `DISPATCH_SPLIT_MIN`): the first

@@ -30,7 +30,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-
 /// A shard number, `0..shards`.
 pub type ShardId = u32;
 /// A cell's own monotonic clock, in milliseconds since any fixed origin.
@@ -118,7 +117,10 @@ impl LeaseSettings {
     /// under which an owner could not renew in time.
     pub fn check(&self) -> Result<(), String> {
         if self.shards == 0 || self.shards > SHARDS_MAX {
-            return Err(format!("shards must be 1 to {SHARDS_MAX}, not {}", self.shards));
+            return Err(format!(
+                "shards must be 1 to {SHARDS_MAX}, not {}",
+                self.shards
+            ));
         }
         if self.renew_ms == 0 || self.renew_ms * 2 > self.ttl_ms {
             return Err(format!(
@@ -215,6 +217,9 @@ pub enum LeaseEffect {
     /// out without waiting for its heartbeat to go stale.
     Retire,
 }
+
+/// A lease row's (epoch, version): what a compare-and-set compares.
+pub type Stamp = (u64, u64);
 
 /// What this cell holds of one shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -568,26 +573,24 @@ impl LeaseKeeper {
         if wanted == 0 {
             return;
         }
-        let mut candidates: Vec<(u64, ShardId, Option<(u64, u64)>, u64)> = (0..self
-            .settings
-            .shards)
+        // (rank, shard, the row's (epoch, version) to compare with; none for a missing row)
+        let mut candidates: Vec<(u64, ShardId, Option<Stamp>)> = (0..self.settings.shards)
             .filter(|shard| !self.held.contains_key(shard) && !self.moving.contains_key(shard))
             .filter_map(|shard| match self.leases.get(&shard) {
-                None => Some((rank(&self.me, shard), shard, None, 0)),
+                None => Some((rank(&self.me, shard), shard, None)),
                 Some(seen) if self.free(seen, now) => Some((
                     rank(&self.me, shard),
                     shard,
                     Some((seen.row.epoch, seen.row.version)),
-                    seen.row.epoch,
                 )),
                 Some(_) => None,
             })
             .collect();
         candidates.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         let room = self.settings.max_moves.saturating_sub(self.moving.len());
-        for (_, shard, expect, epoch) in candidates.into_iter().take(wanted.min(room)) {
+        for (_, shard, expect) in candidates.into_iter().take(wanted.min(room)) {
             self.moving.insert(shard, LeaseOp::Take);
-            let version = expect.map(|(_, version)| version + 1).unwrap_or(1);
+            let (epoch, version) = expect.unwrap_or((0, 0));
             effects.push(LeaseEffect::Write {
                 op: LeaseOp::Take,
                 expect,
@@ -595,7 +598,7 @@ impl LeaseKeeper {
                     shard,
                     owner: Some(self.me.clone()),
                     epoch: epoch + 1,
-                    version,
+                    version: version + 1,
                 },
             });
         }
@@ -629,7 +632,8 @@ impl LeaseKeeper {
                 }
             }
             let someone_short = live.iter().any(|cell| {
-                cell != &self.me && owned.get(cell.as_str()).copied().unwrap_or(0) < self.share(cell, live)
+                cell != &self.me
+                    && owned.get(cell.as_str()).copied().unwrap_or(0) < self.share(cell, live)
             });
             if !someone_short {
                 return;

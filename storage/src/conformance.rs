@@ -39,15 +39,16 @@
 
 use crate::batch::TRUNCATED_MARKER;
 use crate::{
-    ApiTokenRow, AttemptRow, AuditRow, DagVersionRow, Error, ImportErrorRow, LogRow, PoolRow,
-    Result, RunRow, SecretGuard, SecretKind, SecretRow, Store, UserRow, Write, XcomRow,
-    AUDIT_DETAIL_BYTES_MAX, BATCH_WRITES_MAX, DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS,
+    ApiTokenRow, AttemptRow, AuditRow, CellRow, DagVersionRow, Error, ImportErrorRow, LeaseWrite,
+    LogRow, PoolRow, Result, RunRow, SecretGuard, SecretKind, SecretRow, Store, UserRow, Write,
+    XcomRow, AUDIT_DETAIL_BYTES_MAX, BATCH_WRITES_MAX, DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS,
     IMPORT_ERROR_BYTES_MAX, SECRET_ID_CHARS_MAX, SECRET_SEALED_BYTES_MAX, XCOM_BYTES_MAX,
 };
 use async_trait::async_trait;
 use std::sync::Arc;
 use weft_core::dag_run::{TaskInstanceRecord, TaskVersion};
 use weft_core::ids::{AttemptId, RunKey, TaskInstanceKey};
+use weft_core::lease::LeaseRow;
 use weft_core::state::{DagRunState, RunType, TaskState};
 use weft_core::timetable::DataInterval;
 use weft_core::Timestamp;
@@ -98,6 +99,10 @@ macro_rules! conformance_cases {
             users_and_api_tokens_put_read_delete,
             secrets_put_reseal_and_delete,
             oversize_batch_refused,
+            leases_compare_and_set_on_epoch_and_version,
+            racing_takers_exactly_one_leases_a_shard,
+            cells_beat_list_and_leave,
+            fence_refuses_a_deposed_owner,
         );
     };
 }
@@ -1711,4 +1716,213 @@ impl Snapshot {
             audit: must(store.audit(100).await, "read"),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cells: shard leases, heartbeats, run fences
+
+/// Shards the conformance cases read.
+const SHARDS: u32 = 64;
+
+fn lease(shard: u32, owner: Option<&str>, epoch: u64, version: u64) -> LeaseRow {
+    LeaseRow {
+        shard,
+        owner: owner.map(str::to_string),
+        epoch,
+        version,
+    }
+}
+
+pub async fn leases_compare_and_set_on_epoch_and_version<B: Backend>(backend: &B) {
+    let store = backend.create().await;
+    assert!(must(store.leases(SHARDS).await, "read leases").is_empty());
+
+    let first = lease(3, Some("cell-a"), 1, 1);
+    // A row that does not exist is only created with no expectation.
+    assert_eq!(
+        must(store.write_lease(Some((0, 0)), &first, at(1)).await, "take"),
+        LeaseWrite::Refused(None)
+    );
+    assert_eq!(
+        must(store.write_lease(None, &first, at(1)).await, "take"),
+        LeaseWrite::Applied
+    );
+    // A second creation finds the row.
+    assert_eq!(
+        must(
+            store
+                .write_lease(None, &lease(3, Some("cell-b"), 1, 1), at(2))
+                .await,
+            "take"
+        ),
+        LeaseWrite::Refused(Some(first.clone()))
+    );
+    // A renewal from the row as it is applies; one from a stale version does not.
+    let renewed = lease(3, Some("cell-a"), 1, 2);
+    assert_eq!(
+        must(
+            store.write_lease(Some((1, 1)), &renewed, at(3)).await,
+            "renew"
+        ),
+        LeaseWrite::Applied
+    );
+    assert_eq!(
+        must(
+            store
+                .write_lease(Some((1, 1)), &lease(3, Some("cell-a"), 1, 2), at(4))
+                .await,
+            "renew"
+        ),
+        LeaseWrite::Refused(Some(renewed.clone()))
+    );
+    // All 64 bits of epochs and versions survive, and other shards are their own rows.
+    let big = lease(0, None, u64::MAX - 1, u64::MAX - 2);
+    assert_eq!(
+        must(store.write_lease(None, &big, at(5)).await, "create"),
+        LeaseWrite::Applied
+    );
+    let rows = must(store.leases(SHARDS).await, "read leases");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].lease, big);
+    assert_eq!(rows[0].written_at, at(5));
+    assert_eq!(rows[1].lease, renewed);
+    assert_eq!(rows[1].written_at, at(3));
+}
+
+pub async fn racing_takers_exactly_one_leases_a_shard<B: Backend>(backend: &B) {
+    let store = Arc::new(backend.create().await);
+    for round in 0..RACE_ROUNDS as u32 {
+        let expect = if round == 0 {
+            None
+        } else {
+            Some((round as u64, 1))
+        };
+        if round > 0 {
+            // The row as the last round's winner left it, handed over to nobody.
+            let rows = must(store.leases(SHARDS).await, "read");
+            let current = rows.iter().find(|row| row.lease.shard == 7).expect("row");
+            let freed = lease(7, None, round as u64, 1);
+            let from = (current.lease.epoch, current.lease.version);
+            assert_eq!(
+                must(store.write_lease(Some(from), &freed, at(0)).await, "free"),
+                LeaseWrite::Applied
+            );
+        }
+        let barrier = Arc::new(tokio::sync::Barrier::new(RACE_WRITERS));
+        let tasks: Vec<_> = (0..RACE_WRITERS)
+            .map(|writer| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                let row = lease(7, Some(&format!("cell-{writer}")), round as u64 + 1, 1);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.write_lease(expect, &row, at(1)).await
+                })
+            })
+            .collect();
+        let mut applied = Vec::new();
+        for (writer, task) in tasks.into_iter().enumerate() {
+            if must(task.await.expect("taker panicked"), "take") == LeaseWrite::Applied {
+                applied.push(writer);
+            }
+        }
+        assert_eq!(
+            applied.len(),
+            1,
+            "round {round}: exactly one taker wins: {applied:?}"
+        );
+        let rows = must(store.leases(SHARDS).await, "read");
+        let row = rows.iter().find(|row| row.lease.shard == 7).expect("row");
+        assert_eq!(
+            row.lease.owner.as_deref(),
+            Some(format!("cell-{}", applied[0]).as_str())
+        );
+    }
+}
+
+pub async fn cells_beat_list_and_leave<B: Backend>(backend: &B) {
+    let store = backend.create().await;
+    let cell = |name: &str, version: u64| CellRow {
+        name: name.to_string(),
+        region: "eu".to_string(),
+        address: "127.0.0.2:7100".to_string(),
+        api: "http://127.0.0.2:8080".to_string(),
+        version,
+        beat_at: at(version as i64),
+        started_at: at(0),
+    };
+    must(store.put_cell(&cell("b", 1)).await, "beat");
+    must(store.put_cell(&cell("a", 1)).await, "beat");
+    must(store.put_cell(&cell("a", u64::MAX)).await, "beat again");
+    let cells = must(store.cells().await, "list");
+    assert_eq!(cells, vec![cell("a", u64::MAX), cell("b", 1)]);
+    must(store.delete_cell("a").await, "leave");
+    must(store.delete_cell("nobody").await, "leave twice");
+    assert_eq!(must(store.cells().await, "list"), vec![cell("b", 1)]);
+}
+
+pub async fn fence_refuses_a_deposed_owner<B: Backend>(backend: &B) {
+    let store = backend.create().await;
+    let fence = |run: &RunKey, epoch| Write::Fence {
+        run: run.clone(),
+        epoch,
+    };
+    // A run created under epoch 2 is stamped with it.
+    let run = run_row(DAG, "manual__fenced", RunType::Manual, 0);
+    let key = run.key.clone();
+    must(
+        store
+            .write(vec![put_dag(DAG), Write::CreateRun(run), fence(&key, 2)])
+            .await,
+        "create a fenced run",
+    );
+    assert_eq!(must(store.run_epoch(&key).await, "epoch"), Some(2));
+    let record = task_record(&key, "extract", -1);
+    must(
+        store.write(vec![fence(&key, 2), create(&record)]).await,
+        "the owner writes",
+    );
+    // A new owner adopts the run with a batch of only its fence.
+    must(store.write(vec![fence(&key, 3)]).await, "adopt");
+    assert_eq!(must(store.run_epoch(&key).await, "epoch"), Some(3));
+    // The deposed owner's late write is refused whole, and says why.
+    let late = store
+        .write(vec![
+            update(record.version(), &queued(&record, 50)),
+            fence(&key, 2),
+        ])
+        .await;
+    match late {
+        Err(Error::Fenced { epoch, current, .. }) => {
+            assert_eq!((epoch, current), (2, 3));
+        }
+        other => panic!("a deposed owner's write: expected fenced, got {other:?}"),
+    }
+    let stored = must(store.task_instance(&record.key).await, "read").expect("exists");
+    assert_eq!(stored, record, "nothing of the refused batch was written");
+    // The new owner's write passes; a fence on a run that does not exist is not found.
+    must(
+        store
+            .write(vec![
+                fence(&key, 3),
+                update(record.version(), &queued(&record, 51)),
+            ])
+            .await,
+        "the new owner writes",
+    );
+    // A run never fenced has no epoch, and any owner may adopt it.
+    let plain = store_with_run(&store).await;
+    assert_eq!(must(store.run_epoch(&plain).await, "epoch"), None);
+    must(
+        store.write(vec![fence(&plain, 1)]).await,
+        "adopt an unfenced run",
+    );
+    assert_eq!(must(store.run_epoch(&plain).await, "epoch"), Some(1));
+    let missing = RunKey {
+        dag_id: DAG.into(),
+        run_id: "nope".into(),
+    };
+    assert_not_found(
+        store.write(vec![fence(&missing, 1)]).await,
+        "fence a missing run",
+    );
 }

@@ -46,8 +46,9 @@ mod schema;
 mod write;
 
 use crate::{
-    ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow,
-    PoolRow, Result, RunRow, SecretKind, SecretRow, Store, UserRow, Write, XcomRow,
+    ApiTokenRow, AttemptRow, AuditRow, CellRow, DagRow, DagVersionRow, Error, ImportErrorRow,
+    LeaseRecord, LogRow, PoolRow, Result, RunRow, SecretKind, SecretRow, Store, UserRow, Write,
+    XcomRow,
 };
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -75,6 +76,8 @@ const VERIFY_CONCURRENCY_MAX: usize = 32;
 const READ_RETRY_BACKOFF_MS: u64 = 20;
 /// Rows fetched per page of a paged read.
 const PAGE_ROWS: i32 = 1_000;
+/// Shards whose lease rows one read asks for (one partition each).
+const LEASE_READ_CHUNK: usize = 128;
 /// Audit ids per partition of the `audit` table.
 pub const AUDIT_IDS_PER_BUCKET: u64 = 100_000;
 /// The single partition of the small catalog tables (DAG list, pools, import errors).
@@ -295,7 +298,9 @@ impl CqlStore {
                 "read a run",
             )
             .await?;
-        let Some((Some(state), version, Some(body), write_id)) = rows.into_iter().next() else {
+        let Some((Some(state), version, Some(body), write_id, owner_epoch)) =
+            rows.into_iter().next()
+        else {
             return Ok(None);
         };
         let run: RunRow = from_json(&body, "run")?;
@@ -305,6 +310,7 @@ impl CqlStore {
             version: version.unwrap_or(0),
             run,
             write_id,
+            owner_epoch: owner_epoch.map(|epoch| epoch as u64),
         }))
     }
 
@@ -392,7 +398,13 @@ impl CqlStore {
 }
 
 /// `run_state, run_version, run_body, run_write` of `run_items`.
-type RunStaticColumns = (Option<String>, Option<i64>, Option<String>, Option<i64>);
+type RunStaticColumns = (
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+);
 
 /// An index entry to check against the run it names.
 struct Candidate {
@@ -949,6 +961,71 @@ impl Store for CqlStore {
             )
             .await?;
         rows.into_iter().next().map(secret_row).transpose()
+    }
+
+    async fn leases(&self, shards: u32) -> Result<Vec<LeaseRecord>> {
+        type LeaseColumns = (i32, Option<String>, Option<i64>, Option<i64>, Option<i64>);
+        let mut records = Vec::new();
+        let shards: Vec<i32> = (0..shards.min(weft_core::lease::SHARDS_MAX) as i32).collect();
+        for chunk in shards.chunks(LEASE_READ_CHUNK) {
+            let rows: Vec<LeaseColumns> = self
+                .rows(
+                    &self.inner.statements.leases,
+                    (chunk.to_vec(),),
+                    "read shard leases",
+                )
+                .await?;
+            for (shard, owner, epoch, version, written_at) in rows {
+                records.push(LeaseRecord {
+                    lease: weft_core::lease::LeaseRow {
+                        shard: shard as u32,
+                        owner,
+                        epoch: epoch.unwrap_or(0) as u64,
+                        version: version.unwrap_or(0) as u64,
+                    },
+                    written_at: micros_to_time(written_at.unwrap_or(0))?,
+                });
+            }
+        }
+        records.sort_by_key(|record| record.lease.shard);
+        Ok(records)
+    }
+
+    async fn cells(&self) -> Result<Vec<CellRow>> {
+        type CellColumns = (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let rows: Vec<CellColumns> = self
+            .paged(&self.inner.statements.cells, (0i32,), "list cells")
+            .await?;
+        rows.into_iter()
+            .map(
+                |(name, region, address, api, version, beat_at, started_at)| {
+                    Ok(CellRow {
+                        name,
+                        region: region.unwrap_or_default(),
+                        address: address.unwrap_or_default(),
+                        api: api.unwrap_or_default(),
+                        version: version.unwrap_or(0) as u64,
+                        beat_at: micros_to_time(beat_at.unwrap_or(0))?,
+                        started_at: micros_to_time(started_at.unwrap_or(0))?,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    async fn run_epoch(&self, key: &RunKey) -> Result<Option<u64>> {
+        Ok(self
+            .run_static(key, true)
+            .await?
+            .and_then(|run| run.owner_epoch))
     }
 
     async fn secrets(&self, kind: SecretKind) -> Result<Vec<SecretRow>> {

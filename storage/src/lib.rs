@@ -40,6 +40,14 @@ pub enum Error {
         count: usize,
         max: usize,
     },
+    /// A `Write::Fence` did not hold: the run belongs to a newer owner epoch. The writer was
+    /// deposed and must stop deciding for the run; nothing in the batch was written.
+    #[error("fenced: run {run} is owned under epoch {current}, newer than this writer's {epoch}")]
+    Fenced {
+        run: String,
+        epoch: u64,
+        current: u64,
+    },
     /// The backend could not be reached or failed; the write may not have happened.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -131,4 +139,50 @@ pub trait Store: Send + Sync + 'static {
     async fn secret(&self, kind: SecretKind, id: &str) -> Result<Option<SecretRow>>;
     /// Every row of one kind, by id.
     async fn secrets(&self, kind: SecretKind) -> Result<Vec<SecretRow>>;
+
+    // --- cells: shard leases and heartbeats (always at global serial consistency in CQL)
+    /// The lease rows of shards `0..shards` that exist, by shard.
+    async fn leases(&self, shards: u32) -> Result<Vec<LeaseRecord>>;
+    /// Compare-and-set a lease row ([`Write::PutLease`]); a refusal carries the row as read
+    /// after it (possibly older than the row that refused: compare epochs and versions).
+    async fn write_lease(
+        &self,
+        expect: Option<(u64, u64)>,
+        row: &weft_core::lease::LeaseRow,
+        at: weft_core::Timestamp,
+    ) -> Result<LeaseWrite> {
+        let write = Write::PutLease {
+            expect,
+            row: row.clone(),
+            at,
+        };
+        match self.write(vec![write]).await {
+            Ok(()) => Ok(LeaseWrite::Applied),
+            Err(error) if error.is_conflict() => {
+                let current = self.leases(row.shard + 1).await?;
+                Ok(LeaseWrite::Refused(
+                    current
+                        .into_iter()
+                        .map(|record| record.lease)
+                        .find(|lease| lease.shard == row.shard),
+                ))
+            }
+            Err(error) => Err(error),
+        }
+    }
+    /// Create or replace a cell's heartbeat row.
+    async fn put_cell(&self, row: &CellRow) -> Result<()> {
+        self.write(vec![Write::PutCell(row.clone())]).await
+    }
+    /// Remove a cell's heartbeat row (it left); removing none is not an error.
+    async fn delete_cell(&self, name: &str) -> Result<()> {
+        self.write(vec![Write::DeleteCell {
+            name: name.to_string(),
+        }])
+        .await
+    }
+    /// Every cell's heartbeat row, by name.
+    async fn cells(&self) -> Result<Vec<CellRow>>;
+    /// The owner epoch a run was last written under (`None`: never fenced).
+    async fn run_epoch(&self, key: &RunKey) -> Result<Option<u64>>;
 }

@@ -6,15 +6,17 @@
 //! batch leaves no trace, not even a consumed audit id.
 
 use crate::{
-    batch, secret_guard_failed, ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, Error,
-    ImportErrorRow, LogRow, PoolRow, Result, RunRow, SecretGuard, SecretKind, SecretRow, Store,
-    UserRow, Write, XcomRow, DEFAULT_POOL_DESCRIPTION, DEFAULT_POOL_NAME, DEFAULT_POOL_SLOTS,
+    batch, secret_guard_failed, ApiTokenRow, AttemptRow, AuditRow, CellRow, DagRow, DagVersionRow,
+    Error, ImportErrorRow, LeaseRecord, LogRow, PoolRow, Result, RunRow, SecretGuard, SecretKind,
+    SecretRow, Store, UserRow, Write, XcomRow, DEFAULT_POOL_DESCRIPTION, DEFAULT_POOL_NAME,
+    DEFAULT_POOL_SLOTS,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use weft_core::dag_run::{TaskInstanceRecord, TaskVersion};
 use weft_core::ids::{RunKey, TaskInstanceKey};
+use weft_core::lease::ShardId;
 use weft_core::state::{DagRunState, RunType};
 use weft_core::Timestamp;
 
@@ -44,6 +46,10 @@ struct Tables {
     users: BTreeMap<String, UserRow>,
     api_tokens: BTreeMap<String, ApiTokenRow>,
     secrets: BTreeMap<(SecretKind, String), SecretRow>,
+    /// The owner epoch each fenced run was last written under.
+    run_epochs: BTreeMap<RunKey, u64>,
+    leases: BTreeMap<ShardId, LeaseRecord>,
+    cells: BTreeMap<String, CellRow>,
 }
 
 /// Restores what one write changed; applied in reverse when a later write of the batch fails.
@@ -261,6 +267,31 @@ impl Tables {
                 put(self, undo, |t| &mut t.secrets, key, row);
                 Ok(())
             }
+            Write::Fence { run, epoch } => self.fence(undo, run, epoch),
+            Write::PutLease { expect, row, at } => {
+                let current = self.leases.get(&row.shard).map(|record| &record.lease);
+                if current.map(|lease| (lease.epoch, lease.version)) != expect {
+                    return Err(conflict(
+                        format!("lease of shard {}", row.shard),
+                        "it changed since it was read",
+                    ));
+                }
+                let shard = row.shard;
+                let record = LeaseRecord {
+                    lease: row,
+                    written_at: at,
+                };
+                put(self, undo, |t| &mut t.leases, shard, record);
+                Ok(())
+            }
+            Write::PutCell(cell) => {
+                put(self, undo, |t| &mut t.cells, cell.name.clone(), cell);
+                Ok(())
+            }
+            Write::DeleteCell { name } => {
+                remove(self, undo, |t| &mut t.cells, &name);
+                Ok(())
+            }
             Write::DeleteSecret { kind, id } => {
                 remove(self, undo, |t| &mut t.secrets, &(kind, id));
                 Ok(())
@@ -338,6 +369,22 @@ impl Tables {
             }
         }
         put(self, undo, |t| &mut t.runs, run.key.clone(), run);
+        Ok(())
+    }
+
+    fn fence(&mut self, undo: &mut UndoLog, run: RunKey, epoch: u64) -> Result<()> {
+        if !self.runs.contains_key(&run) {
+            return Err(not_found(format!("run {run}")));
+        }
+        let current = self.run_epochs.get(&run).copied().unwrap_or(0);
+        if current > epoch {
+            return Err(Error::Fenced {
+                run: run.to_string(),
+                epoch,
+                current,
+            });
+        }
+        put(self, undo, |t| &mut t.run_epochs, run, epoch);
         Ok(())
     }
 
@@ -643,6 +690,23 @@ impl Store for MemoryStore {
 
     async fn secret(&self, kind: SecretKind, id: &str) -> Result<Option<SecretRow>> {
         Ok(self.lock().secrets.get(&(kind, id.to_string())).cloned())
+    }
+
+    async fn leases(&self, shards: u32) -> Result<Vec<LeaseRecord>> {
+        Ok(self
+            .lock()
+            .leases
+            .range(..shards)
+            .map(|(_, record)| record.clone())
+            .collect())
+    }
+
+    async fn cells(&self) -> Result<Vec<CellRow>> {
+        Ok(self.lock().cells.values().cloned().collect())
+    }
+
+    async fn run_epoch(&self, key: &RunKey) -> Result<Option<u64>> {
+        Ok(self.lock().run_epochs.get(key).copied())
     }
 
     async fn secrets(&self, kind: SecretKind) -> Result<Vec<SecretRow>> {

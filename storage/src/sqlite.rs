@@ -14,8 +14,9 @@ mod writer;
 pub use migrations::SCHEMA_VERSION;
 
 use crate::{
-    batch, ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, Error, ImportErrorRow, LogRow,
-    PoolRow, Result, RunRow, SecretKind, SecretRow, Store, UserRow, Write, XcomRow,
+    batch, ApiTokenRow, AttemptRow, AuditRow, CellRow, DagRow, DagVersionRow, Error,
+    ImportErrorRow, LeaseRecord, LogRow, PoolRow, Result, RunRow, SecretKind, SecretRow, Store,
+    UserRow, Write, XcomRow,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
@@ -530,6 +531,23 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.read("reading a variable or connection", move |c| {
             rows::secret(c, kind, &id)
+        })
+        .await
+    }
+
+    async fn leases(&self, shards: u32) -> Result<Vec<LeaseRecord>> {
+        self.read("reading shard leases", move |c| rows::leases(c, shards))
+            .await
+    }
+
+    async fn cells(&self) -> Result<Vec<CellRow>> {
+        self.read("reading cells", rows::cells).await
+    }
+
+    async fn run_epoch(&self, key: &RunKey) -> Result<Option<u64>> {
+        let key = key.clone();
+        self.read("reading a run's owner epoch", move |c| {
+            rows::run_epoch(c, &key)
         })
         .await
     }

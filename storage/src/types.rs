@@ -269,6 +269,59 @@ pub enum Write {
         kind: SecretKind,
         id: String,
     },
+    /// Guard the batch by the epoch of the cell that owns the run's shard: refused with
+    /// `Error::Fenced` when the run was written under a newer epoch (its writer was deposed);
+    /// otherwise the run's owner epoch becomes `epoch`. A run created earlier in the same batch
+    /// is stamped. A batch of only a fence is how a new owner adopts a run before it acts.
+    Fence {
+        run: RunKey,
+        epoch: u64,
+    },
+    /// Compare-and-set a shard's lease row: written when the stored row's (epoch, version) is
+    /// `expect`, or when there is none and `expect` is `None`; else `Error::Conflict`. Use
+    /// [`Store::write_lease`](crate::Store::write_lease), which says what the row is instead.
+    PutLease {
+        expect: Option<(u64, u64)>,
+        row: weft_core::lease::LeaseRow,
+        at: Timestamp,
+    },
+    /// Create or replace a cell's heartbeat row.
+    PutCell(CellRow),
+    /// Remove a cell's heartbeat row; removing none is not an error.
+    DeleteCell {
+        name: String,
+    },
+}
+
+/// A shard's lease row with the wall time of its last write, by the writer's clock (shown as
+/// the lease's age; decisions never use it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub lease: weft_core::lease::LeaseRow,
+    pub written_at: Timestamp,
+}
+
+/// The result of a compare-and-set of a lease row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseWrite {
+    Applied,
+    /// The guard did not hold: the row as it is (`None`: there is none).
+    Refused(Option<weft_core::lease::LeaseRow>),
+}
+
+/// A cell's heartbeat row, and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellRow {
+    pub name: String,
+    pub region: String,
+    /// Where its peers and workers reach it (QUIC).
+    pub address: String,
+    /// Its web UI and API.
+    pub api: String,
+    /// Grows on every heartbeat.
+    pub version: u64,
+    pub beat_at: Timestamp,
+    pub started_at: Timestamp,
 }
 
 #[cfg(test)]

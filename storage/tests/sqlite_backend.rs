@@ -44,7 +44,7 @@ async fn migrations_apply_once_and_reopen_is_idempotent() {
     let directory = tempfile::tempdir().unwrap();
     let path = directory.path().join("weft.db");
     let store = open(&path);
-    assert_eq!(store.migrations_applied_at_open(), &[1, 2, 3, 4, 5]);
+    assert_eq!(store.migrations_applied_at_open(), &[1, 2, 3, 4, 5, 6]);
     let resized = PoolRow {
         name: "default_pool".into(),
         slots: 7,
@@ -116,7 +116,7 @@ async fn a_version_2_file_is_upgraded_and_keeps_its_rows() {
     );
 
     let store = open(&path);
-    assert_eq!(store.migrations_applied_at_open(), &[3, 4, 5]);
+    assert_eq!(store.migrations_applied_at_open(), &[3, 4, 5, 6]);
     assert!(store.pools().await.unwrap().contains(&PoolRow {
         name: "etl".into(),
         slots: 3,
@@ -124,7 +124,7 @@ async fn a_version_2_file_is_upgraded_and_keeps_its_rows() {
     }));
     drop(store);
     assert!(indices(&path).is_empty(), "{:?}", indices(&path));
-    assert_eq!(schema_versions(&path), vec![1, 2, 3, 4, 5]);
+    assert_eq!(schema_versions(&path), vec![1, 2, 3, 4, 5, 6]);
 }
 
 /// A file at schema version 3, as its migrations left it, with one of each row on a task's
@@ -179,7 +179,7 @@ async fn a_version_3_file_gets_clustered_task_tables_and_keeps_its_rows() {
     assert!(!table_sql(&path, "attempts").contains("WITHOUT ROWID"));
 
     let store = open(&path);
-    assert_eq!(store.migrations_applied_at_open(), &[4, 5]);
+    assert_eq!(store.migrations_applied_at_open(), &[4, 5, 6]);
     let run = RunKey {
         dag_id: "etl".into(),
         run_id: "r1".into(),
@@ -214,7 +214,7 @@ async fn a_version_3_file_gets_clustered_task_tables_and_keeps_its_rows() {
             "{sql}"
         );
     }
-    assert_eq!(schema_versions(&path), vec![1, 2, 3, 4, 5]);
+    assert_eq!(schema_versions(&path), vec![1, 2, 3, 4, 5, 6]);
 }
 
 /// A version-3 file whose rows refer to rows that do not exist (written with foreign keys

@@ -93,6 +93,11 @@ impl From<weft_storage::Error> for Error {
                 "store_unavailable",
                 format!("{error}; retry shortly"),
             ),
+            Store::Fenced { .. } => Error::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "owner_moved",
+                format!("{error}; the run's shard moved to another cell: retry shortly"),
+            ),
             Store::Corrupt(_) => Error::internal(error.to_string()),
         }
     }

@@ -32,7 +32,12 @@ impl Rows {
 
 /// Perform a keeper's lease writes at once against `rows`, feeding the outcomes back; returns
 /// every effect that was not a write.
-fn settle(keeper: &mut LeaseKeeper, rows: &mut Rows, now: Millis, input: LeaseInput) -> Vec<LeaseEffect> {
+fn settle(
+    keeper: &mut LeaseKeeper,
+    rows: &mut Rows,
+    now: Millis,
+    input: LeaseInput,
+) -> Vec<LeaseEffect> {
     let mut pending = keeper.handle(input);
     let mut rest = Vec::new();
     while let Some(effect) = pending.pop() {
@@ -94,7 +99,10 @@ fn shards_are_stable_and_spread() {
     for i in 0..16_000 {
         counts[shard_of(&format!("dag_{i}"), 16) as usize] += 1;
     }
-    assert!(counts.iter().all(|count| (800..1200).contains(count)), "{counts:?}");
+    assert!(
+        counts.iter().all(|count| (800..1200).contains(count)),
+        "{counts:?}"
+    );
     assert_eq!(shard_of("anything", 1), 0);
 }
 
@@ -121,18 +129,31 @@ fn a_lone_cell_takes_every_shard_a_bounded_number_at_a_time() {
     let mut keeper = LeaseKeeper::new("a", settings(20), 0);
     // Nothing is taken before the rows were read once.
     let first = keeper.handle(LeaseInput::Tick { now: 0 });
-    assert!(first.iter().all(|effect| matches!(effect, LeaseEffect::Beat { .. })));
+    assert!(first
+        .iter()
+        .all(|effect| matches!(effect, LeaseEffect::Beat { .. })));
     let writes = keeper.handle(rows.observed(0, &[]));
     let takes = writes
         .iter()
-        .filter(|effect| matches!(effect, LeaseEffect::Write { op: LeaseOp::Take, .. }))
+        .filter(|effect| {
+            matches!(
+                effect,
+                LeaseEffect::Write {
+                    op: LeaseOp::Take,
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(takes, LeaseSettings::default().max_moves);
     // Performed one after another, the takes go on until the cell holds its share: all.
     let mut keeper = LeaseKeeper::new("a", settings(20), 0);
     let effects = settle(&mut keeper, &mut rows, 0, rows_observed_empty());
     assert_eq!(gained(&effects), (0..20).collect::<Vec<_>>());
-    assert!(rows.0.values().all(|row| row.owner.as_deref() == Some("a") && row.epoch == 1));
+    assert!(rows
+        .0
+        .values()
+        .all(|row| row.owner.as_deref() == Some("a") && row.epoch == 1));
 }
 
 fn rows_observed_empty() -> LeaseInput {
@@ -161,7 +182,9 @@ fn an_owner_that_cannot_renew_stops_before_anyone_may_take_over() {
             // a cannot reach the store: its renewals (and, once its leases ran out, its
             // attempts to take the shards again) have unknown outcomes.
             if let LeaseEffect::Write { op, row, .. } = effect {
-                assert!(*op == LeaseOp::Renew || a_stopped_at.is_some() || !lost(&effects).is_empty());
+                assert!(
+                    *op == LeaseOp::Renew || a_stopped_at.is_some() || !lost(&effects).is_empty()
+                );
                 a.handle(LeaseInput::Written {
                     now,
                     op: *op,
@@ -174,17 +197,30 @@ fn an_owner_that_cannot_renew_stops_before_anyone_may_take_over() {
         if a_stopped_at.is_none() && lost(&effects).len() == 4 {
             a_stopped_at = Some(now);
         }
-        let gained_now = { let input = rows.observed(now, &[("a", 1)]); settle(&mut b, &mut rows, now, input) };
+        let gained_now = {
+            let input = rows.observed(now, &[("a", 1)]);
+            settle(&mut b, &mut rows, now, input)
+        };
         if b_took_at.is_none() && !gained(&gained_now).is_empty() {
             b_took_at = Some(now);
         }
     }
     let a_stopped_at = a_stopped_at.expect("a stops deciding");
     let b_took_at = b_took_at.expect("b takes over");
-    assert_eq!(a_stopped_at, s.validity_ms(), "a stops when its last renewal's lease is over");
-    assert!(b_took_at >= 100 + s.expiry_ms(), "b waits a whole lease from its first read");
+    assert_eq!(
+        a_stopped_at,
+        s.validity_ms(),
+        "a stops when its last renewal's lease is over"
+    );
+    assert!(
+        b_took_at >= 100 + s.expiry_ms(),
+        "b waits a whole lease from its first read"
+    );
     assert!(b_took_at > a_stopped_at);
-    assert!(rows.0.values().all(|row| row.owner.as_deref() == Some("b") && row.epoch == 2));
+    assert!(rows
+        .0
+        .values()
+        .all(|row| row.owner.as_deref() == Some("b") && row.epoch == 2));
 }
 
 #[test]
@@ -221,8 +257,14 @@ fn a_joining_cell_gets_its_share_through_hand_overs() {
         a_beat += 1;
         b_beat += 1;
         let cells = [("a", a_beat), ("b", b_beat)];
-        { let input = rows.observed(now, &cells); settle(&mut a, &mut rows, now, input) };
-        { let input = rows.observed(now, &cells); settle(&mut b, &mut rows, now, input) };
+        {
+            let input = rows.observed(now, &cells);
+            settle(&mut a, &mut rows, now, input)
+        };
+        {
+            let input = rows.observed(now, &cells);
+            settle(&mut b, &mut rows, now, input)
+        };
     }
     assert_eq!(a.held().count(), 5);
     assert_eq!(b.held().count(), 5);
@@ -234,9 +276,14 @@ fn a_joining_cell_gets_its_share_through_hand_overs() {
     // b leaves: it hands everything back and a takes it without waiting out a lease.
     let effects = settle(&mut b, &mut rows, 10_000, LeaseInput::Leave { now: 10_000 });
     assert_eq!(lost(&effects).len(), 5);
-    let effects = { let input = rows.observed(10_200, &[("a", 99)]); settle(&mut a, &mut rows, 10_200, input) };
+    let effects = {
+        let input = rows.observed(10_200, &[("a", 99)]);
+        settle(&mut a, &mut rows, 10_200, input)
+    };
     assert_eq!(gained(&effects).len(), 5);
-    assert!(effects.iter().all(|e| !matches!(e, LeaseEffect::Lost { .. })));
+    assert!(effects
+        .iter()
+        .all(|e| !matches!(e, LeaseEffect::Lost { .. })));
 }
 
 #[test]

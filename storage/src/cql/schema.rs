@@ -28,6 +28,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "secrets",
         cql: include_str!("schema/0003_secrets.cql"),
     },
+    Migration {
+        version: 4,
+        name: "cells",
+        cql: include_str!("schema/0004_cells.cql"),
+    },
 ];
 
 /// Create the keyspace with a replication factor per datacenter and apply the migrations it has
@@ -147,7 +152,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_migration_splits_into_create_statements() {
+    fn every_migration_splits_into_statements_safe_to_apply_again() {
         for migration in MIGRATIONS {
             let statements = statements(migration.cql);
             assert!(
@@ -157,12 +162,13 @@ mod tests {
             );
             for statement in statements {
                 assert!(
-                    statement.starts_with("CREATE TABLE IF NOT EXISTS"),
+                    statement.starts_with("CREATE TABLE IF NOT EXISTS")
+                        || statement.starts_with("ALTER TABLE run_items ADD IF NOT EXISTS"),
                     "{statement}"
                 );
                 assert!(!statement.contains("--"));
             }
         }
-        assert_eq!(latest_version(), 3);
+        assert_eq!(latest_version(), 4);
     }
 }

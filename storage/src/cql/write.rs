@@ -63,6 +63,8 @@ pub(super) struct RunStatic {
     pub version: i64,
     pub run: RunRow,
     pub write_id: Option<i64>,
+    /// The epoch the run was last written under; `None`: never fenced.
+    pub owner_epoch: Option<u64>,
 }
 
 pub(super) struct TaskInstanceRow {
@@ -95,6 +97,9 @@ enum Level {
     Guarded,
     /// Diagnostics no guard reads: LOCAL_QUORUM.
     Local,
+    /// Lease rows: SERIAL and QUORUM whatever the keyspace's serial scope, since the cells
+    /// that compete for a shard may sit in any region.
+    GlobalGuarded,
 }
 
 async fn prepare(
@@ -121,11 +126,15 @@ async fn prepare(
             statement.set_consistency(commit);
             statement.set_serial_consistency(Some(serial_consistency(options.serial_scope)));
         }
+        Level::GlobalGuarded => {
+            statement.set_consistency(Consistency::Quorum);
+            statement.set_serial_consistency(Some(serial_consistency(SerialScope::Global)));
+        }
     }
     Ok(statement)
 }
 
-const RUN_STATIC: &str = "SELECT run_state, run_version, run_body, run_write FROM run_items WHERE dag_id = ? AND run_id = ? LIMIT 1";
+const RUN_STATIC: &str = "SELECT run_state, run_version, run_body, run_write, owner_epoch FROM run_items WHERE dag_id = ? AND run_id = ? LIMIT 1";
 const TASK_INSTANCE: &str =
     "SELECT body, write_id FROM run_items WHERE dag_id = ? AND run_id = ? AND kind = 'ti' \
      AND task_id = ? AND map_index = ? AND item = ''";
@@ -166,6 +175,23 @@ statements! {
          WHERE dag_id = ? AND run_id = ? IF run_state = ? AND run_version = ?",
     run_stamp: Guarded => "UPDATE run_items SET run_write = ? WHERE dag_id = ? AND run_id = ? \
          IF run_state IN ('queued', 'running', 'success', 'failed')",
+    run_create_fenced: Guarded => "UPDATE run_items SET run_state = ?, run_version = 1, run_body = ?, run_write = ?, owner_epoch = ? \
+         WHERE dag_id = ? AND run_id = ? IF run_state = null",
+    run_update_fenced: Guarded => "UPDATE run_items SET run_state = ?, run_version = ?, run_body = ?, run_write = ? \
+         WHERE dag_id = ? AND run_id = ? IF run_state = ? AND run_version = ? AND owner_epoch = ?",
+    run_stamp_fenced: Guarded => "UPDATE run_items SET run_write = ? WHERE dag_id = ? AND run_id = ? \
+         IF run_state IN ('queued', 'running', 'success', 'failed') AND owner_epoch = ?",
+    run_adopt: Guarded => "UPDATE run_items SET owner_epoch = ? WHERE dag_id = ? AND run_id = ? \
+         IF run_state IN ('queued', 'running', 'success', 'failed') AND owner_epoch = ?",
+    run_adopt_unfenced: Guarded => "UPDATE run_items SET owner_epoch = ? WHERE dag_id = ? AND run_id = ? \
+         IF run_state IN ('queued', 'running', 'success', 'failed') AND owner_epoch = null",
+    leases: Read => "SELECT shard, owner, epoch, version, written_at FROM shard_leases WHERE shard IN ?",
+    lease_create: GlobalGuarded => "INSERT INTO shard_leases (shard, owner, epoch, version, written_at) VALUES (?, ?, ?, ?, ?) IF NOT EXISTS",
+    lease_update: GlobalGuarded => "UPDATE shard_leases SET owner = ?, epoch = ?, version = ?, written_at = ? \
+         WHERE shard = ? IF epoch = ? AND version = ?",
+    cells: Read => "SELECT name, region, address, api, version, beat_at, started_at FROM cells WHERE catalog = ?",
+    cell_put: Local => "INSERT INTO cells (catalog, name, region, address, api, version, beat_at, started_at) VALUES (0, ?, ?, ?, ?, ?, ?, ?)",
+    cell_delete: Local => "DELETE FROM cells WHERE catalog = 0 AND name = ?",
     task_instance_create: Guarded => "UPDATE run_items SET state = ?, try_number = ?, fencing_token = ?, write_id = ?, body = ? \
          WHERE dag_id = ? AND run_id = ? AND kind = 'ti' AND task_id = ? AND map_index = ? AND item = '' IF state = null",
     task_instance_update: Guarded => "UPDATE run_items SET state = ?, try_number = ?, fencing_token = ?, write_id = ?, body = ? \
@@ -219,6 +245,8 @@ struct RunPart {
     /// Task instances that attempts, results or logs of this batch refer to.
     referenced: BTreeSet<TaskInstanceKey>,
     items: Vec<Item>,
+    /// The owner epoch the batch writes this run under (`Write::Fence`).
+    fence: Option<u64>,
 }
 
 struct RunUpdate {
@@ -251,6 +279,8 @@ struct Plan {
     secrets: Vec<Write>,
     plain: Vec<Write>,
     audit: Vec<AuditRow>,
+    /// `PutLease`, each a lightweight transaction of its own at global serial consistency.
+    leases: Vec<Write>,
 }
 
 impl Plan {
@@ -366,6 +396,18 @@ impl Plan {
                 | Write::PutApiToken(_)
                 | Write::DeleteApiToken { .. } => plan.plain.push(write),
                 Write::PutSecret { .. } | Write::DeleteSecret { .. } => plan.secrets.push(write),
+                Write::Fence { run, epoch } => {
+                    let part = plan.run_part(&run);
+                    if part.fence.is_some_and(|fence| fence != epoch) {
+                        return Err(conflict(
+                            format!("run {run}"),
+                            "fenced with two epochs in one batch",
+                        ));
+                    }
+                    part.fence = Some(epoch);
+                }
+                Write::PutLease { .. } => plan.leases.push(write),
+                Write::PutCell(_) | Write::DeleteCell { .. } => plan.plain.push(write),
             }
         }
         for part in &mut plan.runs {
@@ -444,7 +486,7 @@ pub(super) async fn apply(store: &CqlStore, batch: Vec<Write>) -> Result<()> {
     }
     // With one guarded part the conditional batch is all or nothing by itself; with more,
     // check every guard first so that a batch that would fail writes nothing.
-    if plan.runs.len() + plan.pool_deletions.len() + plan.secrets.len() > 1 {
+    if plan.runs.len() + plan.pool_deletions.len() + plan.secrets.len() + plan.leases.len() > 1 {
         for part in &plan.runs {
             check_guards(store, part).await?;
         }
@@ -483,6 +525,11 @@ pub(super) async fn apply(store: &CqlStore, batch: Vec<Write>) -> Result<()> {
         if let Write::PutSecret { row, .. } = write {
             applied.push(format!("{} `{}`", row.kind.as_str(), row.id));
         }
+    }
+    for write in &plan.leases {
+        apply_lease(store, write)
+            .await
+            .map_err(|error| partially_applied(error, &applied))?;
     }
     for write in &plan.plain {
         apply_plain(store, write).await?;
@@ -805,8 +852,97 @@ async fn apply_plain(store: &CqlStore, write: &Write) -> Result<()> {
             )
             .await
         }
+        Write::PutCell(cell) => {
+            let values = (
+                &cell.name,
+                &cell.region,
+                &cell.address,
+                &cell.api,
+                cell.version as i64,
+                cell.beat_at.timestamp_micros(),
+                cell.started_at.timestamp_micros(),
+            );
+            execute(
+                store,
+                &statements.cell_put,
+                values,
+                "write a cell's heartbeat",
+            )
+            .await
+        }
+        Write::DeleteCell { name } => {
+            execute(store, &statements.cell_delete, (name,), "remove a cell").await
+        }
         _ => Ok(()),
     }
+}
+
+/// A compare-and-set of a lease row, at global serial consistency. An uncertain outcome is an
+/// error: the lease keeper reads the row again and decides from what it finds.
+async fn apply_lease(store: &CqlStore, write: &Write) -> Result<()> {
+    let Write::PutLease { expect, row, at } = write else {
+        return Ok(());
+    };
+    let statements = &store.inner.statements;
+    let shard = row.shard as i32;
+    let at = at.timestamp_micros();
+    let doing = "write a shard lease";
+    let applied = match expect {
+        None => {
+            let values = (shard, &row.owner, row.epoch as i64, row.version as i64, at);
+            execute_conditional(store, &statements.lease_create, values, doing).await?
+        }
+        Some((epoch, version)) => {
+            let values = (
+                &row.owner,
+                row.epoch as i64,
+                row.version as i64,
+                at,
+                shard,
+                *epoch as i64,
+                *version as i64,
+            );
+            execute_conditional(store, &statements.lease_update, values, doing).await?
+        }
+    };
+    if applied {
+        Ok(())
+    } else {
+        Err(conflict(
+            format!("lease of shard {}", row.shard),
+            "it changed since it was read",
+        ))
+    }
+}
+
+/// Raise a run's owner epoch from what a serial read found to `epoch` (the fenced batch is
+/// then tried again); refuse when the run is owned under a newer epoch.
+async fn adopt(store: &CqlStore, key: &RunKey, found: Option<u64>, epoch: u64) -> Result<()> {
+    if let Some(current) = found.filter(|current| *current > epoch) {
+        return Err(Error::Fenced {
+            run: key.to_string(),
+            epoch,
+            current,
+        });
+    }
+    if found == Some(epoch) {
+        return Ok(());
+    }
+    let statements = &store.inner.statements;
+    let doing = "adopt a run under a new owner epoch";
+    let partition = (key.dag_id.as_str(), key.run_id.as_str());
+    // Not applied: another writer moved the epoch meanwhile; the caller's next attempt reads it.
+    match found {
+        None => {
+            let values = (epoch as i64, partition.0, partition.1);
+            execute_conditional(store, &statements.run_adopt_unfenced, values, doing).await?;
+        }
+        Some(current) => {
+            let values = (epoch as i64, partition.0, partition.1, current as i64);
+            execute_conditional(store, &statements.run_adopt, values, doing).await?;
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1015,6 +1151,9 @@ async fn check_guards(store: &CqlStore, part: &RunPart) -> Result<()> {
             return Err(not_found(format!("task instance {referenced}")));
         }
     }
+    if let (Some(epoch), None, Some(run)) = (part.fence, &part.create, &run) {
+        adopt(store, key, run.owner_epoch, epoch).await?;
+    }
     Ok(())
 }
 
@@ -1185,22 +1324,28 @@ fn conditional_batch(
     let mut batch = Batch::new(BatchType::Unlogged);
     let mut values: Values = Vec::new();
     let partition = [text(key.dag_id.as_str()), text(key.run_id.as_str())];
+    let fence = part.fence.map(|epoch| bigint(epoch as i64));
     if let Some(run) = &part.create {
-        batch.append_statement(statements.run_create.clone());
-        values.push(vec![
+        let mut row = vec![
             text(run.state.as_str()),
             text(&to_json(run)),
             bigint(write_id),
-            partition[0].clone(),
-            partition[1].clone(),
-        ]);
+        ];
+        match &fence {
+            Some(epoch) => {
+                batch.append_statement(statements.run_create_fenced.clone());
+                row.push(epoch.clone());
+            }
+            None => batch.append_statement(statements.run_create.clone()),
+        }
+        row.extend([partition[0].clone(), partition[1].clone()]);
+        values.push(row);
     } else if let (Some(update), Some(current)) = (&part.update, current) {
         let mut run = current.run.clone();
         run.state = update.state;
         run.started_at = update.started_at.or(run.started_at);
         run.ended_at = update.ended_at.or(run.ended_at);
-        batch.append_statement(statements.run_update.clone());
-        values.push(vec![
+        let mut row = vec![
             text(update.state.as_str()),
             bigint(current.version + 1),
             text(&to_json(&run)),
@@ -1209,14 +1354,25 @@ fn conditional_batch(
             partition[1].clone(),
             text(update.expected.as_str()),
             bigint(current.version),
-        ]);
+        ];
+        match &fence {
+            Some(epoch) => {
+                batch.append_statement(statements.run_update_fenced.clone());
+                row.push(epoch.clone());
+            }
+            None => batch.append_statement(statements.run_update.clone()),
+        }
+        values.push(row);
     } else {
-        batch.append_statement(statements.run_stamp.clone());
-        values.push(vec![
-            bigint(write_id),
-            partition[0].clone(),
-            partition[1].clone(),
-        ]);
+        let mut row = vec![bigint(write_id), partition[0].clone(), partition[1].clone()];
+        match &fence {
+            Some(epoch) => {
+                batch.append_statement(statements.run_stamp_fenced.clone());
+                row.push(epoch.clone());
+            }
+            None => batch.append_statement(statements.run_stamp.clone()),
+        }
+        values.push(row);
     }
     for (expected, record) in &part.task_instances {
         let mut row = vec![

@@ -50,10 +50,16 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0005_secrets_and_session_epochs.sql"),
         rebuilds_tables: false,
     },
+    Migration {
+        version: 6,
+        name: "cells",
+        sql: include_str!("migrations/0006_cells.sql"),
+        rebuilds_tables: false,
+    },
 ];
 
 /// The schema version this build writes.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 
 const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     version    INTEGER NOT NULL PRIMARY KEY,

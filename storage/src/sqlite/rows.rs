@@ -5,14 +5,15 @@
 //! A value that does not decode is reported as corruption, never replaced by a default.
 
 use crate::{
-    ApiTokenRow, AttemptRow, AuditRow, DagRow, DagVersionRow, ImportErrorRow, LogRow, PoolRow,
-    RunRow, SecretKind, SecretRow, UserRow, XcomRow,
+    ApiTokenRow, AttemptRow, AuditRow, CellRow, DagRow, DagVersionRow, ImportErrorRow, LeaseRecord,
+    LogRow, PoolRow, RunRow, SecretKind, SecretRow, UserRow, XcomRow,
 };
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::str::FromStr;
 use weft_core::dag_run::TaskInstanceRecord;
 use weft_core::ids::{AttemptId, RunKey, TaskInstanceKey};
+use weft_core::lease::LeaseRow;
 use weft_core::state::DagRunState;
 use weft_core::timetable::DataInterval;
 use weft_core::Timestamp;
@@ -563,4 +564,48 @@ pub(crate) fn secrets(
 ) -> rusqlite::Result<Vec<SecretRow>> {
     let sql = format!("SELECT {SECRET_COLUMNS} FROM secrets WHERE kind = ?1 ORDER BY id");
     collect(connection, &sql, [kind.as_str()], secret_row)
+}
+
+const LEASE_COLUMNS: &str = "shard, owner, epoch, version, written_at";
+
+pub(crate) fn leases(connection: &Connection, shards: u32) -> rusqlite::Result<Vec<LeaseRecord>> {
+    let sql = format!("SELECT {LEASE_COLUMNS} FROM shard_leases WHERE shard < ?1 ORDER BY shard");
+    collect(connection, &sql, [shards], |row| {
+        Ok(LeaseRecord {
+            lease: LeaseRow {
+                shard: row.get(0)?,
+                owner: row.get(1)?,
+                epoch: u64_at(row, 2)?,
+                version: u64_at(row, 3)?,
+            },
+            written_at: timestamp_at(row, 4)?,
+        })
+    })
+}
+
+const CELL_COLUMNS: &str = "name, region, address, api, version, beat_at, started_at";
+
+pub(crate) fn cells(connection: &Connection) -> rusqlite::Result<Vec<CellRow>> {
+    let sql = format!("SELECT {CELL_COLUMNS} FROM cells ORDER BY name");
+    collect(connection, &sql, [], |row| {
+        Ok(CellRow {
+            name: row.get(0)?,
+            region: row.get(1)?,
+            address: row.get(2)?,
+            api: row.get(3)?,
+            version: u64_at(row, 4)?,
+            beat_at: timestamp_at(row, 5)?,
+            started_at: timestamp_at(row, 6)?,
+        })
+    })
+}
+
+pub(crate) fn run_epoch(connection: &Connection, key: &RunKey) -> rusqlite::Result<Option<u64>> {
+    connection
+        .prepare_cached("SELECT owner_epoch FROM dag_runs WHERE dag_id = ?1 AND run_id = ?2")?
+        .query_row(params![key.dag_id.as_str(), key.run_id.as_str()], |row| {
+            row.get::<_, Option<i64>>(0)
+        })
+        .optional()
+        .map(|epoch| epoch.flatten().map(|bits| bits as u64))
 }

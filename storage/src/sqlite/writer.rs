@@ -188,6 +188,7 @@ fn is_batch_refusal(error: &Error) -> bool {
     matches!(
         error,
         Error::Conflict { .. }
+            | Error::Fenced { .. }
             | Error::NotFound { .. }
             | Error::TooLarge { .. }
             | Error::TooMany { .. }
@@ -262,12 +263,123 @@ fn apply_write(connection: &Connection, write: &Write) -> Result<()> {
             .map(|_| ())
             .map_err(failed),
         Write::PutSecret { row, guard } => put_secret(connection, row, guard),
+        Write::Fence { run, epoch } => fence(connection, run, *epoch),
+        Write::PutLease { expect, row, at } => put_lease(connection, *expect, row, *at),
+        Write::PutCell(cell) => connection
+            .prepare_cached(
+                "INSERT OR REPLACE INTO cells (name, region, address, api, version, beat_at, \
+                 started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    cell.name,
+                    cell.region,
+                    cell.address,
+                    cell.api,
+                    u64_bits(cell.version),
+                    micros(cell.beat_at),
+                    micros(cell.started_at)
+                ])
+            })
+            .map(|_| ())
+            .map_err(failed),
+        Write::DeleteCell { name } => connection
+            .prepare_cached("DELETE FROM cells WHERE name = ?1")
+            .and_then(|mut statement| statement.execute([name]))
+            .map(|_| ())
+            .map_err(failed),
         Write::DeleteSecret { kind, id } => connection
             .prepare_cached("DELETE FROM secrets WHERE kind = ?1 AND id = ?2")
             .and_then(|mut statement| statement.execute([kind.as_str(), id.as_str()]))
             .map(|_| ())
             .map_err(failed),
     }
+}
+
+/// Raise a run's owner epoch to `epoch`, refusing when it is newer (see `Write::Fence`).
+fn fence(connection: &Connection, run: &RunKey, epoch: u64) -> Result<()> {
+    let failed = |error| sqlite_error(error, "fencing a run");
+    let current: Option<Option<i64>> = connection
+        .prepare_cached("SELECT owner_epoch FROM dag_runs WHERE dag_id = ?1 AND run_id = ?2")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![run.dag_id.as_str(), run.run_id.as_str()], |row| {
+                    row.get(0)
+                })
+                .optional()
+        })
+        .map_err(failed)?;
+    let Some(current) = current else {
+        return Err(not_found(format!("run {run}")));
+    };
+    let current = current.map(|bits| bits as u64).unwrap_or(0);
+    if current > epoch {
+        return Err(Error::Fenced {
+            run: run.to_string(),
+            epoch,
+            current,
+        });
+    }
+    connection
+        .prepare_cached("UPDATE dag_runs SET owner_epoch = ?3 WHERE dag_id = ?1 AND run_id = ?2")
+        .and_then(|mut statement| {
+            statement.execute(params![
+                run.dag_id.as_str(),
+                run.run_id.as_str(),
+                u64_bits(epoch)
+            ])
+        })
+        .map(|_| ())
+        .map_err(failed)
+}
+
+fn put_lease(
+    connection: &Connection,
+    expect: Option<(u64, u64)>,
+    row: &weft_core::lease::LeaseRow,
+    at: Timestamp,
+) -> Result<()> {
+    let failed = |error| sqlite_error(error, "writing a shard lease");
+    let changed = match expect {
+        None => connection
+            .prepare_cached(
+                "INSERT OR IGNORE INTO shard_leases (shard, owner, epoch, version, written_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    row.shard,
+                    row.owner,
+                    u64_bits(row.epoch),
+                    u64_bits(row.version),
+                    micros(at)
+                ])
+            }),
+        Some((epoch, version)) => connection
+            .prepare_cached(
+                "UPDATE shard_leases SET owner = ?2, epoch = ?3, version = ?4, written_at = ?5 \
+                 WHERE shard = ?1 AND epoch = ?6 AND version = ?7",
+            )
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    row.shard,
+                    row.owner,
+                    u64_bits(row.epoch),
+                    u64_bits(row.version),
+                    micros(at),
+                    u64_bits(epoch),
+                    u64_bits(version)
+                ])
+            }),
+    }
+    .map_err(failed)?;
+    if changed == 0 {
+        return Err(conflict(
+            format!("lease of shard {}", row.shard),
+            "it changed since it was read",
+        ));
+    }
+    Ok(())
 }
 
 fn put_secret(connection: &Connection, row: &SecretRow, guard: &SecretGuard) -> Result<()> {
