@@ -227,3 +227,31 @@ async fn reset_all_closes_held_connections_too() {
     link.set(LinkSettings::default()).expect("heal");
     assert_eq!(*accepted.lock().expect("accepted"), 0);
 }
+
+#[tokio::test]
+async fn new_settings_apply_to_bytes_already_waiting() {
+    let slow = LinkSettings {
+        delay: Duration::from_secs(10),
+        ..LinkSettings::default()
+    };
+    let (link, _) = echo_link(slow).await;
+    let mut stream = connect(&link).await;
+    stream.write_all(b"waiting").await.expect("write");
+    within(PATIENCE, "the connection to be relayed", async {
+        while link.stats().flows < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    link.set(LinkSettings::default()).expect("drop the delay");
+    // With the old delay the echo would take 20 s; the read gives up after 5.
+    let mut echoed = [0u8; 7];
+    within(
+        PATIENCE,
+        "echo once the delay is gone",
+        stream.read_exact(&mut echoed),
+    )
+    .await
+    .expect("read");
+    assert_eq!(&echoed, b"waiting");
+}

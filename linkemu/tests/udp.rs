@@ -208,3 +208,25 @@ async fn shutdown_frees_the_listen_address() {
         .await
         .expect("the address is free again");
 }
+
+#[tokio::test]
+async fn new_settings_apply_to_datagrams_already_waiting() {
+    let slow = LinkSettings {
+        delay: Duration::from_secs(10),
+        ..LinkSettings::default()
+    };
+    let (link, client, _) = echo_link(slow).await;
+    client.send(b"waiting").await.expect("send");
+    within(PATIENCE, "the datagram to be queued", async {
+        while link.stats().flows < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    link.set(LinkSettings::default()).expect("drop the delay");
+    // With the old delay the echo would take 20 s; `recv` gives up after 5.
+    assert_eq!(
+        recv(&client, "echo once the delay is gone").await,
+        b"waiting"
+    );
+}
