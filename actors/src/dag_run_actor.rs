@@ -212,6 +212,7 @@ impl Actor for DagRunActor {
             }
             #[cfg(any(test, feature = "fault-injection"))]
             DagRunMsg::Crash => return Err("injected dag run actor crash".into()),
+            DagRunMsg::StandDown => state.stand_down(&myself),
             #[cfg(any(test, feature = "fault-injection"))]
             DagRunMsg::CrashTask { key } => {
                 if let Some(child) = state.tasks.get(&key) {
@@ -457,11 +458,36 @@ impl DagRunActorState {
         match result {
             Ok(()) => {}
             Err(error) if error.is_conflict() => return Err(error.into()),
+            Err(weft_storage::Error::Fenced {
+                run,
+                epoch,
+                current,
+            }) => {
+                tracing::warn!(%run, epoch, current, "the run's shard has a newer owner; standing down");
+                metrics::counter!("weft_run_writes_fenced_total").increment(1);
+                self.stand_down(myself);
+                return Ok(());
+            }
             Err(error) => return self.fail_refused(myself, error).await,
         }
         let decided = self.pipeline.committed();
         self.perform_decided(myself, decided).await?;
         self.flush(myself).await
+    }
+
+    /// Another cell decides for this run now: stop its attempts (withdrawn if they wait,
+    /// killed if they run; their results would be refused by the fence anyway) and stop,
+    /// writing nothing.
+    fn stand_down(&mut self, myself: &ActorRef<DagRunMsg>) {
+        for record in self.pipeline.task_instances() {
+            if record.state.is_active() {
+                let _ = self.dispatcher.cast(DispatcherMsg::Cancel {
+                    key: record.key.clone(),
+                    token: record.token,
+                });
+            }
+        }
+        myself.stop(Some("stood down: the shard has another owner".to_string()));
     }
 
     /// The store refused a batch of this run for good (over a limit, corrupt, a row gone):

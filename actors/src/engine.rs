@@ -103,6 +103,8 @@ pub struct EngineConfig {
     /// The keys that seal and open Variables and Connections. `EngineConfig::new` makes a
     /// fresh one, which opens nothing after a restart: a node passes the keys it keeps.
     pub secret_keys: Keyring,
+    /// The shards this engine decides for, when it is a cell (`None`: every DAG, unfenced).
+    pub ownership: Option<Arc<crate::Ownership>>,
 }
 
 /// The first wait before a failed store write is tried again (see `EngineConfig`).
@@ -125,6 +127,7 @@ impl EngineConfig {
             store_retry_backoff_ms_first: STORE_RETRY_BACKOFF_MS_FIRST,
             store_retry_backoff_ms_max: STORE_RETRY_BACKOFF_MS_MAX,
             secret_keys: Keyring::generate(),
+            ownership: None,
         }
     }
 }
@@ -391,6 +394,32 @@ impl Engine {
     }
 
     /// Create or resize a pool.
+    /// This cell took `shard` under `epoch` (from its lease keeper): its run writes are fenced
+    /// with the epoch from now on, and the scheduler adopts the shard's runs.
+    pub fn shard_gained(&self, shard: weft_core::lease::ShardId, epoch: u64) {
+        if let Some(ownership) = &self.shared.config.ownership {
+            ownership.gain(shard, epoch);
+            let _ = self
+                .scheduler
+                .cast(SchedulerMsg::ShardGained { shard, epoch });
+        }
+    }
+
+    /// This cell must stop deciding for `shard` (its lease is over or handed over): its writes
+    /// for the shard are refused from now on, and its runs stand down.
+    pub fn shard_lost(&self, shard: weft_core::lease::ShardId, epoch: u64) {
+        if let Some(ownership) = &self.shared.config.ownership {
+            if ownership.lose(shard, epoch) {
+                let _ = self.scheduler.cast(SchedulerMsg::ShardLost { shard });
+            }
+        }
+    }
+
+    /// The shards this engine decides for, when it is a cell.
+    pub fn ownership(&self) -> Option<&Arc<crate::Ownership>> {
+        self.shared.config.ownership.as_ref()
+    }
+
     pub async fn set_pool(
         &self,
         name: &str,

@@ -14,6 +14,9 @@ pub enum EngineError {
     Store(#[from] weft_storage::Error),
     #[error("the engine is shutting down or an actor is gone: {0}")]
     Unavailable(String),
+    /// The DAG's shard is held by another cell: the command belongs there.
+    #[error("dag `{dag_id}` is in shard {shard}, which another cell owns: send the command to that cell (`weft cells list` shows which)")]
+    NotOwner { dag_id: String, shard: u32 },
 }
 
 impl<T> From<ractor::MessagingErr<T>> for EngineError {

@@ -25,6 +25,7 @@ mod error;
 mod events;
 pub mod executor;
 mod messages;
+mod ownership;
 mod remote_slot;
 pub mod run_pipeline;
 mod scheduler_actor;
@@ -45,6 +46,7 @@ pub use messages::{
     AttemptAssignment, Json, LogHeader, RemoteSlotMsg, RemoteWorker, SlotCall, SlotCast, SlotHello,
     SlotPoll, SlotReport,
 };
+pub use ownership::Ownership;
 pub use remote_slot::{
     queue_group, spawn_remote_slots, LogShipper, RemoteSlots, RemoteSlotsConfig, HEARTBEAT_MS_MAX,
     REPORTS_HELD_MAX, SLOTS_GROUP,

@@ -85,6 +85,17 @@ pub(crate) enum SchedulerMsg {
     RebuildRun {
         run: RunKey,
     },
+    /// This cell now holds `shard` under `epoch` (set in `Ownership` already): load its DAGs,
+    /// adopt its unfinished runs and schedule them.
+    ShardGained {
+        shard: weft_core::lease::ShardId,
+        epoch: u64,
+    },
+    /// This cell no longer holds `shard` (removed from `Ownership` already): stop deciding for
+    /// its DAGs and stand its runs down, writing nothing.
+    ShardLost {
+        shard: weft_core::lease::ShardId,
+    },
     /// Test hook: crash the actor of an active run.
     #[cfg(any(test, feature = "fault-injection"))]
     CrashRun {
@@ -145,6 +156,9 @@ pub(crate) enum DagRunMsg {
     /// The rows of new waiting task instances not yet written wait no longer (see
     /// `DEFERRED_ROWS_DELAY`).
     DeferredRowsDue,
+    /// The cell no longer owns this run's shard: stop its attempts and stop, writing nothing
+    /// (the new owner carries on from the store).
+    StandDown,
     /// Test hook: fail the actor as a crash would.
     #[cfg(any(test, feature = "fault-injection"))]
     Crash,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use weft_core::dag::Dag;
 use weft_core::dag_run::RunContext;
 use weft_core::ids::RunKey;
+use weft_core::lease::ShardId;
 use weft_core::scheduler::{Scheduler, SchedulerEffect, SchedulerInput};
 use weft_core::spec::DagSpec;
 use weft_core::state::{DagRunState, RunType, TaskState};
@@ -194,6 +195,13 @@ impl Actor for SchedulerActor {
                     });
                 }
             }
+            SchedulerMsg::ShardGained { shard, epoch } => {
+                state.patient = true;
+                let gained = state.shard_gained(&myself, shard, epoch).await;
+                state.patient = false;
+                gained?;
+            }
+            SchedulerMsg::ShardLost { shard } => state.shard_lost(&myself, shard).await?,
             SchedulerMsg::RebuildRun { run } => {
                 state.patient = true;
                 state.rebuild_run(&myself, run).await;
@@ -234,7 +242,7 @@ impl Actor for SchedulerActor {
             else {
                 return Ok(());
             };
-            state.runs.remove(&run);
+            state.untrack_run(&run);
             metrics::counter!("weft_run_actor_restarts_total").increment(1);
             tracing::warn!(%run, %error, "dag run actor failed; rebuilding it from the store");
             state.rebuild_run_later(&myself, run);
@@ -244,10 +252,28 @@ impl Actor for SchedulerActor {
 }
 
 impl SchedulerState {
-    /// Rebuild everything from the store: DAGs, their schedules, active runs.
+    /// Rebuild everything this engine decides for from the store: DAGs, their schedules,
+    /// active runs. In a cell that is nothing yet: shards come with `ShardGained`.
     async fn recover(&mut self, myself: &ActorRef<SchedulerMsg>) -> Result<(), ActorProcessingErr> {
+        let shared = self.shared.clone();
+        self.recover_where(myself, None, |dag_id| shared.owns(dag_id))
+            .await
+    }
+
+    /// Load the DAGs that `decides` accepts and their unfinished runs from the store, and
+    /// schedule them. With `fence`, each unfinished run is first adopted under that epoch (a
+    /// batch of only its fence), so a deposed owner's late writes to it are refused.
+    async fn recover_where(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        fence: Option<u64>,
+        decides: impl Fn(&str) -> bool,
+    ) -> Result<(), ActorProcessingErr> {
         let store = self.shared.store.clone();
         for row in store.dags().await? {
+            if !decides(&row.dag_id) {
+                continue;
+            }
             let Some(version) = store.dag_version(&row.dag_id, &row.latest_version).await? else {
                 tracing::error!(dag_id = %row.dag_id, "latest dag version missing from the store");
                 continue;
@@ -275,13 +301,24 @@ impl SchedulerState {
             };
             self.feed(myself, input).await?;
         }
-        let active = store
+        let active: Vec<RunRow> = store
             .runs_in_states(&[DagRunState::Queued, DagRunState::Running])
-            .await?;
-        for run in &active {
-            if !self.dags.contains_key(run.key.dag_id.as_str()) {
-                continue;
+            .await?
+            .into_iter()
+            .filter(|run| {
+                decides(&run.key.dag_id) && self.dags.contains_key(run.key.dag_id.as_str())
+            })
+            .collect();
+        if let Some(epoch) = fence {
+            for run in &active {
+                let adopt = Write::Fence {
+                    run: run.key.clone(),
+                    epoch,
+                };
+                self.shared.write(vec![adopt]).await?;
             }
+        }
+        for run in &active {
             let input = SchedulerInput::RunRecovered {
                 dag_id: run.key.dag_id.to_string(),
                 run_id: run.key.run_id.to_string(),
@@ -296,11 +333,110 @@ impl SchedulerState {
             .iter()
             .filter(|run| run.state == DagRunState::Running)
         {
-            if self.dags.contains_key(run.key.dag_id.as_str()) {
-                self.resume_run(myself, &run.key).await?;
-            }
+            self.resume_run(myself, &run.key).await?;
         }
         Ok(self.feed(myself, SchedulerInput::Tick).await?)
+    }
+
+    /// This cell took `shard`: decide for its DAGs from now on.
+    async fn shard_gained(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        shard: ShardId,
+        epoch: u64,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(ownership) = self.shared.config.ownership.clone() else {
+            return Ok(());
+        };
+        if ownership.epoch_of(shard) != Some(epoch) {
+            // Lost again before this message was handled.
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let result = self
+            .recover_where(myself, Some(epoch), |dag_id| {
+                ownership.shard_of(dag_id) == shard
+            })
+            .await;
+        match &result {
+            Ok(()) => {
+                tracing::info!(shard, epoch, elapsed = ?started.elapsed(), "took over a shard")
+            }
+            Err(error) => tracing::warn!(shard, epoch, %error, "taking over a shard failed"),
+        }
+        metrics::counter!("weft_cell_shards_gained_total").increment(1);
+        // A fence refused here means another cell took the shard meanwhile: its `Lost` follows.
+        match result {
+            Err(error)
+                if matches!(
+                    error.downcast_ref::<weft_storage::Error>(),
+                    Some(weft_storage::Error::Fenced { .. })
+                ) =>
+            {
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// This cell no longer holds `shard`: forget its DAGs' schedules and stand its runs down.
+    async fn shard_lost(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        shard: ShardId,
+    ) -> Result<(), ActorProcessingErr> {
+        let Some(ownership) = self.shared.config.ownership.clone() else {
+            return Ok(());
+        };
+        let dags: Vec<String> = self
+            .dags
+            .keys()
+            .filter(|dag_id| ownership.shard_of(dag_id) == shard)
+            .cloned()
+            .collect();
+        for dag_id in dags {
+            self.feed(
+                myself,
+                SchedulerInput::DagRemoved {
+                    dag_id: dag_id.clone(),
+                },
+            )
+            .await?;
+            self.by_date.remove(&dag_id);
+        }
+        let runs: Vec<RunKey> = self
+            .runs
+            .keys()
+            .filter(|run| ownership.shard_of(&run.dag_id) == shard)
+            .cloned()
+            .collect();
+        for run in runs {
+            if let Some(actor) = self.untrack_run(&run) {
+                let _ = actor.cast(DagRunMsg::StandDown);
+            }
+            self.restarts.remove(&run);
+        }
+        metrics::counter!("weft_cell_shards_lost_total").increment(1);
+        tracing::info!(shard, "stood down from a shard");
+        Ok(())
+    }
+
+    /// Refuse a command for a DAG whose shard another cell holds.
+    fn check_owned(&self, dag_id: &str) -> Result<(), EngineError> {
+        if self.shared.owns(dag_id) {
+            return Ok(());
+        }
+        let shard = self
+            .shared
+            .config
+            .ownership
+            .as_ref()
+            .map(|ownership| ownership.shard_of(dag_id))
+            .unwrap_or_default();
+        Err(EngineError::NotOwner {
+            dag_id: dag_id.to_string(),
+            shard,
+        })
     }
 
     fn load_version(&mut self, version: &DagVersionRow) -> Result<Arc<Dag>, EngineError> {
@@ -360,6 +496,15 @@ impl SchedulerState {
         let row = self.shared.store.dag(&dag_id).await?;
         let paused = row.map(|row| row.is_paused).unwrap_or(paused_if_new);
         self.versions.insert(version_hash.clone(), dag.clone());
+        if !self.shared.owns(&dag_id) {
+            // Stored for its owner; this cell schedules it if it takes its shard.
+            self.shared.publish(Event::DagChanged { dag_id });
+            return Ok(if is_new {
+                UpsertOutcome::Created
+            } else {
+                UpsertOutcome::Updated
+            });
+        }
         self.dags
             .insert(dag_id.clone(), (dag.clone(), version_hash));
         self.set_dag_limit(&dag);
@@ -392,6 +537,7 @@ impl SchedulerState {
         dag_id: String,
         paused: bool,
     ) -> Result<(), EngineError> {
+        self.check_owned(&dag_id)?;
         if !self.dags.contains_key(&dag_id) {
             return Err(EngineError::UnknownDag(dag_id));
         }
@@ -420,6 +566,7 @@ impl SchedulerState {
         logical_date: Option<Timestamp>,
         conf: serde_json::Value,
     ) -> Result<RunKey, EngineError> {
+        self.check_owned(&dag_id)?;
         if !self.dags.contains_key(&dag_id) {
             return Err(EngineError::UnknownDag(dag_id));
         }
@@ -470,6 +617,7 @@ impl SchedulerState {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<RunKey>, EngineError> {
+        self.check_owned(&dag_id)?;
         if !self.dags.contains_key(&dag_id) {
             return Err(EngineError::UnknownDag(dag_id));
         }
@@ -517,6 +665,10 @@ impl SchedulerState {
         // back would be a bug, not a race.
         if round >= CHANGE_ROUNDS_MAX {
             let error = EngineError::Unavailable("the run kept ending before the change".into());
+            let _ = reply.send(Err(error));
+            return;
+        }
+        if let Err(error) = self.check_owned(&run.dag_id) {
             let _ = reply.send(Err(error));
             return;
         }
@@ -942,7 +1094,7 @@ impl SchedulerState {
             dispatcher: self.dispatcher.clone(),
         };
         let actor = crate::tree::spawn_run(args, myself.get_cell()).await?;
-        self.runs.insert(run.clone(), actor);
+        self.track_run(run, actor);
         self.by_date
             .entry(run.dag_id.to_string())
             .or_default()
@@ -1007,8 +1159,27 @@ impl SchedulerState {
         self.feed(myself, input).await
     }
 
+    /// Hold `actor` as the actor of `run`; a cell counts the run as its shard's work.
+    fn track_run(&mut self, run: &RunKey, actor: ActorRef<DagRunMsg>) {
+        if self.runs.insert(run.clone(), actor).is_none() {
+            if let Some(ownership) = &self.shared.config.ownership {
+                ownership.run_started(&run.dag_id);
+            }
+        }
+    }
+
+    fn untrack_run(&mut self, run: &RunKey) -> Option<ActorRef<DagRunMsg>> {
+        let actor = self.runs.remove(run);
+        if actor.is_some() {
+            if let Some(ownership) = &self.shared.config.ownership {
+                ownership.run_stopped(&run.dag_id);
+            }
+        }
+        actor
+    }
+
     fn forget_run(&mut self, run: &RunKey) {
-        self.runs.remove(run);
+        self.untrack_run(run);
         self.restarts.remove(run);
         if let Some(dates) = self.by_date.get_mut(run.dag_id.as_str()) {
             dates.retain(|_, key| key != run);

@@ -66,6 +66,7 @@ impl Shared {
     /// Write a batch, retrying while the store is unavailable (bounded: the caller answers
     /// someone). Conflicts are returned at once: they mean another writer owns the row.
     pub async fn write(&self, batch: Vec<Write>) -> weft_storage::Result<()> {
+        let batch = self.fenced(batch)?;
         let mut backoff = self.backoff();
         for attempt in 0..=STORE_RETRIES_MAX {
             match self.store.write(batch.clone()).await {
@@ -90,6 +91,10 @@ impl Shared {
         batch: Vec<Write>,
         abandoned: impl Fn() -> bool,
     ) -> Option<weft_storage::Result<()>> {
+        let batch = match self.fenced(batch) {
+            Ok(batch) => batch,
+            Err(error) => return Some(Err(error)),
+        };
         let mut backoff = self.backoff();
         let mut failures: u64 = 0;
         loop {
@@ -112,6 +117,22 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// `batch` fenced by this cell's epochs (unchanged outside a cell).
+    fn fenced(&self, batch: Vec<Write>) -> weft_storage::Result<Vec<Write>> {
+        match &self.config.ownership {
+            Some(ownership) => ownership.fence(batch),
+            None => Ok(batch),
+        }
+    }
+
+    /// Whether this engine decides for `dag_id` now: always outside a cell.
+    pub fn owns(&self, dag_id: &str) -> bool {
+        self.config
+            .ownership
+            .as_ref()
+            .is_none_or(|ownership| ownership.epoch_of_dag(dag_id).is_some())
     }
 
     /// The backoff of store retries this engine is configured with.

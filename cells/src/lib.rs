@@ -5,6 +5,7 @@
 //! link, a `ractor_cluster` session carries messages to remote actors (`cluster`, with the
 //! feature of that name).
 
+pub mod cell;
 pub mod certs;
 #[cfg(feature = "cluster")]
 pub mod cluster;

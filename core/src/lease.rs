@@ -256,6 +256,9 @@ pub struct LeaseKeeper {
     leaving: bool,
     /// The keeper has read the rows at least once: it takes nothing before.
     observed: bool,
+    /// Shards with work in progress here: not handed over to balance cells (only when
+    /// leaving), since a move stops the attempts running on this cell's own slots.
+    busy: BTreeSet<ShardId>,
 }
 
 impl LeaseKeeper {
@@ -274,6 +277,7 @@ impl LeaseKeeper {
             next_beat: 0,
             leaving: false,
             observed: false,
+            busy: BTreeSet::new(),
         }
     }
 
@@ -325,6 +329,11 @@ impl LeaseKeeper {
         };
         let shards = self.settings.shards as usize;
         shards / live.len() + usize::from(position < shards % live.len())
+    }
+
+    /// Say which shards have work in progress on this cell (see `busy`).
+    pub fn set_busy(&mut self, shards: BTreeSet<ShardId>) {
+        self.busy = shards;
     }
 
     pub fn handle(&mut self, input: LeaseInput) -> Vec<LeaseEffect> {
@@ -646,6 +655,7 @@ impl LeaseKeeper {
             .held
             .keys()
             .filter(|shard| !self.moving.contains_key(shard))
+            .filter(|shard| self.leaving || !self.busy.contains(shard))
             .map(|shard| (rank(&self.me, *shard), *shard))
             .collect();
         mine.sort();

@@ -37,6 +37,12 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run scheduler and workers on this machine with the embedded store.
     Standalone(StandaloneArgs),
+    /// Run this machine as one region's cell: scheduler, runs, slots, UI and API for the
+    /// shards of DAGs it holds by lease in a store shared with the other cells.
+    Cell(CellArgs),
+    /// Cells of the deployment: their regions, the shards and epochs they hold, lease ages.
+    #[command(subcommand)]
+    Cells(CellsCommand),
     /// DAGs: list, show, trigger, pause, test, backfill, ...
     #[command(subcommand)]
     Dags(DagsCommand),
@@ -270,6 +276,28 @@ pub struct StandaloneArgs {
     /// terminates TLS); the same as `web.insecure_http = true`.
     #[arg(long)]
     pub insecure_http: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CellArgs {
+    /// This cell's name, unique in the deployment (also `cell.name`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Its region (also `cell.region`).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Address of the UI and API (default: `web.bind`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub bind: Option<String>,
+    /// Serve plain HTTP on an address other than loopback (see `weft standalone`).
+    #[arg(long)]
+    pub insecure_http: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CellsCommand {
+    /// Every cell with its heartbeat, and every shard's owner, epoch and lease age.
+    List,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,8 +1,8 @@
 //! What each CLI verb does.
 
 use crate::cli::{
-    CertsCommand, Cli, Command, ConnectionsCommand, DagsCommand, RunsCommand, StandaloneArgs,
-    TasksCommand, UsersCommand, VariablesCommand,
+    CellArgs, CellsCommand, CertsCommand, Cli, Command, ConnectionsCommand, DagsCommand,
+    RunsCommand, StandaloneArgs, TasksCommand, UsersCommand, VariablesCommand,
 };
 use crate::config::Config;
 use crate::control::{self, Request};
@@ -35,6 +35,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let json = cli.global.json;
     match cli.command {
         Command::Standalone(args) => standalone(config, args).await,
+        Command::Cell(args) => cell(config, args).await,
+        Command::Cells(CellsCommand::List) => cells_list(&config, json).await,
         Command::Dags(command) => dags(config, json, command).await,
         Command::Tasks(command) => tasks(config, json, command).await,
         Command::Runs(RunsCommand::List { dag_id, limit }) => {
@@ -390,6 +392,106 @@ async fn users(config: Config, command: UsersCommand) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// `weft cell`: a standalone node whose engine decides only for the shards it holds by lease.
+async fn cell(mut config: Config, args: CellArgs) -> anyhow::Result<ExitCode> {
+    if let Some(name) = args.name {
+        config.cell.name = name;
+    }
+    if let Some(region) = args.region {
+        config.cell.region = region;
+    }
+    if config.cell.name.is_empty() {
+        bail!("a cell needs a name, unique in the deployment: --name or cell.name");
+    }
+    if config.store.url.is_empty() {
+        bail!(
+            "a cell needs the store it shares with the other cells: --store cql://HOST:PORT/KEYSPACE \
+             (or store.url); the embedded store is one machine's"
+        );
+    }
+    config.cell.lease().map_err(|reason| anyhow!(reason))?;
+    let args = StandaloneArgs {
+        exit_when_idle: false,
+        trigger_new_dags: false,
+        bind: args.bind,
+        insecure_http: args.insecure_http,
+    };
+    standalone(config, args).await
+}
+
+/// `weft cells list`: the cells' heartbeat rows and the shards' lease rows, from the store.
+async fn cells_list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let store = open(config).await?;
+    let shards = config.cell.shards;
+    let cells = store.cells().await?;
+    let leases = store.leases(shards).await?;
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    let mut values = Vec::new();
+    for cell in &cells {
+        let held: Vec<&weft_storage::LeaseRecord> = leases
+            .iter()
+            .filter(|record| record.lease.owner.as_deref() == Some(cell.name.as_str()))
+            .collect();
+        let shard_list: Vec<String> = held
+            .iter()
+            .map(|record| format!("{}@{}", record.lease.shard, record.lease.epoch))
+            .collect();
+        let beat_age_ms = (now - cell.beat_at).num_milliseconds().max(0);
+        rows.push(vec![
+            cell.name.clone(),
+            cell.region.clone(),
+            cell.api.clone(),
+            held.len().to_string(),
+            format!("{beat_age_ms} ms"),
+            shard_list.join(" "),
+        ]);
+        values.push(serde_json::json!({
+            "name": cell.name,
+            "region": cell.region,
+            "address": cell.address,
+            "api": cell.api,
+            "heartbeat_age_ms": beat_age_ms,
+            "started_at": cell.started_at,
+            "shards": held.iter().map(|record| serde_json::json!({
+                "shard": record.lease.shard,
+                "epoch": record.lease.epoch,
+                "lease_age_ms": (now - record.written_at).num_milliseconds().max(0),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let unowned: Vec<u32> = (0..shards)
+        .filter(|shard| {
+            !leases.iter().any(|record| {
+                record.lease.shard == *shard
+                    && record
+                        .lease
+                        .owner
+                        .as_ref()
+                        .is_some_and(|owner| cells.iter().any(|cell| &cell.name == owner))
+            })
+        })
+        .collect();
+    let value = serde_json::json!({ "cells": values, "shards": shards, "unowned_shards": unowned });
+    print_table(
+        json,
+        &[
+            "CELL",
+            "REGION",
+            "API",
+            "SHARDS",
+            "HEARTBEAT",
+            "SHARD@EPOCH",
+        ],
+        &rows,
+        &value,
+    );
+    if !json && !unowned.is_empty() {
+        println!("shards without a live owner: {unowned:?}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     // Installed before the engine starts, so that /metrics sees everything it records.
     let metrics = weft_web::metrics::install_recorder();
@@ -439,6 +541,27 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
     let web_shutdown = Arc::new(tokio::sync::Notify::new());
     let web = crate::web::start(&config, &engine, &bind, metrics, web_shutdown.clone()).await?;
     let remote_workers = crate::remote::serve_workers(&config, &engine).await?;
+    let keeper = if config.cell.name.is_empty() {
+        None
+    } else {
+        let settings = config.cell.lease().map_err(|reason| anyhow!(reason))?;
+        let identity = weft_cells::cell::CellIdentity {
+            name: config.cell.name.clone(),
+            region: config.cell.region.clone(),
+            address: config.workers.listen.clone(),
+            api: format!("http://{bind}"),
+        };
+        eprintln!(
+            "weft cell {} (region {}): {} shards, lease {} ms",
+            identity.name, identity.region, settings.shards, settings.ttl_ms
+        );
+        Some(weft_cells::cell::CellKeeper::start(
+            store.clone(),
+            engine.clone(),
+            identity,
+            settings,
+        ))
+    };
     if let Some(service) = &remote_workers {
         eprintln!(
             "weft standalone: remote workers connect to {} (QUIC with mutual TLS, as node `{}`)",
@@ -461,9 +584,11 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
     let mut idle_check = tokio::time::interval(std::time::Duration::from_millis(500));
     let shutdown = tokio::signal::ctrl_c();
     tokio::pin!(shutdown);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            _ = terminate.recv() => break,
             _ = scan.tick() => {
                 match node::sync_dags(node::DagSink::Engine(&engine), &mut processor).await {
                     Ok(summary) if !first_scan_done => {
@@ -489,6 +614,10 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         }
     }
     eprintln!("weft standalone: shutting down");
+    if let Some(keeper) = keeper {
+        // Hand the shards over, so the other cells take them without waiting out a lease.
+        keeper.leave().await;
+    }
     web_shutdown.notify_one();
     // Open WebSocket streams keep a graceful shutdown waiting: give it a moment, then stop.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), web).await;

@@ -16,6 +16,60 @@ pub struct Config {
     pub store: StoreConfig,
     pub web: WebConfig,
     pub secrets: SecretsConfig,
+    pub cell: CellConfig,
+}
+
+/// `weft cell`: this process as one region's cell, owning shards of the DAGs through leases in
+/// a store shared with the other cells.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CellConfig {
+    /// This cell's name, unique in the deployment (`weft cell --name`).
+    pub name: String,
+    /// Its region (`weft cell --region`), shown on the Cells page.
+    pub region: String,
+    /// Shards the DAGs are spread over; the same for every cell of a deployment, for good.
+    pub shards: u32,
+    /// How long a lease renewal keeps a shard (ms).
+    pub lease_ms: u64,
+    /// How often the owner renews its leases and writes its heartbeat (ms).
+    pub renew_ms: u64,
+    /// The margin for clock drift (ms): at least 5 % of the lease.
+    pub skew_ms: u64,
+    /// Shard takes and hand-overs in flight at once.
+    pub max_moves: usize,
+}
+
+impl Default for CellConfig {
+    fn default() -> CellConfig {
+        let lease = weft_core::lease::LeaseSettings::default();
+        CellConfig {
+            name: String::new(),
+            region: String::new(),
+            shards: lease.shards,
+            lease_ms: lease.ttl_ms,
+            renew_ms: lease.renew_ms,
+            skew_ms: lease.skew_ms,
+            max_moves: lease.max_moves,
+        }
+    }
+}
+
+impl CellConfig {
+    /// The lease settings, checked.
+    pub fn lease(&self) -> Result<weft_core::lease::LeaseSettings, String> {
+        let settings = weft_core::lease::LeaseSettings {
+            shards: self.shards,
+            ttl_ms: self.lease_ms,
+            renew_ms: self.renew_ms,
+            skew_ms: self.skew_ms,
+            max_moves: self.max_moves,
+        };
+        settings
+            .check()
+            .map_err(|reason| format!("[cell]: {reason}"))?;
+        Ok(settings)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

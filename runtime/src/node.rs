@@ -60,6 +60,11 @@ pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
     engine.python = python_runners(config, &isolation);
     engine.sandbox = isolation.shell;
     engine.sandbox_full = isolation.full;
+    if !config.cell.name.is_empty() {
+        engine.ownership = Some(std::sync::Arc::new(weft_actors::Ownership::new(
+            config.cell.shards,
+        )));
+    }
     Ok(engine)
 }
 

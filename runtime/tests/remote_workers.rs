@@ -9,107 +9,18 @@
 
 mod common;
 
-use common::http;
+use common::{http, wait_until, Process, WAIT};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The longest any wait here takes before the test fails naming it.
-const WAIT: Duration = Duration::from_secs(60);
 
 /// A deployment: a node's home with the CA and certificates, a DAG folder, workers' homes.
 struct Deployment {
     dir: tempfile::TempDir,
     node: Option<Process>,
     workers: BTreeMap<String, Process>,
-}
-
-/// A running `weft` process and what it has written on stderr so far.
-struct Process {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Process {
-    fn spawn(mut command: Command) -> Process {
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { return };
-                let mut text = sink.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        Process { child, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Waits until stderr holds `needle`, and returns the line that holds it.
-    fn wait_for_line(&self, needle: &str) -> String {
-        wait_until(&format!("`{needle}` on stderr"), || {
-            self.stderr()
-                .lines()
-                .find(|line| line.contains(needle))
-                .map(str::to_string)
-        })
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits for the process to exit, and returns its status code.
-    fn wait_exit(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the process did not exit:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_until<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
 }
 
 impl Deployment {

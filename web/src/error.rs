@@ -117,6 +117,11 @@ impl From<weft_actors::EngineError> for Error {
                 "engine_unavailable",
                 format!("the engine cannot take the request now ({reason}); retry shortly"),
             ),
+            error @ Engine::NotOwner { .. } => Error::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "not_owner",
+                error.to_string(),
+            ),
         }
     }
 }

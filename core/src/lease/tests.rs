@@ -312,3 +312,19 @@ fn two_cells_racing_for_a_free_shard_cannot_both_win() {
     assert_eq!(winners, 1);
     assert_eq!(a.held().count() + b.held().count(), 1);
 }
+
+#[test]
+fn busy_shards_are_not_handed_over_to_balance_but_are_when_leaving() {
+    let mut rows = Rows::default();
+    let mut a = LeaseKeeper::new("a", settings(4), 0);
+    settle(&mut a, &mut rows, 0, rows_observed_empty());
+    a.set_busy([0, 1, 2].into_iter().collect());
+    let cells = [("a", 1), ("b", 1)];
+    let input = rows.observed(100, &cells);
+    let effects = settle(&mut a, &mut rows, 100, input);
+    // b is below its share of 2, but only one shard of a is idle.
+    assert_eq!(lost(&effects), vec![3]);
+    assert_eq!(a.held().count(), 3);
+    let effects = settle(&mut a, &mut rows, 200, LeaseInput::Leave { now: 200 });
+    assert_eq!(lost(&effects), vec![0, 1, 2]);
+}

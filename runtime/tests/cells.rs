@@ -1,0 +1,402 @@
+//! Cells end to end: `weft cell` processes on 127.0.0.1 sharing one CQL store (`WEFT_TEST_CQL`,
+//! set by CI), each owning shards of the DAGs through leases. The owner of a DAG is killed
+//! with SIGKILL, or paused with SIGSTOP past its lease; another cell takes its shards and the
+//! run completes, every task with one accepted result and no schedule tick missed or doubled.
+//!
+//! Leases here are short (2 s, renewed every 0.5 s) so failovers take seconds.
+
+mod common;
+
+use common::{wait_until, Process, WAIT};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SHARDS: u32 = 4;
+const LEASE_MS: u64 = 2_000;
+
+/// A chain whose middle task runs long enough to be killed mid-run; one retry, at once.
+const CHAIN: &str = r#"
+from datetime import datetime, timedelta
+from weft import DAG, BashOperator
+
+with DAG(dag_id="cell_chain", schedule=None, start_date=datetime(2024, 1, 1),
+         default_args={"retries": 1, "retry_delay": timedelta(seconds=0)}) as dag:
+    a = BashOperator(task_id="a", bash_command="echo a")
+    b = BashOperator(task_id="b", bash_command="sleep 6; echo b")
+    c = BashOperator(task_id="c", bash_command="echo c")
+    a >> b >> c
+"#;
+
+/// Scheduled every 2 seconds from a start a little in the past, every tick run (catchup).
+fn ticker(start: &str) -> String {
+    format!(
+        r#"
+from datetime import datetime, timedelta
+from weft import DAG, BashOperator
+
+with DAG(dag_id="cell_ticker", schedule=timedelta(seconds=2),
+         start_date=datetime.fromisoformat("{start}"), catchup=True, max_active_runs=16) as dag:
+    BashOperator(task_id="tick", bash_command="true")
+"#
+    )
+}
+
+struct Cells {
+    dir: tempfile::TempDir,
+    store: String,
+    cells: Vec<(String, Option<Process>)>,
+}
+
+impl Cells {
+    /// A fresh keyspace on the test server, or `None` when there is no server.
+    fn new() -> Option<Cells> {
+        let Ok(address) = std::env::var("WEFT_TEST_CQL") else {
+            eprintln!("WEFT_TEST_CQL is not set: no CQL server to run against");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("dags")).unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let keyspace = format!("cells_{}_{nanos}", std::process::id());
+        let store = match std::env::var("WEFT_TEST_CQL_DC2") {
+            Ok(_) => format!("cql://{address}/{keyspace}?dc=dc1&replication=dc1:1,dc2:1"),
+            Err(_) => format!("cql://{address}/{keyspace}?dc=dc1&replication=dc1:1"),
+        };
+        Some(Cells {
+            dir,
+            store,
+            cells: Vec::new(),
+        })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn home(&self, name: &str) -> PathBuf {
+        self.path().join(name)
+    }
+
+    fn write_dag(&self, name: &str, text: &str) {
+        std::fs::write(self.path().join("dags").join(name), text).unwrap();
+    }
+
+    fn command(&self, home: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
+        command
+            .arg("--store")
+            .arg(&self.store)
+            .args(args)
+            .env("WEFT_HOME", home)
+            .env("WEFT_DAGS_FOLDER", self.path().join("dags"))
+            .env("WEFT_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env("WEFT_WEB__BIND", "127.0.0.1:0")
+            .env("WEFT_CELL__SHARDS", SHARDS.to_string())
+            .env("WEFT_CELL__LEASE_MS", LEASE_MS.to_string())
+            .env("WEFT_CELL__RENEW_MS", "500")
+            .env("WEFT_CELL__SKEW_MS", "200")
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn start(&mut self, name: &str) {
+        let home = self.home(name);
+        let command = self.command(&home, &["cell", "--name", name, "--region", "test"]);
+        let process = Process::spawn(command);
+        process.wait_for_line("DAGs from");
+        self.cells.push((name.to_string(), Some(process)));
+    }
+
+    fn process(&self, name: &str) -> &Process {
+        self.cells
+            .iter()
+            .find(|(cell, _)| cell == name)
+            .and_then(|(_, process)| process.as_ref())
+            .unwrap_or_else(|| panic!("no running cell {name}"))
+    }
+
+    /// Every running cell's stderr, for a failure's message.
+    fn said(&self) -> String {
+        self.cells
+            .iter()
+            .filter_map(|(name, process)| {
+                process
+                    .as_ref()
+                    .map(|process| format!("--- {name}\n{}", process.stderr()))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `weft <args> --json` from a home of its own (no node there: it reads the store).
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let output = self.command(&self.home("cli"), &all).output().unwrap();
+        assert!(
+            output.status.success(),
+            "weft {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+    }
+
+    /// Which cell holds each shard, as `weft cells list` reads it from the store.
+    fn owners(&self) -> Vec<(String, u32, u64)> {
+        let list = self.json(&["cells", "list"]);
+        let mut owners = Vec::new();
+        for cell in list["cells"].as_array().into_iter().flatten() {
+            for shard in cell["shards"].as_array().into_iter().flatten() {
+                owners.push((
+                    cell["name"].as_str().unwrap().to_string(),
+                    shard["shard"].as_u64().unwrap() as u32,
+                    shard["epoch"].as_u64().unwrap(),
+                ));
+            }
+        }
+        owners
+    }
+
+    /// Waits until `cell` holds exactly `count` shards and every shard has one owner.
+    fn wait_for_shares(&self, shares: &[(&str, usize)]) -> Vec<(String, u32, u64)> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let owners = self.owners();
+            let settled = owners.len() == SHARDS as usize
+                && shares.iter().all(|(cell, count)| {
+                    owners.iter().filter(|(owner, _, _)| owner == cell).count() == *count
+                });
+            if settled {
+                return owners;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "shards did not settle to {shares:?}: {owners:?}\n{}",
+                self.said()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn owner_of(&self, dag_id: &str) -> (String, u64) {
+        let shard = weft_core::lease::shard_of(dag_id, SHARDS);
+        let (owner, _, epoch) = self
+            .owners()
+            .into_iter()
+            .find(|(_, held, _)| *held == shard)
+            .unwrap_or_else(|| panic!("shard {shard} has no owner"));
+        (owner, epoch)
+    }
+
+    /// Trigger through the control socket of the cell named `on`.
+    fn trigger(&self, on: &str, dag_id: &str) -> Result<String, String> {
+        let output = self
+            .command(&self.home(on), &["dags", "trigger", dag_id, "--json"])
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).to_string());
+        }
+        let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+        Ok(created["run_id"].as_str().unwrap().to_string())
+    }
+
+    fn task(&self, dag_id: &str, task_id: &str, run_id: &str) -> Value {
+        let output = self
+            .command(
+                &self.home("cli"),
+                &["tasks", "state", dag_id, task_id, run_id, "--json"],
+            )
+            .output()
+            .unwrap();
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+    }
+
+    fn runs(&self, dag_id: &str) -> Vec<Value> {
+        self.json(&["runs", "list", dag_id, "--limit", "1000"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn wait_for_run(&self, dag_id: &str, run_id: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let state = self
+                .runs(dag_id)
+                .iter()
+                .find(|run| run["key"]["run_id"] == run_id)
+                .map(|run| run["state"].as_str().unwrap_or_default().to_string())
+                .unwrap_or_default();
+            if state == "success" || state == "failed" {
+                return state;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run_id} did not finish:\n{}",
+                self.said()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_for_task_state(&self, dag_id: &str, task_id: &str, run_id: &str, state: &str) {
+        wait_until(&format!("task {task_id} {state}"), || {
+            (self.task(dag_id, task_id, run_id)["state"] == state).then_some(())
+        });
+    }
+
+    fn kill(&mut self, name: &str) {
+        let entry = self
+            .cells
+            .iter_mut()
+            .find(|(cell, _)| cell == name)
+            .unwrap();
+        if let Some(mut process) = entry.1.take() {
+            process.signal("-KILL");
+            process.wait_exit();
+        }
+    }
+}
+
+/// Asserts that each task of the chain run ended `success` with one accepted result: the
+/// store holds one state per task instance, so a second accepted result would show as a try
+/// number past the tries the run needed.
+fn assert_chain_succeeded_once(cells: &Cells, run_id: &str, max_try_of_b: u64) {
+    for task_id in ["a", "b", "c"] {
+        let task = cells.task("cell_chain", task_id, run_id);
+        assert_eq!(task["state"], "success", "task {task_id}: {task}");
+        let tries = task["try_number"].as_u64().unwrap();
+        let limit = if task_id == "b" { max_try_of_b } else { 1 };
+        assert!(tries <= limit, "task {task_id} took {tries} tries: {task}");
+    }
+}
+
+#[test]
+fn kill9_of_the_owner_moves_its_shards_and_runs_and_ticks_carry_on() {
+    let Some(mut cells) = Cells::new() else {
+        return;
+    };
+    cells.write_dag("chain.py", CHAIN);
+    let start = (chrono::Utc::now() - chrono::Duration::seconds(4))
+        .format("%Y-%m-%dT%H:%M:%S+00:00")
+        .to_string();
+    cells.write_dag("ticker.py", &ticker(&start));
+    cells.start("cell-a");
+    cells.wait_for_shares(&[("cell-a", SHARDS as usize)]);
+    cells.start("cell-b");
+    cells.wait_for_shares(&[("cell-a", 2), ("cell-b", 2)]);
+
+    let (owner, epoch) = cells.owner_of("cell_chain");
+    let other = if owner == "cell-a" {
+        "cell-b"
+    } else {
+        "cell-a"
+    };
+    // A command for a DAG the cell does not own is refused, naming the shard.
+    let refused = cells.trigger(other, "cell_chain").unwrap_err();
+    assert!(refused.contains("another cell owns"), "{refused}");
+    let run_id = cells.trigger(&owner, "cell_chain").unwrap();
+    cells.wait_for_task_state("cell_chain", "b", &run_id, "running");
+
+    let killed_at = Instant::now();
+    cells.kill(&owner);
+    let owners = cells.wait_for_shares(&[(other, SHARDS as usize)]);
+    let took_over = killed_at.elapsed();
+    let shard = weft_core::lease::shard_of("cell_chain", SHARDS);
+    let new_epoch = owners
+        .iter()
+        .find(|(_, held, _)| *held == shard)
+        .map(|(_, _, epoch)| *epoch)
+        .unwrap();
+    assert!(
+        new_epoch > epoch,
+        "the epoch grows with the new owner: {epoch} -> {new_epoch}"
+    );
+    eprintln!("shards moved {} ms after the kill", took_over.as_millis());
+
+    // The try of `b` that ran on the dead cell is lost; its retry runs on the survivor.
+    assert_eq!(
+        cells.wait_for_run("cell_chain", &run_id),
+        "success",
+        "{}",
+        cells.said()
+    );
+    assert_chain_succeeded_once(&cells, &run_id, 2);
+
+    // The ticker kept its schedule across the failover: consecutive ticks 2 s apart, none
+    // twice, none missing, every one of them run.
+    let ticks_after = chrono::Utc::now();
+    wait_until("the ticker's runs up to now", || {
+        let runs = cells.runs("cell_ticker");
+        let done = runs.iter().all(|run| run["state"] == "success");
+        let newest = runs
+            .iter()
+            .filter_map(|run| run["logical_date"].as_str())
+            .filter_map(|date| chrono::DateTime::parse_from_rfc3339(date).ok())
+            .max()?;
+        (done && newest.with_timezone(&chrono::Utc) + chrono::Duration::seconds(4) >= ticks_after)
+            .then_some(())
+    });
+    let runs = cells.runs("cell_ticker");
+    let mut dates: Vec<chrono::DateTime<chrono::FixedOffset>> = runs
+        .iter()
+        .filter(|run| run["run_type"] == "scheduled")
+        .map(|run| {
+            chrono::DateTime::parse_from_rfc3339(run["logical_date"].as_str().unwrap()).unwrap()
+        })
+        .collect();
+    dates.sort();
+    assert!(dates.len() >= 5, "too few ticks: {dates:?}");
+    for pair in dates.windows(2) {
+        assert_eq!(
+            (pair[1] - pair[0]).num_seconds(),
+            2,
+            "ticks must be consecutive, once each: {dates:?}"
+        );
+    }
+}
+
+#[test]
+fn an_owner_paused_past_its_lease_is_deposed_and_stands_down() {
+    let Some(mut cells) = Cells::new() else {
+        return;
+    };
+    cells.write_dag("chain.py", CHAIN);
+    cells.start("cell-a");
+    cells.wait_for_shares(&[("cell-a", SHARDS as usize)]);
+    cells.start("cell-b");
+    cells.wait_for_shares(&[("cell-a", 2), ("cell-b", 2)]);
+    let (owner, _) = cells.owner_of("cell_chain");
+    let other = if owner == "cell-a" {
+        "cell-b"
+    } else {
+        "cell-a"
+    };
+    let run_id = cells.trigger(&owner, "cell_chain").unwrap();
+    cells.wait_for_task_state("cell_chain", "b", &run_id, "running");
+
+    cells.process(&owner).signal("-STOP");
+    cells.wait_for_shares(&[(other, SHARDS as usize)]);
+    cells.process(&owner).signal("-CONT");
+    // Back, it finds its leases over, stops deciding and hands its runs to nobody.
+    cells
+        .process(&owner)
+        .wait_for_line("stood down from a shard");
+    assert_eq!(
+        cells.wait_for_run("cell_chain", &run_id),
+        "success",
+        "{}",
+        cells.said()
+    );
+    assert_chain_succeeded_once(&cells, &run_id, 2);
+    // It rejoins and gets its share again, under new epochs.
+    let owners = cells.wait_for_shares(&[("cell-a", 2), ("cell-b", 2)]);
+    assert!(owners.iter().all(|(_, _, epoch)| *epoch >= 2), "{owners:?}");
+}
