@@ -7,6 +7,7 @@
 //! `weft_core` state machines through glue that mirrors the actors, records a [`History`], and
 //! the named [`checkers`] judge it. The same seed always gives the same trace.
 
+pub mod cells;
 pub mod checkers;
 pub mod faults;
 pub mod history;
