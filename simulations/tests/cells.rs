@@ -1,20 +1,138 @@
-//! Each cells checker catches a small hand-built history that breaks its invariant, and
-//! accepts the same history without the break.
+//! The cells simulation as a test: determinism, the canary is caught by the checker that names
+//! it, a batch of seeds passes, the faults happen, and each cells checker catches a small
+//! hand-built history that breaks its invariant (and accepts it without the break).
 
 use chrono::TimeZone;
+use std::collections::BTreeSet;
 use weft_core::ids::RunKey;
 use weft_core::lease::LeaseOp;
 use weft_core::state::{DagRunState, RunType};
 use weft_core::timetable::DataInterval;
 use weft_core::Timestamp;
 use weft_simulations::cells::checkers::{
-    fenced_writes_refused, one_owner_per_epoch, schedule_exactly_once,
+    check_all, fenced_writes_refused, one_owner_per_epoch, schedule_exactly_once,
 };
 use weft_simulations::cells::history::{ActKind, CellDag, CellRecord, CellsHistory, RunChange};
+use weft_simulations::cells::{self, CellsReport};
 use weft_simulations::checkers::{
     FENCED_WRITES_REFUSED, ONE_OWNER_PER_EPOCH, SCHEDULE_EXACTLY_ONCE,
 };
+use weft_simulations::Canary;
 use weft_storage::RunRow;
+
+/// Seeds the passing test checks; the binary (`--seeds N`) covers more.
+const SEEDS_PASSING: u64 = 200;
+/// The canary must be caught within this many seeds.
+const CANARY_SEEDS: u64 = 300;
+
+fn run(seed: u64, canary: Canary) -> CellsReport {
+    cells::run(seed, canary)
+}
+
+#[test]
+fn same_seed_gives_the_same_cells_trace() {
+    for seed in [1, 7, 54] {
+        let first = run(seed, Canary::Off);
+        let second = run(seed, Canary::Off);
+        assert_eq!(
+            first.trace_hash, second.trace_hash,
+            "seed {seed} is not deterministic"
+        );
+        assert_eq!(first.history.entries, second.history.entries);
+        assert!(
+            !first.history.entries.is_empty(),
+            "seed {seed} recorded nothing"
+        );
+    }
+    let hashes: BTreeSet<u64> = (0..5)
+        .map(|seed| run(seed, Canary::Off).trace_hash)
+        .collect();
+    assert_eq!(
+        hashes.len(),
+        5,
+        "different seeds should give different traces"
+    );
+}
+
+/// Cells that go on acting after their keeper says `Lost` act beside (or after) the cell that
+/// took the shard over.
+#[test]
+fn the_cell_lease_canary_is_caught_by_one_owner_per_epoch() {
+    let caught = (0..CANARY_SEEDS).find(|&seed| {
+        run(seed, Canary::IgnoreCellLease)
+            .violations
+            .iter()
+            .any(|violation| violation.checker == ONE_OWNER_PER_EPOCH)
+    });
+    let Some(seed) = caught else {
+        panic!("ignoring Lost went unnoticed in {CANARY_SEEDS} seeds");
+    };
+    let honest = run(seed, Canary::Off);
+    assert!(
+        honest.violations.is_empty(),
+        "seed {seed} fails without the canary: {:?}",
+        honest.violations
+    );
+}
+
+#[test]
+fn cells_seeds_pass_every_checker() {
+    for seed in 0..SEEDS_PASSING {
+        let report = run(seed, Canary::Off);
+        assert_eq!(
+            check_all(&report.history),
+            report.violations,
+            "checking is a pure function of the history"
+        );
+        assert!(
+            report.violations.is_empty(),
+            "seed {seed}: {:?}\nreplay: {}",
+            report.violations,
+            weft_simulations::replay_command(seed, Canary::Off)
+        );
+    }
+}
+
+/// The faults happen and the paths they open are taken: crashes, pauses, partitions, slow
+/// links, leaves; shards taken over after their lease ran out, late writes refused by the
+/// fence, runs adopted by a new owner, creations refused because the run existed.
+#[test]
+fn cells_meet_their_faults() {
+    let mut seen = BTreeSet::new();
+    for seed in 0..100 {
+        let history = run(seed, Canary::Off).history;
+        let mut owners = std::collections::BTreeMap::new();
+        for entry in &history.entries {
+            let what = match &entry.record {
+                CellRecord::Crashed { .. } => "crashed",
+                CellRecord::Paused { .. } => "paused",
+                CellRecord::Partitioned { .. } => "partitioned",
+                CellRecord::Slowed { .. } => "slowed",
+                CellRecord::Left { .. } => "left",
+                CellRecord::RunFenced { .. } => "fenced",
+                CellRecord::RunAccepted {
+                    change: RunChange::Adopted,
+                    ..
+                } => "adopted",
+                CellRecord::LeaseApplied {
+                    op, shard, owner, ..
+                } => {
+                    let before = owners.insert(*shard, owner.clone());
+                    match (op, before) {
+                        (LeaseOp::Take, Some(Some(_))) => "taken after the lease ran out",
+                        (LeaseOp::Release, _) => "handed over",
+                        _ => continue,
+                    }
+                }
+                _ => continue,
+            };
+            seen.insert(what);
+        }
+    }
+    assert_eq!(seen.len(), 9, "only {seen:?} happened in 100 seeds");
+}
+
+// ---- hand-built histories ----
 
 fn at(second: u32) -> Timestamp {
     chrono::Utc
