@@ -400,26 +400,24 @@ impl LeaseKeeper {
     }
 
     /// Record a row read at `now`; if it shows that another cell owns a shard this cell holds,
-    /// stop deciding for it at once.
+    /// stop deciding for it at once. A row older than the one this cell holds (a read that
+    /// crossed this cell's take or renewal: sent before it applied, answered after) says
+    /// nothing about the lease now and deposes nobody.
     fn see(&mut self, now: Millis, row: LeaseRow, effects: &mut Vec<LeaseEffect>) {
         let shard = row.shard;
-        if let Some(held) = self.held.get(&shard) {
-            let still_mine = row.owner.as_deref() == Some(self.me.as_str())
-                && row.epoch == held.epoch
-                && row.version <= held.version;
-            let newer_renewal = row.owner.as_deref() == Some(self.me.as_str())
-                && row.epoch == held.epoch
-                && row.version > held.version;
-            if newer_renewal {
-                // A renewal whose outcome was unknown did apply: keep its version, not its
-                // time (its send time is unknown here).
-                if let Some(held) = self.held.get_mut(&shard) {
+        if let Some(held) = self.held.get_mut(&shard) {
+            if (row.epoch, row.version) > (held.epoch, held.version) {
+                let mine =
+                    row.owner.as_deref() == Some(self.me.as_str()) && row.epoch == held.epoch;
+                if mine {
+                    // A renewal whose outcome was unknown did apply: keep its version, not its
+                    // time (its send time is unknown here).
                     held.version = row.version;
+                } else {
+                    let epoch = held.epoch;
+                    self.held.remove(&shard);
+                    effects.push(LeaseEffect::Lost { shard, epoch });
                 }
-            } else if !still_mine {
-                let epoch = held.epoch;
-                self.held.remove(&shard);
-                effects.push(LeaseEffect::Lost { shard, epoch });
             }
         }
         match self.leases.get_mut(&shard) {

@@ -312,3 +312,47 @@ fn two_cells_racing_for_a_free_shard_cannot_both_win() {
     assert_eq!(winners, 1);
     assert_eq!(a.held().count() + b.held().count(), 1);
 }
+
+/// A read sent before this cell's take applied and answered after it shows the row as it was
+/// (free, or another cell's expired lease): it must not depose the new owner. A newer row
+/// showing another owner still does.
+#[test]
+fn a_read_older_than_the_take_does_not_depose_the_new_owner() {
+    let mut rows = Rows::default();
+    rows.0.insert(
+        0,
+        LeaseRow {
+            shard: 0,
+            owner: None,
+            epoch: 1,
+            version: 2,
+        },
+    );
+    let mut a = LeaseKeeper::new("a", settings(1), 0);
+    let before_take = rows.observed(0, &[]);
+    let effects = settle(&mut a, &mut rows, 0, before_take);
+    assert_eq!(gained(&effects), vec![0]);
+    assert_eq!(a.epoch_of(0), Some(2));
+    // A read that crossed the take (sent before it applied) is answered now.
+    let crossed = LeaseInput::Observed {
+        now: 40,
+        leases: vec![LeaseRow {
+            shard: 0,
+            owner: None,
+            epoch: 1,
+            version: 2,
+        }],
+        cells: Vec::new(),
+    };
+    let effects = a.handle(crossed);
+    assert_eq!(lost(&effects), Vec::<ShardId>::new());
+    assert_eq!(a.epoch_of(0), Some(2));
+    // Another cell took it since (a was thought dead): the next read deposes a.
+    let row = rows.0.get_mut(&0).unwrap();
+    row.owner = Some("b".into());
+    row.epoch += 1;
+    row.version += 1;
+    let effects = a.handle(rows.observed(100, &[]));
+    assert_eq!(lost(&effects), vec![0]);
+    assert_eq!(a.epoch_of(0), None);
+}
