@@ -14,8 +14,9 @@
 //!
 //! **The link.** Every store request of a cell (lease compare-and-set, the read of every lease
 //! and heartbeat row, its heartbeat, the scan of a shard's runs, fenced run writes) takes a
-//! one-way delay each way, 1 to 50 ms, and in some seeds a few take 0.2 to 12 s (a write that
-//! reaches the store after its sender's lease ended: what fences are for). The store applies a
+//! one-way delay each way, 1 to 50 ms, and in some seeds a few take 0.2 to 12 s during the fault
+//! window (a write that reaches the store after its sender's lease ended: what fences are for).
+//! The store applies a
 //! request when it arrives. A cell gives up on a request after [`REQUEST_TIMEOUT_MS`] of its
 //! clock; a lease write it gave up on is reported to the keeper as `CasOutcome::Unknown`, a run
 //! write as failed, and either may have been applied. The keeper is fed `Observed` from a read
@@ -23,7 +24,8 @@
 //! send time, and a `Tick` before every act.
 //!
 //! **The work.** 2 to 6 DAGs on interval schedules of 1 to 5 s (catch-up on, with or without
-//! data intervals), spread over the shards by `shard_of`. On `Gained { shard, epoch }` the cell
+//! data intervals), spread over the shards by `shard_of` and registered in the store before
+//! the cells start (no cell writes `PutDag`). On `Gained { shard, epoch }` the cell
 //! scans the store (the latest scheduled run of each DAG of the shard, and every unfinished
 //! run of the shard), adopts each unfinished run (`[Fence]`, then reads it), and creates the
 //! ticks that are due after the latest run, one at a time per DAG, with
@@ -47,7 +49,9 @@
 //! of dead owners to expire, shards to settle and every run to finish.
 //!
 //! The checkers ([`checkers`]) judge the [`history::CellsHistory`]: `one_owner_per_epoch`,
-//! `schedule_exactly_once` and `fenced_writes_refused`.
+//! `schedule_exactly_once` and `fenced_writes_refused`. The canary `Canary::IgnoreCellLease`
+//! (`--canary-cell-lease`) makes cells ignore `Lost` and go on acting for the shard;
+//! `one_owner_per_epoch` catches it.
 
 pub mod checkers;
 pub mod history;
