@@ -409,26 +409,24 @@ impl LeaseKeeper {
     }
 
     /// Record a row read at `now`; if it shows that another cell owns a shard this cell holds,
-    /// stop deciding for it at once.
+    /// stop deciding for it at once. A row older than the one this cell holds (a read that
+    /// crossed this cell's take or renewal: sent before it applied, answered after) says
+    /// nothing about the lease now and deposes nobody.
     fn see(&mut self, now: Millis, row: LeaseRow, effects: &mut Vec<LeaseEffect>) {
         let shard = row.shard;
-        if let Some(held) = self.held.get(&shard) {
-            let still_mine = row.owner.as_deref() == Some(self.me.as_str())
-                && row.epoch == held.epoch
-                && row.version <= held.version;
-            let newer_renewal = row.owner.as_deref() == Some(self.me.as_str())
-                && row.epoch == held.epoch
-                && row.version > held.version;
-            if newer_renewal {
-                // A renewal whose outcome was unknown did apply: keep its version, not its
-                // time (its send time is unknown here).
-                if let Some(held) = self.held.get_mut(&shard) {
+        if let Some(held) = self.held.get_mut(&shard) {
+            if (row.epoch, row.version) > (held.epoch, held.version) {
+                let mine =
+                    row.owner.as_deref() == Some(self.me.as_str()) && row.epoch == held.epoch;
+                if mine {
+                    // A renewal whose outcome was unknown did apply: keep its version, not its
+                    // time (its send time is unknown here).
                     held.version = row.version;
+                } else {
+                    let epoch = held.epoch;
+                    self.held.remove(&shard);
+                    effects.push(LeaseEffect::Lost { shard, epoch });
                 }
-            } else if !still_mine {
-                let epoch = held.epoch;
-                self.held.remove(&shard);
-                effects.push(LeaseEffect::Lost { shard, epoch });
             }
         }
         match self.leases.get_mut(&shard) {
@@ -498,17 +496,35 @@ impl LeaseKeeper {
                             }
                         }
                     }
-                    // A take applied after the cell began leaving is handed over at once by
-                    // `balance`, which releases every row this cell owns.
                     LeaseOp::Take | LeaseOp::Release => {}
+                }
+                // The row names this cell, which does not decide under it: a take applied
+                // after the cell began leaving or answered after the lease it gave was over,
+                // or a renewal answered after the lease ran out. Hand it back at once rather
+                // than leave the shard without a decider until the row expires.
+                let mine = row.owner.as_deref() == Some(self.me.as_str());
+                if mine && !self.held.contains_key(&shard) && !self.moving.contains_key(&shard) {
+                    self.release(shard, (row.epoch, row.version), effects);
                 }
             }
             CasOutcome::Refused(current) => {
-                match current {
-                    Some(current) => self.see(now, current, effects),
+                match &current {
+                    Some(current) => self.see(now, current.clone(), effects),
                     None => {
                         self.leases.remove(&shard);
                     }
+                }
+                // A hand-over refused because a renewal of this cell applied after it was
+                // decided (in flight, or of unknown outcome): hand over the row as it is now.
+                // The epoch is the one this cell handed over, so the newer version is its own.
+                if let Some(current) = current.filter(|current| {
+                    op == LeaseOp::Release
+                        && current.owner.as_deref() == Some(self.me.as_str())
+                        && current.epoch == row.epoch
+                        && !self.held.contains_key(&shard)
+                        && !self.moving.contains_key(&shard)
+                }) {
+                    self.release(shard, (current.epoch, current.version), effects);
                 }
                 // A refused renewal of a row the read above still shows as ours can only be a
                 // version this cell has not seen; keep deciding until the lease runs out and
@@ -667,18 +683,25 @@ impl LeaseKeeper {
                 shard,
                 epoch: held.epoch,
             });
-            self.moving.insert(shard, LeaseOp::Release);
-            effects.push(LeaseEffect::Write {
-                op: LeaseOp::Release,
-                expect: Some((held.epoch, held.version)),
-                row: LeaseRow {
-                    shard,
-                    owner: None,
-                    epoch: held.epoch,
-                    version: held.version + 1,
-                },
-            });
+            self.release(shard, (held.epoch, held.version), effects);
         }
+    }
+
+    /// Write `shard`'s row without an owner if it is still at `stamp`. The cell does not
+    /// decide for the shard (it stopped, or never began).
+    fn release(&mut self, shard: ShardId, stamp: Stamp, effects: &mut Vec<LeaseEffect>) {
+        let (epoch, version) = stamp;
+        self.moving.insert(shard, LeaseOp::Release);
+        effects.push(LeaseEffect::Write {
+            op: LeaseOp::Release,
+            expect: Some(stamp),
+            row: LeaseRow {
+                shard,
+                owner: None,
+                epoch,
+                version: version + 1,
+            },
+        });
     }
 }
 

@@ -26,6 +26,12 @@ pub const ACKNOWLEDGED_NEVER_LOST: &str = "acknowledged_never_lost";
 pub const NO_ORPHAN_OVERLAP: &str = "no_orphan_overlap";
 pub const REPORTS_FENCED_BY_SESSION: &str = "reports_fenced_by_session";
 pub const LINK_LOSS_RELEASES: &str = "link_loss_releases";
+/// Cells (`crate::cells::checkers`): at most one cell acts for a shard under an epoch, and a
+/// deposed owner stops acting before the store applies the take that deposes it.
+pub const ONE_OWNER_PER_EPOCH: &str = "one_owner_per_epoch";
+/// Cells: the store never accepts a run write under an epoch older than one the run was
+/// already written under.
+pub const FENCED_WRITES_REFUSED: &str = "fenced_writes_refused";
 
 /// How long after a lost link the node may take to treat the session as left: its idle
 /// timeout, counted from the last reply it heard (before the loss), plus this.
@@ -60,7 +66,7 @@ pub fn check_all(history: &History) -> Vec<Violation> {
         .collect()
 }
 
-fn violation(
+pub(crate) fn violation(
     checker: &'static str,
     at: Option<Timestamp>,
     subject: impl ToString,

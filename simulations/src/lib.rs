@@ -6,7 +6,12 @@
 //! worker deaths, pauses and drains) and every worker outcome. [`sim::Simulation`] drives the real
 //! `weft_core` state machines through glue that mirrors the actors, records a [`History`], and
 //! the named [`checkers`] judge it. The same seed always gives the same trace.
+//!
+//! Every seed also runs the cells simulation ([`cells`]): regional cells that own DAGs
+//! through shard leases (the real `LeaseKeeper`) over one store, with link delays and
+//! partitions, crashes, pauses, leaves and clock drift, judged by its own checkers.
 
+pub mod cells;
 pub mod checkers;
 pub mod faults;
 pub mod history;
@@ -24,19 +29,35 @@ pub const EXCERPT_LINES_MAX: usize = 12;
 #[derive(Debug)]
 pub struct SeedReport {
     pub seed: u64,
+    /// The node simulation's trace hash (the cells simulation's is in `cells`).
     pub trace_hash: u64,
+    /// Every violation of the seed: the node simulation's, then the cells simulation's
+    /// (also in `cells.violations`).
     pub violations: Vec<Violation>,
     pub history: History,
+    pub cells: cells::CellsReport,
 }
 
+impl SeedReport {
+    /// The node simulation's violations.
+    pub fn node_violations(&self) -> &[Violation] {
+        let node = self.violations.len() - self.cells.violations.len();
+        &self.violations[..node]
+    }
+}
+
+/// Runs both simulations of a seed and judges them.
 pub fn run_seed(seed: u64, canary: Canary) -> SeedReport {
     let history = sim::Simulation::new(seed, canary).run();
-    let violations = checkers::check_all(&history);
+    let mut violations = checkers::check_all(&history);
+    let cells = cells::run(seed, canary);
+    violations.extend(cells.violations.iter().cloned());
     SeedReport {
         seed,
         trace_hash: history.trace_hash(),
         violations,
         history,
+        cells,
     }
 }
 
@@ -46,6 +67,7 @@ pub fn replay_command(seed: u64, canary: Canary) -> String {
         Canary::Off => "",
         Canary::AcceptStaleResults => " --canary",
         Canary::IgnoreLease => " --canary-lease",
+        Canary::IgnoreCellLease => " --canary-cell-lease",
     };
     format!("cargo run --release -p weft-simulations -- --seed {seed}{canary}")
 }
@@ -69,10 +91,19 @@ pub fn describe_failure(report: &SeedReport, canary: Canary) -> String {
             violation.checker, violation.subject, violation.message, at
         );
     }
-    if let Some(first) = report.violations.first() {
+    if let Some(first) = report.node_violations().first() {
         let _ = writeln!(text, "trace excerpt ({}):", first.subject);
         text.push_str(
             &report
+                .history
+                .excerpt(first.at, &first.subject, EXCERPT_LINES_MAX),
+        );
+    }
+    if let Some(first) = report.cells.violations.first() {
+        let _ = writeln!(text, "cells trace excerpt ({}):", first.subject);
+        text.push_str(
+            &report
+                .cells
                 .history
                 .excerpt(first.at, &first.subject, EXCERPT_LINES_MAX),
         );

@@ -1,6 +1,8 @@
 //! The simulator's command line: run many seeds (`--seeds N`), replay one (`--seed S`), run
 //! a deliberately broken variant (`--canary`: stale results accepted; `--canary-lease`:
-//! remote workers ignore their lease), or keep going until a time (`--until`).
+//! remote workers ignore their lease; `--canary-cell-lease`: cells go on acting for a shard
+//! after their lease keeper says `Lost`), or keep going until a time (`--until`). Every seed
+//! runs both simulations, the node's and the cells'.
 //!
 //! The last line of a multi-seed run is exactly `N seeds, V violations`.
 
@@ -22,11 +24,12 @@ struct Args {
     first_seed: u64,
     canary: bool,
     canary_lease: bool,
+    canary_cell_lease: bool,
     until: Option<Duration>,
     trace: bool,
 }
 
-const USAGE: &str = "usage: weft-simulations [--seeds N [--first-seed S] [--until 8h|RFC3339]] [--seed S [--trace]] [--canary | --canary-lease]";
+const USAGE: &str = "usage: weft-simulations [--seeds N [--first-seed S] [--until 8h|RFC3339]] [--seed S [--trace]] [--canary | --canary-lease | --canary-cell-lease]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args::default();
@@ -41,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
             "--until" => args.until = Some(parse_until(&value("--until")?)?),
             "--canary" => args.canary = true,
             "--canary-lease" => args.canary_lease = true,
+            "--canary-cell-lease" => args.canary_cell_lease = true,
             "--trace" => args.trace = true,
             "--help" | "-h" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument `{other}`; {USAGE}")),
@@ -80,6 +84,8 @@ fn main() -> ExitCode {
         Canary::AcceptStaleResults
     } else if args.canary_lease {
         Canary::IgnoreLease
+    } else if args.canary_cell_lease {
+        Canary::IgnoreCellLease
     } else {
         Canary::Off
     };
@@ -106,11 +112,15 @@ fn replay(seed: u64, canary: Canary, trace: bool) -> ExitCode {
     let report = run_seed(seed, canary);
     if trace {
         print!("{}", report.history.excerpt(None, "", usize::MAX));
+        println!("cells:");
+        print!("{}", report.cells.history.excerpt(None, "", usize::MAX));
     }
     println!(
-        "seed {seed}: trace hash {:016x}, {} entries",
+        "seed {seed}: trace hash {:016x}, {} entries; cells trace hash {:016x}, {} entries",
         report.trace_hash,
-        report.history.entries.len()
+        report.history.entries.len(),
+        report.cells.trace_hash,
+        report.cells.history.entries.len()
     );
     if !report.violations.is_empty() {
         print!("{}", describe_failure(&report, canary));

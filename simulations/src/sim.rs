@@ -125,6 +125,10 @@ pub enum Canary {
     /// Remote workers let their attempts run on when their lease expires, as a worker that
     /// ignored its lease would. `no_orphan_overlap` must catch it.
     IgnoreLease,
+    /// Cells of the cells simulation go on acting for a shard after their lease keeper says
+    /// `Lost` (its lease ran out, another cell took it, or it handed it over), as a cell that
+    /// ignored its keeper would. `one_owner_per_epoch` must catch it.
+    IgnoreCellLease,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -126,7 +126,7 @@ fn seeds_pass_every_checker() {
         let report = run_seed(seed, Canary::Off);
         assert_eq!(
             check_all(&report.history),
-            report.violations,
+            report.node_violations(),
             "checking is a pure function of the history"
         );
         assert!(

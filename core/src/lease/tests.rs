@@ -328,3 +328,213 @@ fn busy_shards_are_not_handed_over_to_balance_but_are_when_leaving() {
     let effects = settle(&mut a, &mut rows, 200, LeaseInput::Leave { now: 200 });
     assert_eq!(lost(&effects), vec![0, 1, 2]);
 }
+
+/// A read sent before this cell's take applied and answered after it shows the row as it was
+/// (free, or another cell's expired lease): it must not depose the new owner. A newer row
+/// showing another owner still does.
+#[test]
+fn a_read_older_than_the_take_does_not_depose_the_new_owner() {
+    let mut rows = Rows::default();
+    rows.0.insert(
+        0,
+        LeaseRow {
+            shard: 0,
+            owner: None,
+            epoch: 1,
+            version: 2,
+        },
+    );
+    let mut a = LeaseKeeper::new("a", settings(1), 0);
+    let before_take = rows.observed(0, &[]);
+    let effects = settle(&mut a, &mut rows, 0, before_take);
+    assert_eq!(gained(&effects), vec![0]);
+    assert_eq!(a.epoch_of(0), Some(2));
+    // A read that crossed the take (sent before it applied) is answered now.
+    let crossed = LeaseInput::Observed {
+        now: 40,
+        leases: vec![LeaseRow {
+            shard: 0,
+            owner: None,
+            epoch: 1,
+            version: 2,
+        }],
+        cells: Vec::new(),
+    };
+    let effects = a.handle(crossed);
+    assert_eq!(lost(&effects), Vec::<ShardId>::new());
+    assert_eq!(a.epoch_of(0), Some(2));
+    // Another cell took it since (a was thought dead): the next read deposes a.
+    let row = rows.0.get_mut(&0).unwrap();
+    row.owner = Some("b".into());
+    row.epoch += 1;
+    row.version += 1;
+    let effects = a.handle(rows.observed(100, &[]));
+    assert_eq!(lost(&effects), vec![0]);
+    assert_eq!(a.epoch_of(0), None);
+}
+
+fn releases(effects: &[LeaseEffect]) -> Vec<(ShardId, Option<Stamp>)> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            LeaseEffect::Write {
+                op: LeaseOp::Release,
+                expect,
+                row,
+            } => Some((row.shard, *expect)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The take a keeper sends first for its one shard, and the same take applied to `rows`.
+fn first_take(keeper: &mut LeaseKeeper, rows: &mut Rows) -> (LeaseRow, CasOutcome) {
+    let effects = keeper.handle(rows_observed_empty());
+    let (expect, row) = effects
+        .into_iter()
+        .find_map(|effect| match effect {
+            LeaseEffect::Write {
+                op: LeaseOp::Take,
+                expect,
+                row,
+            } => Some((expect, row)),
+            _ => None,
+        })
+        .expect("a take");
+    let outcome = rows.apply(expect, &row);
+    (row, outcome)
+}
+
+/// A lease write of a cell that applied when the cell will not decide under it hands the row
+/// back at once, instead of leaving the shard owned by a cell that does not decide for it
+/// until the row expires: a take answered after the cell began leaving, a take answered after
+/// the lease it gave was over, a renewal answered after the lease ran out.
+#[test]
+fn a_row_the_cell_will_not_decide_under_is_handed_back() {
+    let s = settings(1);
+    // A take answered after the cell began leaving.
+    let mut rows = Rows::default();
+    let mut a = LeaseKeeper::new("a", s.clone(), 0);
+    let (row, outcome) = first_take(&mut a, &mut rows);
+    let effects = a.handle(LeaseInput::Leave { now: 10 });
+    assert!(effects.contains(&LeaseEffect::Retire));
+    let effects = a.handle(LeaseInput::Written {
+        now: 20,
+        op: LeaseOp::Take,
+        row,
+        sent: 0,
+        outcome,
+    });
+    assert_eq!(gained(&effects), Vec::<ShardId>::new());
+    assert_eq!(releases(&effects), vec![(0, Some((1, 1)))]);
+
+    // A take answered after the lease it gave was over.
+    let mut rows = Rows::default();
+    let mut b = LeaseKeeper::new("b", s.clone(), 0);
+    let (row, outcome) = first_take(&mut b, &mut rows);
+    let effects = b.handle(LeaseInput::Written {
+        now: s.validity_ms() + 1,
+        op: LeaseOp::Take,
+        row,
+        sent: 0,
+        outcome,
+    });
+    assert_eq!(gained(&effects), Vec::<ShardId>::new());
+    assert_eq!(releases(&effects), vec![(0, Some((1, 1)))]);
+
+    // A renewal answered after the lease ran out.
+    let mut rows = Rows::default();
+    let mut c = LeaseKeeper::new("c", s.clone(), 0);
+    settle(&mut c, &mut rows, 0, rows_observed_empty());
+    let renewal = c
+        .handle(LeaseInput::Tick { now: s.renew_ms })
+        .into_iter()
+        .find_map(|effect| match effect {
+            LeaseEffect::Write {
+                op: LeaseOp::Renew,
+                expect,
+                row,
+            } => Some((expect, row)),
+            _ => None,
+        })
+        .expect("a renewal");
+    let effects = c.handle(LeaseInput::Tick {
+        now: s.validity_ms(),
+    });
+    assert_eq!(lost(&effects), vec![0]);
+    let outcome = rows.apply(renewal.0, &renewal.1);
+    let effects = c.handle(LeaseInput::Written {
+        now: s.validity_ms() + 100,
+        op: LeaseOp::Renew,
+        row: renewal.1,
+        sent: s.renew_ms,
+        outcome,
+    });
+    assert_eq!(releases(&effects), vec![(0, Some((1, 2)))]);
+}
+
+/// A hand-over decided while a renewal was in flight expects the version before the renewal;
+/// when the renewal applies first the store refuses it, and the keeper hands over the row as
+/// it is now instead of leaving it owned until it expires.
+#[test]
+fn a_hand_over_refused_by_the_cells_own_renewal_is_written_again() {
+    let s = settings(1);
+    let mut rows = Rows::default();
+    let mut a = LeaseKeeper::new("a", s.clone(), 0);
+    settle(&mut a, &mut rows, 0, rows_observed_empty());
+    let renewal = a
+        .handle(LeaseInput::Tick { now: s.renew_ms })
+        .into_iter()
+        .find_map(|effect| match effect {
+            LeaseEffect::Write {
+                op: LeaseOp::Renew,
+                expect,
+                row,
+            } => Some((expect, row)),
+            _ => None,
+        })
+        .expect("a renewal");
+    // The renewal reaches the store; its answer is still on its way when the cell leaves.
+    assert_eq!(rows.apply(renewal.0, &renewal.1), CasOutcome::Applied);
+    let effects = a.handle(LeaseInput::Leave {
+        now: s.renew_ms + 10,
+    });
+    assert_eq!(lost(&effects), vec![0]);
+    let (expect, row) = effects
+        .into_iter()
+        .find_map(|effect| match effect {
+            LeaseEffect::Write {
+                op: LeaseOp::Release,
+                expect,
+                row,
+            } => Some((expect, row)),
+            _ => None,
+        })
+        .expect("a hand-over");
+    assert_eq!(expect, Some((1, 1)));
+    let outcome = rows.apply(expect, &row);
+    assert!(matches!(outcome, CasOutcome::Refused(Some(_))));
+    let now = s.renew_ms + 20;
+    let effects = settle(
+        &mut a,
+        &mut rows,
+        now,
+        LeaseInput::Written {
+            now,
+            op: LeaseOp::Release,
+            row,
+            sent: s.renew_ms + 10,
+            outcome,
+        },
+    );
+    assert!(gained(&effects).is_empty());
+    assert_eq!(
+        rows.0[&0],
+        LeaseRow {
+            shard: 0,
+            owner: None,
+            epoch: 1,
+            version: 3,
+        }
+    );
+}
