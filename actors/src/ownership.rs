@@ -125,9 +125,17 @@ impl Ownership {
             let fenced = batch
                 .iter()
                 .any(|write| matches!(write, Write::Fence { run: fenced, .. } if *fenced == run));
-            if !fenced {
-                batch.push(Write::Fence { run, epoch });
+            if fenced {
+                continue;
             }
+            // The fence goes first, so that a deposed owner's batch is refused for its epoch
+            // rather than for a guard the new owner moved; after the run's creation when the
+            // batch creates it.
+            let created = batch
+                .iter()
+                .position(|write| matches!(write, Write::CreateRun(created) if created.key == run));
+            let at = created.map_or(0, |position| position + 1);
+            batch.insert(at, Write::Fence { run, epoch });
         }
         Ok(batch)
     }
@@ -198,7 +206,7 @@ mod tests {
             .fence(vec![update.clone(), update.clone()])
             .unwrap();
         assert_eq!(fenced.len(), 3, "one fence per run");
-        assert!(matches!(&fenced[2], Write::Fence { run, epoch: 7 } if *run == a));
+        assert!(matches!(&fenced[0], Write::Fence { run, epoch: 7 } if *run == a));
         // Writes that touch no run are not fenced.
         let plain = vec![Write::ClearImportError {
             fileloc: "x".into(),

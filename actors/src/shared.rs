@@ -75,7 +75,7 @@ impl Shared {
                     metrics::counter!("weft_store_retries_total").increment(1);
                     tokio::time::sleep(backoff.next_delay()).await;
                 }
-                result => return result,
+                result => return noted(result),
             }
         }
         unreachable!("the last attempt returns")
@@ -113,7 +113,7 @@ impl Shared {
                     if failures > 0 {
                         tracing::info!(failures, "store answers again");
                     }
-                    return Some(result);
+                    return Some(noted(result));
                 }
             }
         }
@@ -142,6 +142,22 @@ impl Shared {
             self.config.store_retry_backoff_ms_max,
         )
     }
+}
+
+/// Log and count a write the store refused by its fence: a deposed owner's late write.
+fn noted(result: weft_storage::Result<()>) -> weft_storage::Result<()> {
+    if let Err(weft_storage::Error::Fenced {
+        run,
+        epoch,
+        current,
+    }) = &result
+    {
+        if *epoch > 0 {
+            metrics::counter!("weft_store_writes_fenced_total").increment(1);
+            tracing::warn!(%run, epoch, current, "the store refused a write under an old epoch: run is owned under a newer one");
+        }
+    }
+    result
 }
 
 /// Retries of one store write while the store is unavailable, before a caller that answers

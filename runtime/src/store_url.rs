@@ -1,5 +1,6 @@
 //! Store addresses: `sqlite:///path/to/weft.db` or
-//! `cql://host:port[,host:port...]/keyspace?dc=dc1&replication=dc1:3,dc2:3&serial=global&migrate=true`.
+//! `cql://host:port[,host:port...]/keyspace?dc=dc1&replication=dc1:3,dc2:3&serial=global&migrate=true`,
+//! with `via=ANNOUNCED>REACHED,...` where nodes are reached at another address than they announce.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -81,9 +82,26 @@ impl std::str::FromStr for StoreUrl {
                         .parse()
                         .map_err(|_| fail("migrate must be `true` or `false`"))?
                 }
+                "via" => {
+                    for rule in value.split(',') {
+                        let (announced, reached) = rule
+                            .split_once('>')
+                            .filter(|(a, r)| {
+                                (a.parse::<std::net::SocketAddr>().is_ok()
+                                    || a.parse::<std::net::IpAddr>().is_ok())
+                                    && r.parse::<std::net::SocketAddr>().is_ok()
+                            })
+                            .ok_or_else(|| {
+                                fail("via must look like 10.0.0.1:9042>127.0.0.1:19042 or 10.0.0.2>127.0.0.1:19043, comma-separated")
+                            })?;
+                        options
+                            .address_map
+                            .insert(announced.to_string(), reached.to_string());
+                    }
+                }
                 _ => {
                     return Err(fail(&format!(
-                        "unknown parameter `{key}` (known: dc, replication, serial, migrate)"
+                        "unknown parameter `{key}` (known: dc, replication, serial, migrate, via)"
                     )))
                 }
             }
@@ -151,6 +169,21 @@ mod tests {
             defaults.replication,
             BTreeMap::from([("dc1".to_string(), 1)])
         );
+        assert!(defaults.address_map.is_empty());
+        let StoreUrl::Cql(relayed) =
+            "cql://127.0.0.1:19042/k?via=127.0.0.1:9042>127.0.0.1:19042,127.0.0.2>127.0.0.1:19043"
+                .parse::<StoreUrl>()
+                .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            relayed.address_map,
+            BTreeMap::from([
+                ("127.0.0.1:9042".to_string(), "127.0.0.1:19042".to_string()),
+                ("127.0.0.2".to_string(), "127.0.0.1:19043".to_string()),
+            ])
+        );
     }
 
     #[test]
@@ -162,6 +195,8 @@ mod tests {
             ("cql://h/bad-name", "letters, digits and underscores"),
             ("cql://h/k?replication=dc1", "replication must look like"),
             ("cql://h/k?speed=1", "unknown parameter `speed`"),
+            ("cql://h/k?via=127.0.0.1:9042", "via must look like"),
+            ("cql://h/k?via=host:1>127.0.0.1:2", "via must look like"),
         ] {
             let error = url.parse::<StoreUrl>().unwrap_err().to_string();
             assert!(error.contains(reason), "{url}: {error}");

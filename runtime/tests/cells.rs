@@ -47,6 +47,9 @@ struct Cells {
     dir: tempfile::TempDir,
     store: String,
     cells: Vec<(String, Option<Process>)>,
+    /// Relays between a cell and the store, by cell (see `start_relayed`).
+    relays: Vec<(String, Vec<weft_linkemu::Link>)>,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Cells {
@@ -71,6 +74,12 @@ impl Cells {
             dir,
             store,
             cells: Vec::new(),
+            relays: Vec::new(),
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap(),
         })
     }
 
@@ -87,14 +96,21 @@ impl Cells {
     }
 
     fn command(&self, home: &Path, args: &[&str]) -> Command {
+        self.command_on(&self.store, home, args)
+    }
+
+    fn command_on(&self, store: &str, home: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_weft"));
         command
             .arg("--store")
-            .arg(&self.store)
+            .arg(store)
             .args(args)
             .env("WEFT_HOME", home)
             .env("WEFT_DAGS_FOLDER", self.path().join("dags"))
-            .env("WEFT_LOG", "info")
+            .env(
+                "WEFT_LOG",
+                std::env::var("CELLS_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .env("WEFT_WEB__BIND", "127.0.0.1:0")
             .env("WEFT_CELL__SHARDS", SHARDS.to_string())
@@ -106,8 +122,66 @@ impl Cells {
     }
 
     fn start(&mut self, name: &str) {
+        let store = self.store.clone();
+        self.start_on(name, &store);
+    }
+
+    /// Starts a cell that reaches every store node through a TCP relay of its own, so that
+    /// it alone can be cut from the store (`cut`).
+    fn start_relayed(&mut self, name: &str) {
+        let nodes: Vec<String> = ["WEFT_TEST_CQL", "WEFT_TEST_CQL_DC2"]
+            .iter()
+            .filter_map(|variable| std::env::var(variable).ok())
+            .collect();
+        let mut links = Vec::new();
+        let mut via = Vec::new();
+        for (index, node) in nodes.iter().enumerate() {
+            // Rules by address alone: a node's peers are announced with the port the driver
+            // first connected to.
+            let target: std::net::SocketAddr = node.parse().unwrap();
+            let link = self
+                .runtime
+                .block_on(weft_linkemu::start(
+                    &format!("{name}-store-{index}"),
+                    weft_linkemu::Proto::Tcp,
+                    "127.0.0.1:0".parse().unwrap(),
+                    target,
+                    weft_linkemu::LinkSettings::default(),
+                ))
+                .unwrap();
+            via.push(format!("{}>{}", target.ip(), link.local_addr()));
+            links.push(link);
+        }
+        // The keyspace and options after the hosts (`cql://HOSTS/KEYSPACE?...`).
+        let (_, rest) = self
+            .store
+            .strip_prefix("cql://")
+            .and_then(|url| url.split_once('/'))
+            .unwrap();
+        let store = format!(
+            "cql://{}/{rest}&via={}",
+            links[0].local_addr(),
+            via.join(",")
+        );
+        self.relays.push((name.to_string(), links));
+        self.start_on(name, &store);
+    }
+
+    /// Cut (or heal) the links between `name` and the store: bytes are held, not lost.
+    fn cut(&self, name: &str, cut: bool) {
+        let (_, links) = self.relays.iter().find(|(cell, _)| cell == name).unwrap();
+        for link in links {
+            link.set(weft_linkemu::LinkSettings {
+                blackhole: cut,
+                ..weft_linkemu::LinkSettings::default()
+            })
+            .unwrap();
+        }
+    }
+
+    fn start_on(&mut self, name: &str, store: &str) {
         let home = self.home(name);
-        let command = self.command(&home, &["cell", "--name", name, "--region", "test"]);
+        let command = self.command_on(store, &home, &["cell", "--name", name, "--region", "test"]);
         let process = Process::spawn(command);
         process.wait_for_line("DAGs from");
         self.cells.push((name.to_string(), Some(process)));
@@ -399,4 +473,74 @@ fn an_owner_paused_past_its_lease_is_deposed_and_stands_down() {
     // It rejoins and gets its share again, under new epochs.
     let owners = cells.wait_for_shares(&[("cell-a", 2), ("cell-b", 2)]);
     assert!(owners.iter().all(|(_, _, epoch)| *epoch >= 2), "{owners:?}");
+}
+
+/// The middle task of this chain is cut from the store 0.8 s before it ends (see the test): its
+/// result is written while the owner's lease still holds, and held in the cut link until
+/// another cell has taken the shard.
+const SHORT_CHAIN: &str = r#"
+from datetime import datetime, timedelta
+from weft import DAG, BashOperator
+
+with DAG(dag_id="cell_chain", schedule=None, start_date=datetime(2024, 1, 1),
+         default_args={"retries": 1, "retry_delay": timedelta(seconds=0)}) as dag:
+    a = BashOperator(task_id="a", bash_command="echo a")
+    b = BashOperator(task_id="b", bash_command="sleep 8; echo b")
+    c = BashOperator(task_id="c", bash_command="echo c")
+    a >> b >> c
+"#;
+
+/// How long `b` of `SHORT_CHAIN` runs, and how long before its end its owner is cut: less than
+/// the time an owner keeps deciding after its last renewal (lease 2 s - skew 0.2 s, less one
+/// 0.5 s renewal period).
+const B_RUNS_MS: i64 = 8_000;
+const CUT_BEFORE_END_MS: i64 = 800;
+
+#[test]
+fn an_owner_cut_from_the_store_stops_deciding_and_its_late_write_is_refused_by_epoch() {
+    let Some(mut cells) = Cells::new() else {
+        return;
+    };
+    cells.write_dag("chain.py", SHORT_CHAIN);
+    cells.start_relayed("cell-a");
+    cells.wait_for_shares(&[("cell-a", SHARDS as usize)]);
+    cells.start_relayed("cell-b");
+    cells.wait_for_shares(&[("cell-a", 2), ("cell-b", 2)]);
+    let (owner, _) = cells.owner_of("cell_chain");
+    let other = if owner == "cell-a" {
+        "cell-b"
+    } else {
+        "cell-a"
+    };
+    let run_id = cells.trigger(&owner, "cell_chain").unwrap();
+    cells.wait_for_task_state("cell_chain", "b", &run_id, "running");
+    let b = cells.task("cell_chain", "b", &run_id);
+    let started = chrono::DateTime::parse_from_rfc3339(b["started_at"].as_str().unwrap()).unwrap();
+    let cut_at = started + chrono::Duration::milliseconds(B_RUNS_MS - CUT_BEFORE_END_MS);
+    let wait = (cut_at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .expect("the machine took too long to see `b` running to cut before it ends");
+    std::thread::sleep(wait);
+
+    cells.cut(&owner, true);
+    cells
+        .process(&owner)
+        .wait_for_line("stood down from a shard");
+    cells.wait_for_shares(&[(other, SHARDS as usize)]);
+    cells.cut(&owner, false);
+    // The result of `b` the owner wrote before it stood down reaches the store now, after the
+    // new owner adopted the run under a newer epoch: the store refuses it.
+    cells
+        .process(&owner)
+        .wait_for_line("the store refused a write under an old epoch");
+    assert_eq!(
+        cells.wait_for_run("cell_chain", &run_id),
+        "success",
+        "{}",
+        cells.said()
+    );
+    // The refused result is not the one kept: `b` ran again under the new owner.
+    let b = cells.task("cell_chain", "b", &run_id);
+    assert_eq!(b["try_number"], 2, "{b}");
+    assert_chain_succeeded_once(&cells, &run_id, 2);
 }

@@ -1909,6 +1909,24 @@ pub async fn fence_refuses_a_deposed_owner<B: Backend>(backend: &B) {
             .await,
         "the new owner writes",
     );
+    // A late batch whose other guards no longer hold either is refused for its epoch first.
+    let stale = store
+        .write(vec![
+            fence(&key, 2),
+            update(record.version(), &queued(&record, 52)),
+        ])
+        .await;
+    assert!(
+        matches!(
+            stale,
+            Err(Error::Fenced {
+                epoch: 2,
+                current: 3,
+                ..
+            })
+        ),
+        "a deposed owner's stale write: {stale:?}"
+    );
     // A run never fenced has no epoch, and any owner may adopt it.
     let plain = store_with_run(&store).await;
     assert_eq!(must(store.run_epoch(&plain).await, "epoch"), None);

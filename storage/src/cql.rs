@@ -111,6 +111,10 @@ pub struct CqlOptions {
     /// Times a lightweight transaction is tried again when its outcome was uncertain or it lost
     /// a race without a guard failing.
     pub cas_attempts_max: u32,
+    /// Where this process reaches a node that announces another address (`announced`, as
+    /// `ip:port` or `ip`, -> `reached`, `ip:port`): a NAT, a proxy, or a link emulator in front
+    /// of the cluster. A node missing here is reached where it announces itself.
+    pub address_map: BTreeMap<String, String>,
 }
 
 impl Default for CqlOptions {
@@ -124,6 +128,7 @@ impl Default for CqlOptions {
             request_timeout_ms: 10_000,
             connect_timeout_ms: 5_000,
             apply_migrations: true,
+            address_map: BTreeMap::new(),
             cas_attempts_max: 8,
         }
     }
@@ -445,7 +450,11 @@ async fn open_session(options: &CqlOptions) -> Result<Session> {
         .request_timeout(Some(Duration::from_millis(options.request_timeout_ms)))
         .load_balancing_policy(policy)
         .build();
-    let session = SessionBuilder::new()
+    let mut builder = SessionBuilder::new();
+    if !options.address_map.is_empty() {
+        builder = builder.address_translator(Arc::new(AddressMap::of(options)?));
+    }
+    let session = builder
         .known_nodes(&options.contact_points)
         .connection_timeout(Duration::from_millis(options.connect_timeout_ms))
         .default_execution_profile_handle(profile.into_handle())
@@ -457,6 +466,54 @@ async fn open_session(options: &CqlOptions) -> Result<Session> {
             options.contact_points.join(", ")
         ))
     })
+}
+
+/// `CqlOptions::address_map` as the driver's address translator: a rule names a node by
+/// `ip:port` or by `ip` alone (Cassandra announces its peers with the port the driver first
+/// connected to).
+struct AddressMap {
+    exact: std::collections::HashMap<std::net::SocketAddr, std::net::SocketAddr>,
+    by_ip: std::collections::HashMap<std::net::IpAddr, std::net::SocketAddr>,
+}
+
+impl AddressMap {
+    fn of(options: &CqlOptions) -> Result<AddressMap> {
+        let wrong = |text: &str| {
+            Error::Unavailable(format!(
+                "store address map: `{text}` is not ip:port (or ip, on the announced side)"
+            ))
+        };
+        let mut map = AddressMap {
+            exact: std::collections::HashMap::new(),
+            by_ip: std::collections::HashMap::new(),
+        };
+        for (announced, reached) in &options.address_map {
+            let reached: std::net::SocketAddr = reached.parse().map_err(|_| wrong(reached))?;
+            if let Ok(address) = announced.parse::<std::net::SocketAddr>() {
+                map.exact.insert(address, reached);
+            } else {
+                let ip: std::net::IpAddr = announced.parse().map_err(|_| wrong(announced))?;
+                map.by_ip.insert(ip, reached);
+            }
+        }
+        Ok(map)
+    }
+}
+
+#[async_trait]
+impl scylla::policies::address_translator::AddressTranslator for AddressMap {
+    async fn translate_address(
+        &self,
+        peer: &scylla::policies::address_translator::UntranslatedPeer,
+    ) -> std::result::Result<std::net::SocketAddr, scylla::errors::TranslationError> {
+        let announced = peer.untranslated_address();
+        Ok(self
+            .exact
+            .get(&announced)
+            .or_else(|| self.by_ip.get(&announced.ip()))
+            .copied()
+            .unwrap_or(announced))
+    }
 }
 
 async fn use_existing_keyspace(session: &Session, options: &CqlOptions) -> Result<()> {

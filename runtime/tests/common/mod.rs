@@ -81,12 +81,18 @@ impl Process {
 
     /// Waits until stderr holds `needle`, and returns the line that holds it.
     pub fn wait_for_line(&self, needle: &str) -> String {
-        wait_until(&format!("`{needle}` on stderr"), || {
-            self.stderr()
-                .lines()
-                .find(|line| line.contains(needle))
-                .map(str::to_string)
-        })
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let said = self.stderr();
+            if let Some(line) = said.lines().find(|line| line.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for `{needle}` on stderr, which says:\n{said}"
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
     }
 
     pub fn signal(&self, signal: &str) {

@@ -1111,6 +1111,11 @@ async fn check_guards(store: &CqlStore, part: &RunPart) -> Result<()> {
         (None, None) => return Err(not_found(format!("run {key}"))),
         (None, Some(_)) => {}
     }
+    // The fence first: a deposed owner's batch is refused for its epoch, whatever else the
+    // new owner has changed since.
+    if let (Some(epoch), None, Some(run)) = (part.fence, &part.create, &run) {
+        adopt(store, key, run.owner_epoch, epoch).await?;
+    }
     if let (Some(update), Some(run)) = (&part.update, &run) {
         if run.state != update.expected {
             return Err(conflict(
@@ -1150,9 +1155,6 @@ async fn check_guards(store: &CqlStore, part: &RunPart) -> Result<()> {
         if part.create.is_some() || store.task_instance_row(referenced, true).await?.is_none() {
             return Err(not_found(format!("task instance {referenced}")));
         }
-    }
-    if let (Some(epoch), None, Some(run)) = (part.fence, &part.create, &run) {
-        adopt(store, key, run.owner_epoch, epoch).await?;
     }
     Ok(())
 }
