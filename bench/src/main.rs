@@ -4,6 +4,7 @@
 //!
 //!     weft-bench [--smoke] [--out PATH] [--runs N] [--only NAME,..] [--airflow-results PATH]
 
+mod cells;
 mod idle;
 mod measure;
 // Compiles in the runtime's DAG processor, whose own tests belong to the runtime: a test build
@@ -228,6 +229,21 @@ async fn main() -> anyhow::Result<()> {
             workloads::kill9_retry_remote(&workspace, &sizes).await,
             "kill9_retry_remote",
         )?;
+    }
+    if wanted("failover_cells") {
+        match (cells::cql_address(), cells::weft_binary()) {
+            (Some(address), Some(weft)) => {
+                eprintln!("running failover_cells");
+                record(
+                    cells::failover_cells(&workspace, &sizes, &address, &weft).await,
+                    "failover_cells",
+                )?;
+            }
+            _ => eprintln!(
+                "skipping failover_cells: it needs a CQL server (WEFT_BENCH_CQL=host:port) and \
+                 the weft binary beside weft-bench (cargo build [--release] -p weft)"
+            ),
+        }
     }
     if wanted("many_dags") {
         eprintln!("running many_dags");

@@ -47,7 +47,7 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    fn fresh_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
+    pub(crate) fn fresh_dir(&self, name: &str) -> anyhow::Result<PathBuf> {
         let dir = self.root.join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
