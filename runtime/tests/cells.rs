@@ -326,6 +326,32 @@ impl Cells {
         });
     }
 
+    /// Starts cell-a, then cell-b (each through relays when `relayed`), waits until they share
+    /// the shards, and triggers the chain on its owner; returns (owner, the other, the run),
+    /// once the chain's task `b` runs.
+    fn chain_running_on_its_owner(&mut self, relayed: bool) -> (String, String, String) {
+        for (cell, settled) in [
+            ("cell-a", vec![("cell-a", SHARDS as usize)]),
+            ("cell-b", vec![("cell-a", 2), ("cell-b", 2)]),
+        ] {
+            if relayed {
+                self.start_relayed(cell);
+            } else {
+                self.start(cell);
+            }
+            self.wait_for_shares(&settled);
+        }
+        let (owner, _) = self.owner_of("cell_chain");
+        let other = if owner == "cell-a" {
+            "cell-b"
+        } else {
+            "cell-a"
+        };
+        let run_id = self.trigger(&owner, "cell_chain").unwrap();
+        self.wait_for_task_state("cell_chain", "b", &run_id, "running");
+        (owner, other.to_string(), run_id)
+    }
+
     fn kill(&mut self, name: &str) {
         let entry = self
             .cells
@@ -443,18 +469,8 @@ fn an_owner_paused_past_its_lease_is_deposed_and_stands_down() {
         return;
     };
     cells.write_dag("chain.py", CHAIN);
-    cells.start("cell-a");
-    cells.wait_for_shares(&[("cell-a", SHARDS as usize)]);
-    cells.start("cell-b");
-    cells.wait_for_shares(&[("cell-a", 2), ("cell-b", 2)]);
-    let (owner, _) = cells.owner_of("cell_chain");
-    let other = if owner == "cell-a" {
-        "cell-b"
-    } else {
-        "cell-a"
-    };
-    let run_id = cells.trigger(&owner, "cell_chain").unwrap();
-    cells.wait_for_task_state("cell_chain", "b", &run_id, "running");
+    let (owner, other, run_id) = cells.chain_running_on_its_owner(false);
+    let other = other.as_str();
 
     cells.process(&owner).signal("-STOP");
     cells.wait_for_shares(&[(other, SHARDS as usize)]);
@@ -502,18 +518,8 @@ fn an_owner_cut_from_the_store_stops_deciding_and_its_late_write_is_refused_by_e
         return;
     };
     cells.write_dag("chain.py", SHORT_CHAIN);
-    cells.start_relayed("cell-a");
-    cells.wait_for_shares(&[("cell-a", SHARDS as usize)]);
-    cells.start_relayed("cell-b");
-    cells.wait_for_shares(&[("cell-a", 2), ("cell-b", 2)]);
-    let (owner, _) = cells.owner_of("cell_chain");
-    let other = if owner == "cell-a" {
-        "cell-b"
-    } else {
-        "cell-a"
-    };
-    let run_id = cells.trigger(&owner, "cell_chain").unwrap();
-    cells.wait_for_task_state("cell_chain", "b", &run_id, "running");
+    let (owner, other, run_id) = cells.chain_running_on_its_owner(true);
+    let other = other.as_str();
     let b = cells.task("cell_chain", "b", &run_id);
     let started = chrono::DateTime::parse_from_rfc3339(b["started_at"].as_str().unwrap()).unwrap();
     let cut_at = started + chrono::Duration::milliseconds(B_RUNS_MS - CUT_BEFORE_END_MS);
