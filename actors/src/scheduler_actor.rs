@@ -423,20 +423,15 @@ impl SchedulerState {
 
     /// Refuse a command for a DAG whose shard another cell holds.
     fn check_owned(&self, dag_id: &str) -> Result<(), EngineError> {
-        if self.shared.owns(dag_id) {
-            return Ok(());
+        match &self.shared.config.ownership {
+            Some(ownership) if ownership.epoch_of_dag(dag_id).is_none() => {
+                Err(EngineError::NotOwner {
+                    dag_id: dag_id.to_string(),
+                    shard: ownership.shard_of(dag_id),
+                })
+            }
+            _ => Ok(()),
         }
-        let shard = self
-            .shared
-            .config
-            .ownership
-            .as_ref()
-            .map(|ownership| ownership.shard_of(dag_id))
-            .unwrap_or_default();
-        Err(EngineError::NotOwner {
-            dag_id: dag_id.to_string(),
-            shard,
-        })
     }
 
     fn load_version(&mut self, version: &DagVersionRow) -> Result<Arc<Dag>, EngineError> {

@@ -7,14 +7,13 @@
 //! cell stop deciding when its lease runs out.
 
 use chrono::Utc;
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use weft_actors::Engine;
 use weft_core::lease::{
     CasOutcome, CellBeat, LeaseEffect, LeaseInput, LeaseKeeper, LeaseOp, LeaseRow, LeaseSettings,
-    Millis, ShardId,
+    Millis,
 };
 use weft_storage::{CellRow, LeaseWrite, Store};
 
@@ -36,23 +35,8 @@ pub struct CellIdentity {
     pub api: String,
 }
 
-/// What the keeper knows, for the Cells page and `weft cells list`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CellView {
-    pub name: String,
-    /// Shards this cell decides for, with their epochs.
-    pub held: BTreeMap<ShardId, u64>,
-    /// Every lease row as last read, with how long (ms, by this cell's clock) it has not changed.
-    pub leases: Vec<(LeaseRow, u64)>,
-    /// Every cell's heartbeat row as last read.
-    pub cells: Vec<CellRow>,
-    /// The cells this one believes live.
-    pub live: Vec<String>,
-}
-
 /// The running keeper: `leave` hands every shard over and stops it.
 pub struct CellKeeper {
-    view: Arc<RwLock<CellView>>,
     leave: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -65,29 +49,12 @@ impl CellKeeper {
         identity: CellIdentity,
         settings: LeaseSettings,
     ) -> CellKeeper {
-        let view = Arc::new(RwLock::new(CellView {
-            name: identity.name.clone(),
-            ..CellView::default()
-        }));
         let (leave, left) = oneshot::channel();
-        let task = tokio::spawn(run(store, engine, identity, settings, view.clone(), left));
+        let task = tokio::spawn(run(store, engine, identity, settings, left));
         CellKeeper {
-            view,
             leave: Some(leave),
             task,
         }
-    }
-
-    pub fn view(&self) -> CellView {
-        self.view
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
-    /// A handle on the view that stays valid while the keeper runs.
-    pub fn view_handle(&self) -> Arc<RwLock<CellView>> {
-        self.view.clone()
     }
 
     /// Hand every shard over (so other cells take them at once) and stop.
@@ -102,7 +69,7 @@ impl CellKeeper {
 enum Outcome {
     Observed {
         leases: Vec<LeaseRow>,
-        cells: Vec<CellRow>,
+        cells: Vec<CellBeat>,
     },
     ObserveFailed(String),
     Written {
@@ -122,7 +89,6 @@ struct Driver {
     origin: Instant,
     started_at: chrono::DateTime<Utc>,
     outcomes: mpsc::Sender<Outcome>,
-    view: Arc<RwLock<CellView>>,
     observing: bool,
     /// Hand-overs in flight while leaving.
     releasing: usize,
@@ -133,7 +99,6 @@ async fn run(
     engine: Engine,
     identity: CellIdentity,
     settings: LeaseSettings,
-    view: Arc<RwLock<CellView>>,
     mut left: oneshot::Receiver<()>,
 ) {
     let (outcomes, mut incoming) = mpsc::channel(OUTCOMES_MAX);
@@ -149,7 +114,6 @@ async fn run(
         origin: Instant::now(),
         started_at: Utc::now(),
         outcomes,
-        view,
         observing: false,
         releasing: 0,
     };
@@ -196,7 +160,7 @@ impl Driver {
         for effect in effects {
             self.perform(effect);
         }
-        self.publish_view();
+        metrics::gauge!("weft_cell_shards_held").set(self.keeper.held().count() as f64);
     }
 
     fn perform(&mut self, effect: LeaseEffect) {
@@ -286,7 +250,13 @@ impl Driver {
             let outcome = match tokio::time::timeout(timeout, read).await {
                 Ok(Ok((leases, cells))) => Outcome::Observed {
                     leases: leases.into_iter().map(|record| record.lease).collect(),
-                    cells,
+                    cells: cells
+                        .into_iter()
+                        .map(|cell| CellBeat {
+                            cell: cell.name,
+                            version: cell.version,
+                        })
+                        .collect(),
                 },
                 Ok(Err(error)) => Outcome::ObserveFailed(error.to_string()),
                 Err(_) => Outcome::ObserveFailed("timed out".to_string()),
@@ -300,21 +270,7 @@ impl Driver {
         match outcome {
             Outcome::Observed { leases, cells } => {
                 self.observing = false;
-                let beats = cells
-                    .iter()
-                    .map(|cell| CellBeat {
-                        cell: cell.name.clone(),
-                        version: cell.version,
-                    })
-                    .collect();
-                if let Ok(mut view) = self.view.write() {
-                    view.cells = cells;
-                }
-                self.feed(LeaseInput::Observed {
-                    now,
-                    leases,
-                    cells: beats,
-                });
+                self.feed(LeaseInput::Observed { now, leases, cells });
             }
             Outcome::ObserveFailed(reason) => {
                 self.observing = false;
@@ -339,27 +295,6 @@ impl Driver {
                     outcome,
                 });
             }
-        }
-    }
-
-    fn publish_view(&self) {
-        let now = self.now();
-        let held: BTreeMap<ShardId, u64> = self
-            .keeper
-            .held()
-            .map(|(shard, held)| (shard, held.epoch))
-            .collect();
-        metrics::gauge!("weft_cell_shards_held").set(held.len() as f64);
-        let leases = self
-            .keeper
-            .rows(now)
-            .map(|(row, age)| (row.clone(), age))
-            .collect();
-        let live = self.keeper.live_cells(now);
-        if let Ok(mut view) = self.view.write() {
-            view.held = held;
-            view.leases = leases;
-            view.live = live;
         }
     }
 }

@@ -299,13 +299,6 @@ impl LeaseKeeper {
         self.held.get(&shard).map(|held| held.epoch)
     }
 
-    /// The lease rows as last seen, with how long each has been unchanged at `now`.
-    pub fn rows(&self, now: Millis) -> impl Iterator<Item = (&LeaseRow, Millis)> {
-        self.leases
-            .values()
-            .map(move |seen| (&seen.row, now.saturating_sub(seen.since)))
-    }
-
     /// The cells this cell believes live at `now` (itself included), by name.
     pub fn live_cells(&self, now: Millis) -> Vec<String> {
         let mut live: BTreeSet<String> = self
