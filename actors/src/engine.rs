@@ -1,6 +1,7 @@
 //! The embedding API: an [`Engine`] handle a Rust program uses to register DAGs (with Rust
 //! closures as tasks), trigger runs, subscribe to state changes and shut down.
 
+use crate::command::{Command, CommandOutcome, Forwarder};
 use crate::error::EngineError;
 use crate::events::Event;
 use crate::executor::sandbox::SandboxSpec;
@@ -209,6 +210,11 @@ pub struct Engine {
     dispatcher: ActorRef<DispatcherMsg>,
 }
 
+/// A forwarded command answered with an outcome of the wrong kind (another version's cell).
+fn unexpected(verb: &str, outcome: &CommandOutcome) -> EngineError {
+    EngineError::Unavailable(format!("a {verb} was answered with {outcome:?}"))
+}
+
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
@@ -276,18 +282,11 @@ impl Engine {
     }
 
     pub async fn set_paused(&self, dag_id: &str, paused: bool) -> Result<(), EngineError> {
-        let dag_id = dag_id.to_string();
-        self.scheduler
-            .call(
-                |reply| SchedulerMsg::SetPaused {
-                    dag_id,
-                    paused,
-                    reply,
-                },
-                None,
-            )
-            .await?
-            .into_result()
+        let command = Command::SetPaused {
+            dag_id: dag_id.to_string(),
+            paused,
+        };
+        self.execute(command).await.map(|_| ())
     }
 
     /// Trigger a manual run now.
@@ -306,19 +305,15 @@ impl Engine {
         logical_date: Option<Timestamp>,
         conf: serde_json::Value,
     ) -> Result<RunKey, EngineError> {
-        let dag_id = dag_id.to_string();
-        self.scheduler
-            .call(
-                |reply| SchedulerMsg::Trigger {
-                    dag_id,
-                    logical_date,
-                    conf,
-                    reply,
-                },
-                None,
-            )
-            .await?
-            .into_result()
+        let command = Command::Trigger {
+            dag_id: dag_id.to_string(),
+            logical_date,
+            conf_json: conf.to_string(),
+        };
+        match self.execute(command).await? {
+            CommandOutcome::Run(run) => Ok(run),
+            other => Err(unexpected("trigger", &other)),
+        }
     }
 
     /// Create the runs of a date range (inclusive), run below fresh runs in priority.
@@ -328,19 +323,15 @@ impl Engine {
         from: Timestamp,
         to: Timestamp,
     ) -> Result<Vec<RunKey>, EngineError> {
-        let dag_id = dag_id.to_string();
-        self.scheduler
-            .call(
-                |reply| SchedulerMsg::Backfill {
-                    dag_id,
-                    from,
-                    to,
-                    reply,
-                },
-                None,
-            )
-            .await?
-            .into_result()
+        let command = Command::Backfill {
+            dag_id: dag_id.to_string(),
+            from,
+            to,
+        };
+        match self.execute(command).await? {
+            CommandOutcome::Runs(runs) => Ok(runs),
+            other => Err(unexpected("backfill", &other)),
+        }
     }
 
     /// Clear task instances of a run so that they run again.
@@ -351,21 +342,13 @@ impl Engine {
         downstream: bool,
         upstream: bool,
     ) -> Result<(), EngineError> {
-        let run = run.clone();
-        let task_ids = task_ids.iter().map(|id| id.to_string()).collect();
-        self.scheduler
-            .call(
-                |reply| SchedulerMsg::Clear {
-                    run,
-                    task_ids,
-                    downstream,
-                    upstream,
-                    reply,
-                },
-                None,
-            )
-            .await?
-            .into_result()
+        let command = Command::Clear {
+            run: run.clone(),
+            task_ids: task_ids.iter().map(|id| id.to_string()).collect(),
+            downstream,
+            upstream,
+        };
+        self.execute(command).await.map(|_| ())
     }
 
     /// Set a task instance's state by hand (success, failed, skipped).
@@ -376,21 +359,135 @@ impl Engine {
         map_index: i32,
         state: TaskState,
     ) -> Result<(), EngineError> {
-        let run = run.clone();
-        let task_id = task_id.to_string();
-        self.scheduler
-            .call(
-                |reply| SchedulerMsg::MarkTask {
-                    run,
-                    task_id,
-                    map_index,
-                    state,
-                    reply,
-                },
-                None,
-            )
-            .await?
-            .into_result()
+        let command = Command::Mark {
+            run: run.clone(),
+            task_id: task_id.to_string(),
+            map_index,
+            state,
+        };
+        self.execute(command).await.map(|_| ())
+    }
+
+    /// Execute `command` here, or, when another cell owns its DAG and this engine has a
+    /// forwarder, on that cell (its answer is this call's).
+    pub async fn execute(&self, command: Command) -> Result<CommandOutcome, EngineError> {
+        let forward = self.shared.forwarder.get().map(|_| command.clone());
+        match self.execute_here(command).await {
+            Err(EngineError::NotOwner { shard, .. }) if forward.is_some() => {
+                let command = forward.expect("checked above");
+                let forwarder = self.shared.forwarder.get().expect("checked above");
+                forwarder.forward(shard, command).await
+            }
+            result => result,
+        }
+    }
+
+    /// Execute `command` on this engine only: a command for a DAG another cell owns is refused
+    /// with `EngineError::NotOwner` (a forwarded command lands here).
+    pub async fn execute_here(&self, command: Command) -> Result<CommandOutcome, EngineError> {
+        match command {
+            Command::Trigger {
+                dag_id,
+                logical_date,
+                conf_json,
+            } => {
+                let conf = serde_json::from_str(&conf_json).map_err(|error| {
+                    EngineError::Rejected(format!("the run configuration is not JSON: {error}"))
+                })?;
+                self.scheduler
+                    .call(
+                        |reply| SchedulerMsg::Trigger {
+                            dag_id,
+                            logical_date,
+                            conf,
+                            reply,
+                        },
+                        None,
+                    )
+                    .await?
+                    .into_result()
+                    .map(CommandOutcome::Run)
+            }
+            Command::SetPaused { dag_id, paused } => self
+                .scheduler
+                .call(
+                    |reply| SchedulerMsg::SetPaused {
+                        dag_id,
+                        paused,
+                        reply,
+                    },
+                    None,
+                )
+                .await?
+                .into_result()
+                .map(|()| CommandOutcome::Done),
+            Command::Backfill { dag_id, from, to } => self
+                .scheduler
+                .call(
+                    |reply| SchedulerMsg::Backfill {
+                        dag_id,
+                        from,
+                        to,
+                        reply,
+                    },
+                    None,
+                )
+                .await?
+                .into_result()
+                .map(CommandOutcome::Runs),
+            Command::Clear {
+                run,
+                task_ids,
+                downstream,
+                upstream,
+            } => self
+                .scheduler
+                .call(
+                    |reply| SchedulerMsg::Clear {
+                        run,
+                        task_ids,
+                        downstream,
+                        upstream,
+                        reply,
+                    },
+                    None,
+                )
+                .await?
+                .into_result()
+                .map(|()| CommandOutcome::Done),
+            Command::Mark {
+                run,
+                task_id,
+                map_index,
+                state,
+            } => self
+                .scheduler
+                .call(
+                    |reply| SchedulerMsg::MarkTask {
+                        run,
+                        task_id,
+                        map_index,
+                        state,
+                        reply,
+                    },
+                    None,
+                )
+                .await?
+                .into_result()
+                .map(|()| CommandOutcome::Done),
+        }
+    }
+
+    /// Commands for DAGs another cell owns go through `forwarder` from now on (set once, by
+    /// the cell's peer links).
+    pub fn set_forwarder(&self, forwarder: std::sync::Arc<dyn Forwarder>) {
+        let _ = self.shared.forwarder.set(forwarder);
+    }
+
+    /// Publish an event another cell's engine published (for a run it owns), so that this
+    /// engine's subscribers (the UI's live stream) see every run of the deployment.
+    pub fn publish_foreign(&self, event: Event) {
+        self.shared.publish(event);
     }
 
     /// Create or resize a pool.

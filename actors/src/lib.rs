@@ -18,6 +18,7 @@
 
 mod attempt;
 mod clock;
+pub mod command;
 mod dag_run_actor;
 mod dispatcher_actor;
 mod engine;
@@ -36,6 +37,7 @@ pub mod wire;
 mod worker_slot;
 
 pub use attempt::log_relative_path;
+pub use command::{Command, CommandFailure, CommandOutcome, Forwarder};
 pub use engine::{
     Engine, EngineConfig, RemoteWorkerView, RustDag, TaskError, TaskFn, UpsertOutcome, WorkersView,
     STORE_RETRY_BACKOFF_MS_FIRST, STORE_RETRY_BACKOFF_MS_MAX,
@@ -46,7 +48,7 @@ pub use messages::{
     AttemptAssignment, Json, LogHeader, RemoteSlotMsg, RemoteWorker, SlotCall, SlotCast, SlotHello,
     SlotPoll, SlotReport,
 };
-pub use ownership::Ownership;
+pub use ownership::{Ownership, PeerStatus};
 pub use remote_slot::{
     queue_group, spawn_remote_slots, LogShipper, RemoteSlots, RemoteSlotsConfig, HEARTBEAT_MS_MAX,
     REPORTS_HELD_MAX, SLOTS_GROUP,

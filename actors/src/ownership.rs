@@ -19,15 +19,94 @@ pub struct Ownership {
     /// Active run actors per shard: a shard with work is not handed over to balance cells
     /// (its attempts on this cell's slots would be lost with it).
     active: std::sync::Mutex<BTreeMap<ShardId, usize>>,
+    /// Every shard's owner and epoch as this cell last read the lease rows (its lease keeper
+    /// sets it): where a command for another cell's DAG goes, and which cell a run page names.
+    directory: RwLock<BTreeMap<ShardId, (String, u64)>>,
+    /// This cell's name.
+    cell: String,
+    /// The other cells this one has a link with, as its peer links last measured them.
+    peers: RwLock<Vec<PeerStatus>>,
+}
+
+/// Another cell as seen over this cell's link with it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    /// Where the link reaches it.
+    pub address: String,
+    /// The link's smoothed round-trip time (QUIC's estimate), in milliseconds.
+    pub rtt_ms: f64,
+    /// Remote workers connected to it, as it last said.
+    pub workers: u32,
 }
 
 impl Ownership {
     pub fn new(shards: u32) -> Ownership {
+        Ownership::for_cell(shards, "")
+    }
+
+    /// The ownership of the cell named `cell`.
+    pub fn for_cell(shards: u32, cell: &str) -> Ownership {
         Ownership {
             shards,
             held: RwLock::new(BTreeMap::new()),
             active: std::sync::Mutex::new(BTreeMap::new()),
+            directory: RwLock::new(BTreeMap::new()),
+            cell: cell.to_string(),
+            peers: RwLock::new(Vec::new()),
         }
+    }
+
+    /// The cells this one has links with (set by its peer links).
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        self.peers
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn set_peers(&self, peers: Vec<PeerStatus>) {
+        *self
+            .peers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = peers;
+    }
+
+    /// This cell's name.
+    pub fn cell(&self) -> &str {
+        &self.cell
+    }
+
+    /// Replace the directory of owners with the lease rows just read: `(shard, owner, epoch)`,
+    /// an empty owner for a shard nobody holds.
+    pub fn set_directory(&self, rows: impl IntoIterator<Item = (ShardId, String, u64)>) {
+        let directory = rows
+            .into_iter()
+            .filter(|(_, owner, _)| !owner.is_empty())
+            .map(|(shard, owner, epoch)| (shard, (owner, epoch)))
+            .collect();
+        *self
+            .directory
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = directory;
+    }
+
+    /// The cell that owns `shard` and its epoch: this cell for a shard it holds, otherwise as
+    /// the lease rows said when last read (it may have moved since).
+    pub fn owner_of(&self, shard: ShardId) -> Option<(String, u64)> {
+        if let Some(epoch) = self.epoch_of(shard) {
+            return Some((self.cell.clone(), epoch));
+        }
+        self.directory
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(&shard)
+            .cloned()
+    }
+
+    /// [`Ownership::owner_of`] the shard of `dag_id`.
+    pub fn owner_of_dag(&self, dag_id: &str) -> Option<(String, u64)> {
+        self.owner_of(self.shard_of(dag_id))
     }
 
     pub fn shards(&self) -> u32 {
@@ -181,6 +260,23 @@ mod tests {
             dag_id: dag_id.into(),
             run_id: "r".into(),
         }
+    }
+
+    #[test]
+    fn the_owner_of_a_shard_is_this_cell_while_it_holds_it_else_the_last_read_row() {
+        let ownership = Ownership::for_cell(4, "a");
+        assert_eq!(ownership.owner_of(1), None, "nothing read yet");
+        ownership.set_directory([(1, "b".to_string(), 3), (2, String::new(), 0)]);
+        assert_eq!(ownership.owner_of(1), Some(("b".to_string(), 3)));
+        assert_eq!(
+            ownership.owner_of(2),
+            None,
+            "a shard nobody holds has no owner"
+        );
+        ownership.gain(1, 4);
+        assert_eq!(ownership.owner_of(1), Some(("a".to_string(), 4)));
+        assert!(ownership.lose(1, 4));
+        assert_eq!(ownership.owner_of(1), Some(("b".to_string(), 3)));
     }
 
     #[test]

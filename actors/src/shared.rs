@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     /// `DispatcherMsg::Adopt`), since the engine started.
     pub attempts_adopted: std::sync::atomic::AtomicU64,
     worker: Arc<WorkerContext>,
+    /// Where commands for DAGs another cell owns go (a cell's peer links), once set.
+    pub forwarder: std::sync::OnceLock<Arc<dyn crate::command::Forwarder>>,
 }
 
 impl Shared {
@@ -46,6 +48,7 @@ impl Shared {
             config,
             attempts_adopted: Default::default(),
             worker: Arc::new(worker),
+            forwarder: std::sync::OnceLock::new(),
         }
     }
 

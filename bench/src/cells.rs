@@ -262,3 +262,195 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Runs of the event workload (a one-task DAG each): about seven state changes per run.
+pub fn event_runs(smoke: bool) -> usize {
+    if smoke {
+        10
+    } else {
+        200
+    }
+}
+
+/// The emulated one-way latency between regions of the second measurement.
+pub const REGION_DELAY_MS: u64 = 40;
+
+/// Cross-cell event latency: two cells' engines in this process on one store (in memory: the
+/// store is not on the measured path), linked over QUIC with mutual TLS on 127.0.0.1, the
+/// second cell through a `weft-linkemu` UDP relay that adds `REGION_DELAY_MS` each way in the
+/// second measurement. Cell A owns the DAG and runs it; measured: from the moment A's own
+/// subscribers see a state change to the moment B's subscribers (what B's live stream reads)
+/// see the same change.
+pub async fn events_cells(workspace: &Workspace, runs: usize) -> anyhow::Result<WorkloadResult> {
+    let name = "events_cells";
+    let dir = workspace.fresh_dir(name)?;
+    let usage = Usage::start();
+    let direct = event_latency(&dir.join("direct"), 0, runs).await?;
+    let delayed = event_latency(&dir.join("delayed"), REGION_DELAY_MS, runs).await?;
+    let ms = |samples: &[f64]| Summary::of(&samples.iter().map(|s| s * 1e3).collect::<Vec<_>>());
+    let description = format!(
+        "{runs} one-task runs on cell A; seconds from a state change seen on cell A to the same \
+         change seen on cell B over their QUIC link (direct on 127.0.0.1; the notes add \
+         {REGION_DELAY_MS} ms each way through a UDP relay)"
+    );
+    Ok(
+        WorkloadResult::new(name, &description, Summary::of(&direct.0), usage)
+            .with_note("direct_ms", json!(ms(&direct.0)))
+            .with_note(
+                &format!("delay_{REGION_DELAY_MS}ms_ms"),
+                json!(ms(&delayed.0)),
+            )
+            .with_note(
+                "missed",
+                json!({ "direct": direct.1, "delayed": delayed.1 }),
+            ),
+    )
+}
+
+/// The latencies (seconds) of every change cell B saw, and how many changes it did not see.
+async fn event_latency(
+    dir: &Path,
+    delay_ms: u64,
+    runs: usize,
+) -> anyhow::Result<(Vec<f64>, usize)> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    use weft_actors::{Engine, EngineConfig, Ownership, RustDag};
+    use weft_cells::certs::{self, Identity};
+    use weft_cells::link::{Connector, Credentials, LinkSettings};
+    use weft_cells::peers::Peers;
+    use weft_cells::workers::WorkerService;
+
+    let certs_dir = dir.join("certs");
+    certs::init(&certs_dir, false)?;
+    let store: Arc<dyn Store> = Arc::new(weft_storage::memory::MemoryStore::new());
+    let mut engines = Vec::new();
+    let mut credentials = Vec::new();
+    for cell in ["cell-a", "cell-b"] {
+        let identity = Identity::node(cell)?;
+        certs::issue(&certs_dir, &identity, &["127.0.0.1".to_string()])?;
+        credentials.push(Credentials::load(&certs_dir, &identity)?);
+        let mut config = EngineConfig::new(dir.join(cell));
+        config.ownership = Some(Arc::new(Ownership::for_cell(1, cell)));
+        engines.push(Engine::start(store.clone(), config).await?);
+    }
+    let (a, b) = (engines[0].clone(), engines[1].clone());
+    let listen = "127.0.0.1:0".parse()?;
+    let service =
+        WorkerService::start_for(&a, listen, &credentials[0], LinkSettings::default()).await?;
+    let relay = weft_linkemu::start(
+        "regions",
+        weft_linkemu::Proto::Udp,
+        "127.0.0.1:0".parse()?,
+        service.local_addr()?,
+        weft_linkemu::LinkSettings {
+            delay: Duration::from_millis(delay_ms),
+            ..weft_linkemu::LinkSettings::default()
+        },
+    )
+    .await?;
+    let reach = relay.local_addr().to_string();
+    let settings = weft_core::lease::LeaseSettings {
+        shards: 1,
+        ..weft_core::lease::LeaseSettings::default()
+    };
+    let identity = weft_cells::cell::CellIdentity {
+        name: "cell-a".into(),
+        region: "one".into(),
+        address: reach.clone(),
+        api: String::new(),
+    };
+    let keeper = weft_cells::cell::CellKeeper::start(store.clone(), a.clone(), identity, settings);
+    let connector =
+        |index: usize| Connector::bind(listen, &credentials[index], LinkSettings::default());
+    let peers_a = Peers::start(
+        a.clone(),
+        store.clone(),
+        connector(0)?,
+        Identity::node("cell-a")?,
+        Vec::new(),
+    );
+    service.route_cells(peers_a.acceptor());
+    let peers_b = Peers::start(
+        b.clone(),
+        store.clone(),
+        connector(1)?,
+        Identity::node("cell-b")?,
+        vec![reach],
+    );
+    let deadline = Instant::now() + STEP_WAIT;
+    while a.ownership().and_then(|o| o.epoch_of(0)).is_none() || peers_b.view().is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "cell A took no shard, or B has no link with A"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.register(
+        RustDag::new("bench_events")
+            .task("only", &[], |_| async { Ok(None) })
+            .settings(|spec| spec.max_active_runs = 1_000),
+    )
+    .await?;
+
+    // Each side's subscriber notes when it saw each change.
+    type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+    let watch = |engine: &Engine, seen: Seen| {
+        let mut events = engine.subscribe();
+        tokio::spawn(async move {
+            while let Ok(event) = events.recv().await {
+                if matches!(&event, weft_actors::Event::DagChanged { .. }) {
+                    continue;
+                }
+                let at = Instant::now();
+                seen.lock()
+                    .unwrap()
+                    .entry(format!("{event:?}"))
+                    .or_insert(at);
+            }
+        })
+    };
+    let (seen_a, seen_b): (Seen, Seen) = (Arc::default(), Arc::default());
+    let watchers = [watch(&a, seen_a.clone()), watch(&b, seen_b.clone())];
+    // One run first, until B sees its changes: B's event stream from A is open.
+    let deadline = Instant::now() + STEP_WAIT;
+    while seen_b.lock().unwrap().is_empty() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "cell B saw no change of cell A's runs"
+        );
+        let run = a.trigger("bench_events", json!({})).await?;
+        tokio::time::timeout(STEP_WAIT, a.wait_for_run(&run)).await??;
+        tokio::time::sleep(Duration::from_millis(4 * delay_ms + 100)).await;
+    }
+    seen_a.lock().unwrap().clear();
+    seen_b.lock().unwrap().clear();
+    for _ in 0..runs {
+        let run = a.trigger("bench_events", json!({})).await?;
+        tokio::time::timeout(STEP_WAIT, a.wait_for_run(&run)).await??;
+    }
+    // The last changes are on their way.
+    tokio::time::sleep(Duration::from_millis(4 * delay_ms + 500)).await;
+    for watcher in watchers {
+        watcher.abort();
+    }
+    let (seen_a, seen_b) = (
+        seen_a.lock().unwrap().clone(),
+        seen_b.lock().unwrap().clone(),
+    );
+    let mut latencies = Vec::new();
+    let mut missed = 0;
+    for (event, at_a) in &seen_a {
+        match seen_b.get(event) {
+            Some(at_b) => latencies.push(at_b.saturating_duration_since(*at_a).as_secs_f64()),
+            None => missed += 1,
+        }
+    }
+    peers_a.stop();
+    peers_b.stop();
+    keeper.leave().await;
+    service.stop().await;
+    a.shutdown().await;
+    b.shutdown().await;
+    Ok((latencies, missed))
+}

@@ -245,6 +245,13 @@ async fn main() -> anyhow::Result<()> {
             ),
         }
     }
+    if wanted("events_cells") {
+        eprintln!("running events_cells");
+        record(
+            cells::events_cells(&workspace, cells::event_runs(options.smoke)).await,
+            "events_cells",
+        )?;
+    }
     if wanted("many_dags") {
         eprintln!("running many_dags");
         record(workloads::many_dags(&workspace, &sizes).await, "many_dags")?;

@@ -270,6 +270,13 @@ impl Driver {
         match outcome {
             Outcome::Observed { leases, cells } => {
                 self.observing = false;
+                if let Some(ownership) = self.engine.ownership() {
+                    ownership.set_directory(
+                        leases.iter().map(|row| {
+                            (row.shard, row.owner.clone().unwrap_or_default(), row.epoch)
+                        }),
+                    );
+                }
                 self.feed(LeaseInput::Observed { now, leases, cells });
             }
             Outcome::ObserveFailed(reason) => {

@@ -46,7 +46,12 @@ pub struct WorkerService {
     listener: Arc<Listener>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     cluster: Arc<ClusterNode>,
+    /// Where links from other cells (node certificates) go, once a cell's peer links are up.
+    cells: CellLinks,
 }
+
+/// Where the listener hands links that present a node's certificate: another cell's.
+type CellLinks = Arc<std::sync::OnceLock<mpsc::Sender<crate::link::Link>>>;
 
 /// The certificate a session came over, and where from, by its peer's identity URI (a worker
 /// has one link at a time; a newer one replaces the entry).
@@ -71,17 +76,20 @@ impl WorkerService {
         let cluster = Arc::new(cluster);
         let (events, received) = mpsc::channel(EVENTS_QUEUED_MAX);
         let links: Links = Arc::default();
+        let cells: CellLinks = Arc::default();
         let accept = tokio::spawn(accept_links(
             listener.clone(),
             cluster.clone(),
             links.clone(),
             logs,
+            cells.clone(),
         ));
         let follow = tokio::spawn(follow_sessions(sessions, links, events));
         let service = WorkerService {
             listener,
             tasks: vec![accept, follow],
             cluster,
+            cells,
         };
         Ok((service, received))
     }
@@ -124,6 +132,12 @@ impl WorkerService {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Hand links from other cells to `cells` (`crate::peers::Peers::acceptor`); until then
+    /// they are closed.
+    pub fn route_cells(&self, cells: mpsc::Sender<crate::link::Link>) {
+        let _ = self.cells.set(cells);
     }
 
     /// Closes the listener and every worker's link.
@@ -170,6 +184,7 @@ async fn accept_links(
     cluster: Arc<ClusterNode>,
     links: Links,
     logs: Logs,
+    cells: CellLinks,
 ) {
     let handshakes = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
     while let Some(accepting) = listener.accept().await {
@@ -182,6 +197,7 @@ async fn accept_links(
             continue;
         };
         let (cluster, links, logs) = (cluster.clone(), links.clone(), logs.clone());
+        let cells = cells.clone();
         tokio::spawn(async move {
             // A refused handshake is logged by the link with its reason.
             let handshake = accepting.handshake().await;
@@ -190,6 +206,20 @@ async fn accept_links(
                 return;
             };
             let peer = link.peer().clone();
+            if peer.role() == Role::Node {
+                match cells.get() {
+                    Some(cells) => {
+                        if cells.try_send(link.clone()).is_err() {
+                            link.close("too many cell links at once");
+                        }
+                    }
+                    None => {
+                        tracing::warn!(%peer, %address, "a node's link refused: this node is not a cell");
+                        link.close("this node takes no links from other nodes");
+                    }
+                }
+                return;
+            }
             links
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)

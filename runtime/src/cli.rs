@@ -292,6 +292,18 @@ pub struct CellArgs {
     /// Serve plain HTTP on an address other than loopback (see `weft standalone`).
     #[arg(long)]
     pub insecure_http: bool,
+    /// Where other cells and remote workers connect, over QUIC with mutual TLS (also
+    /// `workers.listen`); the cell's certificate is `weft certs issue --node NAME`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// The address other cells reach this one at, when it is not `--listen`'s (also
+    /// `cell.advertise`; written in its heartbeat row).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// Another cell's address to link with even before its heartbeat row names it (repeat it;
+    /// also `cell.peers`).
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    pub peers: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

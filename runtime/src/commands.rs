@@ -400,8 +400,19 @@ async fn cell(mut config: Config, args: CellArgs) -> anyhow::Result<ExitCode> {
     if let Some(region) = args.region {
         config.cell.region = region;
     }
+    if let Some(listen) = args.listen {
+        config.workers.listen = listen;
+    }
+    if let Some(advertise) = args.advertise {
+        config.cell.advertise = advertise;
+    }
+    config.cell.peers.extend(args.peers);
     if config.cell.name.is_empty() {
         bail!("a cell needs a name, unique in the deployment: --name or cell.name");
+    }
+    if config.workers.node_name == crate::config::WorkersConfig::default().node_name {
+        // A cell's certificate names the cell.
+        config.workers.node_name = config.cell.name.clone();
     }
     if config.store.url.is_empty() {
         bail!(
@@ -419,75 +430,64 @@ async fn cell(mut config: Config, args: CellArgs) -> anyhow::Result<ExitCode> {
     standalone(config, args).await
 }
 
-/// `weft cells list`: the cells' heartbeat rows and the shards' lease rows, from the store.
+/// `weft cells list`: the cells' heartbeat rows and the shards' lease rows, from the store;
+/// with a cell running on this home, also its links' round-trip times and workers.
 async fn cells_list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let store = open(config).await?;
-    let shards = config.cell.shards;
-    let cells = store.cells().await?;
-    let leases = store.leases(shards).await?;
-    let now = Utc::now();
-    let mut rows = Vec::new();
-    let mut values = Vec::new();
-    for cell in &cells {
-        let held: Vec<&weft_storage::LeaseRecord> = leases
-            .iter()
-            .filter(|record| record.lease.owner.as_deref() == Some(cell.name.as_str()))
-            .collect();
-        let shard_list: Vec<String> = held
-            .iter()
-            .map(|record| format!("{}@{}", record.lease.shard, record.lease.epoch))
-            .collect();
-        let beat_age_ms = (now - cell.beat_at).num_milliseconds().max(0);
-        rows.push(vec![
-            cell.name.clone(),
-            cell.region.clone(),
-            cell.api.clone(),
-            held.len().to_string(),
-            format!("{beat_age_ms} ms"),
-            shard_list.join(" "),
-        ]);
-        values.push(serde_json::json!({
-            "name": cell.name,
-            "region": cell.region,
-            "address": cell.address,
-            "api": cell.api,
-            "heartbeat_age_ms": beat_age_ms,
-            "started_at": cell.started_at,
-            "shards": held.iter().map(|record| serde_json::json!({
-                "shard": record.lease.shard,
-                "epoch": record.lease.epoch,
-                "lease_age_ms": (now - record.written_at).num_milliseconds().max(0),
-            })).collect::<Vec<_>>(),
-        }));
-    }
-    let unowned: Vec<u32> = (0..shards)
-        .filter(|shard| {
-            !leases.iter().any(|record| {
-                record.lease.shard == *shard
-                    && record
-                        .lease
-                        .owner
-                        .as_ref()
-                        .is_some_and(|owner| cells.iter().any(|cell| &cell.name == owner))
-            })
+    let list = match control::send(&config.core.home, &control::Request::Cells).await {
+        // A node that is no cell refuses: the store's rows are all there is.
+        Ok(Some(response)) if response.ok => serde_json::from_value(response.result)?,
+        _ => {
+            weft_web::api::cells::cell_list(store.as_ref(), config.cell.shards, None, None).await?
+        }
+    };
+    let list: weft_api_types::CellList = list;
+    let rows: Vec<Vec<String>> = list
+        .cells
+        .iter()
+        .map(|cell| {
+            vec![
+                if cell.this {
+                    format!("{} (this)", cell.name)
+                } else {
+                    cell.name.clone()
+                },
+                cell.region.clone(),
+                cell.address.clone(),
+                cell.api.clone(),
+                cell.shards.len().to_string(),
+                format!("{} ms", cell.heartbeat_age_ms),
+                cell.rtt_ms
+                    .map_or_else(|| "-".to_string(), |rtt| format!("{rtt:.1} ms")),
+                cell.workers
+                    .map_or_else(|| "-".to_string(), |workers| workers.to_string()),
+                cell.shards
+                    .iter()
+                    .map(|shard| format!("{}@{}", shard.shard, shard.epoch))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ]
         })
         .collect();
-    let value = serde_json::json!({ "cells": values, "shards": shards, "unowned_shards": unowned });
+    let value = serde_json::to_value(&list)?;
     print_table(
         json,
         &[
             "CELL",
             "REGION",
+            "ADDRESS",
             "API",
             "SHARDS",
             "HEARTBEAT",
+            "RTT",
+            "WORKERS",
             "SHARD@EPOCH",
         ],
         &rows,
         &value,
     );
-    if !json && !unowned.is_empty() {
-        println!("shards without a live owner: {unowned:?}");
+    if !json && !list.unowned_shards.is_empty() {
+        println!("shards without a live owner: {:?}", list.unowned_shards);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -548,7 +548,11 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         let identity = weft_cells::cell::CellIdentity {
             name: config.cell.name.clone(),
             region: config.cell.region.clone(),
-            address: config.workers.listen.clone(),
+            address: if config.cell.advertise.is_empty() {
+                config.workers.listen.clone()
+            } else {
+                config.cell.advertise.clone()
+            },
             api: format!("http://{bind}"),
         };
         eprintln!(
@@ -569,6 +573,11 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
             config.workers.node_name
         );
     }
+    let peers = if keeper.is_some() {
+        crate::remote::cell_peers(&config, &engine, &store, remote_workers.as_ref())?
+    } else {
+        None
+    };
     if args.trigger_new_dags {
         for dag in store.dags().await? {
             if !dag.is_paused && store.runs(&dag.dag_id, 1).await?.is_empty() {
@@ -614,6 +623,9 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         }
     }
     eprintln!("weft standalone: shutting down");
+    if let Some(peers) = &peers {
+        peers.stop();
+    }
     if let Some(keeper) = keeper {
         // Hand the shards over, so the other cells take them without waiting out a lease.
         keeper.leave().await;
@@ -775,6 +787,7 @@ async fn control_or_local(config: &Config, request: Request) -> anyhow::Result<s
         } => return trigger_offline(config, &dag_id, logical_date, conf).await,
         // Remote workers are known to a running node only.
         Request::Workers => return Ok(serde_json::json!([])),
+        Request::Cells => bail!("the cells are known to a running cell"),
         Request::Secrets { change } => {
             // Keys and store as the node would have them; the change is audited the same way.
             let store = open(config).await?;
@@ -807,7 +820,8 @@ async fn control_or_local(config: &Config, request: Request) -> anyhow::Result<s
         Request::Trigger { .. }
         | Request::SetPaused { .. }
         | Request::Secrets { .. }
-        | Request::Workers => {
+        | Request::Workers
+        | Request::Cells => {
             unreachable!("handled above")
         }
         Request::Clear {

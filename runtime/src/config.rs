@@ -38,6 +38,10 @@ pub struct CellConfig {
     pub skew_ms: u64,
     /// Shard takes and hand-overs in flight at once.
     pub max_moves: usize,
+    /// The address other cells reach this one at (`HOST:PORT`; empty: `workers.listen`).
+    pub advertise: String,
+    /// Other cells' addresses to link with before their heartbeat rows name them.
+    pub peers: Vec<String>,
 }
 
 impl Default for CellConfig {
@@ -51,6 +55,8 @@ impl Default for CellConfig {
             renew_ms: lease.renew_ms,
             skew_ms: lease.skew_ms,
             max_moves: lease.max_moves,
+            advertise: String::new(),
+            peers: Vec::new(),
         }
     }
 }

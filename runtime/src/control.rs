@@ -48,6 +48,8 @@ pub enum Request {
     },
     /// The remote workers (read only: not audited).
     Workers,
+    /// The cells, as this cell sees them (read only: not audited).
+    Cells,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,7 +177,7 @@ fn refusal(error: String) -> Response {
 /// The audit entry of a control command, as the API writes one for the same change.
 fn audit_entry(peer_uid: u32, request: &Request) -> Option<weft_storage::AuditRow> {
     let (action, target) = match request {
-        Request::Workers => return None,
+        Request::Workers | Request::Cells => return None,
         Request::Trigger { dag_id, .. } => ("trigger", dag_id.clone()),
         Request::SetPaused { dag_id, paused } => {
             (if *paused { "pause" } else { "unpause" }, dag_id.clone())
@@ -213,6 +215,32 @@ fn audit_entry(peer_uid: u32, request: &Request) -> Option<weft_storage::AuditRo
 
 use tokio::io::AsyncReadExt;
 
+/// The cells as this node sees them; refused on a node that is not a cell.
+async fn cells(engine: &Engine) -> Response {
+    let Some(ownership) = engine.ownership() else {
+        return refusal("this node is not a cell".to_string());
+    };
+    let workers = match engine.workers().await {
+        Ok(view) => view.remote.len() as u32,
+        Err(error) => return refusal(error.to_string()),
+    };
+    let list = weft_web::api::cells::cell_list(
+        engine.store().as_ref(),
+        ownership.shards(),
+        Some(ownership),
+        Some(workers),
+    )
+    .await;
+    match list {
+        Ok(list) => Response {
+            ok: true,
+            result: serde_json::to_value(list).unwrap_or(serde_json::Value::Null),
+            error: None,
+        },
+        Err(error) => refusal(error.to_string()),
+    }
+}
+
 pub async fn execute(engine: &Engine, keys: &KeySource, request: Request) -> Response {
     if let Request::Secrets { change } = request {
         return match crate::secrets::apply(engine.vault(), keys, change).await {
@@ -224,7 +252,11 @@ pub async fn execute(engine: &Engine, keys: &KeySource, request: Request) -> Res
             Err(error) => refusal(format!("{error:#}")),
         };
     }
+    if let Request::Cells = request {
+        return cells(engine).await;
+    }
     let result: Result<serde_json::Value, weft_actors::EngineError> = match request {
+        Request::Cells => unreachable!("answered above"),
         Request::Workers => engine
             .workers()
             .await

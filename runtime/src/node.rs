@@ -61,8 +61,9 @@ pub fn engine_config(config: &Config) -> anyhow::Result<EngineConfig> {
     engine.sandbox = isolation.shell;
     engine.sandbox_full = isolation.full;
     if !config.cell.name.is_empty() {
-        engine.ownership = Some(std::sync::Arc::new(weft_actors::Ownership::new(
+        engine.ownership = Some(std::sync::Arc::new(weft_actors::Ownership::for_cell(
             config.cell.shards,
+            &config.cell.name,
         )));
     }
     Ok(engine)

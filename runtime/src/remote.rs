@@ -326,6 +326,56 @@ pub async fn serve_workers(
     Ok(Some(service))
 }
 
+/// A cell's links with the other cells, over the same QUIC endpoint and certificate as its
+/// remote workers (`workers.listen`). `None`, with a warning, for a cell without one: it then
+/// forwards no command and sees only its own runs live.
+pub fn cell_peers(
+    config: &Config,
+    engine: &Engine,
+    store: &std::sync::Arc<dyn weft_storage::Store>,
+    service: Option<&WorkerService>,
+) -> anyhow::Result<Option<weft_cells::peers::Peers>> {
+    let Some(service) = service else {
+        eprintln!(
+            "weft cell: no links with other cells (set --listen or workers.listen): commands \
+             for DAGs other cells own are refused here, and their runs are not shown live"
+        );
+        return Ok(None);
+    };
+    let identity = Identity::node(&config.workers.node_name)?;
+    let certs = config.certs_dir(&config.workers.certs_dir);
+    let credentials = Credentials::load(&certs, &identity)?;
+    let settings = LinkSettings {
+        keep_alive: Duration::from_millis(config.workers.keep_alive_ms),
+        idle_timeout: Duration::from_millis(config.workers.idle_timeout_ms),
+        ..LinkSettings::default()
+    };
+    let bind: std::net::SocketAddr = if service.local_addr()?.is_ipv6() {
+        "[::]:0".parse()?
+    } else {
+        "0.0.0.0:0".parse()?
+    };
+    let connector = weft_cells::Connector::bind(bind, &credentials, settings)?;
+    let peers = weft_cells::peers::Peers::start(
+        engine.clone(),
+        store.clone(),
+        connector,
+        identity,
+        config.cell.peers.clone(),
+    );
+    service.route_cells(peers.acceptor());
+    eprintln!(
+        "weft cell: links with other cells on {} (peers: {})",
+        service.local_addr()?,
+        if config.cell.peers.is_empty() {
+            "from the heartbeat rows".to_string()
+        } else {
+            config.cell.peers.join(", ")
+        }
+    );
+    Ok(Some(peers))
+}
+
 /// `weft workers list`: the running node's remote workers.
 pub async fn workers_list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
     let Some(response) = control::send(&config.core.home, &Request::Workers).await? else {

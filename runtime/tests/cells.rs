@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{wait_until, Process, WAIT};
+use common::{http, wait_until, Process, WAIT};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -50,6 +50,9 @@ struct Cells {
     /// Relays between a cell and the store, by cell (see `start_relayed`).
     relays: Vec<(String, Vec<weft_linkemu::Link>)>,
     runtime: tokio::runtime::Runtime,
+    /// Whether cells link with each other over QUIC (`link`): each has a certificate and a
+    /// `--listen` address.
+    linked: bool,
 }
 
 impl Cells {
@@ -75,6 +78,7 @@ impl Cells {
             store,
             cells: Vec::new(),
             relays: Vec::new(),
+            linked: false,
             runtime: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -179,9 +183,63 @@ impl Cells {
         }
     }
 
+    /// From now on, cells get certificates from one CA (`weft certs`) and a QUIC address, and
+    /// link with each other.
+    fn link(&mut self) {
+        let certs = self.path().join("certs");
+        let certs_dir = certs.to_str().unwrap().to_string();
+        for args in [
+            vec!["certs", "init", "--dir", &certs_dir],
+            vec![
+                "certs",
+                "issue",
+                "--node",
+                "cell-a",
+                "--san",
+                "127.0.0.1",
+                "--dir",
+                &certs_dir,
+            ],
+            vec![
+                "certs",
+                "issue",
+                "--node",
+                "cell-b",
+                "--san",
+                "127.0.0.1",
+                "--dir",
+                &certs_dir,
+            ],
+        ] {
+            let output = self.command(&self.home("cli"), &args).output().unwrap();
+            assert!(
+                output.status.success(),
+                "weft {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        self.linked = true;
+    }
+
     fn start_on(&mut self, name: &str, store: &str) {
         let home = self.home(name);
-        let command = self.command_on(store, &home, &["cell", "--name", name, "--region", "test"]);
+        let mut args = vec!["cell", "--name", name, "--region", "test"];
+        let listen;
+        if self.linked {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            listen = format!("127.0.0.1:{port}");
+            args.extend(["--listen", listen.as_str()]);
+        }
+        let mut command = self.command_on(store, &home, &args);
+        if self.linked {
+            command
+                .env("WEFT_WORKERS__CERTS_DIR", self.path().join("certs"))
+                .env("WEFT_WORKERS__IDLE_TIMEOUT_MS", "3000");
+        }
         let process = Process::spawn(command);
         process.wait_for_line("DAGs from");
         self.cells.push((name.to_string(), Some(process)));
@@ -350,6 +408,38 @@ impl Cells {
         let run_id = self.trigger(&owner, "cell_chain").unwrap();
         self.wait_for_task_state("cell_chain", "b", &run_id, "running");
         (owner, other.to_string(), run_id)
+    }
+
+    /// A call to the API of the cell named `on`, signed in as the admin it created.
+    fn api(&self, on: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let process = self.process(on);
+        let said = process.wait_for_line("UI and API on http://");
+        let address = said.split("http://").nth(1).unwrap().trim().to_string();
+        let password = self.admin_password();
+        let login = serde_json::json!({ "username": "admin", "password": password }).to_string();
+        let (status, answer) = http(&address, "POST", "/api/v1/auth/login", None, Some(&login));
+        assert_eq!(status, 200, "{answer}");
+        let token: Value = serde_json::from_str(&answer).unwrap();
+        let token = token["access_token"].as_str().unwrap().to_string();
+        let (status, answer) = http(&address, method, path, Some(&token), body);
+        (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
+    }
+
+    /// The admin's password, printed by the cell that created the admin (the first one).
+    fn admin_password(&self) -> String {
+        let created = self
+            .cells
+            .iter()
+            .filter_map(|(_, process)| process.as_ref())
+            .find_map(|process| {
+                process
+                    .stderr()
+                    .lines()
+                    .find(|line| line.contains("with password `"))
+                    .map(str::to_string)
+            })
+            .expect("no cell printed the admin's password");
+        created.split('`').nth(3).unwrap().to_string()
     }
 
     fn kill(&mut self, name: &str) {
@@ -549,4 +639,117 @@ fn an_owner_cut_from_the_store_stops_deciding_and_its_late_write_is_refused_by_e
     let b = cells.task("cell_chain", "b", &run_id);
     assert_eq!(b["try_number"], 2, "{b}");
     assert_chain_succeeded_once(&cells, &run_id, 2);
+}
+
+const QUICK: &str = r#"
+from datetime import datetime
+from weft import DAG, BashOperator
+
+with DAG(dag_id="cell_quick", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
+    BashOperator(task_id="a", bash_command="echo a") >> BashOperator(task_id="b", bash_command="echo b")
+"#;
+
+#[test]
+fn commands_sent_to_any_cell_reach_the_owner_and_every_cell_sees_its_runs_live() {
+    let Some(mut cells) = Cells::new() else {
+        return;
+    };
+    cells.write_dag("quick.py", QUICK);
+    cells.link();
+    cells.start("cell-a");
+    cells.wait_for_shares(&[("cell-a", SHARDS as usize)]);
+    cells.start("cell-b");
+    cells.wait_for_shares(&[("cell-a", 2), ("cell-b", 2)]);
+    for cell in ["cell-a", "cell-b"] {
+        cells.process(cell).wait_for_line("cell link up");
+    }
+    let (owner, _) = cells.owner_of("cell_quick");
+    let other = if owner == "cell-a" {
+        "cell-b"
+    } else {
+        "cell-a"
+    };
+
+    // A trigger on the cell that does not own the DAG (its control socket, as `weft dags
+    // trigger` on that machine) is carried out by the owner and answered with its run.
+    let run_id = cells.trigger(other, "cell_quick").unwrap();
+    cells
+        .process(&owner)
+        .wait_for_line("command from another cell");
+    assert_eq!(cells.wait_for_run("cell_quick", &run_id), "success");
+    // The owner's events reached the other cell: its own subscribers saw the run finish.
+    cells
+        .process(other)
+        .wait_for_line(&format!("run cell_quick/{run_id} finished: success"));
+
+    // The other cell's API names the owner of the run, and its links.
+    let path = format!(
+        "/api/v1/dags/cell_quick/runs/{}",
+        run_id.replace(':', "%3A").replace('+', "%2B")
+    );
+    let (status, detail) = cells.api(other, "GET", &path, None);
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["cell"], owner.as_str(), "{detail}");
+    let list = wait_until("the other cell measures its link with the owner", || {
+        let (status, list) = cells.api(other, "GET", "/api/v1/cells", None);
+        assert_eq!(status, 200, "{list}");
+        let owner_row = list["cells"]
+            .as_array()?
+            .iter()
+            .find(|cell| cell["name"] == owner.as_str())?
+            .clone();
+        owner_row["rtt_ms"].as_f64().map(|_| list)
+    });
+    assert_eq!(list["this_cell"], other, "{list}");
+    let names: Vec<&str> = list["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|cell| cell["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{list}");
+    for cell in list["cells"].as_array().unwrap() {
+        assert_eq!(cell["shards"].as_array().unwrap().len(), 2, "{list}");
+    }
+    // `weft cells list` on the other cell's machine asks the running cell, links included.
+    let output = cells
+        .command(&cells.home(other), &["cells", "list", "--json"])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listed["this_cell"], other, "{listed}");
+
+    // A pause through the other cell's API is the owner's too, and so is a clear.
+    let (status, answer) = cells.api(
+        other,
+        "PATCH",
+        "/api/v1/dags/cell_quick",
+        Some(r#"{"paused": true}"#),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let dags = cells.json(&["dags", "list"]);
+    let quick = dags
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|dag| dag["dag_id"] == "cell_quick")
+        .cloned()
+        .unwrap();
+    assert_eq!(quick["is_paused"], true, "{quick}");
+    let clear = format!("{path}/clear");
+    let (status, answer) = cells.api(
+        other,
+        "POST",
+        &clear,
+        Some(r#"{"task_ids": ["b"], "dry_run": false}"#),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let said = cells.process(&owner).stderr();
+    assert!(
+        said.matches("command from another cell").count() >= 3,
+        "trigger, pause and clear reached the owner:\n{said}"
+    );
+    // A command for a DAG nobody registered is refused as the owner refuses it.
+    let (status, answer) = cells.api(other, "POST", "/api/v1/dags/no_such_dag/runs", Some("{}"));
+    assert_eq!(status, 404, "{answer}");
 }

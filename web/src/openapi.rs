@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations: every route of the API is
 //! registered through [`router_and_document`], so a route cannot exist without its entry.
 
-use crate::api::{self, admin, dags, runs, secrets, session, system};
+use crate::api::{self, admin, cells, dags, runs, secrets, session, system};
 use crate::AppState;
 use axum::extract::DefaultBodyLimit;
 use axum::{Json, Router};
@@ -81,6 +81,7 @@ pub fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::import_errors))
         .routes(routes!(admin::pools, admin::put_pool))
         .routes(routes!(admin::workers))
+        .routes(routes!(cells::cells))
         .routes(routes!(admin::audit_log))
         .routes(routes!(admin::users, admin::create_user))
         .routes(routes!(admin::patch_user))

@@ -263,6 +263,13 @@ async fn table(server: &Server, admin_token_id: &str, refresh_token: &str) -> Ve
         ),
         endpoint(
             "GET",
+            "/api/v1/cells",
+            "/api/v1/cells",
+            None,
+            AtLeast(Role::Viewer),
+        ),
+        endpoint(
+            "GET",
             "/api/v1/audit",
             "/api/v1/audit?limit=5",
             None,

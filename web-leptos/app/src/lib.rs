@@ -65,6 +65,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("dags/:dag_id/runs/:run_id/tasks/:task_id") view=pages::task::TaskPage/>
                     <Route path=path!("import-errors") view=pages::admin::ImportErrorsPage/>
                     <Route path=path!("workers") view=pages::admin::WorkersPage/>
+                    <Route path=path!("cells") view=pages::admin::CellsPage/>
                     <Route path=path!("pools") view=pages::admin::PoolsPage/>
                     <Route path=path!("variables") view=pages::admin::VariablesPage/>
                     <Route path=path!("connections") view=pages::admin::ConnectionsPage/>

@@ -339,6 +339,9 @@ pub struct TaskInstance {
 pub struct RunDetail {
     pub run: Run,
     pub task_instances: Vec<TaskInstance>,
+    /// The cell that owns the run (decides for its DAG); absent on a standalone node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -530,6 +533,56 @@ pub struct Worker {
     /// When a slot of a remote worker last answered its node.
     #[serde(default)]
     pub last_heartbeat: Option<String>,
+}
+
+/// A shard a cell holds by lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CellShard {
+    pub shard: u32,
+    /// Grows on every change of owner; the cell's run writes carry it.
+    pub epoch: u64,
+    /// Since the lease row was last written (renewed).
+    pub lease_age_ms: u64,
+}
+
+/// A cell of the deployment, from its heartbeat row and the lease rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Cell {
+    pub name: String,
+    pub region: String,
+    /// Where other cells and workers reach it (QUIC).
+    pub address: String,
+    /// Its UI and API.
+    pub api: String,
+    pub heartbeat_age_ms: u64,
+    pub started_at: String,
+    pub shards: Vec<CellShard>,
+    /// The round-trip time of the link between the cell that answered and this one (ms);
+    /// absent for the cell that answered and for a cell it has no link with.
+    #[serde(default)]
+    pub rtt_ms: Option<f64>,
+    /// Remote workers connected to it, as the cell that answered knows (itself, or over a link).
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// The cell that answered.
+    #[serde(default)]
+    pub this: bool,
+}
+
+/// `GET /api/v1/cells`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CellList {
+    pub cells: Vec<Cell>,
+    /// Shards the DAGs are spread over.
+    pub shards: u32,
+    /// Shards no live cell holds (their DAGs wait for a cell to take them).
+    pub unowned_shards: Vec<u32>,
+    /// The cell that answered; absent on a standalone node.
+    #[serde(default)]
+    pub this_cell: Option<String>,
 }
 
 /// `GET /api/v1/workers`.

@@ -2,6 +2,7 @@
 //! errors are JSON too, and the audit entry every mutating call writes.
 
 pub mod admin;
+pub mod cells;
 pub mod dags;
 pub mod runs;
 pub mod secrets;

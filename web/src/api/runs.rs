@@ -225,9 +225,15 @@ pub async fn get_run(
         .map(|record| views::task_instance(record, Some(&view)))
         .collect();
     task_instances.sort_by_key(|ti| (position(&ti.task_id), ti.map_index));
+    let cell = state
+        .engine()
+        .ownership()
+        .and_then(|ownership| ownership.owner_of_dag(&run.key.dag_id))
+        .map(|(cell, _)| cell);
     Ok(Json(RunDetail {
         run: views::run(&run),
         task_instances,
+        cell,
     }))
 }
 

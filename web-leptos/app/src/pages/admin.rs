@@ -5,9 +5,9 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 use weft_api_types::{
-    AuditList, Connection, ConnectionCreate, ConnectionList, ConnectionPatch, ImportErrorList,
-    PoolList, Role, StreamEvent, User, UserCreate, UserList, UserPatch, Variable, VariableCreate,
-    VariableList, VariablePatch, WorkerList, MASKED_VALUE,
+    AuditList, CellList, Connection, ConnectionCreate, ConnectionList, ConnectionPatch,
+    ImportErrorList, PoolList, Role, StreamEvent, User, UserCreate, UserList, UserPatch, Variable,
+    VariableCreate, VariableList, VariablePatch, WorkerList, MASKED_VALUE,
 };
 
 use crate::api::{self, encode_component, Loader};
@@ -112,6 +112,63 @@ pub fn WorkersPage() -> impl IntoView {
                     </tr>
                 }).collect_view()}</tbody>
             </table>
+        })}
+    }
+}
+
+/// The cells of the deployment: regions, shards and epochs held, lease and heartbeat ages,
+/// the links' round-trip times and each cell's remote workers, as the cell serving this page
+/// sees them. Read again every two seconds (leases move without a run changing).
+#[component]
+pub fn CellsPage() -> impl IntoView {
+    let cells = Loader::<CellList>::new(|| "/cells".into());
+    on_events(
+        move |event| {
+            if matches!(event, StreamEvent::Run { .. }) {
+                cells.reload();
+            }
+        },
+        move || cells.reload(),
+    );
+    Effect::new(move |_| {
+        let every =
+            set_interval_with_handle(move || cells.reload(), std::time::Duration::from_secs(2));
+        if let Ok(every) = every {
+            on_cleanup(move || every.clear());
+        }
+    });
+    view! {
+        <Title text="Cells · weft"/>
+        <h1>"Cells"</h1>
+        {show(cells, |list: CellList| view! {
+            {list.cells.is_empty().then(|| view! {
+                <p class="muted">"This node is no cell: it runs alone on its store (weft standalone)."</p>
+            })}
+            {(!list.unowned_shards.is_empty()).then(|| view! {
+                <p class="warning" id="unowned-shards">{format!(
+                    "Shards without a live owner: {:?} (their DAGs wait until a cell takes them).",
+                    list.unowned_shards
+                )}</p>
+            })}
+            <table class="table" id="cells">
+                <thead><tr><th>"Cell"</th><th>"Region"</th><th>"Shards (epoch)"</th><th>"Lease age"</th><th>"Heartbeat"</th><th>"Round trip"</th><th>"Workers"</th></tr></thead>
+                <tbody>{list.cells.into_iter().map(|cell| view! {
+                    <tr data-cell=cell.name.clone()>
+                        <td>
+                            {cell.name.clone()}
+                            {cell.this.then(|| view! { <span class="badge">" this cell"</span> })}
+                            <div class="muted">{format!("{} · {}", cell.address, cell.api)}</div>
+                        </td>
+                        <td>{cell.region.clone()}</td>
+                        <td class="shards">{cell.shards.iter().map(|shard| format!("{} ({})", shard.shard, shard.epoch)).collect::<Vec<_>>().join(", ")}</td>
+                        <td>{cell.shards.iter().map(|shard| shard.lease_age_ms).max().map(|age| format!("{age} ms")).unwrap_or_default()}</td>
+                        <td>{format!("{} ms ago", cell.heartbeat_age_ms)}</td>
+                        <td class="rtt">{cell.rtt_ms.map(|rtt| format!("{rtt:.1} ms")).unwrap_or_else(|| "–".into())}</td>
+                        <td>{cell.workers.map(|workers| workers.to_string()).unwrap_or_else(|| "–".into())}</td>
+                    </tr>
+                }).collect_view()}</tbody>
+            </table>
+            <p class="muted">{format!("{} shards in all.", list.shards)}</p>
         })}
     }
 }

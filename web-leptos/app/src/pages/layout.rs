@@ -26,6 +26,7 @@ pub fn Layout() -> impl IntoView {
             <a class="brand" href="/">"weft"</a>
             <nav>
                 <A href="/">"DAGs"</A>
+                <A href="/cells">"Cells"</A>
                 {move || has_role(Role::Op).then(|| view! {
                     <A href="/import-errors">"Import errors"</A>
                     <A href="/workers">"Workers"</A>

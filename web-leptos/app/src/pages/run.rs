@@ -53,6 +53,9 @@ pub fn RunPage() -> impl IntoView {
                     <span>"Data interval " {short_date(&run.data_interval_start)} " – " {short_date(&run.data_interval_end)}</span>
                     <span>"Started " {short_date_opt(run.start_date.as_deref())}</span>
                     <span>"Ended " {short_date_opt(run.end_date.as_deref())}</span>
+                    {d.cell.clone().map(|cell| view! {
+                        <span id="run-cell" data-cell=cell.clone()>"Cell " <a href="/cells">{cell.clone()}</a></span>
+                    })}
                 </div>
                 <details><summary>"Conf"</summary><pre class="code">{serde_json::to_string_pretty(&run.conf).unwrap_or_default()}</pre></details>
                 <table class="table" id="task-instances">
