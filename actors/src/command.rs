@@ -15,14 +15,16 @@ use weft_core::lease::ShardId;
 use weft_core::state::TaskState;
 use weft_core::Timestamp;
 
-/// One command for a DAG. The run configuration travels as JSON text: the wire's encoding
-/// (bincode) carries no self-describing values.
+/// One command for a DAG.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     Trigger {
         dag_id: String,
         logical_date: Option<Timestamp>,
-        conf_json: String,
+        /// Travels as JSON text: the wire's encoding (bincode) carries no self-describing
+        /// values. Only a forwarded command is encoded.
+        #[serde(with = "json_text")]
+        conf: serde_json::Value,
     },
     SetPaused {
         dag_id: String,
@@ -67,6 +69,25 @@ impl Command {
             Command::Mark { .. } => "mark",
             Command::Backfill { .. } => "backfill",
         }
+    }
+}
+
+/// A JSON value as its text, for encodings that cannot carry it as it is.
+mod json_text {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        value: &serde_json::Value,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<serde_json::Value, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        serde_json::from_str(&text).map_err(D::Error::custom)
     }
 }
 
@@ -143,7 +164,7 @@ mod tests {
             Command::Trigger {
                 dag_id: "etl".into(),
                 logical_date: Some(chrono::Utc::now()),
-                conf_json: r#"{"a":[1,2]}"#.into(),
+                conf: serde_json::json!({"a": [1, 2], "b": {"c": null}}),
             },
             Command::SetPaused {
                 dag_id: "etl".into(),

@@ -308,7 +308,7 @@ impl Engine {
         let command = Command::Trigger {
             dag_id: dag_id.to_string(),
             logical_date,
-            conf_json: conf.to_string(),
+            conf,
         };
         match self.execute(command).await? {
             CommandOutcome::Run(run) => Ok(run),
@@ -389,25 +389,21 @@ impl Engine {
             Command::Trigger {
                 dag_id,
                 logical_date,
-                conf_json,
-            } => {
-                let conf = serde_json::from_str(&conf_json).map_err(|error| {
-                    EngineError::Rejected(format!("the run configuration is not JSON: {error}"))
-                })?;
-                self.scheduler
-                    .call(
-                        |reply| SchedulerMsg::Trigger {
-                            dag_id,
-                            logical_date,
-                            conf,
-                            reply,
-                        },
-                        None,
-                    )
-                    .await?
-                    .into_result()
-                    .map(CommandOutcome::Run)
-            }
+                conf,
+            } => self
+                .scheduler
+                .call(
+                    |reply| SchedulerMsg::Trigger {
+                        dag_id,
+                        logical_date,
+                        conf,
+                        reply,
+                    },
+                    None,
+                )
+                .await?
+                .into_result()
+                .map(CommandOutcome::Run),
             Command::SetPaused { dag_id, paused } => self
                 .scheduler
                 .call(
