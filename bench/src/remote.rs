@@ -101,7 +101,7 @@ pub async fn worker_main(spec: &str) -> anyhow::Result<()> {
     .await
     .map_err(|error| anyhow!("cannot start the worker's slots: {error}"))?;
     let link = WorkerLink {
-        connect: spec.connect.clone(),
+        connect: vec![spec.connect.clone()],
         server_name: "127.0.0.1".to_string(),
         settings: link_settings(),
     };

@@ -79,8 +79,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
-    /// The node's `workers.listen`, as HOST:PORT (`worker.connect`).
-    #[arg(long)]
+    /// The node's `workers.listen`, as HOST:PORT (`worker.connect`); or several cells',
+    /// comma-separated: the worker joins the nearest that answers (by round-trip time).
+    #[arg(long, value_name = "HOST:PORT[,HOST:PORT...]")]
     pub connect: Option<String>,
     /// Attempts run at once (`worker.slots`).
     #[arg(long)]

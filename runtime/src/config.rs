@@ -127,7 +127,9 @@ pub struct WorkersConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkerConfig {
-    /// The node's `workers.listen`, as `HOST:PORT`.
+    /// The node's `workers.listen`, as `HOST:PORT`; or several cells', comma-separated: the
+    /// worker joins the nearest that answers (by round-trip time), and the next nearest when
+    /// that one is lost.
     pub connect: String,
     /// The name the node's certificate carries for that host (empty: the host of `connect`).
     pub server_name: String,

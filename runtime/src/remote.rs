@@ -39,8 +39,19 @@ pub async fn worker(config: Config, args: WorkerArgs) -> anyhow::Result<ExitCode
             stem = identity.file_stem()
         )
     })?;
+    let connect: Vec<String> = settings
+        .connect
+        .split(',')
+        .map(str::trim)
+        .filter(|address| !address.is_empty())
+        .map(str::to_string)
+        .collect();
     let server_name = if settings.server_name.is_empty() {
-        host_of(&settings.connect)
+        connect
+            .iter()
+            .map(|address| host_of(address))
+            .collect::<Vec<_>>()
+            .join(", ")
     } else {
         settings.server_name.clone()
     };
@@ -87,7 +98,7 @@ pub async fn worker(config: Config, args: WorkerArgs) -> anyhow::Result<ExitCode
     .await
     .map_err(|error| anyhow!("cannot start the worker's slots: {error}"))?;
     eprintln!(
-        "weft worker {name}: {} slots, queues {}, node {} (`{server_name}`)",
+        "weft worker {name}: {} slots, queues {}, node {} (`{server_name}`; of several, the nearest that answers)",
         settings.slots,
         if settings.queues.is_empty() {
             "all".to_string()
@@ -98,8 +109,8 @@ pub async fn worker(config: Config, args: WorkerArgs) -> anyhow::Result<ExitCode
     );
     eprintln!("{}", isolation.summary);
     let link = WorkerLink {
-        connect: settings.connect.clone(),
-        server_name,
+        connect,
+        server_name: settings.server_name.clone(),
         settings: LinkSettings {
             keep_alive: Duration::from_millis(settings.keep_alive_ms),
             idle_timeout: Duration::from_millis(settings.idle_timeout_ms),

@@ -3,7 +3,8 @@
 //! with SIGKILL, or paused with SIGSTOP past its lease; another cell takes its shards and the
 //! run completes, every task with one accepted result and no schedule tick missed or doubled.
 //!
-//! Leases here are short (2 s, renewed every 0.5 s) so failovers take seconds.
+//! Leases here are short (2 s, renewed every 0.5 s) so failovers take seconds. The tests run one
+//! at a time.
 
 mod common;
 
@@ -53,7 +54,18 @@ struct Cells {
     /// Whether cells link with each other over QUIC (`link`): each has a certificate and a
     /// `--listen` address.
     linked: bool,
+    /// Each linked cell's `--listen` address.
+    listens: Vec<(String, String)>,
+    /// Settings every cell started from now on gets (`WEFT_...` variables).
+    cell_env: Vec<(String, String)>,
+    /// Held for the test's life (dropped last, after the processes): these tests run one at a
+    /// time, since each one's timing assumes a machine that its own cells share with no other
+    /// test's (two cores run the store's two nodes too).
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
+
+/// One cells test at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Cells {
     /// A fresh keyspace on the test server, or `None` when there is no server.
@@ -79,6 +91,11 @@ impl Cells {
             cells: Vec::new(),
             relays: Vec::new(),
             linked: false,
+            listens: Vec::new(),
+            cell_env: Vec::new(),
+            _serial: SERIAL
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
             runtime: tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
@@ -210,6 +227,7 @@ impl Cells {
                 "--dir",
                 &certs_dir,
             ],
+            vec!["certs", "issue", "--worker", "w1", "--dir", &certs_dir],
         ] {
             let output = self.command(&self.home("cli"), &args).output().unwrap();
             assert!(
@@ -233,8 +251,10 @@ impl Cells {
                 .port();
             listen = format!("127.0.0.1:{port}");
             args.extend(["--listen", listen.as_str()]);
+            self.listens.push((name.to_string(), listen.clone()));
         }
         let mut command = self.command_on(store, &home, &args);
+        command.envs(self.cell_env.iter().map(|(key, value)| (key, value)));
         if self.linked {
             command
                 .env("WEFT_WORKERS__CERTS_DIR", self.path().join("certs"))
@@ -752,4 +772,94 @@ fn commands_sent_to_any_cell_reach_the_owner_and_every_cell_sees_its_runs_live()
     // A command for a DAG nobody registered is refused as the owner refuses it.
     let (status, answer) = cells.api(other, "POST", "/api/v1/dags/no_such_dag/runs", Some("{}"));
     assert_eq!(status, 404, "{answer}");
+}
+
+/// Its task runs only on a remote worker: the cells' own slots serve another queue.
+const ON_A_WORKER: &str = r#"
+from datetime import datetime
+from weft import DAG, BashOperator
+
+with DAG(dag_id="cell_remote", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
+    BashOperator(task_id="far", bash_command="echo far", queue="remote")
+"#;
+
+#[test]
+fn a_worker_joins_the_nearest_cell_and_the_next_nearest_when_that_one_dies() {
+    let Some(mut cells) = Cells::new() else {
+        return;
+    };
+    cells.write_dag("remote.py", ON_A_WORKER);
+    cells.link();
+    cells
+        .cell_env
+        .push(("WEFT_WORKERS__QUEUES".into(), r#"["local"]"#.into()));
+    cells.start("cell-a");
+    cells.wait_for_shares(&[("cell-a", SHARDS as usize)]);
+    cells.start("cell-b");
+    cells.wait_for_shares(&[("cell-a", 2), ("cell-b", 2)]);
+    let listen = |name: &str| {
+        cells
+            .listens
+            .iter()
+            .find(|(cell, _)| cell == name)
+            .map(|(_, listen)| listen.clone())
+            .unwrap()
+    };
+    // cell-a is 30 ms away (each way) through a relay; cell-b is next door.
+    let far = cells
+        .runtime
+        .block_on(weft_linkemu::start(
+            "far",
+            weft_linkemu::Proto::Udp,
+            "127.0.0.1:0".parse().unwrap(),
+            listen("cell-a").parse().unwrap(),
+            weft_linkemu::LinkSettings {
+                delay: Duration::from_millis(30),
+                ..weft_linkemu::LinkSettings::default()
+            },
+        ))
+        .unwrap();
+    let connect = format!("{},{}", far.local_addr(), listen("cell-b"));
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_weft"));
+    worker
+        .args([
+            "worker",
+            "--connect",
+            &connect,
+            "--name",
+            "w1",
+            "--queues",
+            "remote",
+            "--slots",
+            "2",
+        ])
+        .env("WEFT_HOME", cells.home("w1"))
+        .env("WEFT_DAGS_FOLDER", cells.path().join("dags"))
+        .env("WEFT_WORKER__CERTS_DIR", cells.path().join("certs"))
+        .env("WEFT_WORKER__IDLE_TIMEOUT_MS", "3000")
+        .env("WEFT_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    let worker = Process::spawn(worker);
+    let joined = worker.wait_for_line("joined the node");
+    assert!(joined.contains("cell-b"), "the nearest is cell-b: {joined}");
+
+    // cell-b dies: the worker joins cell-a, the next nearest, and serves its runs.
+    cells.kill("cell-b");
+    cells.wait_for_shares(&[("cell-a", SHARDS as usize)]);
+    wait_until("the worker joins cell-a", || {
+        worker
+            .stderr()
+            .lines()
+            .any(|line| line.contains("joined the node") && line.contains("cell-a"))
+            .then_some(())
+    });
+    let run_id = cells.trigger("cell-a", "cell_remote").unwrap();
+    assert_eq!(
+        cells.wait_for_run("cell_remote", &run_id),
+        "success",
+        "only the worker serves the task's queue:\n{}\n--- w1\n{}",
+        cells.said(),
+        worker.stderr()
+    );
 }

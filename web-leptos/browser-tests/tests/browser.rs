@@ -10,20 +10,19 @@
 //! `weft` binary next to this test's own directory (`cargo test --workspace` builds it; alone,
 //! run `cargo build -p weft` first). It builds the UI's WASM bundle itself.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
-use serde_json::{json, Value};
+use fantoccini::{Client, Locator};
+use weft_browser_tests::{
+    assert_not_reloaded, build_bundle, capture, click, free_port, http_get, js, profile_dir,
+    repo_root, screenshot, start_browser, start_chromedriver, wait_hydrated, wait_until, Guard,
+    STEP_LIMIT,
+};
 
-/// How long one step may take before the test gives up on it (a failure, not a measurement).
-const STEP_LIMIT: Duration = Duration::from_secs(120);
 const GATED_DAG: &str = "ui_gated";
 const EXAMPLE_DAGS: [&str; 4] = [
     "etl_with_retries",
@@ -31,56 +30,6 @@ const EXAMPLE_DAGS: [&str; 4] = [
     "branching",
     "paris_weekday_report",
 ];
-
-/// A child process killed when the test ends, however it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
-/// `target/<profile>`: this test runs from `target/<profile>/deps/`.
-fn profile_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .context("cannot tell the target directory from the test's path")
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A plain HTTP GET on localhost: (status, body).
-fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status line")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
 
 /// The first `username`/`password` pair in what `weft standalone` printed on its first start.
 fn generated_credentials(lines: &[String]) -> Option<(String, String)> {
@@ -144,30 +93,7 @@ fn start_weft(home: &Path, dags: &Path, pkg: &Path) -> Result<(Weft, (String, St
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
-    let output = Arc::new(Mutex::new(Vec::new()));
-    for pipe in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let output = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                eprintln!("[weft] {line}");
-                if let Ok(mut lines) = output.lock() {
-                    lines.push(line);
-                }
-            }
-        });
-    }
+    let output = capture(&mut child, "weft");
     let mut weft = Weft {
         _process: Guard(child),
         port,
@@ -202,140 +128,6 @@ fn start_weft(home: &Path, dags: &Path, pkg: &Path) -> Result<(Weft, (String, St
     }
 }
 
-fn start_chromedriver() -> Result<(Guard, u16)> {
-    let port = free_port()?;
-    let child = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting chromedriver (scripts/install-deps.sh installs it)")?;
-    let guard = Guard(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("chromedriver did not listen on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok((guard, port))
-}
-
-async fn start_browser(driver_port: u16, profile: &Path) -> Result<Client> {
-    let binary = ["/usr/lib/chromium/chromium", "/usr/bin/chromium"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file())
-        .unwrap_or("chromium");
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert("browserName".into(), json!("chrome"));
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": binary,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1400,950",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    let client = ClientBuilder::new(HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{driver_port}"))
-        .await
-        .context("opening a Chromium session through chromedriver")?;
-    client.set_window_size(1400, 950).await?;
-    Ok(client)
-}
-
-/// Runs `script` (a JS expression's body: `return …`) until it returns something truthy.
-async fn wait_until(client: &Client, what: &str, script: &str) -> Result<Value> {
-    let deadline = Instant::now() + STEP_LIMIT;
-    let mut last: Value;
-    loop {
-        match client.execute(script, vec![]).await {
-            Ok(value) => {
-                let truthy = match &value {
-                    Value::Null => false,
-                    Value::Bool(b) => *b,
-                    Value::String(s) => !s.is_empty(),
-                    Value::Number(n) => n.as_f64() != Some(0.0),
-                    _ => true,
-                };
-                if truthy {
-                    return Ok(value);
-                }
-                last = value;
-            }
-            Err(error) => last = json!(error.to_string()),
-        }
-        if Instant::now() > deadline {
-            let url = client
-                .current_url()
-                .await
-                .map(|u| u.to_string())
-                .unwrap_or_default();
-            bail!("waited {STEP_LIMIT:?} for {what} on {url} (last answer: {last})");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_hydrated(client: &Client) -> Result<()> {
-    wait_until(
-        client,
-        "the page to hydrate",
-        "return document.body && document.body.dataset.hydrated === 'true';",
-    )
-    .await
-    .map(|_| ())
-}
-
-async fn click(client: &Client, css: &str) -> Result<()> {
-    client
-        .wait()
-        .at_most(STEP_LIMIT)
-        .for_element(Locator::Css(css))
-        .await
-        .with_context(|| format!("finding {css}"))?
-        .click()
-        .await
-        .with_context(|| format!("clicking {css}"))
-}
-
-/// The page was not reloaded since the marker was set (a reload clears `window`).
-async fn assert_not_reloaded(client: &Client, step: &str) -> Result<()> {
-    let marker = client
-        .execute("return window.__weftNoReload === 1;", vec![])
-        .await?;
-    if marker != json!(true) {
-        bail!("{step}: the page was reloaded, but it should have updated in place");
-    }
-    Ok(())
-}
-
-fn screenshots_dir() -> PathBuf {
-    repo_root().join("target/browser-screenshots")
-}
-
-async fn screenshot(client: &Client, name: &str) -> Result<PathBuf> {
-    let png = client.screenshot().await?;
-    if !png.starts_with(b"\x89PNG") {
-        bail!("the screenshot {name} is not a PNG");
-    }
-    let dir = screenshots_dir();
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{name}.png"));
-    std::fs::write(&path, png)?;
-    Ok(path)
-}
-
-/// A string as a JS (and CSS) string literal.
-fn js(text: &str) -> String {
-    serde_json::to_string(text).unwrap_or_default()
-}
-
 /// The grid cell of a task in a run.
 fn cell_selector(run_id: &str, task_id: &str) -> String {
     format!(
@@ -348,20 +140,7 @@ fn cell_selector(run_id: &str, task_id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_signs_in_triggers_watches_reads_logs_clears_and_pauses() -> Result<()> {
     // The bundle, built here so that the test always serves the current UI.
-    let profile = profile_dir()?;
-    let target = profile
-        .parent()
-        .context("no target directory")?
-        .to_path_buf();
-    let mut build = weft_ui_build::BuildOptions::for_repo();
-    build.out_dir = target.join("browser-tests/pkg");
-    build.target_dir = target.join("ui-wasm");
-    let bundle = tokio::task::spawn_blocking(move || weft_ui_build::build(&build)).await??;
-    let pkg = bundle
-        .js
-        .parent()
-        .context("bundle without a directory")?
-        .to_path_buf();
+    let pkg = build_bundle().await?;
 
     let work = tempfile::tempdir()?;
     let dags = work.path().join("dags");

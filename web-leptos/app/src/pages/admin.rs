@@ -156,7 +156,7 @@ pub fn CellsPage() -> impl IntoView {
                     <tr data-cell=cell.name.clone()>
                         <td>
                             {cell.name.clone()}
-                            {cell.this.then(|| view! { <span class="badge">" this cell"</span> })}
+                            {cell.this.then(|| view! { <span class="badge this-cell">"this cell"</span> })}
                             <div class="muted">{format!("{} · {}", cell.address, cell.api)}</div>
                         </td>
                         <td>{cell.region.clone()}</td>
