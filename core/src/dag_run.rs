@@ -1446,6 +1446,19 @@ fn hidden_by_expansion(expanded: bool, record: &TaskInstanceRecord) -> bool {
     expanded && record.key.map_index < 0 && record.state == TaskState::Removed
 }
 
+/// The task instances of a run as a person sees them (the API, the grid, `dags test`): the
+/// placeholder of a task that expanded into mapped instances is left out, as Airflow shows only
+/// the mapped instances. The store keeps it: a rebuilt run reads from it that the task expanded.
+pub fn shown_instances(mut records: Vec<TaskInstanceRecord>) -> Vec<TaskInstanceRecord> {
+    let expanded: std::collections::HashSet<crate::ids::Name> = records
+        .iter()
+        .filter(|record| record.key.map_index >= 0)
+        .map(|record| record.key.task_id.clone())
+        .collect();
+    records.retain(|record| !hidden_by_expansion(expanded.contains(&record.key.task_id), record));
+    records
+}
+
 /// What a successful attempt decided.
 struct SuccessResult {
     branch: Option<Vec<String>>,

@@ -349,6 +349,35 @@ fn upstream_mapping_expands_on_success() {
           run success at 00:00:00
     "#]]
     .assert_eq(&h.take_log());
+    // Shown: the mapped instances, not the placeholder they replaced; a task mapped over an
+    // empty list keeps its one (skipped) instance.
+    let shown = weft_core::dag_run::shown_instances(h.run.task_instances().cloned().collect());
+    let mut names: Vec<String> = shown
+        .iter()
+        .map(|record| {
+            format!(
+                "{}[{}] {}",
+                record.key.task_id, record.key.map_index, record.state
+            )
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "each[0] success",
+            "each[1] success",
+            "empty_list[-1] success",
+            "list[-1] success",
+            "none_each[-1] skipped",
+            "sum[-1] success",
+        ]
+    );
+    assert_eq!(
+        h.run.task_instances().count(),
+        names.len() + 1,
+        "the run itself keeps the placeholder"
+    );
 }
 
 #[test]

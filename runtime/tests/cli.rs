@@ -114,6 +114,30 @@ fn every_example_dag_runs_to_success() {
 }
 
 #[test]
+fn a_task_mapped_over_an_upstream_output_shows_only_its_mapped_instances() {
+    let home = Home::new();
+    home.write(
+        "mapped.py",
+        "from airflow.sdk import DAG, task\nwith DAG(dag_id='mapped', schedule=None) as dag:\n    @task\n    def numbers():\n        return [1, 2, 3]\n    @task\n    def double(x):\n        return 2 * x\n    double.expand(x=numbers())\n",
+    );
+    let result = dags_test(&home, "mapped");
+    assert_eq!(result["run_state"], "success", "{result:#}");
+    let tasks = result["tasks"].as_object().unwrap();
+    let mut names: Vec<&str> = tasks.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    // Airflow shows the three mapped instances, not the unexpanded one as `removed`.
+    assert_eq!(
+        names,
+        ["double[0]", "double[1]", "double[2]", "numbers"],
+        "{result:#}"
+    );
+    assert!(
+        tasks.values().all(|task| task["state"] == "success"),
+        "{result:#}"
+    );
+}
+
+#[test]
 fn dags_test_exits_non_zero_when_the_run_fails() {
     let home = Home::new();
     home.write(

@@ -329,6 +329,44 @@ with DAG("r"):
         runner.close()
 
 
+def test_xcom_pull_of_several_mapped_tasks_is_one_flat_list_by_task_then_index(dag_file, tmp_path):
+    path = dag_file('''
+from airflow.sdk import DAG, task
+with DAG("flat"):
+    @task
+    def m(x):
+        return x
+    @task
+    def n(x):
+        return x
+    @task
+    def pull(ti=None):
+        return [
+            ti.xcom_pull(task_ids=["m", "n"], map_indexes=[0, 2]),
+            ti.xcom_pull(task_ids=["m", "n"], map_indexes=1),
+            ti.xcom_pull(task_ids=["m", "n"]),
+            ti.xcom_pull(task_ids=["m"], map_indexes=[2, 9], default="none"),
+            ti.xcom_pull(task_ids="m", map_indexes=[0, 1]),
+        ]
+    [m.expand(x=[1, 2, 3]), n.expand(x=[4, 5, 6])] >> pull()
+''')
+    runner = Runner()
+    try:
+        context = run_context("pull", {"m": [1, 2, 3], "n": [4, 5, 6]})
+        context["fileloc"] = path
+        answer = runner.request(op="run", fileloc=path, dag_id="flat", task_id="pull", map_index=-1,
+                                context=context, log_path=str(tmp_path / "l.log"), log_bytes_max=1 << 20)
+        assert answer.get("result") == [
+            [1, 3, 4, 6],
+            [2, 5],
+            [1, 2, 3, 4, 5, 6],
+            [3, "none"],
+            [1, 2],
+        ], answer
+    finally:
+        runner.close()
+
+
 def test_cycle_and_duplicate_errors_point_at_the_dag_file(dag_file):
     [answer] = run_processor(dag_file('''from airflow.sdk import DAG, task
 with DAG("c"):

@@ -60,7 +60,19 @@ class TaskInstance:
             return default
         if isinstance(task_ids, str):
             return self._pull_one(task_ids, key, map_indexes, default)
-        return [self._pull_one(task_id, key, map_indexes, default) for task_id in task_ids]
+        # Several tasks: one flat list, by task then by map index, as Airflow's task SDK
+        # returns (the product of `task_ids` and `map_indexes`); a mapped task pulled without
+        # map indexes gives all its values in that list.
+        pulled = []
+        for task_id in task_ids:
+            value = self._pull_one(task_id, key, map_indexes, default)
+            several = map_indexes is not None and not isinstance(map_indexes, int)
+            every = map_indexes is None and self._is_mapped(task_id)
+            if (several or every) and isinstance(value, list):
+                pulled.extend(value)
+            else:
+                pulled.append(value)
+        return pulled
 
     def _pull_one(self, task_id, key, map_indexes, default):
         if task_id == self.task_id and key in self.pushed:
@@ -75,7 +87,8 @@ class TaskInstance:
                 return values
             if isinstance(map_indexes, int):
                 return values[map_indexes] if 0 <= map_indexes < len(values) else default
-            return [values[index] for index in map_indexes if 0 <= index < len(values)]
+            return [values[index] if 0 <= index < len(values) else default
+                    for index in map_indexes]
         value = xcom_value(stored, key)
         if value is _MISSING:
             return default

@@ -325,7 +325,10 @@ pub async fn grid(
     let runs = store.runs_before(&dag_id, before, limit).await?;
     let instances =
         futures::future::try_join_all(runs.iter().map(|run| store.task_instances(&run.key)))
-            .await?;
+            .await?
+            .into_iter()
+            .map(weft_core::dag_run::shown_instances)
+            .collect::<Vec<_>>();
     let position: std::collections::HashMap<&str, usize> = view
         .task_order
         .iter()

@@ -18,6 +18,7 @@ use weft_api_types::{
     MarkState, Role, Run, RunDetail, RunList, TaskInstance, TaskInstanceDetail, TaskTry,
     TriggerRun,
 };
+use weft_core::dag_run::shown_instances;
 use weft_core::ids::{RunKey, TaskInstanceKey};
 use weft_core::state::{DagRunState, TaskState};
 use weft_storage::RunRow;
@@ -218,7 +219,7 @@ pub async fn get_run(
     principal.require_dag(&dag_id)?;
     let run = load_run(&state, &run_key(&dag_id, &run_id)).await?;
     let view = run_view(&state, &run).await?;
-    let records = state.store().task_instances(&run.key).await?;
+    let records = shown_instances(state.store().task_instances(&run.key).await?);
     let position = |task_id: &str| view.task_order.iter().position(|id| id == task_id);
     let mut task_instances: Vec<TaskInstance> = records
         .iter()
@@ -243,7 +244,7 @@ async fn load_task_instance(
     run: &RunKey,
     task_id: &str,
 ) -> Result<weft_core::dag_run::TaskInstanceRecord> {
-    let records = state.store().task_instances(run).await?;
+    let records = shown_instances(state.store().task_instances(run).await?);
     records
         .into_iter()
         .filter(|record| record.key.task_id == task_id)
