@@ -38,6 +38,9 @@ pub struct PeerStatus {
     pub rtt_ms: f64,
     /// Remote workers connected to it, as it last said.
     pub workers: u32,
+    /// Packets the link lost so far, and its congestion window (bytes), as QUIC counts them.
+    pub lost_packets: u64,
+    pub congestion_window: u64,
 }
 
 impl Ownership {

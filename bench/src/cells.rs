@@ -303,7 +303,8 @@ pub async fn events_cells(workspace: &Workspace, runs: usize) -> anyhow::Result<
             .with_note(
                 "missed",
                 json!({ "direct": direct.1, "delayed": delayed.1 }),
-            ),
+            )
+            .with_note("link", json!({ "direct": direct.2, "delayed": delayed.2 })),
     )
 }
 
@@ -312,7 +313,7 @@ async fn event_latency(
     dir: &Path,
     delay_ms: u64,
     runs: usize,
-) -> anyhow::Result<(Vec<f64>, usize)> {
+) -> anyhow::Result<(Vec<f64>, usize, serde_json::Value)> {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
     use weft_actors::{Engine, EngineConfig, Ownership, RustDag};
@@ -434,6 +435,17 @@ async fn event_latency(
     for watcher in watchers {
         watcher.abort();
     }
+    let link = peers_b
+        .view()
+        .first()
+        .map(|peer| {
+            json!({
+                "rtt_ms": peer.rtt_ms,
+                "lost_packets": peer.lost_packets,
+                "congestion_window_bytes": peer.congestion_window,
+            })
+        })
+        .unwrap_or_default();
     let (seen_a, seen_b) = (
         seen_a.lock().unwrap().clone(),
         seen_b.lock().unwrap().clone(),
@@ -452,5 +464,5 @@ async fn event_latency(
     service.stop().await;
     a.shutdown().await;
     b.shutdown().await;
-    Ok((latencies, missed))
+    Ok((latencies, missed, link))
 }

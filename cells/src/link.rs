@@ -315,8 +315,14 @@ fn transport(settings: &LinkSettings) -> Result<Arc<quinn::TransportConfig>, Lin
             settings.idle_timeout
         ))
     })?));
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(INITIAL_WINDOW_BYTES);
+    transport.congestion_controller_factory(Arc::new(cubic));
     Ok(Arc::new(transport))
 }
+
+/// The congestion window a link starts with.
+const INITIAL_WINDOW_BYTES: u64 = 256 * 1024;
 
 /// The server side: TLS 1.3 only, a client certificate signed by the CA required, ALPN
 /// `weft/1`, no 0-RTT.

@@ -49,8 +49,10 @@ const OWNER_WAIT: Duration = Duration::from_secs(15);
 const OWNER_RETRY_MS: u64 = 200;
 /// Requests served at once per link; more wait for the others to end.
 const REQUESTS_PER_LINK_MAX: usize = 256;
-/// Events read from a peer and not yet published here (a slow subscriber drops, counted).
+/// Frames of events read from a peer and not yet published here (beyond, dropped, counted).
 const FOREIGN_EVENTS_MAX: usize = 4_096;
+/// Events one frame carries at most (well under the wire's 1 MiB with ids at their limits).
+const EVENTS_PER_FRAME_MAX: usize = 256;
 
 /// What the side that opened a stream asks for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,8 +66,11 @@ enum PeerRequest {
 /// One frame of an event stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum PeerFrame {
-    Event(Event),
-    Status { workers: u32 },
+    /// One change, or the changes that came while the previous frame was being sent.
+    Events(Vec<Event>),
+    Status {
+        workers: u32,
+    },
 }
 
 type Answer = Result<CommandOutcome, CommandFailure>;
@@ -274,11 +279,16 @@ impl Inner {
         let workers = lock(&self.workers).clone();
         let mut peers: Vec<PeerStatus> = lock(&self.links)
             .iter()
-            .map(|(name, peer)| PeerStatus {
-                name: name.clone(),
-                address: peer.address.clone(),
-                rtt_ms: peer.link.connection().rtt().as_secs_f64() * 1e3,
-                workers: workers.get(name).copied().unwrap_or(0),
+            .map(|(name, peer)| {
+                let path = peer.link.connection().stats().path;
+                PeerStatus {
+                    name: name.clone(),
+                    address: peer.address.clone(),
+                    rtt_ms: path.rtt.as_secs_f64() * 1e3,
+                    workers: workers.get(name).copied().unwrap_or(0),
+                    lost_packets: path.lost_packets,
+                    congestion_window: path.cwnd,
+                }
             })
             .collect();
         peers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -440,8 +450,31 @@ async fn stream_events(engine: Engine, mut channel: Channel) {
     loop {
         let frame = tokio::select! {
             event = events.recv() => match event {
-                Ok(event) if owned_here(&engine, &event) => PeerFrame::Event(event),
-                Ok(_) => continue,
+                Ok(event) => {
+                    // What else has come meanwhile goes in the same frame: a burst of changes
+                    // costs a few packets, not one each.
+                    let mut batch = Vec::new();
+                    let mut next = Ok(event);
+                    loop {
+                        match next {
+                            Ok(event) if owned_here(&engine, &event) => batch.push(event),
+                            Ok(_) => {}
+                            Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                                metrics::counter!("weft_cell_events_missed_total").increment(missed);
+                            }
+                            Err(broadcast::error::TryRecvError::Closed) => return,
+                            Err(broadcast::error::TryRecvError::Empty) => break,
+                        }
+                        if batch.len() >= EVENTS_PER_FRAME_MAX {
+                            break;
+                        }
+                        next = events.try_recv();
+                    }
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    PeerFrame::Events(batch)
+                }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     metrics::counter!("weft_cell_events_missed_total").increment(missed);
                     continue;
@@ -488,7 +521,11 @@ async fn follow_events(inner: std::sync::Weak<Inner>, link: Link) {
                     return;
                 };
                 match frame {
-                    PeerFrame::Event(event) => inner.engine.publish_foreign(event),
+                    PeerFrame::Events(events) => {
+                        for event in events {
+                            inner.engine.publish_foreign(event);
+                        }
+                    }
                     PeerFrame::Status { workers } => {
                         lock(&inner.workers).insert(peer.clone(), workers);
                     }
@@ -501,9 +538,13 @@ async fn follow_events(inner: std::sync::Weak<Inner>, link: Link) {
         else {
             continue;
         };
-        metrics::counter!("weft_cell_events_received_total").increment(1);
+        let count = match &frame {
+            PeerFrame::Events(events) => events.len() as u64,
+            PeerFrame::Status { .. } => 0,
+        };
+        metrics::counter!("weft_cell_events_received_total").increment(count);
         if sender.try_send(frame).is_err() {
-            metrics::counter!("weft_cell_events_missed_total").increment(1);
+            metrics::counter!("weft_cell_events_missed_total").increment(count);
         }
     }
     publish.abort();
