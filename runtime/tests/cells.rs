@@ -58,6 +58,8 @@ struct Cells {
     listens: Vec<(String, String)>,
     /// Settings every cell started from now on gets (`WEFT_...` variables).
     cell_env: Vec<(String, String)>,
+    /// The admin's API token on each cell, once signed in there.
+    tokens: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// Held for the test's life (dropped last, after the processes): these tests run one at a
     /// time, since each one's timing assumes a machine that its own cells share with no other
     /// test's (two cores run the store's two nodes too).
@@ -93,6 +95,7 @@ impl Cells {
             linked: false,
             listens: Vec::new(),
             cell_env: Vec::new(),
+            tokens: std::sync::Mutex::default(),
             _serial: SERIAL
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
@@ -435,13 +438,18 @@ impl Cells {
         let process = self.process(on);
         let said = process.wait_for_line("UI and API on http://");
         let address = said.split("http://").nth(1).unwrap().trim().to_string();
-        let password = self.admin_password();
-        let login = serde_json::json!({ "username": "admin", "password": password }).to_string();
-        let (status, answer) = http(&address, "POST", "/api/v1/auth/login", None, Some(&login));
-        assert_eq!(status, 200, "{answer}");
-        let token: Value = serde_json::from_str(&answer).unwrap();
-        let token = token["access_token"].as_str().unwrap().to_string();
-        let (status, answer) = http(&address, method, path, Some(&token), body);
+        // One sign-in per cell: sign-ins are rate limited per client address.
+        let mut tokens = self.tokens.lock().unwrap();
+        let token = tokens.entry(on.to_string()).or_insert_with(|| {
+            let password = self.admin_password();
+            let login =
+                serde_json::json!({ "username": "admin", "password": password }).to_string();
+            let (status, answer) = http(&address, "POST", "/api/v1/auth/login", None, Some(&login));
+            assert_eq!(status, 200, "{answer}");
+            let token: Value = serde_json::from_str(&answer).unwrap();
+            token["access_token"].as_str().unwrap().to_string()
+        });
+        let (status, answer) = http(&address, method, path, Some(token.as_str()), body);
         (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
     }
 
