@@ -266,13 +266,19 @@ impl Engine {
         self.shared.config.worker_slots
     }
 
+    /// Ask the scheduler, and wait for its answer.
+    async fn ask<T: Send + 'static>(
+        &self,
+        message: impl FnOnce(ractor::RpcReplyPort<Result<T, EngineError>>) -> SchedulerMsg,
+    ) -> Result<T, EngineError> {
+        self.scheduler.call(message, None).await?.into_result()
+    }
+
     /// Register (or update) a DAG from its serialized form.
     pub async fn upsert_dag(&self, spec: DagSpec) -> Result<UpsertOutcome, EngineError> {
         let spec = Box::new(spec);
-        self.scheduler
-            .call(|reply| SchedulerMsg::UpsertDag { spec, reply }, None)
-            .await?
-            .into_result()
+        self.ask(|reply| SchedulerMsg::UpsertDag { spec, reply })
+            .await
     }
 
     /// Register a DAG whose tasks are Rust closures.
@@ -371,13 +377,11 @@ impl Engine {
     /// Execute `command` here, or, when another cell owns its DAG and this engine has a
     /// forwarder, on that cell (its answer is this call's).
     pub async fn execute(&self, command: Command) -> Result<CommandOutcome, EngineError> {
-        let forward = self.shared.forwarder.get().map(|_| command.clone());
-        match self.execute_here(command).await {
-            Err(EngineError::NotOwner { shard, .. }) if forward.is_some() => {
-                let command = forward.expect("checked above");
-                let forwarder = self.shared.forwarder.get().expect("checked above");
-                forwarder.forward(shard, command).await
-            }
+        let Some(forwarder) = self.shared.forwarder.get() else {
+            return self.execute_here(command).await;
+        };
+        match self.execute_here(command.clone()).await {
+            Err(EngineError::NotOwner { shard, .. }) => forwarder.forward(shard, command).await,
             result => result,
         }
     }
@@ -391,45 +395,30 @@ impl Engine {
                 logical_date,
                 conf,
             } => self
-                .scheduler
-                .call(
-                    |reply| SchedulerMsg::Trigger {
-                        dag_id,
-                        logical_date,
-                        conf,
-                        reply,
-                    },
-                    None,
-                )
-                .await?
-                .into_result()
+                .ask(|reply| SchedulerMsg::Trigger {
+                    dag_id,
+                    logical_date,
+                    conf,
+                    reply,
+                })
+                .await
                 .map(CommandOutcome::Run),
             Command::SetPaused { dag_id, paused } => self
-                .scheduler
-                .call(
-                    |reply| SchedulerMsg::SetPaused {
-                        dag_id,
-                        paused,
-                        reply,
-                    },
-                    None,
-                )
-                .await?
-                .into_result()
+                .ask(|reply| SchedulerMsg::SetPaused {
+                    dag_id,
+                    paused,
+                    reply,
+                })
+                .await
                 .map(|()| CommandOutcome::Done),
             Command::Backfill { dag_id, from, to } => self
-                .scheduler
-                .call(
-                    |reply| SchedulerMsg::Backfill {
-                        dag_id,
-                        from,
-                        to,
-                        reply,
-                    },
-                    None,
-                )
-                .await?
-                .into_result()
+                .ask(|reply| SchedulerMsg::Backfill {
+                    dag_id,
+                    from,
+                    to,
+                    reply,
+                })
+                .await
                 .map(CommandOutcome::Runs),
             Command::Clear {
                 run,
@@ -437,19 +426,14 @@ impl Engine {
                 downstream,
                 upstream,
             } => self
-                .scheduler
-                .call(
-                    |reply| SchedulerMsg::Clear {
-                        run,
-                        task_ids,
-                        downstream,
-                        upstream,
-                        reply,
-                    },
-                    None,
-                )
-                .await?
-                .into_result()
+                .ask(|reply| SchedulerMsg::Clear {
+                    run,
+                    task_ids,
+                    downstream,
+                    upstream,
+                    reply,
+                })
+                .await
                 .map(|()| CommandOutcome::Done),
             Command::Mark {
                 run,
@@ -457,19 +441,14 @@ impl Engine {
                 map_index,
                 state,
             } => self
-                .scheduler
-                .call(
-                    |reply| SchedulerMsg::MarkTask {
-                        run,
-                        task_id,
-                        map_index,
-                        state,
-                        reply,
-                    },
-                    None,
-                )
-                .await?
-                .into_result()
+                .ask(|reply| SchedulerMsg::MarkTask {
+                    run,
+                    task_id,
+                    map_index,
+                    state,
+                    reply,
+                })
+                .await
                 .map(|()| CommandOutcome::Done),
         }
     }
@@ -486,7 +465,6 @@ impl Engine {
         self.shared.publish(event);
     }
 
-    /// Create or resize a pool.
     /// This cell took `shard` under `epoch` (from its lease keeper): its run writes are fenced
     /// with the epoch from now on, and the scheduler adopts the shard's runs.
     pub fn shard_gained(&self, shard: weft_core::lease::ShardId, epoch: u64) {
@@ -513,6 +491,7 @@ impl Engine {
         self.shared.config.ownership.as_ref()
     }
 
+    /// Create or resize a pool.
     pub async fn set_pool(
         &self,
         name: &str,

@@ -24,6 +24,9 @@ pub struct Ownership {
     directory: RwLock<BTreeMap<ShardId, (String, u64)>>,
     /// This cell's name.
     cell: String,
+    /// Every cell's name and the address it advertises, as its lease keeper last read the
+    /// heartbeat rows: whom its peer links dial.
+    addresses: RwLock<Vec<(String, String)>>,
     /// The other cells this one has a link with, as its peer links last measured them.
     peers: RwLock<Vec<PeerStatus>>,
 }
@@ -56,8 +59,24 @@ impl Ownership {
             active: std::sync::Mutex::new(BTreeMap::new()),
             directory: RwLock::new(BTreeMap::new()),
             cell: cell.to_string(),
+            addresses: RwLock::new(Vec::new()),
             peers: RwLock::new(Vec::new()),
         }
+    }
+
+    /// Every cell's name and advertised address, as the heartbeat rows last read said.
+    pub fn cell_addresses(&self) -> Vec<(String, String)> {
+        self.addresses
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn set_cell_addresses(&self, addresses: Vec<(String, String)>) {
+        *self
+            .addresses
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = addresses;
     }
 
     /// The cells this one has links with (set by its peer links).

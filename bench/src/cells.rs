@@ -366,7 +366,6 @@ async fn event_latency(
         |index: usize| Connector::bind(listen, &credentials[index], LinkSettings::default());
     let peers_a = Peers::start(
         a.clone(),
-        store.clone(),
         connector(0)?,
         Identity::node("cell-a")?,
         Vec::new(),
@@ -374,7 +373,6 @@ async fn event_latency(
     service.route_cells(peers_a.acceptor());
     let peers_b = Peers::start(
         b.clone(),
-        store.clone(),
         connector(1)?,
         Identity::node("cell-b")?,
         vec![reach],

@@ -70,6 +70,8 @@ enum Outcome {
     Observed {
         leases: Vec<LeaseRow>,
         cells: Vec<CellBeat>,
+        /// Each cell's name and the address it advertises.
+        addresses: Vec<(String, String)>,
     },
     ObserveFailed(String),
     Written {
@@ -250,6 +252,10 @@ impl Driver {
             let outcome = match tokio::time::timeout(timeout, read).await {
                 Ok(Ok((leases, cells))) => Outcome::Observed {
                     leases: leases.into_iter().map(|record| record.lease).collect(),
+                    addresses: cells
+                        .iter()
+                        .map(|cell| (cell.name.clone(), cell.address.clone()))
+                        .collect(),
                     cells: cells
                         .into_iter()
                         .map(|cell| CellBeat {
@@ -268,7 +274,11 @@ impl Driver {
     fn outcome(&mut self, outcome: Outcome) {
         let now = self.now();
         match outcome {
-            Outcome::Observed { leases, cells } => {
+            Outcome::Observed {
+                leases,
+                cells,
+                addresses,
+            } => {
                 self.observing = false;
                 if let Some(ownership) = self.engine.ownership() {
                     ownership.set_directory(
@@ -276,6 +286,7 @@ impl Driver {
                             (row.shard, row.owner.clone().unwrap_or_default(), row.epoch)
                         }),
                     );
+                    ownership.set_cell_addresses(addresses);
                 }
                 self.feed(LeaseInput::Observed { now, leases, cells });
             }

@@ -324,6 +324,26 @@ fn transport(settings: &LinkSettings) -> Result<Arc<quinn::TransportConfig>, Lin
 /// The congestion window a link starts with.
 const INITIAL_WINDOW_BYTES: u64 = 256 * 1024;
 
+/// The host of `HOST:PORT` (brackets of an IPv6 address dropped): the name a node's
+/// certificate must carry when it is dialed at that address.
+pub fn host_of(address: &str) -> &str {
+    address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+}
+
+/// The first socket address `HOST:PORT` resolves to, or why there is none.
+pub async fn resolve(address: &str) -> Result<SocketAddr, String> {
+    match tokio::net::lookup_host(address).await {
+        Ok(mut addresses) => addresses
+            .next()
+            .ok_or_else(|| format!("`{address}` resolves to no address")),
+        Err(error) => Err(format!("cannot resolve `{address}`: {error}")),
+    }
+}
+
 /// The server side: TLS 1.3 only, a client certificate signed by the CA required, ALPN
 /// `weft/1`, no 0-RTT.
 pub fn server_config(

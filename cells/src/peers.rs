@@ -8,8 +8,8 @@
 //! - `Command`: a command for a DAG this cell owns, executed here and answered on the stream
 //!   (`weft_actors::Forwarder`), so a user may send any command to any cell.
 //!
-//! Which cells there are comes from the heartbeat rows in the store (their `address`) and from
-//! `cell.peers`; each side dials the cells it has no link with. When both dial at once, the link
+//! Which cells there are comes from the heartbeat rows (their `address`, as the cell's lease
+//! keeper last read them: `Ownership::cell_addresses`) and from `cell.peers`; each side dials the cells it has no link with. When both dial at once, the link
 //! the cell with the smaller name dialed is kept and the other closed, on both sides alike.
 //!
 //! A command is retried only when it was surely not executed (no link to the owner yet, or the
@@ -17,11 +17,10 @@
 //! says so, because executing a trigger twice would make two runs.
 
 use crate::certs::{Identity, Role};
-use crate::link::{Channel, Connector, Link, LinkError};
+use crate::link::{host_of, resolve, Channel, Connector, Link, LinkError};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
@@ -29,7 +28,6 @@ use weft_actors::{
     Command, CommandFailure, CommandOutcome, Engine, EngineError, Event, Forwarder, PeerStatus,
 };
 use weft_core::lease::ShardId;
-use weft_storage::Store;
 
 /// Cells one cell keeps links with.
 pub const PEERS_MAX: usize = 64;
@@ -83,7 +81,6 @@ pub struct Peers {
 
 struct Inner {
     engine: Engine,
-    store: Arc<dyn Store>,
     connector: Connector,
     own: Identity,
     /// `cell.peers`: addresses dialed whether or not a heartbeat row names them.
@@ -121,19 +118,12 @@ enum AskError {
 
 impl Peers {
     /// Links for the cell `engine` runs (its `Ownership` names it), dialing with `connector`
-    /// the cells in the heartbeat rows of `store` and the addresses in `seeds`. The engine's
-    /// commands for other cells' DAGs go through these links from now on.
-    pub fn start(
-        engine: Engine,
-        store: Arc<dyn Store>,
-        connector: Connector,
-        own: Identity,
-        seeds: Vec<String>,
-    ) -> Peers {
+    /// the cells its lease keeper read in the heartbeat rows and the addresses in `seeds`. The
+    /// engine's commands for other cells' DAGs go through these links from now on.
+    pub fn start(engine: Engine, connector: Connector, own: Identity, seeds: Vec<String>) -> Peers {
         let peers = Peers {
             inner: Arc::new(Inner {
                 engine: engine.clone(),
-                store,
                 connector,
                 own,
                 seeds,
@@ -148,11 +138,6 @@ impl Peers {
         let status = tokio::spawn(status_loop(Arc::downgrade(&peers.inner)));
         lock(&peers.inner.tasks).extend([dialer, status]);
         peers
-    }
-
-    /// A link another cell opened to this one (the listener hands over node links).
-    pub fn accepted(&self, link: Link) {
-        self.inner.register(link, false, None);
     }
 
     /// A sender the listener hands accepted node links to.
@@ -562,15 +547,14 @@ async fn dial_loop(inner: std::sync::Weak<Inner>) {
         };
         let mut targets: Vec<(Option<String>, String)> =
             this.seeds.iter().map(|seed| (None, seed.clone())).collect();
-        match tokio::time::timeout(Duration::from_millis(DIAL_MS), this.store.cells()).await {
-            Ok(Ok(cells)) => targets.extend(
-                cells
+        if let Some(ownership) = this.engine.ownership() {
+            targets.extend(
+                ownership
+                    .cell_addresses()
                     .into_iter()
-                    .filter(|cell| cell.name != this.own_name() && !cell.address.is_empty())
-                    .map(|cell| (Some(cell.name), cell.address)),
-            ),
-            Ok(Err(error)) => tracing::debug!(%error, "reading the cells to link with failed"),
-            Err(_) => tracing::debug!("reading the cells to link with timed out"),
+                    .filter(|(name, address)| name != this.own_name() && !address.is_empty())
+                    .map(|(name, address)| (Some(name), address)),
+            );
         }
         let linked: Vec<(String, String, bool)> = lock(&this.links)
             .iter()
@@ -623,21 +607,9 @@ async fn dial(inner: Arc<Inner>, address: String) {
 
 /// Connect to `address` (`HOST:PORT`), whose certificate must name HOST.
 async fn connect(connector: &Connector, address: &str) -> Result<Link, String> {
-    let host = address
-        .rsplit_once(':')
-        .map_or(address, |(host, _)| host)
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let resolved: Vec<SocketAddr> = tokio::net::lookup_host(address)
-        .await
-        .map_err(|error| format!("`{address}` does not resolve: {error}"))?
-        .collect();
-    let Some(socket) = resolved.first() else {
-        return Err(format!("`{address}` resolves to nothing"));
-    };
+    let socket = resolve(address).await?;
     connector
-        .connect(*socket, &host)
+        .connect(socket, host_of(address))
         .await
         .map_err(|error: LinkError| error.to_string())
 }

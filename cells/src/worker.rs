@@ -11,7 +11,7 @@
 
 use crate::certs::Identity;
 use crate::cluster::{ClusterError, ClusterNode};
-use crate::link::{Connector, Credentials, Link, LinkError, LinkSettings};
+use crate::link::{host_of, resolve, Connector, Credentials, Link, LinkError, LinkSettings};
 use crate::logs::CurrentLink;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -52,16 +52,12 @@ pub enum WorkerError {
 
 impl WorkerLink {
     /// The name `address`'s certificate must carry.
-    fn server_name_for(&self, address: &str) -> String {
-        if !self.server_name.is_empty() {
-            return self.server_name.clone();
+    fn server_name_for<'a>(&'a self, address: &'a str) -> &'a str {
+        if self.server_name.is_empty() {
+            host_of(address)
+        } else {
+            &self.server_name
         }
-        address
-            .rsplit_once(':')
-            .map_or(address, |(host, _)| host)
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string()
     }
 }
 
@@ -84,15 +80,6 @@ fn worth_redialing(error: &LinkError) -> bool {
     }
 }
 
-async fn resolve(connect: &str) -> Result<SocketAddr, String> {
-    match tokio::net::lookup_host(connect).await {
-        Ok(mut addresses) => addresses
-            .next()
-            .ok_or_else(|| format!("`{connect}` resolves to no address")),
-        Err(error) => Err(format!("cannot resolve `{connect}`: {error}")),
-    }
-}
-
 /// Dial every address of `link` at once and keep the link with the smallest round-trip time;
 /// the others are closed. The first to answer is usually the nearest (a handshake takes two
 /// round trips); the others get half as long again to answer and be compared, so a dead cell's
@@ -111,7 +98,7 @@ async fn dial_nearest(
         .map(|connect| async move {
             let address = resolve(connect).await.map_err(DialError::Again)?;
             match connector
-                .connect(address, &link.server_name_for(connect))
+                .connect(address, link.server_name_for(connect))
                 .await
             {
                 Ok(connected) => Ok((connected, address)),

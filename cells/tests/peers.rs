@@ -60,7 +60,6 @@ async fn a_command_on_one_cell_is_carried_out_by_the_owner_and_its_events_come_b
     };
     let peers_a = Peers::start(
         a.clone(),
-        store.clone(),
         connector(0),
         Identity::node("cell-a").unwrap(),
         Vec::new(),
@@ -68,7 +67,6 @@ async fn a_command_on_one_cell_is_carried_out_by_the_owner_and_its_events_come_b
     service.route_cells(peers_a.acceptor());
     let peers_b = Peers::start(
         b.clone(),
-        store.clone(),
         connector(1),
         Identity::node("cell-b").unwrap(),
         vec![address.clone()],

@@ -433,15 +433,16 @@ async fn cell(mut config: Config, args: CellArgs) -> anyhow::Result<ExitCode> {
 /// `weft cells list`: the cells' heartbeat rows and the shards' lease rows, from the store;
 /// with a cell running on this home, also its links' round-trip times and workers.
 async fn cells_list(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let store = open(config).await?;
-    let list = match control::send(&config.core.home, &control::Request::Cells).await {
-        // A node that is no cell refuses: the store's rows are all there is.
-        Ok(Some(response)) if response.ok => serde_json::from_value(response.result)?,
-        _ => {
-            weft_web::api::cells::cell_list(store.as_ref(), config.cell.shards, None, None).await?
-        }
-    };
-    let list: weft_api_types::CellList = list;
+    let list: weft_api_types::CellList =
+        match control::send(&config.core.home, &control::Request::Cells).await {
+            // A node that is no cell refuses: the store's rows are all there is.
+            Ok(Some(response)) if response.ok => serde_json::from_value(response.result)?,
+            _ => {
+                let store = open(config).await?;
+                weft_web::api::cells::cell_list(store.as_ref(), config.cell.shards, None, None)
+                    .await?
+            }
+        };
     let rows: Vec<Vec<String>> = list
         .cells
         .iter()
@@ -574,7 +575,7 @@ async fn standalone(config: Config, args: StandaloneArgs) -> anyhow::Result<Exit
         );
     }
     let peers = if keeper.is_some() {
-        crate::remote::cell_peers(&config, &engine, &store, remote_workers.as_ref())?
+        crate::remote::cell_peers(&config, &engine, remote_workers.as_ref())?
     } else {
         None
     };

@@ -217,21 +217,10 @@ use tokio::io::AsyncReadExt;
 
 /// The cells as this node sees them; refused on a node that is not a cell.
 async fn cells(engine: &Engine) -> Response {
-    let Some(ownership) = engine.ownership() else {
+    if engine.ownership().is_none() {
         return refusal("this node is not a cell".to_string());
-    };
-    let workers = match engine.workers().await {
-        Ok(view) => view.remote.len() as u32,
-        Err(error) => return refusal(error.to_string()),
-    };
-    let list = weft_web::api::cells::cell_list(
-        engine.store().as_ref(),
-        ownership.shards(),
-        Some(ownership),
-        Some(workers),
-    )
-    .await;
-    match list {
+    }
+    match weft_web::api::cells::seen_by(engine).await {
         Ok(list) => Response {
             ok: true,
             result: serde_json::to_value(list).unwrap_or(serde_json::Value::Null),

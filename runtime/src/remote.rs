@@ -13,7 +13,7 @@ use std::time::Duration;
 use weft_actors::executor::worker::{Handlers, WorkerContext};
 use weft_actors::{AttemptAssignment, Engine, RemoteSlotsConfig, RemoteWorkerView};
 use weft_cells::certs::Identity;
-use weft_cells::link::{Credentials, LinkSettings};
+use weft_cells::link::{host_of, Credentials, LinkSettings};
 use weft_cells::worker::WorkerLink;
 use weft_cells::workers::WorkerService;
 
@@ -294,14 +294,6 @@ fn host_name() -> anyhow::Result<String> {
     Ok(name)
 }
 
-/// The host of `HOST:PORT` (brackets of an IPv6 address dropped).
-fn host_of(connect: &str) -> String {
-    let host = connect.rsplit_once(':').map_or(connect, |(host, _)| host);
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string()
-}
-
 /// A node's `workers.listen`: accepts remote workers and hands them to `engine`. `None` when
 /// it is not configured.
 pub async fn serve_workers(
@@ -343,7 +335,6 @@ pub async fn serve_workers(
 pub fn cell_peers(
     config: &Config,
     engine: &Engine,
-    store: &std::sync::Arc<dyn weft_storage::Store>,
     service: Option<&WorkerService>,
 ) -> anyhow::Result<Option<weft_cells::peers::Peers>> {
     let Some(service) = service else {
@@ -369,7 +360,6 @@ pub fn cell_peers(
     let connector = weft_cells::Connector::bind(bind, &credentials, settings)?;
     let peers = weft_cells::peers::Peers::start(
         engine.clone(),
-        store.clone(),
         connector,
         identity,
         config.cell.peers.clone(),

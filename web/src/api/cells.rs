@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
-use weft_actors::Ownership;
+use weft_actors::{Engine, EngineError, Ownership};
 use weft_api_types::{Cell, CellList, CellShard, Role};
 use weft_storage::Store;
 
@@ -92,12 +92,16 @@ pub async fn cell_list(
 )]
 pub async fn cells(State(state): State<AppState>, principal: Principal) -> Result<Json<CellList>> {
     principal.require(Role::Viewer)?;
-    let engine = state.engine();
+    Ok(Json(seen_by(state.engine()).await?))
+}
+
+/// The cells as `engine` sees them: with its links' figures and its own remote workers (the
+/// API and a cell's control socket answer with this).
+pub async fn seen_by(engine: &Engine) -> std::result::Result<CellList, EngineError> {
     let ownership = engine.ownership().map(|ownership| ownership.as_ref());
     let shards = ownership.map_or(weft_core::lease::LeaseSettings::default().shards, |o| {
         o.shards()
     });
     let workers = engine.workers().await?.remote.len() as u32;
-    let list = cell_list(state.store().as_ref(), shards, ownership, Some(workers)).await?;
-    Ok(Json(list))
+    Ok(cell_list(engine.store().as_ref(), shards, ownership, Some(workers)).await?)
 }
